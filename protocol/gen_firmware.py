@@ -1,0 +1,223 @@
+"""Generate the firmware's codec (firmware/pod/wire.py) from messages.py.
+
+The board has no construct, so each message becomes a pair of struct-based
+functions:
+
+    pack_<name>(buf, off, *fields) -> end      writes the payload at buf[off:]
+    unpack_<name>(buf, off, end) -> tuple      reads it back, checking bounds
+
+Consecutive fixed-size fields are packed with one struct call. Usage:
+    python -m hypnolum.protocol.gen_firmware            # rewrite the file
+    python -m hypnolum.protocol.gen_firmware --check    # exit 1 if it is stale
+"""
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+from pathlib import Path
+
+from . import messages, schema
+from .schema import ARRAY, BYTES, ENUM, INT, LIST, STR
+
+TARGET = Path(__file__).resolve().parent.parent / "firmware" / "pod" / "wire.py"
+
+
+def _groups(fields):
+    """Split fields into runs of fixed-size ones and single variable ones."""
+    run = []
+    for f in fields:
+        if f.kind in (INT, ENUM, ARRAY):
+            run.append(f)
+            continue
+        if run:
+            yield "fixed", run
+            run = []
+        yield "var", f
+    if run:
+        yield "fixed", run
+
+
+def _fixed_fmt(run) -> str:
+    return "<" + "".join(f.fmt * (f.count if f.kind == ARRAY else 1) for f in run)
+
+
+def _pack_fn(msg: schema.Message) -> list[str]:
+    args = ", ".join(f.name for f in msg.fields)
+    out = [f"def pack_{msg.name}(buf, off, {args}):"]
+    for kind, item in _groups(msg.fields):
+        if kind == "fixed":
+            fmt = _fixed_fmt(item)
+            vals = []
+            for f in item:
+                vals += [f"{f.name}[{i}]" for i in range(f.count)] if f.kind == ARRAY else [f.name]
+            out.append(f"    struct.pack_into({fmt!r}, buf, off, {', '.join(vals)})")
+            out.append(f"    off += {struct.calcsize(fmt)}")
+        elif item.kind == STR:
+            out.append(f"    off = _pack_str(buf, off, {item.name}, {item.prefix!r})")
+        elif item.kind == LIST:
+            out.append(f"    off = _pack_list(buf, off, {item.name}, {item.prefix!r}, {item.fmt!r}, {item.max_items})")
+        elif item.kind == BYTES:
+            out.append(f"    off = _pack_bytes(buf, off, {item.name})")
+    out.append("    return off")
+    return out
+
+
+def _unpack_fn(msg: schema.Message) -> list[str]:
+    out = [f"def unpack_{msg.name}(buf, off, end):"]
+    names = []
+    for kind, item in _groups(msg.fields):
+        if kind == "fixed":
+            fmt = _fixed_fmt(item)
+            size = struct.calcsize(fmt)
+            targets = []
+            for f in item:
+                if f.kind == ARRAY:
+                    targets += [f"_{f.name}{i}" for i in range(f.count)]
+                else:
+                    targets.append(f.name)
+            out.append(f"    if off + {size} > end:")
+            out.append(f"        raise ValueError('{msg.name}: short payload')")
+            lhs = ", ".join(targets) + ("," if len(targets) == 1 else "")
+            out.append(f"    {lhs} = struct.unpack_from({fmt!r}, buf, off)")
+            out.append(f"    off += {size}")
+            for f in item:
+                if f.kind == ARRAY:
+                    out.append(f"    {f.name} = ({', '.join(f'_{f.name}{i}' for i in range(f.count))},)")
+            names += [f.name for f in item]
+        elif item.kind == STR:
+            out.append(f"    {item.name}, off = _unpack_str(buf, off, end, {item.prefix!r})")
+            names.append(item.name)
+        elif item.kind == LIST:
+            out.append(
+                f"    {item.name}, off = _unpack_list(buf, off, end, {item.prefix!r}, {item.fmt!r}, {item.max_items})"
+            )
+            names.append(item.name)
+        elif item.kind == BYTES:
+            out.append(f"    {item.name} = memoryview(buf)[off:end]")
+            out.append("    off = end")
+            names.append(item.name)
+    out.append("    if off != end:")
+    out.append(f"        raise ValueError('{msg.name}: trailing bytes')")
+    out.append(f"    return ({', '.join(names)},)")
+    return out
+
+
+_HELPERS = '''
+def _pack_str(buf, off, s, pfmt):
+    if isinstance(s, str):
+        s = s.encode()
+    n = len(s)
+    size = struct.calcsize(pfmt)
+    struct.pack_into('<' + pfmt, buf, off, n)
+    off += size
+    buf[off:off + n] = s
+    return off + n
+
+
+def _unpack_str(buf, off, end, pfmt):
+    size = struct.calcsize(pfmt)
+    if off + size > end:
+        raise ValueError('short string prefix')
+    n = struct.unpack_from('<' + pfmt, buf, off)[0]
+    off += size
+    if off + n > end:
+        raise ValueError('short string')
+    return str(bytes(buf[off:off + n]), 'utf-8'), off + n
+
+
+def _pack_list(buf, off, items, pfmt, ifmt, max_items):
+    n = len(items)
+    if n > max_items:
+        raise ValueError('too many items')
+    struct.pack_into('<' + pfmt, buf, off, n)
+    off += struct.calcsize(pfmt)
+    isize = struct.calcsize(ifmt)
+    for v in items:
+        struct.pack_into('<' + ifmt, buf, off, v)
+        off += isize
+    return off
+
+
+def _unpack_list(buf, off, end, pfmt, ifmt, max_items):
+    size = struct.calcsize(pfmt)
+    if off + size > end:
+        raise ValueError('short list prefix')
+    n = struct.unpack_from('<' + pfmt, buf, off)[0]
+    off += size
+    isize = struct.calcsize(ifmt)
+    if n > max_items or off + n * isize > end:
+        raise ValueError('bad list length')
+    items = tuple(struct.unpack_from('<' + ifmt, buf, off + i * isize)[0] for i in range(n))
+    return items, off + n * isize
+
+
+def _pack_bytes(buf, off, data):
+    # an int means: that many bytes were already written in place
+    if isinstance(data, int):
+        return off + data
+    n = len(data)
+    buf[off:off + n] = data
+    return off + n
+'''
+
+
+def render() -> str:
+    lines = [
+        "# GENERATED by protocol/gen_firmware.py from protocol/messages.py. DO NOT EDIT.",
+        "# Regenerate with `make codec`; a test fails when this file is stale.",
+        '"""Pod wire protocol v1: struct-based codec for the firmware."""',
+        "import struct",
+        "from micropython import const",
+        "",
+        f"FINGERPRINT = const({schema.FINGERPRINT:#010x})",
+    ]
+    lines += [f"{name} = const({value})" for name, value in messages.CONSTANTS]
+    lines.append("")
+    lines.append("# message types")
+    lines += [f"{m.const_name} = const({m.type_id:#04x})" for m in schema.MESSAGES]
+    for name, mapping in schema.ENUMS.items():
+        lines.append("")
+        lines.append(f"# enum {name}")
+        lines += [f"{name.upper()}_{key.upper()} = const({value})" for key, value in mapping.items()]
+        body = ", ".join(f"{k!r}: {v}" for k, v in mapping.items())
+        lines.append(f"{name.upper()} = {{{body}}}")
+    lines.append("")
+    lines.append("NAMES = {" + ", ".join(f"{m.const_name}: {m.name!r}" for m in schema.MESSAGES) + "}")
+    lines.append("COMMANDS = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES if m.command) + ")")
+    lines.append("FIELDS = {")
+    for m in schema.MESSAGES:
+        names = ", ".join(repr(f.name) for f in m.fields)
+        lines.append(f"    {m.const_name}: ({names},),")
+    lines.append("}")
+    lines.append(_HELPERS)
+    for m in schema.MESSAGES:
+        lines.append("")
+        lines += _pack_fn(m)
+        lines.append("")
+        lines.append("")
+        lines += _unpack_fn(m)
+        lines.append("")
+    lines.append("")
+    lines.append("PACK = {" + ", ".join(f"{m.const_name}: pack_{m.name}" for m in schema.MESSAGES) + "}")
+    lines.append("UNPACK = {" + ", ".join(f"{m.const_name}: unpack_{m.name}" for m in schema.MESSAGES) + "}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if the checked-in file is stale")
+    args = ap.parse_args(argv)
+    text = render()
+    if args.check:
+        if not TARGET.exists() or TARGET.read_text() != text:
+            print(f"{TARGET} is stale: run `make codec`", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(text)
+    print(f"wrote {TARGET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Pod wire protocol v1: every message, defined once.
+
+This module is the specification. The host codec (codec.py) parses and builds
+with these definitions; the generator (gen_firmware.py) turns them into the
+struct-based MicroPython codec in firmware/pod/wire.py; the schema fingerprint
+(schema.py) is a hash of them, so a pod built from other definitions is refused.
+
+Conventions: little-endian integers; strings are UTF-8 with a u8 length prefix;
+EEG samples are carried exactly as the Cyton sends them (24-bit big-endian
+two's complement), so the pod copies them without converting.
+
+A frame on the wire is   COBS( header | payload | crc32 ) 0x00   (see codec.py).
+"""
+from construct import (
+    Array,
+    Enum,
+    GreedyBytes,
+    Int8sl,
+    Int8ul,
+    Int16sl,
+    Int16ul,
+    Int32ul,
+    Int64ul,
+    PascalString,
+    PrefixedArray,
+    Struct,
+)
+
+PROTOCOL_VERSION = 1
+
+# Largest decoded frame (header + payload + CRC) either side accepts.
+MAX_FRAME = 1024
+# CRC-32/IEEE (zlib.crc32 / binascii.crc32) over header + payload, little-endian.
+CRC_SIZE = 4
+
+Header = Struct(
+    "version" / Int8ul,
+    "type" / Int8ul,
+    "seq" / Int16ul,  # per-direction frame counter, wraps at 2**16
+)
+HEADER_SIZE = Header.sizeof()
+
+# ---------------------------------------------------------------------------
+# Enumerations shared by both ends
+# ---------------------------------------------------------------------------
+Effect = Enum(Int8ul, off=0, solid=1, breathe=2)
+
+NackReason = Enum(
+    Int8ul,
+    bad_message=1,  # payload did not decode
+    unknown_type=2,  # message type the pod does not handle
+    unknown_effect=3,
+    bad_param=4,
+    unsupported=5,
+    busy=6,
+    safety=7,  # refused by the safety governor
+)
+
+LogLevel = Enum(Int8ul, debug=10, info=20, warning=30, error=40)
+
+# Bits of EegBatch.flags
+EEG_FLAG_GAP_BEFORE = 0x01  # samples were lost between the previous batch and this one
+
+# ---------------------------------------------------------------------------
+# Messages. Type ids are part of the wire contract; never reuse one.
+# ---------------------------------------------------------------------------
+Hello = Struct(  # pod -> host, at boot and in answer to CONNECT
+    "pod_id" / PascalString(Int8ul, "utf8"),
+    "fw_version" / PascalString(Int8ul, "utf8"),
+    "protocol_version" / Int8ul,
+    "fingerprint" / Int32ul,
+    "boot_id" / Int32ul,  # random per boot: a changed value means the pod rebooted
+    "led_count" / Int16ul,
+    "eeg_channels" / Int8ul,
+    "sample_rate_hz" / Int16ul,
+)
+
+Connect = Struct(  # host -> pod: start a session; the pod answers HELLO
+    "protocol_version" / Int8ul,
+    "fingerprint" / Int32ul,
+    "host_id" / PascalString(Int8ul, "utf8"),
+)
+
+Status = Struct(  # pod -> host, heartbeat once a second
+    "uptime_ms" / Int32ul,
+    "ticks_ms" / Int32ul,  # pod clock (wraps at 2**30 on the ESP32)
+    "rx_frames" / Int32ul,
+    "rx_errors" / Int32ul,
+    "tx_frames" / Int32ul,
+    "eeg_samples" / Int32ul,
+    "eeg_gaps" / Int32ul,
+    "eeg_dropped" / Int32ul,
+    "frames_rendered" / Int32ul,
+    "render_overruns" / Int32ul,
+    "mem_free" / Int32ul,
+    "effect" / Effect,
+    "brightness" / Int8ul,
+)
+
+Ping = Struct(  # host -> pod, keepalive and clock-sync probe
+    "nonce" / Int32ul,
+    "host_time_us" / Int64ul,
+)
+
+Pong = Struct(  # pod -> host, answer to PING
+    "nonce" / Int32ul,
+    "host_time_us" / Int64ul,
+    "pod_rx_us" / Int32ul,  # pod ticks_us when PING arrived
+    "pod_tx_us" / Int32ul,  # pod ticks_us when PONG left
+)
+
+EegBatch = Struct(  # pod -> host, telemetry (not acknowledged)
+    "first_seq" / Int32ul,  # sample sequence number of the first sample
+    "ticks_ms" / Int32ul,  # pod clock when the first sample was read
+    "channels" / Int8ul,
+    "flags" / Int8ul,  # EEG_FLAG_*
+    # n_samples x channels x int24 big-endian, n_samples = len / (3 * channels)
+    "samples" / GreedyBytes,
+)
+
+Scene = Struct(  # host -> pod, command (answered ACK or NACK)
+    "effect" / Effect,
+    "brightness" / Int8ul,  # 0..255, further limited by the pod's safety governor
+    "color" / Array(3, Int8ul),  # r, g, b
+    "transition_ms" / Int16ul,
+    "period_ms" / Int16ul,  # animation period for animated effects
+    "params" / PrefixedArray(Int8ul, Int16sl),  # effect-specific, at most 8
+)
+
+Ack = Struct(  # pod -> host
+    "ack_seq" / Int16ul,  # seq of the command being acknowledged
+)
+
+Nack = Struct(  # pod -> host
+    "ack_seq" / Int16ul,
+    "reason" / NackReason,
+)
+
+Log = Struct(  # pod -> host
+    "level" / LogLevel,
+    "text" / PascalString(Int8ul, "utf8"),
+)
+
+# name, type id, definition, direction, acknowledged?
+MESSAGES = (
+    ("hello", 0x01, Hello),
+    ("connect", 0x02, Connect),
+    ("status", 0x03, Status),
+    ("ping", 0x04, Ping),
+    ("pong", 0x05, Pong),
+    ("eeg_batch", 0x10, EegBatch),
+    ("scene", 0x20, Scene),
+    ("ack", 0x30, Ack),
+    ("nack", 0x31, Nack),
+    ("log", 0x40, Log),
+)
+
+# Commands the pod must answer with ACK or NACK.
+COMMANDS = frozenset({"scene"})
+
+ENUMS = (("effect", Effect), ("nack_reason", NackReason), ("log_level", LogLevel))
+
+# Scalar constants exported to the firmware.
+CONSTANTS = (
+    ("PROTOCOL_VERSION", PROTOCOL_VERSION),
+    ("MAX_FRAME", MAX_FRAME),
+    ("HEADER_SIZE", HEADER_SIZE),
+    ("CRC_SIZE", CRC_SIZE),
+    ("EEG_FLAG_GAP_BEFORE", EEG_FLAG_GAP_BEFORE),
+    ("MAX_SCENE_PARAMS", 8),
+)

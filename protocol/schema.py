@@ -1,0 +1,154 @@
+"""The message definitions reduced to a small, checked description.
+
+The generator, the schema fingerprint and the test vectors all read this
+description instead of the construct objects, so the three can never disagree
+about what a message holds. Only a deliberate, small vocabulary of construct
+types is accepted; anything else is an error at import time, not a codec that
+silently differs between the two ends.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import construct as cs
+
+from . import messages
+
+# kinds of field
+INT = "int"  # one integer (struct format char in .fmt)
+ENUM = "enum"  # one integer with named values (.enum names the enum)
+ARRAY = "array"  # fixed count of integers (.count)
+STR = "str"  # UTF-8 with an integer length prefix (.prefix)
+LIST = "list"  # integers with an integer count prefix (.prefix)
+BYTES = "bytes"  # the rest of the payload; only as the last field
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str
+    fmt: str  # struct format char of the value (or of the items)
+    prefix: str = ""  # struct format char of a length / count prefix
+    count: int = 0  # ARRAY only
+    enum: str = ""  # ENUM only
+    max_items: int = 0  # LIST only: largest count accepted
+
+    def signature(self) -> str:
+        """Canonical text of this field for the fingerprint."""
+        kind = INT if self.kind == ENUM else self.kind  # enum values may grow
+        return f"{self.name}:{kind}:{self.fmt}:{self.prefix}:{self.count}"
+
+
+@dataclass(frozen=True)
+class Message:
+    name: str
+    type_id: int
+    fields: tuple[Field, ...]
+    construct: cs.Construct
+    command: bool
+
+    @property
+    def const_name(self) -> str:
+        return "T_" + self.name.upper()
+
+
+_MAX_LIST = dict(messages.CONSTANTS)["MAX_SCENE_PARAMS"]
+
+
+_CANON = {"l": "i", "L": "I"}  # construct spells 32-bit fields l / L
+
+
+def _int_fmt(con: cs.Construct, where: str) -> str:
+    if not isinstance(con, cs.FormatField):
+        raise TypeError(f"{where}: expected an integer field, got {con!r}")
+    order, char = con.fmtstr[0], _CANON.get(con.fmtstr[1:], con.fmtstr[1:])
+    if order != "<" or char not in "bBhHiIqQ":
+        raise TypeError(f"{where}: only little-endian integers are allowed, got {con.fmtstr!r}")
+    return char
+
+
+def _enum_name(con: cs.Enum, where: str) -> str:
+    for name, enum in messages.ENUMS:
+        if enum is con:
+            return name
+    raise TypeError(f"{where}: enum is not listed in messages.ENUMS")
+
+
+def _field(sub: cs.Renamed, msg: str, last: bool) -> Field:
+    name, con = sub.name, sub.subcon
+    where = f"{msg}.{name}"
+    if isinstance(con, cs.FormatField):
+        return Field(name, INT, _int_fmt(con, where))
+    if isinstance(con, cs.Enum):
+        return Field(name, ENUM, _int_fmt(con.subcon, where), enum=_enum_name(con, where))
+    if isinstance(con, cs.Array) and isinstance(con.count, int):
+        return Field(name, ARRAY, _int_fmt(con.subcon, where), count=con.count)
+    if isinstance(con, cs.StringEncoded) and isinstance(con.subcon, cs.Prefixed):
+        if con.encoding != "utf8" or con.subcon.subcon is not cs.GreedyBytes:
+            raise TypeError(f"{where}: strings must be PascalString(..., 'utf8')")
+        return Field(name, STR, "s", prefix=_int_fmt(con.subcon.lengthfield, where))
+    if isinstance(con, cs.FocusedSeq) and [s.name for s in con.subcons] == ["count", "items"]:
+        count, items = con.subcons
+        return Field(
+            name,
+            LIST,
+            _int_fmt(items.subcon.subcon, where),
+            prefix=_int_fmt(count.subcon.subcon, where),
+            max_items=_MAX_LIST,
+        )
+    if con is cs.GreedyBytes:
+        if not last:
+            raise TypeError(f"{where}: GreedyBytes must be the last field")
+        return Field(name, BYTES, "s")
+    raise TypeError(f"{where}: unsupported construct {type(con).__name__}")
+
+
+def _message(name: str, type_id: int, con: cs.Struct) -> Message:
+    subs = con.subcons
+    fields = tuple(_field(s, name, i == len(subs) - 1) for i, s in enumerate(subs))
+    return Message(name, type_id, fields, con, name in messages.COMMANDS)
+
+
+def load() -> tuple[Message, ...]:
+    seen: set[int] = set()
+    out = []
+    for name, type_id, con in messages.MESSAGES:
+        if type_id in seen or not 0 < type_id < 256:
+            raise ValueError(f"{name}: type id {type_id:#x} is reused or out of range")
+        seen.add(type_id)
+        out.append(_message(name, type_id, con))
+    return tuple(out)
+
+
+MESSAGES: tuple[Message, ...] = load()
+BY_NAME = {m.name: m for m in MESSAGES}
+BY_TYPE = {m.type_id: m for m in MESSAGES}
+ENUMS = {name: {str(k): int(v) for k, v in enum.encmapping.items()} for name, enum in messages.ENUMS}
+
+
+def schema_text() -> str:
+    """Canonical description hashed into the fingerprint.
+
+    Covers the header, limits, message ids, field names and field types. Enum
+    values are left out on purpose: a host that knows a newer effect still
+    talks to an older pod, which answers NACK unknown_effect.
+    """
+    lines = [
+        f"version {messages.PROTOCOL_VERSION}",
+        f"max_frame {messages.MAX_FRAME}",
+        "header " + " ".join(f"{s.name}:{_int_fmt(s.subcon, 'header')}" for s in messages.Header.subcons),
+        "crc crc32-ieee-le",
+    ]
+    for m in MESSAGES:
+        lines.append(f"{m.type_id:#04x} {m.name} " + " ".join(f.signature() for f in m.fields))
+    return "\n".join(lines) + "\n"
+
+
+def fingerprint() -> int:
+    """32-bit schema fingerprint (first four bytes of SHA-256, little-endian)."""
+    digest = hashlib.sha256(schema_text().encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+FINGERPRINT = fingerprint()
