@@ -104,7 +104,8 @@ def encode_payload(name: str, fields: dict[str, Any]) -> bytes:
 
 def encode(name: str, seq: int, fields: dict[str, Any], version: int = PROTOCOL_VERSION) -> bytes:
     """One complete frame, COBS-encoded, with its 0x00 delimiter."""
-    body = _HEADER.pack(version, BY_NAME[name].type_id, seq & 0xFFFF) + encode_payload(name, fields)
+    payload = encode_payload(name, fields)  # checks the name first
+    body = _HEADER.pack(version, BY_NAME[name].type_id, seq & 0xFFFF) + payload
     body += _CRC.pack(zlib.crc32(body))
     return cobs.encode(body) + b"\x00"
 
@@ -151,6 +152,7 @@ class FrameDecoder:
     frames: int = 0
     last_error: str = ""
     _buf: bytearray = field(default_factory=bytearray)
+    _skipping: bool = False  # inside an oversize run already counted
 
     def _fail(self, exc: ProtocolError) -> None:
         self.errors[exc.kind] = self.errors.get(exc.kind, 0) + 1
@@ -167,6 +169,9 @@ class FrameDecoder:
                 break
             chunk = bytes(buf[start:end])
             start = end + 1
+            if self._skipping:
+                self._skipping = False  # the tail of garbage already counted
+                continue
             if not chunk:
                 continue  # idle delimiters
             try:
@@ -179,7 +184,9 @@ class FrameDecoder:
         del buf[:start]
         if len(buf) > MAX_ENCODED:
             # no delimiter within a maximum frame: garbage; resync at the next 0x00
-            self._fail(ProtocolError("oversize", f"{len(buf)} bytes without a delimiter"))
+            if not self._skipping:
+                self._fail(ProtocolError("oversize", f"{len(buf)} bytes without a delimiter"))
+            self._skipping = True
             buf.clear()
         return out
 

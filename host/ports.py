@@ -1,0 +1,68 @@
+"""Port scanner: open a session on every configured port that appears.
+
+Every ``scan_interval_s`` the configured paths and glob patterns are
+expanded; a path not being served gets ``serve(path)`` in its own task.
+When that task ends (port vanished, I/O error) the path is forgotten, so a
+device that is plugged back in is picked up at the next scan.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import os
+from typing import Awaitable, Callable
+
+from .config import SerialConfig
+
+log = logging.getLogger(__name__)
+
+
+def expand(patterns: tuple[str, ...]) -> list[str]:
+    """Existing paths matching the patterns; one path per device (symlinks resolved for de-duplication)."""
+    seen: set[str] = set()
+    out = []
+    for pattern in patterns:
+        paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        for path in paths:
+            if not os.path.exists(path):  # also false for a dangling symlink
+                continue
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                out.append(path)
+    return out
+
+
+class PortScanner:
+    def __init__(self, cfg: SerialConfig, serve: Callable[[str], Awaitable[None]]):
+        self.cfg = cfg
+        self.serve = serve
+        self.active: dict[str, asyncio.Task] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.scan()
+                await asyncio.sleep(self.cfg.scan_interval_s)
+        finally:
+            for task in self.active.values():
+                task.cancel()
+            await asyncio.gather(*self.active.values(), return_exceptions=True)
+
+    def scan(self) -> None:
+        busy = {os.path.realpath(p) for p in self.active}
+        for path in expand(self.cfg.ports):
+            if path in self.active or os.path.realpath(path) in busy:
+                continue
+            log.debug("port %s appeared", path)
+            task = asyncio.create_task(self._serve(path), name=f"port {path}")
+            self.active[path] = task
+
+    async def _serve(self, path: str) -> None:
+        try:
+            await self.serve(path)
+        except Exception:
+            log.exception("port %s: session failed", path)
+        finally:
+            self.active.pop(path, None)

@@ -1,0 +1,335 @@
+"""One pod on one transport: handshake, heartbeat, commands, telemetry.
+
+A ``PodSession`` runs until its transport ends. Meanwhile it keeps
+``state`` (a ``PodState``) current and puts events on ``events``:
+``("state", None)`` whenever the state changed and ``("eeg", batch)`` per EEG
+batch; ``None`` marks the end of the session. The queue is bounded and drops
+the oldest event when full (counted), so a slow consumer never stalls the link.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from ..protocol import codec
+from ..protocol.messages import EEG_FLAG_GAP_BEFORE
+from . import state as st
+from .config import PodsConfig
+from .transport import Transport, TransportClosed
+
+log = logging.getLogger(__name__)
+
+_EVENT_QUEUE = 512
+_REFUSED_RETRY_S = 2.0  # CONNECT period towards a refused pod (it may be reflashed)
+
+
+class CommandError(Exception):
+    """A command could not be carried out (not online, no answer, bad fields)."""
+
+
+class NotOnline(CommandError):
+    pass
+
+
+class CommandTimeout(CommandError):
+    pass
+
+
+class Claims(Protocol):
+    """Who holds a pod id; the first session to claim it wins."""
+
+    def claim(self, pod_id: str, session: "PodSession") -> "PodSession | None":
+        """Claim ``pod_id``; returns the other holder if it is taken, else None."""
+
+    def release(self, pod_id: str, session: "PodSession") -> None: ...
+
+
+class LocalClaims:
+    def __init__(self) -> None:
+        self.holders: dict[str, PodSession] = {}
+
+    def claim(self, pod_id, session):
+        holder = self.holders.setdefault(pod_id, session)
+        return None if holder is session else holder
+
+    def release(self, pod_id, session):
+        if self.holders.get(pod_id) is session:
+            del self.holders[pod_id]
+
+
+class PodSession:
+    def __init__(self, transport: Transport, cfg: PodsConfig, host_id: str, claims: Claims | None = None):
+        self.transport = transport
+        self.cfg = cfg
+        self.host_id = host_id
+        self.claims = claims or LocalClaims()
+        self.state = st.PodState(port=transport.name)
+        self.events: asyncio.Queue = asyncio.Queue(_EVENT_QUEUE)
+        self.claimed: str | None = None  # pod id this session holds
+        self._decoder = codec.FrameDecoder()
+        self._seq = 0
+        self._send_lock = asyncio.Lock()
+        self._hello: dict[str, Any] | None = None
+        self._hello_evt = asyncio.Event()
+        self._last_rx = time.monotonic()
+        self._pending: dict[int, asyncio.Future] = {}
+        self._eeg_next: int | None = None
+        self._online_before = False
+        self._nonce = 0
+
+    # -- events -----------------------------------------------------------
+    def _emit(self, event) -> None:
+        if self.events.full():
+            self.events.get_nowait()
+            self.state.counters.events_dropped += 1
+        self.events.put_nowait(event)
+
+    def changed(self) -> None:
+        self._emit(("state", None))
+
+    # -- sending ------------------------------------------------------------
+    def _next_seq(self) -> int:
+        seq, self._seq = self._seq, (self._seq + 1) & 0xFFFF
+        return seq
+
+    async def _write(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await self.transport.write(frame)
+
+    async def send(self, name: str, fields: dict[str, Any]) -> int:
+        seq = self._next_seq()
+        await self._write(codec.encode(name, seq, fields))
+        return seq
+
+    # -- run ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the pod until the transport ends (or the task is cancelled)."""
+        link = asyncio.create_task(self._link_loop(), name=f"link {self.transport.name}")
+        reader = asyncio.create_task(self._read_loop(), name=f"read {self.transport.name}")
+        try:
+            done, _ = await asyncio.wait({link, reader}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, TransportClosed):
+                    raise exc
+        finally:
+            for task in (link, reader):
+                task.cancel()
+            await asyncio.gather(link, reader, return_exceptions=True)
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(NotOnline(f"{self.transport.name}: session ended"))
+            if self.claimed:
+                self.claims.release(self.claimed, self)
+            self.state.link, self.state.reason = st.OFFLINE, "port closed"
+            log.info("%s: session ended (pod %s)", self.transport.name, self.state.pod_id or "unknown")
+            self.changed()
+            self._emit(None)
+
+    async def _read_loop(self) -> None:
+        decoder = self._decoder
+        while data := await self.transport.read():
+            version_errors = decoder.errors.get("version", 0)
+            frames = decoder.feed(data)
+            if decoder.errors:
+                self.state.counters.frames_bad = dict(decoder.errors)
+            if decoder.errors.get("version", 0) > version_errors and self.state.link != st.ONLINE:
+                self._refuse(f"protocol version mismatch: {decoder.last_error}")
+            for frame in frames:
+                self._last_rx = time.monotonic()
+                self.state.counters.frames_rx += 1
+                handler = getattr(self, "_on_" + frame.name, None)
+                if handler is not None:
+                    handler(frame)
+
+    # -- link state machine -----------------------------------------------------
+    async def _link_loop(self) -> None:
+        while True:
+            hello = await self._handshake()
+            problem = self._check(hello)
+            if problem:
+                self._refuse(problem)
+                await asyncio.sleep(_REFUSED_RETRY_S)
+                continue
+            self._go_online(hello)
+            await self._stay_online()
+
+    async def _handshake(self) -> dict[str, Any]:
+        """Send CONNECT until a HELLO arrives (the pod may also volunteer one at boot)."""
+        while True:
+            self._hello_evt.clear()
+            await self.send(
+                "connect",
+                {"protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT, "host_id": self.host_id},
+            )
+            try:
+                await asyncio.wait_for(self._hello_evt.wait(), self.cfg.connect_interval_s)
+            except TimeoutError:
+                continue
+            self._hello_evt.clear()
+            return self._hello
+
+    def _check(self, hello: dict[str, Any]) -> str:
+        """Why this pod cannot go online, or "" if it can."""
+        pod_id = hello["pod_id"]
+        if self.claimed and self.claimed != pod_id:  # reflashed with another id
+            self.claims.release(self.claimed, self)
+            self.claimed = None
+        if not self.claimed:
+            holder = self.claims.claim(pod_id, self)
+            if holder is not None:
+                return f"pod id {pod_id} is already connected on {holder.transport.name}"
+            self.claimed = pod_id
+        if hello["fingerprint"] != codec.FINGERPRINT:
+            return f"schema fingerprint 0x{hello['fingerprint']:08x} differs from host 0x{codec.FINGERPRINT:08x}"
+        if hello["protocol_version"] != codec.PROTOCOL_VERSION:
+            return f"protocol version {hello['protocol_version']} differs from host {codec.PROTOCOL_VERSION}"
+        return ""
+
+    def _refuse(self, reason: str) -> None:
+        s = self.state
+        if s.link == st.REFUSED and s.reason == reason:
+            return  # already said so; the pod is asked again quietly
+        s.link, s.reason = st.REFUSED, reason
+        log.warning("pod %s refused: %s (port %s)", s.pod_id or "?", reason, self.transport.name)
+        self.changed()
+
+    def _go_online(self, hello: dict[str, Any]) -> None:
+        s = self.state
+        if self._online_before:
+            s.counters.reconnects += 1
+        self._online_before = True
+        s.link, s.reason = st.ONLINE, ""
+        self._eeg_next = None
+        log.info(
+            "pod %s online on %s (firmware %s, boot %08x, %d LEDs, %d EEG channels at %d Hz)",
+            s.pod_id, self.transport.name, s.firmware, s.boot_id, s.led_count, s.eeg_channels, s.sample_rate_hz,
+        )
+        self.changed()
+
+    async def _stay_online(self) -> None:
+        """Ping until the link is lost or the pod reboots; then return to re-handshake."""
+        s = self.state
+        boot_id = s.boot_id
+        while True:
+            self._nonce = (self._nonce + 1) & 0xFFFFFFFF
+            await self.send("ping", {"nonce": self._nonce, "host_time_us": time.time_ns() // 1000})
+            try:
+                await asyncio.wait_for(self._hello_evt.wait(), self.cfg.ping_interval_s)
+            except TimeoutError:
+                pass
+            else:
+                self._hello_evt.clear()
+                if self._hello["boot_id"] != boot_id:
+                    s.counters.reboots += 1
+                    log.warning("pod %s on %s rebooted (boot %08x); handshaking again", s.pod_id, self.transport.name, s.boot_id)
+                    s.link, s.reason = st.CONNECTING, "pod rebooted"
+                    self.changed()
+                    return
+            silent_s = time.monotonic() - self._last_rx
+            if silent_s > self.cfg.heartbeat_timeout_s:
+                log.warning("pod %s on %s: link lost (nothing received for %.1f s)", s.pod_id, self.transport.name, silent_s)
+                s.link, s.reason = st.CONNECTING, "heartbeat timeout"
+                self.changed()
+                return
+
+    # -- commands -------------------------------------------------------------
+    async def command(self, name: str, fields: dict[str, Any]) -> tuple[str, str | None]:
+        """Send a command; returns ("ack", None) or ("nack", reason).
+
+        Re-sent with the same seq (so the pod can de-duplicate) every
+        ``command_timeout_s``, ``command_retries`` times after the first try;
+        then ``CommandTimeout``. ``NotOnline`` if the pod is not online;
+        ``codec.ProtocolError`` if the fields do not encode.
+        """
+        c = self.state.counters
+        if self.state.link != st.ONLINE:
+            raise NotOnline(f"pod {self.state.pod_id or self.transport.name} is not online (link {self.state.link})")
+        seq = self._next_seq()
+        frame = codec.encode(name, seq, fields)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[seq] = fut
+        attempts = 1 + self.cfg.command_retries
+        try:
+            for attempt in range(attempts):
+                await self._write(frame)
+                c.commands_sent += 1
+                if attempt:
+                    c.commands_retried += 1
+                try:
+                    answer = await asyncio.wait_for(asyncio.shield(fut), self.cfg.command_timeout_s)
+                except TimeoutError:
+                    continue
+                if answer[0] == "ack" and name == "scene":
+                    self.state.scene = dict(fields)
+                    self.changed()
+                return answer
+            c.commands_failed += 1
+            self.changed()
+            raise CommandTimeout(f"{name}: no answer after {attempts} attempts") from None
+        finally:
+            self._pending.pop(seq, None)
+
+    # -- frames from the pod ------------------------------------------------
+    def _on_hello(self, frame: codec.Frame) -> None:
+        f = frame.fields
+        s = self.state
+        s.pod_id, s.firmware, s.protocol = f["pod_id"], f["fw_version"], f["protocol_version"]
+        s.fingerprint, s.boot_id = f["fingerprint"], f["boot_id"]
+        s.led_count, s.eeg_channels, s.sample_rate_hz = f["led_count"], f["eeg_channels"], f["sample_rate_hz"]
+        self._hello = f
+        self._hello_evt.set()
+
+    def _on_status(self, frame: codec.Frame) -> None:
+        self.state.pod_status = dict(frame.fields)
+        self.changed()
+
+    def _on_pong(self, frame: codec.Frame) -> None:
+        sent_us = frame.fields["host_time_us"]
+        self.state.counters.rtt_ms = round((time.time_ns() // 1000 - sent_us) / 1000, 3)
+
+    def _answer(self, seq: int, answer: tuple[str, str | None]) -> None:
+        fut = self._pending.get(seq)
+        if fut is not None and not fut.done():
+            fut.set_result(answer)
+
+    def _on_ack(self, frame: codec.Frame) -> None:
+        self._answer(frame.fields["ack_seq"], ("ack", None))
+
+    def _on_nack(self, frame: codec.Frame) -> None:
+        self._answer(frame.fields["ack_seq"], ("nack", str(frame.fields["reason"])))
+
+    def _on_log(self, frame: codec.Frame) -> None:
+        level = {"debug": 10, "info": 20, "warning": 30, "error": 40}.get(str(frame.fields["level"]), 20)
+        log.log(level, "pod %s says: %s", self.state.pod_id, frame.fields["text"])
+
+    def _on_eeg_batch(self, frame: codec.Frame) -> None:
+        if self.state.link != st.ONLINE:
+            return
+        f, c = frame.fields, self.state.counters
+        counts = codec.eeg_counts(f)
+        n = len(counts)
+        first = f["first_seq"]
+        gap = bool(f["flags"] & EEG_FLAG_GAP_BEFORE)
+        if self._eeg_next is not None and first != self._eeg_next:
+            c.eeg_seq_gaps += 1
+            gap = True
+        self._eeg_next = (first + n) & 0xFFFFFFFF
+        c.eeg_batches += 1
+        c.eeg_samples += n
+        self._emit((
+            "eeg",
+            {
+                "seq": first,
+                "n": n,
+                "channels": f["channels"],
+                "rate_hz": self.state.sample_rate_hz,
+                "t_pod_ms": f["ticks_ms"],
+                "t_host": time.time(),
+                "gap": gap,
+                "scale_uv": st.SCALE_UV,
+                "samples": counts.tolist(),
+            },
+        ))

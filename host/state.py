@@ -1,0 +1,75 @@
+"""What hostd knows about one pod, and its JSON form for the state topic."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+# link values
+CONNECTING = "connecting"  # port open, handshaking (or link lost, re-handshaking)
+ONLINE = "online"
+REFUSED = "refused"  # pod answered but cannot be used (schema, version, duplicate id)
+OFFLINE = "offline"  # port gone or hostd stopping
+
+# Nominal ADS1299 scale at gain 24, microvolts per count.
+SCALE_UV = 4.5 / (2**23 - 1) / 24 * 1e6
+
+
+@dataclass
+class Counters:
+    """Host-side counters of one session (the pod's own are in PodState.pod_status)."""
+
+    frames_rx: int = 0
+    frames_bad: dict[str, int] = field(default_factory=dict)  # decoder errors by kind
+    eeg_batches: int = 0
+    eeg_samples: int = 0
+    eeg_seq_gaps: int = 0
+    commands_sent: int = 0
+    commands_retried: int = 0
+    commands_failed: int = 0
+    commands_bad: int = 0
+    reconnects: int = 0
+    reboots: int = 0
+    events_dropped: int = 0
+    rtt_ms: float | None = None
+
+
+@dataclass
+class PodState:
+    port: str
+    pod_id: str | None = None
+    link: str = CONNECTING
+    reason: str = ""
+    firmware: str | None = None
+    protocol: int | None = None
+    fingerprint: int | None = None
+    boot_id: int | None = None
+    led_count: int | None = None
+    eeg_channels: int | None = None
+    sample_rate_hz: int | None = None
+    scene: dict[str, Any] | None = None
+    counters: Counters = field(default_factory=Counters)
+    pod_status: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pod_id": self.pod_id,
+            "link": self.link,
+            "reason": self.reason,
+            "port": self.port,
+            "firmware": self.firmware,
+            "protocol": self.protocol,
+            "fingerprint": None if self.fingerprint is None else f"0x{self.fingerprint:08x}",
+            "capabilities": {
+                "led_count": self.led_count,
+                "eeg_channels": self.eeg_channels,
+                "sample_rate_hz": self.sample_rate_hz,
+            },
+            "scene": self.scene,
+            "counters": {"host": asdict(self.counters), "pod": dict(self.pod_status)},
+            "updated": now_iso(),
+        }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,5 @@
+import sys
+
+from hypnolum.cli import main
+
+sys.exit(main())

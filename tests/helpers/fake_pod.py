@@ -1,0 +1,146 @@
+"""A fake pod speaking the real wire protocol on a real pty pair.
+
+hostd opens the pty slave (through a symlink, as it does the emulator's), so
+the whole serial path is exercised. The fake runs in the test's event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import tty
+from pathlib import Path
+
+from hypnolum.protocol import codec
+
+
+class FakePod:
+    def __init__(self, link: Path, pod_id: str = "pod-a", *, fingerprint: int = codec.FINGERPRINT,
+                 boot_id: int = 0x1234, channels: int = 8, status_period_s: float = 0.2,
+                 eeg_period_s: float = 0.05, batch: int = 5):
+        self.link = Path(link)
+        self.pod_id = pod_id
+        self.fingerprint = fingerprint
+        self.boot_id = boot_id
+        self.channels = channels
+        self.status_period_s = status_period_s
+        self.eeg_period_s = eeg_period_s
+        self.batch = batch
+        self.received: list[codec.Frame] = []
+        self.scenes: list[tuple[int, dict]] = []  # (seq, fields) as received, duplicates included
+        self.drop_commands = 0  # ignore this many command frames (to force re-sends)
+        self.nack_effects: dict[str, str] = {}  # effect -> nack reason
+        self.silent = False  # stop answering and sending altogether
+        self.eeg_skip = 0  # skip this many sample numbers before the next batch
+        self.connected = asyncio.Event()
+        self._decoder = codec.FrameDecoder()
+        self._seq = 0
+        self._sample = 0
+        self._master = self._slave = -1
+        self._tasks: list[asyncio.Task] = []
+
+    # -- plugging ---------------------------------------------------------
+    def plug(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        tmp = self.link.with_name(self.link.name + ".new")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.ttyname(self._slave))
+        tmp.replace(self.link)  # atomic, as udev would do it
+        asyncio.get_running_loop().add_reader(self._master, self._on_readable)
+
+    def unplug(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        self._tasks.clear()
+        self.connected.clear()
+        if self._master >= 0:
+            asyncio.get_running_loop().remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+            self._master = self._slave = -1
+        self.link.unlink(missing_ok=True)
+
+    # -- wire -----------------------------------------------------------------
+    def send(self, name: str, fields: dict) -> None:
+        if self._master < 0 or self.silent:
+            return
+        frame = codec.encode(name, self._seq, fields)
+        self._seq = (self._seq + 1) & 0xFFFF
+        try:
+            os.write(self._master, frame)
+        except BlockingIOError:
+            pass  # nobody reads the port: the bytes are lost, as on a UART
+
+    def send_raw(self, data: bytes) -> None:
+        os.write(self._master, data)
+
+    def hello(self) -> None:
+        self.send("hello", {
+            "pod_id": self.pod_id, "fw_version": "fake-1.0", "protocol_version": codec.PROTOCOL_VERSION,
+            "fingerprint": self.fingerprint, "boot_id": self.boot_id, "led_count": 16,
+            "eeg_channels": self.channels, "sample_rate_hz": 250,
+        })
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except OSError:
+            return
+        for frame in self._decoder.feed(data):
+            self.received.append(frame)
+            if not self.silent:
+                self._handle(frame)
+
+    def _handle(self, frame: codec.Frame) -> None:
+        if frame.name == "connect":
+            self.hello()
+            if not self.connected.is_set() and self.fingerprint == codec.FINGERPRINT:
+                self.connected.set()
+                loop = asyncio.get_running_loop()
+                self._tasks += [loop.create_task(self._status_loop()), loop.create_task(self._eeg_loop())]
+        elif frame.name == "ping":
+            f = frame.fields
+            self.send("pong", {"nonce": f["nonce"], "host_time_us": f["host_time_us"], "pod_rx_us": 1, "pod_tx_us": 2})
+        elif frame.name == "scene":
+            self.scenes.append((frame.seq, frame.fields))
+            if self.drop_commands:
+                self.drop_commands -= 1
+                return
+            reason = self.nack_effects.get(frame.fields["effect"])
+            if reason:
+                self.send("nack", {"ack_seq": frame.seq, "reason": reason})
+            else:
+                self.send("ack", {"ack_seq": frame.seq})
+
+    async def _status_loop(self) -> None:
+        uptime = 0
+        while True:
+            self.send("status", {
+                "uptime_ms": uptime, "ticks_ms": uptime, "rx_frames": len(self.received), "rx_errors": 0,
+                "tx_frames": self._seq, "eeg_samples": self._sample, "eeg_gaps": 0, "eeg_dropped": 0,
+                "frames_rendered": 0, "render_overruns": 0, "mem_free": 50000, "effect": "solid", "brightness": 100,
+            })
+            await asyncio.sleep(self.status_period_s)
+            uptime += int(self.status_period_s * 1000)
+
+    async def _eeg_loop(self) -> None:
+        while True:
+            self._sample += self.eeg_skip
+            self.eeg_skip = 0
+            first = self._sample
+            samples = b"".join(
+                struct.pack(">i", ((first + i) * 100 + ch - 400) & 0xFFFFFF)[1:]
+                for i in range(self.batch) for ch in range(self.channels)
+            )
+            self._sample += self.batch
+            self.send("eeg_batch", {"first_seq": first, "ticks_ms": first * 4, "channels": self.channels,
+                                    "flags": 0, "samples": samples})
+            await asyncio.sleep(self.eeg_period_s)
+
+
+def expected_counts(first: int, i: int, ch: int) -> int:
+    """The count the fake sends for sample first+i, channel ch (signed 24-bit)."""
+    v = ((first + i) * 100 + ch - 400) & 0xFFFFFF
+    return v - (1 << 24) if v & 0x800000 else v

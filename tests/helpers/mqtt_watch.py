@@ -1,0 +1,50 @@
+"""A test-side MQTT client that records everything under hypnolum/v1/#."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+
+import aiomqtt
+
+
+class Watcher:
+    def __init__(self, port: int):
+        self.port = port
+        self.latest: dict[str, bytes] = {}
+        self.history: dict[str, list[bytes]] = defaultdict(list)
+        self.client: aiomqtt.Client | None = None
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "Watcher":
+        self.client = aiomqtt.Client("127.0.0.1", self.port)
+        await self.client.__aenter__()
+        await self.client.subscribe("hypnolum/v1/#", qos=1)
+        self._task = asyncio.create_task(self._collect())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.__aexit__(None, None, None)
+
+    async def _collect(self) -> None:
+        async for msg in self.client.messages:
+            topic = msg.topic.value
+            self.latest[topic] = bytes(msg.payload)
+            self.history[topic].append(bytes(msg.payload))
+
+    def text(self, topic: str) -> str | None:
+        value = self.latest.get(topic)
+        return None if value is None else value.decode()
+
+    def json(self, topic: str):
+        value = self.latest.get(topic)
+        return None if value is None else json.loads(value)
+
+    def all_json(self, topic: str) -> list:
+        return [json.loads(v) for v in self.history[topic]]
+
+    async def publish(self, topic: str, payload) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        await self.client.publish(topic, data, qos=1)
