@@ -11,6 +11,7 @@ import pytest
 
 from hypnolum.protocol import codec
 
+from helpers.hostd import Hostd as BaseHostd
 from helpers.fake_pod import FakePod, expected_counts
 from helpers.mqtt_watch import Watcher
 from helpers.wait import wait_until
@@ -20,35 +21,7 @@ pytestmark = pytest.mark.broker
 P = "hypnolum/v1/pods"
 
 
-class Hostd:
-    def __init__(self, tmp_path, port: int):
-        self.dir = tmp_path
-        self.pods_dir = tmp_path / "pods"
-        self.pods_dir.mkdir()
-        self.config = tmp_path / "hostd.toml"
-        self.config.write_text(
-            '[host]\nid = "test-host"\n'
-            f"[mqtt]\nport = {port}\nkeepalive = 5\n"
-            f'[serial]\nports = ["{self.pods_dir}/*.tty"]\nscan_interval_s = 0.1\n'
-            "[pods]\nheartbeat_timeout_s = 1.0\nping_interval_s = 0.2\nconnect_interval_s = 0.1\n"
-            "command_timeout_s = 0.3\ncommand_retries = 2\n"
-        )
-        self.log = tmp_path / "hostd.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "hypnolum.host", "--config", str(self.config)],
-                                         stdout=subprocess.DEVNULL, stderr=err)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_text(self) -> str:
-        return self.log.read_text()
-
+class Hostd(BaseHostd):
     def pod(self, name: str = "pod0", **kw) -> FakePod:
         pod = FakePod(self.pods_dir / f"{name}.tty", **kw)
         pod.plug()

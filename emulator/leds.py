@@ -1,0 +1,173 @@
+"""A virtual LED array: the frames a pod shows, captured with timestamps.
+
+The firmware's HAL shim sends one datagram per shown frame to ``D/leds.sock``::
+
+    <4sIIH  b"LED1", pod ticks_ms, frame number, LED count
+    count x 3 bytes R, G, B
+
+:class:`VirtualLeds` binds that socket, keeps the last frame and a bounded
+history of :class:`LedFrame` records (host monotonic time, pod ticks, frame
+number, RGB bytes), and lets tests wait for a frame that satisfies a predicate.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"LED1"
+HEADER = struct.Struct("<4sIIH")
+MAX_DATAGRAM = 65536
+
+
+class LedDatagramError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LedFrame:
+    host_time: float  # time.monotonic() when the datagram arrived
+    ticks_ms: int  # pod clock when the frame was shown
+    frame_no: int
+    rgb: bytes  # count x (R, G, B)
+
+    @property
+    def count(self) -> int:
+        return len(self.rgb) // 3
+
+    def pixel(self, i: int) -> tuple[int, int, int]:
+        return tuple(self.rgb[3 * i : 3 * i + 3])
+
+    def pixels(self) -> list[tuple[int, int, int]]:
+        return [self.pixel(i) for i in range(self.count)]
+
+    def all(self, rgb: tuple[int, int, int]) -> bool:
+        """Every LED shows exactly ``rgb``."""
+        return self.count > 0 and self.rgb == bytes(rgb) * self.count
+
+
+def parse_datagram(data: bytes, host_time: float | None = None) -> LedFrame:
+    """One ``leds.sock`` datagram -> LedFrame; LedDatagramError if malformed."""
+    if len(data) < HEADER.size:
+        raise LedDatagramError(f"datagram of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
+    magic, ticks_ms, frame_no, count = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise LedDatagramError(f"bad magic {magic!r}")
+    if len(data) != HEADER.size + 3 * count:
+        raise LedDatagramError(f"{count} LEDs need {HEADER.size + 3 * count} bytes, got {len(data)}")
+    return LedFrame(time.monotonic() if host_time is None else host_time, ticks_ms, frame_no, bytes(data[HEADER.size :]))
+
+
+def build_datagram(ticks_ms: int, frame_no: int, rgb: bytes) -> bytes:
+    """The datagram the shim sends (for tests and stand-ins)."""
+    return HEADER.pack(MAGIC, ticks_ms & 0xFFFFFFFF, frame_no & 0xFFFFFFFF, len(rgb) // 3) + bytes(rgb)
+
+
+class VirtualLeds:
+    """Receives frames on a bound datagram socket inside the running event loop."""
+
+    def __init__(self, path: str | os.PathLike | None = None, history: int = 4096):
+        self.path = Path(path) if path is not None else None
+        self.history: deque[LedFrame] = deque(maxlen=history)
+        self.last: LedFrame | None = None
+        self.frames = 0  # frames received, ever
+        self.errors = 0  # malformed datagrams
+        self.last_error = ""
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    # -- lifecycle ------------------------------------------------------
+    def open(self) -> None:
+        """Bind ``path`` (replacing a stale socket file) and start receiving."""
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if self.path is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            sock.bind(str(self.path))
+            # room for a burst of frames while the loop is busy
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.setblocking(False)
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    # -- receiving ------------------------------------------------------
+    def feed(self, data: bytes, host_time: float | None = None) -> LedFrame | None:
+        """Take one datagram (also usable without a socket)."""
+        try:
+            frame = parse_datagram(data, host_time)
+        except LedDatagramError as exc:
+            self.errors += 1
+            self.last_error = str(exc)
+            return None
+        self.last = frame
+        self.history.append(frame)
+        self.frames += 1
+        if self._changed is not None:
+            self._changed.set()
+        return frame
+
+    def _on_readable(self) -> None:
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            self.feed(data)
+
+    # -- helpers for tests ----------------------------------------------
+    def last_rgb(self) -> bytes | None:
+        return None if self.last is None else self.last.rgb
+
+    def since(self, host_time: float) -> list[LedFrame]:
+        """Frames received at or after ``host_time`` (time.monotonic())."""
+        return [f for f in self.history if f.host_time >= host_time]
+
+    async def wait_for(self, predicate: Callable[[LedFrame], bool], timeout: float = 5.0) -> LedFrame:
+        """The first frame satisfying ``predicate``, starting with the last
+        frame already received and then each new one in order (none is
+        skipped while it is still in the history); TimeoutError after
+        ``timeout`` seconds."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        deadline = time.monotonic() + timeout
+        checked = max(0, self.frames - 1)  # frames already looked at
+        while True:
+            new = self.frames - checked
+            if new > 0:
+                tail = list(self.history)[-min(new, len(self.history)) :]
+                checked = self.frames
+                for frame in tail:
+                    if predicate(frame):
+                        return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                last = self.last
+                seen = "none" if last is None else f"frame {last.frame_no}, first LED {last.pixel(0)}"
+                raise TimeoutError(f"no LED frame matched within {timeout} s (last: {seen})")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def wait_frames(self, n: int, timeout: float = 5.0) -> None:
+        """Until ``n`` more frames have arrived."""
+        target = self.frames + n
+        await self.wait_for(lambda _f: self.frames >= target, timeout)

@@ -1,0 +1,195 @@
+"""Hardware abstraction layer, emulator shim (MicroPython unix port).
+
+Same names and behaviour as firmware/hal.py, whose docstrings are the
+contract; here the hardware is the AF_UNIX sockets that the emulator binds in
+the pod directory before starting the interpreter (docs/emulator.md):
+link.sock and headset.sock (stream), leds.sock and sys.sock (datagram).
+
+Every socket is non-blocking: a blocking read would freeze the event loop.
+Datagrams that cannot be sent at once are dropped and counted (dropped_leds,
+dropped_sys), never waited for.
+
+The pod clock wraps at 2**30 as on the ESP32 and starts at HYPNOLUM_TICKS_MS0
+/ HYPNOLUM_TICKS_US0 (a few seconds before the wrap), so wrap bugs show here.
+"""
+import asyncio
+import binascii
+import gc
+import os
+import socket
+import struct
+import sys
+import time
+
+import micropython
+from micropython import const
+
+PLATFORM = "emulator"
+
+TICKS_PERIOD = const(1 << 30)
+_TICKS_MASK = const((1 << 30) - 1)
+_TICKS_HALF = const(1 << 29)
+
+_LED_HDR = "<4sIIH"  # magic, ticks_ms, frame number, LED count
+_LED_HDR_SIZE = const(14)
+
+_DIR = os.getenv("HYPNOLUM_POD_DIR") or "."
+
+# Host clock readings at import, paired with the pod clock's first readings.
+_host_ms0 = time.ticks_ms()
+_host_us0 = time.ticks_us()
+_pod_ms0 = int(os.getenv("HYPNOLUM_TICKS_MS0") or "0") & _TICKS_MASK
+_pod_us0 = int(os.getenv("HYPNOLUM_TICKS_US0") or "0") & _TICKS_MASK
+
+
+def ticks_ms():
+    # host ticks wrap at 2**62 here: their difference is exact, then wrap at 2**30
+    return (_pod_ms0 + time.ticks_diff(time.ticks_ms(), _host_ms0)) & _TICKS_MASK
+
+
+def ticks_us():
+    return (_pod_us0 + time.ticks_diff(time.ticks_us(), _host_us0)) & _TICKS_MASK
+
+
+def ticks_diff(a, b):
+    return ((a - b + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
+
+
+def ticks_add(t, delta):
+    return (t + delta) & _TICKS_MASK
+
+
+def _path(name):
+    return _DIR + "/" + name
+
+
+def _addr(name):
+    # the unix port's connect() wants a packed sockaddr_un, not a path string
+    return struct.pack("H", socket.AF_UNIX) + _path(name).encode() + b"\0"
+
+
+def _connect(name, kind):
+    s = socket.socket(socket.AF_UNIX, kind)
+    s.connect(_addr(name))  # blocking connect: the emulator listens before we start
+    s.setblocking(False)
+    return s
+
+
+async def open_link():
+    s = _connect("link.sock", socket.SOCK_STREAM)
+    return asyncio.StreamReader(s), asyncio.StreamWriter(s, {})
+
+
+async def open_headset(baud):
+    # the virtual headset has no baud rate; the argument keeps the API whole
+    s = _connect("headset.sock", socket.SOCK_STREAM)
+    return asyncio.StreamReader(s), asyncio.StreamWriter(s, {})
+
+
+class _Datagrams:
+    """A connected non-blocking datagram socket that drops instead of waiting."""
+
+    def __init__(self, name):
+        self.dropped = 0
+        try:
+            self._s = _connect(name, socket.SOCK_DGRAM)
+        except OSError:
+            self._s = None  # nobody listening: run anyway, count every datagram as dropped
+
+    def send(self, data):
+        if self._s is None:
+            self.dropped += 1
+            return
+        try:
+            self._s.send(data)
+        except OSError:  # EAGAIN (receiver behind) or ECONNREFUSED (receiver gone)
+            self.dropped += 1
+
+
+_sys = None
+
+
+def _sys_sock():
+    global _sys
+    if _sys is None:
+        _sys = _Datagrams("sys.sock")
+    return _sys
+
+
+class Leds:
+    def __init__(self, count, order="GRB"):
+        # the virtual array shows R, G, B: the wire order only matters on a board
+        self.count = count
+        self.order = order
+        self._buf = bytearray(_LED_HDR_SIZE + count * 3)
+        self._mv = memoryview(self._buf)
+        self._px = self._mv[_LED_HDR_SIZE:]  # sliced once: write() must not allocate
+        self._out = _Datagrams("leds.sock")
+        self.frames = 0
+
+    def write(self, rgb):
+        struct.pack_into(_LED_HDR, self._buf, 0, b"LED1", ticks_ms(), self.frames, self.count)
+        _copy(self._px, rgb, self.count * 3)
+        self._out.send(self._buf)
+        self.frames += 1
+
+    @property
+    def dropped(self):
+        return self._out.dropped
+
+
+@micropython.viper
+def _copy(dst, src, n: int):
+    d = ptr8(dst)
+    s = ptr8(src)
+    i = 0
+    while i < n:
+        d[i] = s[i]
+        i += 1
+
+
+class Watchdog:
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self._feed = b"WDTF"
+        _sys_sock().send(b"WDT1" + struct.pack("<I", timeout_ms))
+
+    def feed(self):
+        _sys_sock().send(self._feed)
+
+
+def read_file(name):
+    try:
+        with open(_path(name), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write_file(name, data):
+    tmp = _path(name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, _path(name))
+
+
+def unique_id():
+    uid = os.getenv("HYPNOLUM_UID")
+    if uid:
+        return binascii.unhexlify(uid)
+    return b"\x02\x00\x00\x00\x00\x01"
+
+
+def reset():
+    _sys_sock().send(b"RST!")
+    # the process ends as the chip would; the emulator restarts it
+    sys.exit(0)
+
+
+def safe_mode():
+    # stands for the BOOT button held at reset
+    return os.getenv("HYPNOLUM_SAFE_MODE") == "1"
+
+
+def mem_free():
+    return gc.mem_free()

@@ -1,0 +1,4 @@
+# Emulator entry point: run boot.py then main.py, as a board does after reset.
+# MICROPYPATH puts this directory (the HAL shim) before firmware/.
+import boot  # noqa: F401
+import main  # noqa: F401

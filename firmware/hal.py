@@ -1,0 +1,205 @@
+"""Hardware abstraction layer: the only module that touches the board.
+
+This file is the ESP32 implementation and its docstrings are the contract.
+emulator/mpy/hal.py implements the same names over the emulator's sockets
+(docs/emulator.md); everything in firmware/pod/ reaches hardware only through
+these names, so the very same files run on a board and in the emulator.
+
+Board wiring (until hardware/schematics/ carries the pin map): LED data on
+GPIO 5, headset UART2 on GPIO 17 (TX) / 16 (RX), BOOT button on GPIO 0.
+
+Pod link: the USB-UART that also carries the REPL. open_link() turns Ctrl-C
+into data (micropython.kbd_intr(-1)) because 0x03 is an ordinary byte of a
+frame. To get a REPL back, hold BOOT while resetting: boot.py then reports
+safe_mode() and main.py does not start the firmware.
+"""
+import asyncio
+import gc
+import os
+import select
+import sys
+import time
+
+import machine
+import micropython
+from micropython import const
+
+_LED_PIN = const(5)
+_HEADSET_UART = const(2)
+_HEADSET_TX = const(17)
+_HEADSET_RX = const(16)
+_HEADSET_RXBUF = const(4096)  # ~0.5 s of Cyton packets: rides out a long GC pause
+_BOOT_PIN = const(0)
+
+# 800 kHz WS2812 bit timing in ns (high0, low0, high1, low1), as neopixel.py uses
+_WS2812_TIMING = (400, 850, 800, 450)
+
+PLATFORM = "esp32"
+
+# time.ticks_* wrap at 2**30 on the ESP32 already; the emulator shim copies this.
+TICKS_PERIOD = const(1 << 30)
+ticks_ms = time.ticks_ms
+"""ticks_ms() -> int: pod clock in ms, wraps at TICKS_PERIOD. Compare with ticks_diff."""
+ticks_us = time.ticks_us
+"""ticks_us() -> int: pod clock in us, wraps at TICKS_PERIOD."""
+ticks_diff = time.ticks_diff
+"""ticks_diff(a, b) -> signed a - b, correct across the wrap (|a - b| < TICKS_PERIOD/2)."""
+ticks_add = time.ticks_add
+"""ticks_add(t, delta) -> t + delta, wrapped."""
+
+
+class _StdinReader:
+    """Non-blocking reader over sys.stdin.buffer.
+
+    The stdio stream's readinto() blocks until the whole buffer is full, which
+    would stall the event loop, so read one byte when poll says readable and
+    then only as many more as poll keeps promising.
+    """
+
+    def __init__(self):
+        self._s = sys.stdin.buffer
+        self._stream = asyncio.StreamReader(self._s)
+        self._poll = select.poll()
+        self._poll.register(self._s, select.POLLIN)
+
+    async def readinto(self, buf):
+        mv = memoryview(buf)
+        n = await self._stream.readinto(mv[:1])
+        if not n:
+            return n
+        ipoll = self._poll.ipoll
+        read = self._s.readinto
+        size = len(buf)
+        while n < size:
+            ready = False
+            for _ in ipoll(0):
+                ready = True
+            if not ready:
+                break
+            read(mv[n:n + 1])
+            n += 1
+        return n
+
+
+async def open_link():
+    """Open the pod link. Returns (reader, writer) asyncio streams.
+
+    reader.readinto(buf) -> bytes read (0 = link closed); writer.write(buf)
+    then await writer.drain(). On the ESP32 this is the USB-UART (REPL port);
+    Ctrl-C is disabled so 0x03 bytes reach the firmware as data.
+    """
+    micropython.kbd_intr(-1)
+    return _StdinReader(), asyncio.StreamWriter(sys.stdout.buffer, {})
+
+
+async def open_headset(baud):
+    """Open the headset UART at baud. Returns (reader, writer) asyncio streams."""
+    uart = machine.UART(
+        _HEADSET_UART, baudrate=baud, tx=_HEADSET_TX, rx=_HEADSET_RX,
+        rxbuf=_HEADSET_RXBUF, timeout=0,
+    )
+    return asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {})
+
+
+_ORDERS = ("RGB", "RBG", "GRB", "GBR", "BRG", "BGR")
+
+
+@micropython.viper
+def _reorder(dst, src, n: int, i0: int, i1: int, i2: int):
+    d = ptr8(dst)
+    s = ptr8(src)
+    j = 0
+    while j < n:
+        d[j] = s[j + i0]
+        d[j + 1] = s[j + i1]
+        d[j + 2] = s[j + i2]
+        j += 3
+
+
+class Leds:
+    """The LED array: count LEDs, wire colour order (e.g. "GRB" for WS2812).
+
+    write(rgb) shows one frame: rgb is a bytearray of count * 3 bytes in R, G,
+    B order; it is copied, so the caller may reuse it at once. No allocation.
+    """
+
+    def __init__(self, count, order="GRB"):
+        if order not in _ORDERS:
+            raise ValueError("led order")
+        self.count = count
+        self.order = order
+        self._idx = ("RGB".index(order[0]), "RGB".index(order[1]), "RGB".index(order[2]))
+        self._buf = bytearray(count * 3)
+        self._pin = machine.Pin(_LED_PIN, machine.Pin.OUT, value=0)
+        self.frames = 0
+
+    def write(self, rgb):
+        i = self._idx
+        _reorder(self._buf, rgb, self.count * 3, i[0], i[1], i[2])
+        machine.bitstream(self._pin, 0, _WS2812_TIMING, self._buf)
+        self.frames += 1
+
+    @property
+    def dropped(self):
+        """Frames that could not be shown (always 0 here; the emulator's can be)."""
+        return 0
+
+
+class Watchdog:
+    """Hardware watchdog: the chip resets unless feed() comes within timeout_ms.
+
+    Once started it cannot be stopped.
+    """
+
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def feed(self):
+        self._wdt.feed()
+
+
+def read_file(name):
+    """Contents of file name in the pod's filesystem as bytes, or None if absent."""
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write_file(name, data):
+    """Replace file name with data atomically (write a temp file, then rename)."""
+    tmp = name + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, name)
+
+
+def unique_id():
+    """The board's unique id as bytes (the MAC on an ESP32)."""
+    return machine.unique_id()
+
+
+def reset():
+    """Hard-reset the pod. Does not return."""
+    machine.reset()
+
+
+_safe = None
+
+
+def safe_mode():
+    """True when the BOOT button was held at reset: keep the REPL, start nothing.
+
+    Sampled once (boot.py asks first), so releasing the button later changes nothing.
+    """
+    global _safe
+    if _safe is None:
+        _safe = machine.Pin(_BOOT_PIN, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+    return _safe
+
+
+def mem_free():
+    """Free heap in bytes."""
+    return gc.mem_free()

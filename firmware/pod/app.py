@@ -1,0 +1,65 @@
+"""The pod application: wires config, HAL, link, headset, renderer and heartbeat.
+
+Boot order matters: the LEDs go dark first (a reset must not leave the last
+frame lit), the link says HELLO as soon as it is open, and the watchdog
+starts only once everything is running, fed by the render loop alone.
+A task that dies is reported over the link and the pod resets, as a hung
+task would otherwise go unnoticed while the renderer keeps feeding the watchdog.
+"""
+import asyncio
+import os
+import struct
+
+import hal
+from micropython import const
+
+from pod import config, cyton, link, render, status, wire
+
+_RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
+
+
+def _boot_id():
+    return struct.unpack("<I", os.urandom(4))[0]
+
+
+class Pod:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.leds = hal.Leds(cfg.led_count, cfg.led_order)
+        self.renderer = render.Renderer(self.leds, cfg.render_fps)
+        self.renderer.render(hal.ticks_ms())  # dark at once
+        self.link = None
+        self.headset = None
+        self.heartbeat = None
+
+    async def _guard(self, name, coro):
+        try:
+            await coro
+        except Exception as e:  # noqa: any failure of a task means restart, after saying why
+            if self.link is not None:
+                self.link.send_log(wire.LOG_LEVEL_ERROR, name + " failed: " + repr(e))
+                await asyncio.sleep_ms(_RESET_DELAY_MS)
+            hal.reset()
+
+    async def run(self):
+        cfg = self.cfg
+        reader, writer = await hal.open_link()
+        hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
+        self.link = lk = link.Link(reader, writer, hello, self.renderer.apply)
+        self.headset = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud)
+        self.heartbeat = status.Heartbeat(lk, self.headset, self.renderer)
+        lk.send_hello()
+        for err in cfg.errors:
+            lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
+        wdt = hal.Watchdog(cfg.watchdog_ms)
+        await asyncio.gather(
+            self._guard("link tx", lk.tx_task()),
+            self._guard("link rx", lk.rx_task()),
+            self._guard("render", self.renderer.run(wdt)),
+            self._guard("headset", self.headset.run()),
+            self._guard("status", self.heartbeat.run()),
+        )
+
+
+def main():
+    asyncio.run(Pod(config.load()).run())

@@ -1,0 +1,76 @@
+"""Pod configuration: pod.json from the pod's filesystem, checked, with defaults.
+
+A bad or missing key never stops the pod: it takes the default and the
+problem is kept in Config.errors, which app.py reports over the link.
+"""
+import json
+
+import hal
+
+FW_VERSION = "0.1.0"
+
+# key: (default, type, low, high); low/high bound ints, or lengths of strings
+_SCHEMA = {
+    "pod_id": (None, str, 1, 64),  # None: derived from the board's unique id
+    "led_count": (16, int, 1, 300),
+    "led_order": ("GRB", str, 3, 3),
+    "eeg_channels": (8, int, 1, 8),
+    "sample_rate_hz": (250, int, 1, 16000),
+    "headset_baud": (115200, int, 1200, 4000000),
+    "render_fps": (60, int, 1, 200),
+    "watchdog_ms": (5000, int, 1000, 60000),
+}
+_ORDERS = ("RGB", "RBG", "GRB", "GBR", "BRG", "BGR")
+
+
+class Config:
+    def __init__(self):
+        self.errors = []
+        for key, spec in _SCHEMA.items():
+            setattr(self, key, spec[0])
+
+    def set(self, key, value):
+        """Check and set one key; returns False (and records why) if rejected."""
+        spec = _SCHEMA.get(key)
+        if spec is None:
+            self.errors.append("unknown key " + key)
+            return False
+        _, kind, low, high = spec
+        size = len(value) if kind is str and isinstance(value, str) else value
+        # bool is an int subclass in CPython, not in MicroPython: refuse it on both
+        if not isinstance(value, kind) or isinstance(value, bool) or not low <= size <= high:
+            self.errors.append("bad " + key)
+            return False
+        if key == "led_order" and value not in _ORDERS:
+            self.errors.append("bad led_order")
+            return False
+        setattr(self, key, value)
+        return True
+
+
+def default_pod_id(uid):
+    return "pod-" + "".join("%02x" % b for b in uid)
+
+
+def parse(text, uid):
+    """Config from the bytes of pod.json (None = absent) and the board's unique id."""
+    cfg = Config()
+    if text is not None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+            cfg.errors.append("pod.json is not JSON")
+        if data is not None and not isinstance(data, dict):
+            cfg.errors.append("pod.json is not an object")
+            data = None
+        if data:
+            for key, value in data.items():
+                cfg.set(key, value)
+    if cfg.pod_id is None:
+        cfg.pod_id = default_pod_id(uid)
+    return cfg
+
+
+def load():
+    return parse(hal.read_file("pod.json"), hal.unique_id())

@@ -1,0 +1,245 @@
+"""OpenBCI Cyton headset: start the stream, parse packets, send EEG_BATCH frames.
+
+Start-up: 's' (stop a stream left running), 'v' (soft reset; the board
+answers a banner ending "$$$"), wait for "$$$" with a timeout and retry, then
+'b' (start streaming).
+
+Stream packet, 33 bytes: 0xA0, sample counter u8, 8 channels x int24
+big-endian, 6 aux bytes, footer 0xC0..0xC6. The parser resyncs after garbage
+at the next 0xA0 whose footer checks out. The 8-bit counter is widened into a
+32-bit sample sequence; a jump in it is a gap (counted, and the next batch
+carries EEG_FLAG_GAP_BEFORE). Samples are batched (10 = 40 ms at 250 Hz) and
+copied as the raw 24-bit big-endian bytes: no conversion, no allocation per sample.
+"""
+import asyncio
+
+import hal
+import micropython
+from micropython import const
+
+from pod import wire
+
+PACKET_SIZE = const(33)
+_START = const(0xA0)
+_FOOTER_MIN = const(0xC0)
+_FOOTER_MAX = const(0xC6)
+_CYTON_CHANNELS = const(8)
+_SAMPLES_OFF = const(2)  # first channel byte in a packet
+BATCH_SAMPLES = const(10)
+_READY_TIMEOUT_MS = const(3000)  # the banner takes ~1 s after 'v' on a real board
+_RETRY_PAUSE_MS = const(2000)
+_CHUNK = const(512)
+_FIXED = const(10)  # eeg_batch fixed part: first_seq u32, ticks_ms u32, channels u8, flags u8
+_HDR = const(4)  # wire.HEADER_SIZE
+_SEQ_MASK = const(0xFFFFFFFF)
+
+
+@micropython.viper
+def _copy(dst, d_off: int, src, s_off: int, n: int):
+    # memoryview slices would allocate; a pointer loop does not
+    d = ptr8(dst)
+    s = ptr8(src)
+    i = 0
+    while i < n:
+        d[d_off + i] = s[s_off + i]
+        i += 1
+
+
+class Parser:
+    """Cyton byte stream -> batches. on_batch(first_seq, ticks_ms, flags, samples, n_bytes).
+
+    samples is the parser's batch buffer, valid during the call only.
+    """
+
+    def __init__(self, channels, on_batch, batch_samples=BATCH_SAMPLES):
+        self.channels = channels
+        self.on_batch = on_batch
+        self.batch_samples = batch_samples
+        self.sample_bytes = channels * 3
+        self.pkt = bytearray(PACKET_SIZE)
+        self.batch = bytearray(batch_samples * channels * 3)
+        self._pos = 0  # bytes of the current packet held in pkt
+        self._n = 0  # samples in the batch
+        self._first_seq = 0
+        self._first_ms = 0
+        self._flags = 0
+        self._gap_pending = False
+        self._last_counter = -1  # none yet
+        self.seq = 0  # sequence number of the last sample (32-bit, wraps)
+        self.samples = 0
+        self.gaps = 0
+        self.lost = 0  # samples missing in gaps
+        self.garbage = 0  # bytes skipped to resync
+
+    def restart(self):
+        """Forget the counter (the stream was restarted); the next sample is a gap."""
+        self._pos = 0
+        if self._last_counter >= 0:
+            self.flush()
+            self._last_counter = -1
+            self._gap_pending = True
+
+    def feed(self, data, n, now_ms):
+        """Consume data[0:n], read at pod time now_ms."""
+        pkt = self.pkt
+        pos = self._pos
+        i = 0
+        while i < n:
+            if pos == 0:
+                # find a start byte
+                if data[i] != _START:
+                    self.garbage += 1
+                    i += 1
+                    continue
+            take = PACKET_SIZE - pos
+            if take > n - i:
+                take = n - i
+            _copy(pkt, pos, data, i, take)
+            pos += take
+            i += take
+            if pos < PACKET_SIZE:
+                break
+            f = pkt[PACKET_SIZE - 1]
+            if _FOOTER_MIN <= f <= _FOOTER_MAX:
+                self._packet(now_ms)
+                pos = 0
+            else:
+                pos = self._resync()
+        self._pos = pos
+
+    def _resync(self):
+        # a bad footer: the 0xA0 was not a start; retry from the next 0xA0 inside the packet
+        pkt = self.pkt
+        for k in range(1, PACKET_SIZE):
+            if pkt[k] == _START:
+                self.garbage += k
+                _copy(pkt, 0, pkt, k, PACKET_SIZE - k)  # forward copy: safe for overlap
+                return PACKET_SIZE - k
+        self.garbage += PACKET_SIZE
+        return 0
+
+    def _packet(self, now_ms):
+        counter = self.pkt[1]
+        last = self._last_counter
+        if last < 0:
+            self.seq = (self.seq + 1) & _SEQ_MASK if self.samples else counter
+        else:
+            delta = (counter - last) & 0xFF
+            if delta != 1:
+                # samples lost (delta 0: a whole 256-sample wrap, or a repeat; count it lost too)
+                missing = (delta - 1) & 0xFF if delta else 255
+                self.gaps += 1
+                self.lost += missing
+                self.flush()
+                self._gap_pending = True
+                self.seq = (self.seq + missing + 1) & _SEQ_MASK
+            else:
+                self.seq = (self.seq + 1) & _SEQ_MASK
+        self._last_counter = counter
+        self.samples += 1
+        n = self._n
+        if n == 0:
+            self._first_seq = self.seq
+            self._first_ms = now_ms
+            self._flags = wire.EEG_FLAG_GAP_BEFORE if self._gap_pending else 0
+            self._gap_pending = False
+        sb = self.sample_bytes
+        _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, sb)
+        n += 1
+        self._n = n
+        if n >= self.batch_samples:
+            self.flush()
+
+    def flush(self):
+        """Hand over the samples batched so far, if any."""
+        n = self._n
+        if n:
+            self._n = 0
+            self.on_batch(self._first_seq, self._first_ms, self._flags, self.batch, n * self.sample_bytes)
+
+
+class Headset:
+    """Runs a Cyton on hal.open_headset() and sends its batches over the link."""
+
+    def __init__(self, link, channels, baud):
+        self.link = link
+        self.channels = channels
+        self.baud = baud
+        self.parser = Parser(channels, self._on_batch)
+        self.dropped = 0  # samples parsed but not sent (link backlog)
+        self.ready = False
+        self.start_retries = 0
+
+    @property
+    def samples(self):
+        return self.parser.samples
+
+    @property
+    def gaps(self):
+        return self.parser.gaps
+
+    def _on_batch(self, first_seq, ticks_ms, flags, samples, nbytes):
+        link = self.link
+        if link.backlogged():
+            self.dropped += nbytes // (self.channels * 3)
+            return
+        body = link.body
+        _copy(body, _HDR + _FIXED, samples, 0, nbytes)  # samples first: pack writes only the fixed part
+        end = wire.pack_eeg_batch(body, _HDR, first_seq, ticks_ms, self.channels, flags, nbytes)
+        link.send(wire.T_EEG_BATCH, end)
+
+    async def _wait_ready(self, reader, buf):
+        """Read until "$$$"; False on timeout. OSError if the headset is gone."""
+        dollars = 0
+        deadline = hal.ticks_add(hal.ticks_ms(), _READY_TIMEOUT_MS)
+        while True:
+            left = hal.ticks_diff(deadline, hal.ticks_ms())
+            if left <= 0:
+                return False
+            try:
+                n = await asyncio.wait_for_ms(reader.readinto(buf), left)
+            except asyncio.TimeoutError:
+                return False
+            if not n:
+                raise OSError("headset closed")
+            for i in range(n):
+                dollars = dollars + 1 if buf[i] == 0x24 else 0  # '$'
+                if dollars == 3:
+                    return True
+
+    async def _session(self, buf):
+        """One connection to the headset: start it, then stream until it goes away."""
+        reader, writer = await hal.open_headset(self.baud)
+        try:
+            while True:
+                writer.write(b"sv")
+                await writer.drain()
+                if await self._wait_ready(reader, buf):
+                    break
+                self.start_retries += 1
+                await asyncio.sleep_ms(_RETRY_PAUSE_MS)
+            writer.write(b"b")
+            await writer.drain()
+            self.ready = True
+            self.parser.restart()
+            feed = self.parser.feed
+            readinto = reader.readinto
+            ticks_ms = hal.ticks_ms
+            while True:
+                n = await readinto(buf)
+                if not n:
+                    return  # headset gone (emulator unplug); a board's UART never ends
+                feed(buf, n, ticks_ms())
+        finally:
+            self.ready = False
+            writer.close()
+
+    async def run(self):
+        buf = bytearray(_CHUNK)
+        while True:
+            try:
+                await self._session(buf)
+            except OSError:
+                pass  # not there yet, or unplugged mid-stream: try again shortly
+            self.parser.flush()
+            await asyncio.sleep_ms(_RETRY_PAUSE_MS)

@@ -1,0 +1,165 @@
+"""The pod link: frames in, commands dispatched, answers and telemetry out.
+
+rx: bytes -> framing.Decoder -> a handler per message type (a table, not a
+chain of ifs). tx: every frame gets the next u16 sequence number. Commands
+(SCENE) are answered ACK or NACK; a command whose seq equals the last one
+handled is a host retry: its answer is sent again, the command is not applied
+twice. Telemetry is never acknowledged.
+
+Sending is synchronous (pack into the encoder's body, encode, writer.write),
+so one sender cannot interleave with another between awaits; the tx task
+drains the writer. When the host stops reading and the writer's backlog grows,
+telemetry is dropped (and counted) rather than letting memory run out.
+"""
+import asyncio
+
+import hal
+from micropython import const
+
+from pod import framing, wire
+
+_RX_CHUNK = const(256)
+_BACKLOG_MAX = const(4096)  # bytes queued in the writer before telemetry is dropped
+_HDR = const(4)  # wire.HEADER_SIZE
+
+
+class Link:
+    def __init__(self, reader, writer, hello_fields, scene_sink):
+        """hello_fields: (pod_id, fw_version, boot_id, led_count, eeg_channels, sample_rate_hz).
+
+        scene_sink(effect, brightness, color, transition_ms, period_ms, params)
+        applies a scene and returns 0, or a wire.NACK_REASON_* refusing it.
+        """
+        self._reader = reader
+        self._writer = writer
+        self._hello = hello_fields
+        self._scene_sink = scene_sink
+        self._dec = framing.Decoder(self._on_frame)
+        self._enc = framing.Encoder()
+        self.body = self._enc.body  # senders pack payloads at body[HEADER_SIZE:]
+        self._rxbuf = bytearray(_RX_CHUNK)
+        self._tx_seq = 0
+        self._wake = asyncio.Event()
+        self.tx_frames = 0
+        self.tx_dropped = 0
+        self.unknown_types = 0
+        self.bad_messages = 0
+        self.host_id = ""
+        self.connected = False
+        self._rx_us = 0  # ticks_us when the current read returned (PONG's pod_rx_us)
+        self._last_cmd_seq = -1  # no command seen yet in this session
+        self._last_cmd_type = 0
+        self._last_cmd_reason = 0
+        self._handlers = {
+            wire.T_CONNECT: self._on_connect,
+            wire.T_PING: self._on_ping,
+            wire.T_SCENE: self._on_scene,
+        }
+
+    # -- counters for STATUS ------------------------------------------------
+    @property
+    def rx_frames(self):
+        return self._dec.frames
+
+    @property
+    def rx_errors(self):
+        return self._dec.error_count + self.bad_messages + self.unknown_types
+
+    # -- tx -----------------------------------------------------------------
+    def backlogged(self):
+        # asyncio.StreamWriter keeps what it could not write at once in out_buf
+        return len(getattr(self._writer, "out_buf", b"")) > _BACKLOG_MAX
+
+    def send(self, type_, end):
+        """Frame and queue the payload already packed at body[HEADER_SIZE:end]."""
+        seq = self._tx_seq
+        self._tx_seq = (seq + 1) & 0xFFFF
+        self._writer.write(self._enc.encode(type_, seq, end))
+        self.tx_frames += 1
+        self._wake.set()
+
+    def send_telemetry(self, type_, end):
+        """send() unless the host is not keeping up; returns False if dropped."""
+        if self.backlogged():
+            self.tx_dropped += 1
+            return False
+        self.send(type_, end)
+        return True
+
+    def send_hello(self):
+        h = self._hello
+        end = wire.pack_hello(
+            self.body, _HDR, h[0], h[1], wire.PROTOCOL_VERSION, wire.FINGERPRINT, h[2], h[3], h[4], h[5]
+        )
+        self.send(wire.T_HELLO, end)
+
+    def send_log(self, level, text):
+        text = text.encode()[:200]  # the length prefix is a u8; keep well inside a frame
+        self.send(wire.T_LOG, wire.pack_log(self.body, _HDR, level, text))
+
+    def _answer(self, type_, seq, reason):
+        if reason:
+            self.send(wire.T_NACK, wire.pack_nack(self.body, _HDR, seq, reason))
+        else:
+            self.send(wire.T_ACK, wire.pack_ack(self.body, _HDR, seq))
+
+    async def tx_task(self):
+        wake = self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            await self._writer.drain()
+
+    # -- rx -----------------------------------------------------------------
+    async def rx_task(self):
+        buf = self._rxbuf
+        readinto = self._reader.readinto
+        feed = self._dec.feed
+        while True:
+            n = await readinto(buf)
+            if not n:
+                # the link's far end closed: a board's UART never does this, an
+                # emulator shutting down does; restart as the chip would
+                hal.reset()
+                return
+            self._rx_us = hal.ticks_us()
+            feed(buf, n)
+
+    def _on_frame(self, type_, seq, frame, end):
+        handler = self._handlers.get(type_)
+        if handler is None:
+            self.unknown_types += 1
+            self._answer(type_, seq, wire.NACK_REASON_UNKNOWN_TYPE)
+            return
+        try:
+            handler(seq, frame, end)
+        except ValueError:
+            # the payload did not decode (short, long, bad length prefix)
+            self.bad_messages += 1
+            self._answer(type_, seq, wire.NACK_REASON_BAD_MESSAGE)
+
+    def _on_connect(self, seq, frame, end):
+        _version, _fingerprint, host_id = wire.unpack_connect(frame, _HDR, end)
+        # The host compares protocol version and fingerprint from HELLO and
+        # refuses a mismatch itself; the pod always introduces itself.
+        self.host_id = host_id
+        self.connected = True
+        self._last_cmd_seq = -1  # a new session may reuse sequence numbers
+        self.send_hello()
+
+    def _on_ping(self, seq, frame, end):
+        nonce, host_time_us = wire.unpack_ping(frame, _HDR, end)
+        rx_us = self._rx_us
+        end = wire.pack_pong(self.body, _HDR, nonce, host_time_us, rx_us, hal.ticks_us())
+        self.send(wire.T_PONG, end)
+
+    def _on_scene(self, seq, frame, end):
+        if seq == self._last_cmd_seq and self._last_cmd_type == wire.T_SCENE:
+            self._answer(wire.T_SCENE, seq, self._last_cmd_reason)  # retry: answer again only
+            return
+        fields = wire.unpack_scene(frame, _HDR, end)
+        reason = self._scene_sink(*fields)
+        self._last_cmd_seq = seq
+        self._last_cmd_type = wire.T_SCENE
+        self._last_cmd_reason = reason
+        self._answer(wire.T_SCENE, seq, reason)

@@ -1,0 +1,117 @@
+# Cyton stream parser under MicroPython: packets, batches, counter widening,
+# gaps, garbage and resync, and no allocation per sample.
+import gc
+
+from pod import cyton, wire
+
+
+def packet(counter, footer=0xC0):
+    p = bytearray(33)
+    p[0] = 0xA0
+    p[1] = counter & 0xFF
+    for ch in range(8):
+        # channel ch of sample counter: recognisable 24-bit big-endian bytes
+        p[2 + 3 * ch] = ch
+        p[3 + 3 * ch] = counter & 0xFF
+        p[4 + 3 * ch] = 0x80 | ch
+    p[26:32] = b"\x01\x02\x03\x04\x05\x06"
+    p[32] = footer
+    return bytes(p)
+
+
+class Rec:
+    def __init__(self, channels=8, batch=10):
+        self.batches = []
+        self.p = cyton.Parser(channels, self.on_batch, batch)
+
+    def on_batch(self, first_seq, ticks_ms, flags, samples, nbytes):
+        self.batches.append((first_seq, ticks_ms, flags, bytes(samples[:nbytes])))
+
+    def feed(self, data, now_ms=0):
+        self.p.feed(data, len(data), now_ms)
+
+
+def test_batches_of_ten_with_raw_bytes_and_first_ticks():
+    r = Rec()
+    stream = b"".join(packet(c) for c in range(5, 30))
+    r.feed(stream[:100], 1000)
+    r.feed(stream[100:], 1040)
+    assert [b[0] for b in r.batches] == [5, 15]
+    assert r.batches[0][1] == 1000 and r.batches[1][1] == 1040
+    assert r.batches[0][2] == 0
+    assert r.batches[0][3] == b"".join(packet(c)[2:26] for c in range(5, 15))
+    assert r.p.samples == 25 and r.p.gaps == 0 and r.p.garbage == 0
+
+
+def test_counter_widens_past_255():
+    r = Rec(batch=1)
+    r.feed(b"".join(packet(c) for c in range(250, 262)))
+    assert [b[0] for b in r.batches] == list(range(250, 262))
+    assert r.p.gaps == 0
+
+
+def test_gap_flushes_and_flags_next_batch():
+    r = Rec()
+    r.feed(b"".join(packet(c) for c in (0, 1, 2, 6, 7)))  # 3, 4, 5 lost
+    r.p.flush()
+    assert [(b[0], b[2], len(b[3]) // 24) for b in r.batches] == [
+        (0, 0, 3),
+        (6, wire.EEG_FLAG_GAP_BEFORE, 2),
+    ]
+    assert r.p.gaps == 1 and r.p.lost == 3
+
+
+def test_gap_across_counter_wrap():
+    r = Rec(batch=1)
+    r.feed(packet(254) + packet(1))  # 255, 0 lost
+    assert [b[0] for b in r.batches] == [254, 257]
+    assert r.batches[1][2] == wire.EEG_FLAG_GAP_BEFORE
+    assert r.p.lost == 2
+
+
+def test_garbage_and_false_start_bytes_resync():
+    r = Rec(batch=1)
+    junk = b"\x00\xa0\x11\x22" + b"\xa0" * 3 + b"OpenBCI$$$"
+    r.feed(junk + packet(1) + b"\xc0\xa0" + packet(2) + packet(3))
+    assert [b[0] for b in r.batches] == [1, 2, 3]
+    assert r.p.gaps == 0 and r.p.garbage > 0
+
+
+def test_bad_footer_is_not_a_sample():
+    r = Rec(batch=1)
+    r.feed(packet(1) + packet(2, footer=0x55) + packet(3))
+    assert [b[0] for b in r.batches] == [1, 3]
+    assert r.p.gaps == 1
+
+
+def test_fewer_channels_copies_the_first_ones():
+    r = Rec(channels=4, batch=2)
+    r.feed(packet(7) + packet(8))
+    assert r.batches[0][3] == packet(7)[2:14] + packet(8)[2:14]
+
+
+def test_restart_marks_a_gap():
+    r = Rec(batch=1)
+    r.feed(packet(10))
+    r.p.restart()
+    r.feed(packet(200))
+    assert r.batches[-1][2] == wire.EEG_FLAG_GAP_BEFORE
+    assert r.batches[-1][0] == 11  # sequence continues; the counter is not trusted across a restart
+
+
+def test_no_allocation_per_sample():
+    batches = [0]
+
+    def on_batch(first_seq, ticks_ms, flags, samples, nbytes):
+        batches[0] += 1  # small-int arithmetic: no allocation
+
+    p = cyton.Parser(8, on_batch, 10)
+    stream = bytearray(b"".join(packet(c) for c in range(200)))
+    p.feed(stream, 330, 0)  # warm up
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    p.feed(stream, len(stream), 0)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used

@@ -1,0 +1,171 @@
+# Link command handling under MicroPython, through fake streams: the same
+# Link object the app runs, fed real frames, answers decoded again.
+import asyncio
+
+from pod import framing, link, wire
+
+HDR = wire.HEADER_SIZE
+
+
+class FakeReader:
+    def __init__(self):
+        self.chunks = []
+        self.more = asyncio.Event()
+
+    def push(self, data):
+        self.chunks.append(data)
+        self.more.set()
+
+    async def readinto(self, buf):
+        while not self.chunks:
+            self.more.clear()
+            await self.more.wait()
+        data = self.chunks.pop(0)
+        buf[:len(data)] = data
+        return len(data)
+
+
+class FakeWriter:
+    def __init__(self):
+        self.out = bytearray()
+        self.out_buf = b""
+
+    def write(self, data):
+        self.out.extend(data)
+
+    async def drain(self):
+        pass
+
+
+class Host:
+    """Builds frames as hostd would and decodes what the pod sent."""
+
+    def __init__(self):
+        self.enc = framing.Encoder()
+        self.got = []
+        self.dec = framing.Decoder(self._on)
+
+    def _on(self, type_, seq, frame, end):
+        self.got.append((type_, seq, wire.UNPACK[type_](frame, HDR, end)))
+
+    def frame(self, type_, seq, *fields):
+        end = wire.PACK[type_](self.enc.body, HDR, *fields)
+        return bytes(self.enc.encode(type_, seq, end))
+
+    def raw(self, type_, seq, payload):
+        self.enc.body[HDR:HDR + len(payload)] = payload
+        return bytes(self.enc.encode(type_, seq, HDR + len(payload)))
+
+    def read(self, writer):
+        self.dec.feed(writer.out, len(writer.out))
+        writer.out = bytearray()
+        got, self.got = self.got, []
+        return got
+
+
+HELLO = ("pod-test", "0.1.0", 0xB007, 12, 8, 250)
+
+
+def make():
+    applied = []
+
+    def sink(effect, brightness, color, transition_ms, period_ms, params):
+        if effect > 2:
+            return wire.NACK_REASON_UNKNOWN_EFFECT
+        applied.append((effect, brightness, color, transition_ms, period_ms, params))
+        return 0
+
+    w = FakeWriter()
+    lk = link.Link(FakeReader(), w, HELLO, sink)
+    return lk, w, Host(), applied
+
+
+def deliver(lk, data):
+    lk._dec.feed(data, len(data))
+
+
+def test_hello_at_boot_and_on_connect():
+    lk, w, host, _ = make()
+    lk.send_hello()
+    deliver(lk, host.frame(wire.T_CONNECT, 1, wire.PROTOCOL_VERSION, wire.FINGERPRINT, "host-a"))
+    got = host.read(w)
+    assert [(t, s) for t, s, _ in got] == [(wire.T_HELLO, 0), (wire.T_HELLO, 1)]
+    assert got[1][2] == ("pod-test", "0.1.0", wire.PROTOCOL_VERSION, wire.FINGERPRINT, 0xB007, 12, 8, 250)
+    assert lk.host_id == "host-a" and lk.connected
+
+
+def test_ping_pong_echoes_and_stamps():
+    lk, w, host, _ = make()
+    deliver(lk, host.frame(wire.T_PING, 7, 0xDEADBEEF, 123456789012))
+    (t, s, f), = host.read(w)
+    assert t == wire.T_PONG
+    assert f[:2] == (0xDEADBEEF, 123456789012)
+
+
+def test_scene_ack_and_duplicate_not_reapplied():
+    lk, w, host, applied = make()
+    scene = host.frame(wire.T_SCENE, 40, wire.EFFECT_SOLID, 200, (1, 2, 3), 0, 0, (5, -6))
+    deliver(lk, scene)
+    deliver(lk, scene)  # host retry: same seq
+    got = host.read(w)
+    assert [(t, f) for t, s, f in got] == [(wire.T_ACK, (40,)), (wire.T_ACK, (40,))]
+    assert applied == [(wire.EFFECT_SOLID, 200, (1, 2, 3), 0, 0, (5, -6))]
+    deliver(lk, host.frame(wire.T_SCENE, 41, wire.EFFECT_OFF, 0, (0, 0, 0), 0, 0, ()))
+    assert host.read(w)[0][2] == (41,) and len(applied) == 2
+
+
+def test_scene_nack_unknown_effect_and_its_retry():
+    lk, w, host, applied = make()
+    bad = host.frame(wire.T_SCENE, 3, 9, 200, (1, 2, 3), 0, 0, ())
+    deliver(lk, bad)
+    deliver(lk, bad)
+    got = host.read(w)
+    assert [(t, f) for t, s, f in got] == [(wire.T_NACK, (3, wire.NACK_REASON_UNKNOWN_EFFECT))] * 2
+    assert applied == []
+
+
+def test_unknown_type_is_counted_and_nacked():
+    lk, w, host, _ = make()
+    deliver(lk, host.raw(0x7E, 12, b"\x01\x02"))
+    deliver(lk, host.raw(wire.T_STATUS, 13, b""))  # a type the pod sends, never receives
+    got = host.read(w)
+    assert [f for t, s, f in got] == [(12, wire.NACK_REASON_UNKNOWN_TYPE), (13, wire.NACK_REASON_UNKNOWN_TYPE)]
+    assert lk.unknown_types == 2 and lk.rx_errors == 2
+
+
+def test_undecodable_payload_is_nacked_bad_message():
+    lk, w, host, applied = make()
+    deliver(lk, host.raw(wire.T_SCENE, 5, b"\x01\x02"))  # too short for a scene
+    got = host.read(w)
+    assert got == [(wire.T_NACK, 0, (5, wire.NACK_REASON_BAD_MESSAGE))]
+    assert applied == [] and lk.bad_messages == 1
+
+
+def test_tx_seq_counts_every_frame_and_wraps():
+    lk, w, host, _ = make()
+    lk._tx_seq = 0xFFFE
+    for _ in range(3):
+        lk.send_log(wire.LOG_LEVEL_INFO, "x")
+    assert [s for t, s, f in host.read(w)] == [0xFFFE, 0xFFFF, 0]
+    assert lk.tx_frames == 3
+
+
+def test_telemetry_dropped_when_backlogged():
+    lk, w, host, _ = make()
+    w.out_buf = bytes(5000)
+    end = wire.pack_log(lk.body, HDR, wire.LOG_LEVEL_INFO, "t")
+    assert not lk.send_telemetry(wire.T_LOG, end)
+    assert lk.tx_dropped == 1 and host.read(w) == []
+
+
+async def test_rx_task_reads_the_stream_in_pieces():
+    lk, w, host, applied = make()
+    task = asyncio.create_task(lk.rx_task())
+    f = host.frame(wire.T_SCENE, 1, wire.EFFECT_SOLID, 9, (9, 9, 9), 0, 0, ())
+    lk._reader.push(b"\x00garbage\x00" + f[:4])
+    await asyncio.sleep_ms(5)
+    lk._reader.push(f[4:])
+    await asyncio.sleep_ms(5)
+    task.cancel()
+    assert [t for t, s, x in host.read(w)] == [wire.T_ACK]
+    assert lk.rx_frames == 1 and lk.rx_errors == 1
