@@ -14,6 +14,7 @@ A frame on the wire is   COBS( header | payload | crc32 ) 0x00   (see codec.py).
 from construct import (
     Array,
     Enum,
+    Float32l,
     GreedyBytes,
     Int8sl,
     Int8ul,
@@ -54,12 +55,14 @@ NackReason = Enum(
     unsupported=5,
     busy=6,
     safety=7,  # refused by the safety governor
+    unavailable=8,  # asked for data the pod no longer holds (e.g. replay beyond its ring)
 )
 
 LogLevel = Enum(Int8ul, debug=10, info=20, warning=30, error=40)
 
 # Bits of EegBatch.flags
 EEG_FLAG_GAP_BEFORE = 0x01  # samples were lost between the previous batch and this one
+EEG_FLAG_REPLAY = 0x02  # re-sent from the pod's ring in answer to EEG_REPLAY
 
 # ---------------------------------------------------------------------------
 # Messages. Type ids are part of the wire contract; never reuse one.
@@ -69,6 +72,7 @@ Hello = Struct(  # pod -> host, at boot and in answer to CONNECT
     "fw_version" / PascalString(Int8ul, "utf8"),
     "protocol_version" / Int8ul,
     "fingerprint" / Int32ul,
+    "build_hash" / Int32ul,  # hash of the firmware files the pod runs (0: unknown)
     "boot_id" / Int32ul,  # random per boot: a changed value means the pod rebooted
     "led_count" / Int16ul,
     "eeg_channels" / Int8ul,
@@ -118,6 +122,22 @@ EegBatch = Struct(  # pod -> host, telemetry (not acknowledged)
     "samples" / GreedyBytes,
 )
 
+EegBands = Struct(  # pod -> host, telemetry at >= 4 Hz
+    "last_seq" / Int32ul,  # sequence number of the newest sample in the window
+    "ticks_ms" / Int32ul,  # pod clock when that sample was read
+    "channels" / Int8ul,
+    "window_ms" / Int16ul,  # length of the sliding window
+    "railed" / Int16ul,  # bit per channel: at >= 90 % of full scale
+    "near_railed" / Int16ul,  # bit per channel: at >= 75 % of full scale
+    # channels x (delta, theta, alpha, beta, gamma) absolute band power in uV^2
+    "powers" / PrefixedArray(Int8ul, Float32l),
+)
+
+EegReplay = Struct(  # host -> pod, command: re-send samples still held in the pod's ring
+    "from_seq" / Int32ul,
+    "count" / Int16ul,
+)
+
 Scene = Struct(  # host -> pod, command (answered ACK or NACK)
     "effect" / Effect,
     "brightness" / Int8ul,  # 0..255, further limited by the pod's safety governor
@@ -149,14 +169,19 @@ MESSAGES = (
     ("ping", 0x04, Ping),
     ("pong", 0x05, Pong),
     ("eeg_batch", 0x10, EegBatch),
+    ("eeg_bands", 0x11, EegBands),
     ("scene", 0x20, Scene),
+    ("eeg_replay", 0x21, EegReplay),
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
 )
 
 # Commands the pod must answer with ACK or NACK.
-COMMANDS = frozenset({"scene"})
+COMMANDS = frozenset({"scene", "eeg_replay"})
+
+# Largest item count of each PrefixedArray field, checked by both codecs.
+LIST_LIMITS = {("scene", "params"): 8, ("eeg_bands", "powers"): 16 * 5}
 
 ENUMS = (("effect", Effect), ("nack_reason", NackReason), ("log_level", LogLevel))
 
@@ -167,5 +192,7 @@ CONSTANTS = (
     ("HEADER_SIZE", HEADER_SIZE),
     ("CRC_SIZE", CRC_SIZE),
     ("EEG_FLAG_GAP_BEFORE", EEG_FLAG_GAP_BEFORE),
+    ("EEG_FLAG_REPLAY", EEG_FLAG_REPLAY),
+    ("N_BANDS", 5),
     ("MAX_SCENE_PARAMS", 8),
 )

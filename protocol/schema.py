@@ -16,7 +16,7 @@ import construct as cs
 from . import messages
 
 # kinds of field
-INT = "int"  # one integer (struct format char in .fmt)
+INT = "int"  # one integer or float32 (struct format char in .fmt)
 ENUM = "enum"  # one integer with named values (.enum names the enum)
 ARRAY = "array"  # fixed count of integers (.count)
 STR = "str"  # UTF-8 with an integer length prefix (.prefix)
@@ -53,9 +53,6 @@ class Message:
         return "T_" + self.name.upper()
 
 
-_MAX_LIST = dict(messages.CONSTANTS)["MAX_SCENE_PARAMS"]
-
-
 _CANON = {"l": "i", "L": "I"}  # construct spells 32-bit fields l / L
 
 
@@ -63,8 +60,8 @@ def _int_fmt(con: cs.Construct, where: str) -> str:
     if not isinstance(con, cs.FormatField):
         raise TypeError(f"{where}: expected an integer field, got {con!r}")
     order, char = con.fmtstr[0], _CANON.get(con.fmtstr[1:], con.fmtstr[1:])
-    if order != "<" or char not in "bBhHiIqQ":
-        raise TypeError(f"{where}: only little-endian integers are allowed, got {con.fmtstr!r}")
+    if order != "<" or char not in "bBhHiIqQf":
+        raise TypeError(f"{where}: only little-endian integers and float32 are allowed, got {con.fmtstr!r}")
     return char
 
 
@@ -95,7 +92,7 @@ def _field(sub: cs.Renamed, msg: str, last: bool) -> Field:
             LIST,
             _int_fmt(items.subcon.subcon, where),
             prefix=_int_fmt(count.subcon.subcon, where),
-            max_items=_MAX_LIST,
+            max_items=messages.LIST_LIMITS[(msg, name)],
         )
     if con is cs.GreedyBytes:
         if not last:

@@ -31,7 +31,12 @@ _RANGES = {c: (-(1 << (8 * struct.calcsize(c) - 1)), (1 << (8 * struct.calcsize(
 _RANGES.update({c: (0, (1 << (8 * struct.calcsize(c))) - 1) for c in "BHIQ"})
 
 
-def _int(fmt: str, n: int, edge: str) -> int:
+_F32_MAX = 3.4028234663852886e38  # largest finite float32
+
+
+def _int(fmt: str, n: int, edge: str) -> int | float:
+    if fmt == "f":  # values a float32 holds exactly
+        return {"max": _F32_MAX, "min": -_F32_MAX}.get(edge, (n % 4001) * 0.25 - 500.0)
     lo, hi = _RANGES[fmt]
     if edge == "max":
         return hi

@@ -4,12 +4,14 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0xe0d61c73)
+FINGERPRINT = const(0x9c051244)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
 CRC_SIZE = const(4)
 EEG_FLAG_GAP_BEFORE = const(1)
+EEG_FLAG_REPLAY = const(2)
+N_BANDS = const(5)
 MAX_SCENE_PARAMS = const(8)
 
 # message types
@@ -19,7 +21,9 @@ T_STATUS = const(0x03)
 T_PING = const(0x04)
 T_PONG = const(0x05)
 T_EEG_BATCH = const(0x10)
+T_EEG_BANDS = const(0x11)
 T_SCENE = const(0x20)
+T_EEG_REPLAY = const(0x21)
 T_ACK = const(0x30)
 T_NACK = const(0x31)
 T_LOG = const(0x40)
@@ -38,7 +42,8 @@ NACK_REASON_BAD_PARAM = const(4)
 NACK_REASON_UNSUPPORTED = const(5)
 NACK_REASON_BUSY = const(6)
 NACK_REASON_SAFETY = const(7)
-NACK_REASON = {'bad_message': 1, 'unknown_type': 2, 'unknown_effect': 3, 'bad_param': 4, 'unsupported': 5, 'busy': 6, 'safety': 7}
+NACK_REASON_UNAVAILABLE = const(8)
+NACK_REASON = {'bad_message': 1, 'unknown_type': 2, 'unknown_effect': 3, 'bad_param': 4, 'unsupported': 5, 'busy': 6, 'safety': 7, 'unavailable': 8}
 
 # enum log_level
 LOG_LEVEL_DEBUG = const(10)
@@ -47,16 +52,18 @@ LOG_LEVEL_WARNING = const(30)
 LOG_LEVEL_ERROR = const(40)
 LOG_LEVEL = {'debug': 10, 'info': 20, 'warning': 30, 'error': 40}
 
-NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_SCENE: 'scene', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
-COMMANDS = (T_SCENE, )
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, )
 FIELDS = {
-    T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
+    T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
     T_STATUS: ('uptime_ms', 'ticks_ms', 'rx_frames', 'rx_errors', 'tx_frames', 'eeg_samples', 'eeg_gaps', 'eeg_dropped', 'frames_rendered', 'render_overruns', 'mem_free', 'effect', 'brightness',),
     T_PING: ('nonce', 'host_time_us',),
     T_PONG: ('nonce', 'host_time_us', 'pod_rx_us', 'pod_tx_us',),
     T_EEG_BATCH: ('first_seq', 'ticks_ms', 'channels', 'flags', 'samples',),
+    T_EEG_BANDS: ('last_seq', 'ticks_ms', 'channels', 'window_ms', 'railed', 'near_railed', 'powers',),
     T_SCENE: ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'params',),
+    T_EEG_REPLAY: ('from_seq', 'count',),
     T_ACK: ('ack_seq',),
     T_NACK: ('ack_seq', 'reason',),
     T_LOG: ('level', 'text',),
@@ -119,24 +126,24 @@ def _pack_bytes(buf, off, data):
     return off + n
 
 
-def pack_hello(buf, off, pod_id, fw_version, protocol_version, fingerprint, boot_id, led_count, eeg_channels, sample_rate_hz):
+def pack_hello(buf, off, pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz):
     off = _pack_str(buf, off, pod_id, 'B')
     off = _pack_str(buf, off, fw_version, 'B')
-    struct.pack_into('<BIIHBH', buf, off, protocol_version, fingerprint, boot_id, led_count, eeg_channels, sample_rate_hz)
-    off += 14
+    struct.pack_into('<BIIIHBH', buf, off, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz)
+    off += 18
     return off
 
 
 def unpack_hello(buf, off, end):
     pod_id, off = _unpack_str(buf, off, end, 'B')
     fw_version, off = _unpack_str(buf, off, end, 'B')
-    if off + 14 > end:
+    if off + 18 > end:
         raise ValueError('hello: short payload')
-    protocol_version, fingerprint, boot_id, led_count, eeg_channels, sample_rate_hz = struct.unpack_from('<BIIHBH', buf, off)
-    off += 14
+    protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz = struct.unpack_from('<BIIIHBH', buf, off)
+    off += 18
     if off != end:
         raise ValueError('hello: trailing bytes')
-    return (pod_id, fw_version, protocol_version, fingerprint, boot_id, led_count, eeg_channels, sample_rate_hz,)
+    return (pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz,)
 
 
 def pack_connect(buf, off, protocol_version, fingerprint, host_id):
@@ -224,6 +231,24 @@ def unpack_eeg_batch(buf, off, end):
     return (first_seq, ticks_ms, channels, flags, samples,)
 
 
+def pack_eeg_bands(buf, off, last_seq, ticks_ms, channels, window_ms, railed, near_railed, powers):
+    struct.pack_into('<IIBHHH', buf, off, last_seq, ticks_ms, channels, window_ms, railed, near_railed)
+    off += 15
+    off = _pack_list(buf, off, powers, 'B', 'f', 80)
+    return off
+
+
+def unpack_eeg_bands(buf, off, end):
+    if off + 15 > end:
+        raise ValueError('eeg_bands: short payload')
+    last_seq, ticks_ms, channels, window_ms, railed, near_railed = struct.unpack_from('<IIBHHH', buf, off)
+    off += 15
+    powers, off = _unpack_list(buf, off, end, 'B', 'f', 80)
+    if off != end:
+        raise ValueError('eeg_bands: trailing bytes')
+    return (last_seq, ticks_ms, channels, window_ms, railed, near_railed, powers,)
+
+
 def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, params):
     struct.pack_into('<BBBBBHH', buf, off, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms)
     off += 9
@@ -241,6 +266,22 @@ def unpack_scene(buf, off, end):
     if off != end:
         raise ValueError('scene: trailing bytes')
     return (effect, brightness, color, transition_ms, period_ms, params,)
+
+
+def pack_eeg_replay(buf, off, from_seq, count):
+    struct.pack_into('<IH', buf, off, from_seq, count)
+    off += 6
+    return off
+
+
+def unpack_eeg_replay(buf, off, end):
+    if off + 6 > end:
+        raise ValueError('eeg_replay: short payload')
+    from_seq, count = struct.unpack_from('<IH', buf, off)
+    off += 6
+    if off != end:
+        raise ValueError('eeg_replay: trailing bytes')
+    return (from_seq, count,)
 
 
 def pack_ack(buf, off, ack_seq):
@@ -293,5 +334,5 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_SCENE: pack_scene, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_SCENE: unpack_scene, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
+UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}

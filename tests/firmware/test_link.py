@@ -90,7 +90,7 @@ def test_hello_at_boot_and_on_connect():
     deliver(lk, host.frame(wire.T_CONNECT, 1, wire.PROTOCOL_VERSION, wire.FINGERPRINT, "host-a"))
     got = host.read(w)
     assert [(t, s) for t, s, _ in got] == [(wire.T_HELLO, 0), (wire.T_HELLO, 1)]
-    assert got[1][2] == ("pod-test", "0.1.0", wire.PROTOCOL_VERSION, wire.FINGERPRINT, 0xB007, 12, 8, 250)
+    assert got[1][2] == ("pod-test", "0.1.0", wire.PROTOCOL_VERSION, wire.FINGERPRINT, 0, 0xB007, 12, 8, 250)
     assert lk.host_id == "host-a" and lk.connected
 
 

@@ -79,7 +79,7 @@ class FakePod:
     def hello(self) -> None:
         self.send("hello", {
             "pod_id": self.pod_id, "fw_version": "fake-1.0", "protocol_version": codec.PROTOCOL_VERSION,
-            "fingerprint": self.fingerprint, "boot_id": self.boot_id, "led_count": 16,
+            "fingerprint": self.fingerprint, "build_hash": 0, "boot_id": self.boot_id, "led_count": 16,
             "eeg_channels": self.channels, "sample_rate_hz": 250,
         })
 
