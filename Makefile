@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench codec clean mosquitto
+.PHONY: setup demo test bench codec board clean mosquitto
 
 setup: $(STAMP) mosquitto
 
@@ -44,6 +44,10 @@ bench: setup
 codec: setup
 	$(BIN)/python -m hypnolum.protocol.gen_firmware
 	$(BIN)/python -m hypnolum.protocol.vectors
+
+# Regenerate firmware/pod/board.py from hardware/schematics/ (pin map + power budget).
+board: setup
+	$(BIN)/python hardware/schematics/check.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
