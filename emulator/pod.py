@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -48,6 +47,8 @@ from pathlib import Path
 
 from hypnolum import paths
 
+from hypnolum.procs import die_with_parent
+
 from .headset import VirtualHeadset
 from .leds import VirtualLeds
 
@@ -55,7 +56,6 @@ TICKS_PERIOD = 1 << 30  # ticks_ms / ticks_us wrap here on the ESP32
 _SLAVE_BACKLOG = 4095  # bytes unread at the slave that mean "nobody is reading"
 _POLL_S = 0.02
 _CRASH_BACKOFF_S = (0.2, 5.0)
-_PR_SET_PDEATHSIG = 1
 
 
 class PodError(RuntimeError):
@@ -73,13 +73,8 @@ def find_micropython() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL if the emulator dies without cleaning up."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+# In the child: SIGKILL if the emulator dies without cleaning up.
+_die_with_parent = die_with_parent(signal.SIGKILL)
 
 
 @dataclass

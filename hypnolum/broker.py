@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from .procs import die_with_parent
 
 
 class BrokerError(RuntimeError):
@@ -70,6 +73,7 @@ class PrivateBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # never outlive the demo or test
         )
         log.close()
         deadline = time.monotonic() + timeout_s
