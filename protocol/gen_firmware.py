@@ -12,7 +12,6 @@ Consecutive fixed-size fields are packed with one struct call. Usage:
 """
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
 from pathlib import Path
@@ -205,18 +204,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if the checked-in file is stale")
-    args = ap.parse_args(argv)
-    text = render()
-    if args.check:
-        if not TARGET.exists() or TARGET.read_text() != text:
-            print(f"{TARGET} is stale: run `make codec`", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
-    return 0
+    return schema.write_or_check(TARGET, render(), argv, "firmware/pod/wire.py")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from construct import (
     Enum,
     Float32l,
     GreedyBytes,
-    Int8sl,
     Int8ul,
     Int16sl,
     Int16ul,

@@ -149,3 +149,20 @@ def fingerprint() -> int:
 
 
 FINGERPRINT = fingerprint()
+
+
+def write_or_check(target, text: str, argv: list[str] | None, what: str) -> int:
+    """Command line of a generated file: rewrite it, or with --check exit 1 if stale."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=f"write or check {what}")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the checked-in file is stale")
+    if ap.parse_args(argv).check:
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is stale: run `make codec`", file=sys.stderr)
+            return 1
+        return 0
+    target.write_text(text)
+    print(f"wrote {target}")
+    return 0

@@ -13,7 +13,6 @@ JSON conventions: enum values by name; `bytes` fields as hex strings.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import struct
 import sys
@@ -135,18 +134,7 @@ def load() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="write or check protocol/vectors.json")
-    ap.add_argument("--check", action="store_true")
-    args = ap.parse_args(argv)
-    text = render()
-    if args.check:
-        if not TARGET.exists() or TARGET.read_text() != text:
-            print(f"{TARGET} is stale: run `make codec`", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET} ({len(build()['vectors'])} vectors)")
-    return 0
+    return schema.write_or_check(TARGET, render(), argv, "protocol/vectors.json")
 
 
 if __name__ == "__main__":
