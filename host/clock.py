@@ -1,0 +1,142 @@
+"""Per-pod clock estimate from PING/PONG exchanges (NTP-style).
+
+Each exchange gives four instants: host send t1 and receive t4 (host clock,
+microseconds), pod receive t2 and send t3 (pod ``ticks_us``, which wraps at
+2**30 on the ESP32). From them:
+
+    offset = ((t2 - t1) + (t3 - t4)) / 2      pod minus host
+    delay  = (t4 - t1) - (t3 - t2)            round trip spent on the link
+
+An exchange whose delay is large was held up somewhere on the way, and its
+offset is off by up to half the excess, so only the exchanges whose delay is
+within ``delay_margin_us`` of the window's minimum are used (min-RTT
+filtering; when jitter leaves too few of those, the fastest quarter). Drift is the slope of a least-squares line through those offsets
+against host time; the offset at any instant comes from the same line.
+
+Pod ticks are unwrapped into a 64-bit count by accumulating wrap-safe
+differences, so the estimate is continuous across the 2**30 wrap as long as
+exchanges are less than half a period (about 9 minutes) apart.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+TICKS_PERIOD = 1 << 30
+_HALF = TICKS_PERIOD // 2
+
+
+def ticks_diff(a: int, b: int) -> int:
+    """a - b for wrapping pod ticks, as MicroPython's time.ticks_diff."""
+    return ((a - b + _HALF) % TICKS_PERIOD) - _HALF
+
+
+@dataclass(frozen=True)
+class Exchange:
+    host_tx_us: int  # t1
+    pod_rx_us: int  # t2, unwrapped
+    pod_tx_us: int  # t3, unwrapped
+    host_rx_us: int  # t4
+
+    @property
+    def delay_us(self) -> int:
+        return (self.host_rx_us - self.host_tx_us) - (self.pod_tx_us - self.pod_rx_us)
+
+    @property
+    def offset_us(self) -> float:
+        return ((self.pod_rx_us - self.host_tx_us) + (self.pod_tx_us - self.host_rx_us)) / 2
+
+    @property
+    def host_mid_us(self) -> float:
+        return (self.host_tx_us + self.host_rx_us) / 2
+
+
+class PodClock:
+    """Offset, drift and uncertainty of one pod's clock against the host's."""
+
+    def __init__(self, window: int = 64, delay_margin_us: int = 500, min_samples: int = 4):
+        self.window: deque[Exchange] = deque(maxlen=window)
+        self.delay_margin_us = delay_margin_us
+        self.min_samples = min_samples
+        self._last_raw: int | None = None
+        self._unwrapped = 0
+        self.rejected = 0  # exchanges that were inconsistent (negative delay)
+        self._fit: tuple[float, float, float, float] | None = None  # t0, offset at t0, slope, residual
+
+    def reset(self) -> None:
+        """Forget everything: the pod rebooted, its clock restarted."""
+        self.window.clear()
+        self._last_raw = None
+        self._fit = None
+
+    def _unwrap(self, raw: int) -> int:
+        if self._last_raw is None:
+            self._unwrapped = raw
+        else:
+            self._unwrapped += ticks_diff(raw, self._last_raw)
+        self._last_raw = raw
+        return self._unwrapped
+
+    def add(self, host_tx_us: int, pod_rx_us: int, pod_tx_us: int, host_rx_us: int) -> bool:
+        """Record one exchange (pod values as sent, wrapped); False if it was rejected."""
+        t2 = self._unwrap(pod_rx_us)
+        t3 = self._unwrap(pod_tx_us)
+        ex = Exchange(host_tx_us, t2, t3, host_rx_us)
+        if ex.delay_us < 0 or host_rx_us < host_tx_us:
+            self.rejected += 1
+            return False
+        self.window.append(ex)
+        self._fit = None
+        return True
+
+    def _solve(self) -> tuple[float, float, float, float] | None:
+        if self._fit is None and len(self.window) >= self.min_samples:
+            delays = sorted(ex.delay_us for ex in self.window)
+            best = delays[0]
+            # the fastest quarter (at least min_samples), or all within the margin of the best
+            cut = max(best + self.delay_margin_us, delays[max(self.min_samples, len(delays) // 4) - 1])
+            good = [ex for ex in self.window if ex.delay_us <= cut]
+            t0 = good[-1].host_mid_us
+            xs = [ex.host_mid_us - t0 for ex in good]
+            ys = [ex.offset_us for ex in good]
+            n = len(good)
+            mx, my = sum(xs) / n, sum(ys) / n
+            sxx = sum((x - mx) ** 2 for x in xs)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else 0.0
+            at_t0 = my - slope * mx
+            resid = math.sqrt(sum((y - (at_t0 + slope * x)) ** 2 for x, y in zip(xs, ys)) / n)
+            self._fit = (t0, at_t0, slope, resid + best / 2)
+        return self._fit
+
+    @property
+    def synced(self) -> bool:
+        return self._solve() is not None
+
+    def offset_us(self, host_us: float) -> float:
+        """Pod clock minus host clock at host instant ``host_us`` (unwrapped)."""
+        fit = self._solve()
+        if fit is None:
+            raise ValueError("clock not synchronised yet")
+        t0, at_t0, slope, _ = fit
+        return at_t0 + slope * (host_us - t0)
+
+    def pod_ticks_us(self, host_us: float) -> int:
+        """The pod's ``ticks_us`` (wrapped) at host instant ``host_us``."""
+        return round(host_us + self.offset_us(host_us)) % TICKS_PERIOD
+
+    def state(self) -> dict:
+        """For the pod's state JSON."""
+        fit = self._solve()
+        if fit is None:
+            return {"synced": False, "exchanges": len(self.window)}
+        t0, at_t0, slope, uncertainty = fit
+        return {
+            "synced": True,
+            "offset_us": round(at_t0),
+            "drift_ppm": round(slope * 1e6, 3),
+            "uncertainty_us": round(uncertainty, 1),
+            "min_delay_us": min(ex.delay_us for ex in self.window),
+            "exchanges": len(self.window),
+            "rejected": self.rejected,
+        }

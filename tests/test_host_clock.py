@@ -1,0 +1,80 @@
+"""Clock estimate: offset, drift, min-RTT filtering and the 2**30 wrap."""
+import random
+
+import pytest
+
+from hypnolum.host.clock import TICKS_PERIOD, PodClock, ticks_diff
+
+
+class SimPod:
+    """A pod clock with an offset and a drift, read through a jittery link."""
+
+    def __init__(self, offset_us: float, drift_ppm: float, start_near_wrap: bool = True, seed: int = 1):
+        self.offset = offset_us
+        self.rate = 1 + drift_ppm * 1e-6
+        self.base = TICKS_PERIOD - 3_000_000 if start_near_wrap else 0
+        self.rng = random.Random(seed)
+
+    def ticks(self, host_us: float) -> int:
+        return int(self.base + self.offset + host_us * self.rate) % TICKS_PERIOD
+
+    def exchange(self, clock: PodClock, t1: float, jitter_us: float) -> None:
+        up = 150 + self.rng.expovariate(1 / jitter_us) if jitter_us else 150
+        down = 150 + self.rng.expovariate(1 / jitter_us) if jitter_us else 150
+        t2 = t1 + up
+        t3 = t2 + 40
+        t4 = t3 + down
+        clock.add(int(t1), self.ticks(t2), self.ticks(t3), int(t4))
+
+
+def test_ticks_diff_is_wrap_safe():
+    assert ticks_diff(5, TICKS_PERIOD - 5) == 10
+    assert ticks_diff(TICKS_PERIOD - 5, 5) == -10
+
+
+@pytest.mark.parametrize("drift_ppm", [-100.0, 0.0, 100.0])
+@pytest.mark.parametrize("jitter_us", [0.0, 2000.0, 8000.0])
+def test_offset_and_drift_through_the_wrap(drift_ppm, jitter_us):
+    pod = SimPod(offset_us=123_456.0, drift_ppm=drift_ppm)
+    clock = PodClock()
+    for k in range(60):  # one exchange a second, crossing the 2**30 wrap after ~3 s
+        pod.exchange(clock, 1_000_000.0 * k, jitter_us)
+    now = 60_000_000.0
+    st = clock.state()
+    assert st["synced"]
+    # one-way delays up to the jitter are unknowable; only their asymmetry hurts
+    assert abs(st["drift_ppm"] - drift_ppm) < 5 + jitter_us / 250, st
+    err = ticks_diff(clock.pod_ticks_us(now), pod.ticks(now))
+    assert abs(err) < 50 + jitter_us / 4, f"prediction off by {err} us ({st})"
+
+
+def test_delayed_exchanges_are_filtered_out():
+    pod = SimPod(offset_us=0.0, drift_ppm=0.0, seed=3)
+    clock = PodClock()
+    for k in range(40):
+        pod.exchange(clock, 1e6 * k, 0.0)
+        # every other exchange is held up 20 ms on the way back only
+        t1 = 1e6 * k + 500_000
+        clock.add(int(t1), pod.ticks(t1 + 150), pod.ticks(t1 + 190), int(t1 + 190 + 20_150))
+    err = ticks_diff(clock.pod_ticks_us(41e6), pod.ticks(41e6))
+    assert abs(err) < 50, err
+
+
+def test_not_synced_until_enough_exchanges_and_reset_forgets():
+    clock = PodClock(min_samples=4)
+    pod = SimPod(0.0, 0.0)
+    for k in range(3):
+        pod.exchange(clock, 1e6 * k, 0.0)
+    assert not clock.synced
+    with pytest.raises(ValueError):
+        clock.offset_us(0)
+    pod.exchange(clock, 3e6, 0.0)
+    assert clock.synced
+    clock.reset()
+    assert not clock.synced and clock.state()["exchanges"] == 0
+
+
+def test_inconsistent_exchange_is_rejected_and_counted():
+    clock = PodClock()
+    assert not clock.add(1000, 5000, 9000, 1500)  # pod held it longer than the round trip
+    assert clock.rejected == 1 and len(clock.window) == 0
