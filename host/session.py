@@ -96,7 +96,9 @@ class PodSession:
 
     async def _write(self, frame: bytes) -> None:
         async with self._send_lock:
-            await self.transport.write(frame)
+            # a leading delimiter closes whatever noise the pod's decoder holds,
+            # so this frame is decoded even right after garbage on the line
+            await self.transport.write(b"\x00" + frame)
 
     async def send(self, name: str, fields: dict[str, Any]) -> int:
         seq = self._next_seq()
