@@ -98,6 +98,7 @@ class PodsConfig(_Section):
     connect_interval_s: float = Field(0.5, gt=0)  # CONNECT resend period while handshaking
     command_timeout_s: float = Field(0.5, gt=0)
     command_retries: int = Field(3, ge=0, le=20)  # re-sends after the first attempt
+    command_wait_s: float = Field(2.0, ge=0)  # a command for a pod not online waits this long for it
     stop_fade_ms: int = Field(1500, ge=0, le=65535)  # on SIGTERM every pod fades to off over this time
 
 

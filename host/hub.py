@@ -70,6 +70,9 @@ class Hub:
                 await asyncio.wait_for(pump, 3.0)
             except Exception as exc:  # noqa: BLE001  (a stuck broker must not stop the port closing)
                 log.debug("pump %s: %r", path, exc)
+                if session.claimed:  # the pump fell behind: the final state must still be said
+                    await self.bridge.publish(topics.pod(session.claimed, "state"), session.state.to_json(),
+                                              qos=1, retain=True)
             await transport.close()
 
     async def _pump(self, session: PodSession) -> None:
@@ -167,6 +170,17 @@ class Hub:
         log.info("faded %d pod(s) to off over %d ms", len(online), fade_ms)
         await asyncio.sleep(fade_ms / 1000)
 
+    async def _online(self, pod_id: str) -> PodSession | None:
+        """The pod's session once it is online, waiting up to ``command_wait_s`` (a command queued
+        while hostd restarted, or sent during a brief link loss, finds its pod)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.pods.command_wait_s
+        while True:
+            session = self.pods.get(pod_id)
+            if (session is not None and session.state.link == st.ONLINE) or loop.time() >= deadline:
+                return session
+            await asyncio.sleep(0.05)
+
     async def _execute(self, pod_id: str, payload: bytes) -> dict:
         session = self.pods.get(pod_id)
         try:
@@ -174,6 +188,7 @@ class Hub:
         except commands.BadCommand as exc:
             self._count_bad(session)
             return exc.result()
+        session = await self._online(pod_id)
         if session is None:
             self._count_bad(None)
             return commands.error_result(cmd.id, f"pod {pod_id} is not connected to host {self.config.host.id}", "pod_id")

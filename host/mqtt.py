@@ -129,9 +129,14 @@ class MqttBridge:
                 async with self._client_for(host_topic, self.client_id, persistent=self.cfg.persistent_session) as client:
                     await client.subscribe(topics.SET_FILTER, qos=1)
                     await client.publish(host_topic, b"online", qos=1, retain=True)
-                    for topic, payload in list(self._retained.items()):
+                    sent = dict(self._retained)
+                    for topic, payload in sent.items():
                         await client.publish(topic, payload, qos=1, retain=True)
                     self._client = client
+                    # what changed while we republished was only stored: send the newest values
+                    for topic, payload in list(self._retained.items()):
+                        if sent.get(topic) is not payload:
+                            await client.publish(topic, payload, qos=1, retain=True)
                     self.connects += 1
                     self.connected.set()
                     log.info("connected to MQTT broker %s:%d (MQTT %s%s)", self.cfg.host, self.cfg.port,
@@ -230,6 +235,24 @@ class MqttBridge:
             self._closing[pod_id] = task
             task.add_done_callback(lambda t: self._closing.pop(pod_id, None) if self._closing.get(pod_id) is t else None)
 
+    @staticmethod
+    async def _stopped_or_lost(client: aiomqtt.Client, stop: asyncio.Event) -> bool:
+        """Wait until ``stop`` is set (True) or the connection drops (False). Reading the
+        message stream is what notices a dead broker; a quiet publisher alone would not."""
+        async def drain() -> None:
+            async for _ in client.messages:
+                pass
+
+        lost = asyncio.create_task(drain())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({lost, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            stopper.cancel()
+            await asyncio.gather(lost, stopper, return_exceptions=True)
+        return stop.is_set()
+
     async def _pod_link(self, pod_id: str, stop: asyncio.Event, previous: asyncio.Task | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
@@ -239,9 +262,10 @@ class MqttBridge:
             try:
                 async with self._client_for(topic, f"{self.client_id}-pod-{pod_id}"[:64]) as client:
                     await client.publish(topic, b"online", qos=1, retain=True)
-                    await stop.wait()
-                    await client.publish(topic, b"offline", qos=1, retain=True)
-                    return
+                    if await self._stopped_or_lost(client, stop):
+                        await client.publish(topic, b"offline", qos=1, retain=True)
+                        return
+                    raise aiomqtt.MqttError("connection lost")
             except aiomqtt.MqttError as exc:
                 log.debug("availability link for %s: %s", pod_id, exc)
             await self._pause(stop, backoff)
