@@ -27,6 +27,7 @@ class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     keepalive: int = Field(30, ge=1, le=65535)
+    timeout_s: float = Field(10.0, gt=0)  # CONNECT/SUBSCRIBE/PUBLISH acknowledgement timeout
     # "auto": MQTT 5 (response topic, correlation data), falling back to 3.1.1
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     client_id: str | None = Field(None, min_length=1, max_length=64)  # default hypnolum-<host id>

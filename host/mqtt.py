@@ -99,6 +99,7 @@ class MqttBridge:
             protocol=self.protocol,
             tls_context=self._tls,
             keepalive=self.cfg.keepalive,
+            timeout=self.cfg.timeout_s,
             will=aiomqtt.Will(will_topic, b"offline", qos=1, retain=True),
             **kw,
         )
@@ -110,13 +111,21 @@ class MqttBridge:
             pass
 
     def _maybe_fall_back(self, exc: aiomqtt.MqttError) -> bool:
-        """With protocol "auto", drop to 3.1.1 if the broker refused MQTT 5."""
+        """With protocol "auto", drop to 3.1.1 if the broker refused MQTT 5, or never answered
+        an MQTT 5 CONNECT (some 3.1.1 brokers choke on its properties). Until one version has
+        connected, a timeout alternates between the two."""
+        if self.cfg.protocol != "auto":
+            return False
         rc = getattr(exc, "rc", None)
         code = getattr(rc, "value", rc)
-        if self.cfg.protocol == "auto" and self.v5 and code in _UNSUPPORTED_PROTOCOL:
-            log.warning("MQTT broker %s:%d does not speak MQTT 5; using 3.1.1", self.cfg.host, self.cfg.port)
+        timed_out = "timed out" in str(exc).lower() and self.connects == 0
+        if self.v5 and (code in _UNSUPPORTED_PROTOCOL or timed_out):
+            log.warning("MQTT broker %s:%d does not speak MQTT 5 (%s); using 3.1.1", self.cfg.host, self.cfg.port,
+                        exc or type(exc).__name__)
             self.protocol = aiomqtt.ProtocolVersion.V311
             return True
+        if not self.v5 and timed_out:
+            self.protocol = aiomqtt.ProtocolVersion.V5  # neither answered yet: try 5 again next time
         return False
 
     # -- main connection ------------------------------------------------------
