@@ -228,6 +228,7 @@ class PodSession:
                     s.counters.reboots += 1
                     log.warning("pod %s on %s rebooted (boot %08x); handshaking again", s.pod_id, self.transport.name, s.boot_id)
                     s.link, s.reason = st.CONNECTING, "pod rebooted"
+                    s.scene = None  # a rebooted pod no longer shows what it acknowledged
                     self.changed()
                     return
             silent_s = time.monotonic() - self._last_rx

@@ -116,6 +116,7 @@ async def test_pod_reboot(rig):
         assert rig.emu["pod-01"].counters.boots == boots + 1
         await wait_until(lambda: watch.json(f"{P}/pod-01/state")["counters"]["host"]["reboots"] >= 1, timeout=20,
                          what="reboot seen by hostd")
+        assert watch.json(f"{P}/pod-01/state")["scene"] is None  # the rebooted pod no longer shows the old scene
         await rig.recovered(watch)
         assert watch.json(f"{P}/pod-02/state")["counters"]["host"]["reboots"] == 0
 
