@@ -55,7 +55,6 @@ def device(host_id: str, pod_id: str, state: dict[str, Any]) -> dict[str, Any]:
         "manufacturer": "hypnolum",
         "model": "light pod",
         "sw_version": state.get("firmware") or "unknown",
-        "via_device": f"hypnolum_host_{host_id}",
     }
 
 
