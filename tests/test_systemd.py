@@ -181,3 +181,29 @@ async def test_hostd_under_a_notify_socket_reports_ready_status_watchdog_and_sto
             pod.unplug()
         finally:
             h.kill()
+
+
+async def test_watchdog_pings_come_from_the_live_loop_and_stop_works_without_a_broker(tmp_path):
+    from hypnolum.broker import free_port
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    h = Hostd(tmp_path, free_port(),  # nothing listens there: hostd keeps retrying, and is still READY
+              env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"})
+    h.start()
+    try:
+        await wait_until(lambda: notify.seen("READY", "1"), timeout=10, what="READY=1")
+        assert notify.seen("STATUS", "0 pod(s) online of 0; broker disconnected")
+        await wait_until(lambda: len(notify.seen("WATCHDOG", "1")) >= 3, timeout=5, what="pings")
+        h.proc.send_signal(signal.SIGSTOP)  # a hung process: the pings stop, so systemd would restart it
+        await asyncio.sleep(0.2)
+        n = len(notify.seen("WATCHDOG", "1"))
+        await asyncio.sleep(0.6)
+        assert len(notify.seen("WATCHDOG", "1")) == n
+        h.proc.send_signal(signal.SIGCONT)
+        await wait_until(lambda: len(notify.seen("WATCHDOG", "1")) >= n + 2, timeout=5, what="pings again")
+        h.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(h.proc.wait, 15) == 0
+        assert notify.seen("STOPPING", "1")
+        assert "Traceback" not in h.log_text()
+    finally:
+        h.kill()
