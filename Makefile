@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench codec board clean mosquitto
+.PHONY: setup demo test bench codec board clean mosquitto system-tools
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto system-tools
 
 # Re-installs only when the project's metadata changed.
 $(STAMP): pyproject.toml
@@ -28,6 +28,17 @@ mosquitto:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; \
 	else \
 		echo "mosquitto is missing; run:  sudo apt-get update && sudo apt-get install -y mosquitto"; \
+		exit 1; \
+	fi
+
+# systemd-analyze (the unit's tests) and libusb (pyusb's backend for USB pods), from Debian
+system-tools:
+	@if command -v systemd-analyze >/dev/null 2>&1 && { ldconfig -p | grep -q libusb-1.0; }; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing systemd and libusb-1.0-0 (Debian packages)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd libusb-1.0-0; \
+	else \
+		echo "systemd-analyze or libusb is missing; run:  sudo apt-get update && sudo apt-get install -y systemd libusb-1.0-0"; \
 		exit 1; \
 	fi
 

@@ -73,6 +73,16 @@ def parse(payload: bytes) -> SetCommand:
         raise BadCommand(cmd_id, field, f"{field or 'command'}: {err['msg']}") from None
 
 
+def peek_id(payload: bytes) -> str | None:
+    """The command's ``id`` if the payload is a JSON object with a string id (else None)."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadCommand(None, None, f"invalid JSON: {exc}") from None
+    cmd_id = data.get("id") if isinstance(data, dict) else None
+    return cmd_id if isinstance(cmd_id, str) and len(cmd_id) <= 64 else None
+
+
 def ok_result(cmd_id: str | None) -> dict[str, Any]:
     return {"id": cmd_id, "ok": True, "ack": "ok"}
 

@@ -10,7 +10,9 @@ import socket
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, model_validator
 
 
 class _Section(BaseModel):
@@ -25,6 +27,43 @@ class MqttConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     keepalive: int = Field(30, ge=1, le=65535)
+    timeout_s: float = Field(10.0, gt=0)  # CONNECT/SUBSCRIBE/PUBLISH acknowledgement timeout
+    # "auto": MQTT 5 (response topic, correlation data), falling back to 3.1.1
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    client_id: str | None = Field(None, min_length=1, max_length=64)  # default hypnolum-<host id>
+    username: str | None = Field(None, min_length=1)
+    password: str | None = None
+    password_file: FilePath | None = None  # first line is the password; keeps secrets out of the config
+    tls: bool = False
+    ca_file: FilePath | None = None  # default: the system's CAs
+    cert_file: FilePath | None = None  # client certificate (PEM), with key_file
+    key_file: FilePath | None = None
+    persistent_session: bool = True  # the broker keeps our subscription and queued commands
+    session_expiry_s: int = Field(3600, ge=0)
+    backoff_min_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(10.0, gt=0)
+    command_cache: int = Field(1024, ge=1)  # command ids remembered for idempotent re-delivery
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+]+$")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password and password_file are mutually exclusive")
+        if (self.password is not None or self.password_file is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.tls and any(f is not None for f in (self.ca_file, self.cert_file)):
+            raise ValueError("ca_file/cert_file are set but tls is false")
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("backoff_max_s is smaller than backoff_min_s")
+        return self
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").splitlines()[0] if self.password_file.stat().st_size else ""
+        return self.password
 
 
 class SerialConfig(_Section):
@@ -33,18 +72,43 @@ class SerialConfig(_Section):
     scan_interval_s: float = Field(0.5, gt=0)
 
 
+class BleConfig(_Section):
+    # Nordic-UART-style GATT service on the pod; devices by address
+    devices: tuple[str, ...] = ()
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class UsbMatch(_Section):
+    vid: int = Field(ge=0, le=0xFFFF)
+    pid: int = Field(ge=0, le=0xFFFF)
+    serial: str | None = None  # None: any serial number
+
+
+class UsbConfig(_Section):
+    # raw USB (bulk endpoints) for boards that expose a vendor interface
+    devices: tuple[UsbMatch, ...] = ()
+    scan_interval_s: float = Field(1.0, gt=0)
+    reset_on_open: bool = True
+
+
 class PodsConfig(_Section):
     heartbeat_timeout_s: float = Field(3.0, gt=0)
     ping_interval_s: float = Field(1.0, gt=0)
     connect_interval_s: float = Field(0.5, gt=0)  # CONNECT resend period while handshaking
     command_timeout_s: float = Field(0.5, gt=0)
     command_retries: int = Field(3, ge=0, le=20)  # re-sends after the first attempt
+    command_wait_s: float = Field(2.0, ge=0)  # a command for a pod not online waits this long for it
+    stop_fade_ms: int = Field(1500, ge=0, le=65535)  # on SIGTERM every pod fades to off over this time
 
 
 class Config(_Section):
     host: HostConfig = Field(default_factory=HostConfig)
     mqtt: MqttConfig = MqttConfig()
     serial: SerialConfig = SerialConfig()
+    ble: BleConfig = BleConfig()
+    usb: UsbConfig = UsbConfig()
     pods: PodsConfig = PodsConfig()
 
 

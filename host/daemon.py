@@ -2,6 +2,12 @@
 
     hypnolum hostd --config /etc/hypnolum/hostd.toml
     hypnolum hostd --check-config /etc/hypnolum/hostd.toml   # exit 2 if invalid
+
+Under systemd (``Type=notify``) hostd reports READY once its tasks run,
+a STATUS line whenever the picture changes, WATCHDOG pings from the event
+loop, and STOPPING when it shuts down. SIGTERM stops it gracefully: every
+online pod is faded to off (safe), the sessions end, each pod and the host
+are published ``offline``, and the broker connection is closed.
 """
 from __future__ import annotations
 
@@ -12,20 +18,41 @@ import signal
 import sys
 
 from . import log as logsetup
+from . import state as st
 from .config import Config, ConfigError, load
 from .hub import Hub
 from .mqtt import MqttBridge
+from .notify import Notifier
 from .ports import PortScanner
 
 log = logging.getLogger("hypnolum.hostd")
 
 _SHUTDOWN_S = 5.0
+_STATUS_S = 1.0
 
 
-async def run(config: Config, stop: asyncio.Event | None = None) -> None:
+def status_line(hub: Hub, bridge: MqttBridge) -> str:
+    online = sum(1 for s in hub.pods.values() if s.state.link == st.ONLINE)
+    broker = "connected" if bridge.connected.is_set() else "disconnected"
+    return f"{online} pod(s) online of {len(hub.pods)}; broker {broker}"
+
+
+async def _report_status(notifier: Notifier, hub: Hub, bridge: MqttBridge) -> None:
+    last = None
+    while True:
+        line = status_line(hub, bridge)
+        if line != last:
+            notifier.notify(STATUS=line)
+            last = line
+        await asyncio.sleep(_STATUS_S)
+
+
+async def run(config: Config, stop: asyncio.Event | None = None, notifier: Notifier | None = None) -> None:
     """Serve pods until ``stop`` is set (or SIGTERM/SIGINT), then shut down cleanly:
-    ports closed, every pod and the host published offline, broker disconnected."""
+    pods faded to off, ports closed, every pod and the host published offline,
+    broker disconnected."""
     stop = stop or asyncio.Event()
+    notifier = notifier or Notifier()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -35,18 +62,33 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
     bridge = MqttBridge(config)
     hub = Hub(config, bridge)
     scanner = PortScanner(config.serial, hub.serve_port)
-    log.info("hostd %s starting: broker %s:%d, ports %s", config.host.id, config.mqtt.host, config.mqtt.port,
-             ", ".join(config.serial.ports) or "(none)")
+    log.info("hostd %s starting: broker %s:%d%s, ports %s", config.host.id, config.mqtt.host, config.mqtt.port,
+             " (TLS)" if config.mqtt.tls else "", ", ".join(config.serial.ports) or "(none)")
     bridge_task = asyncio.create_task(bridge.run(), name="mqtt")
-    tasks = [asyncio.create_task(scanner.run(), name="scanner"), asyncio.create_task(hub.serve_commands(), name="commands")]
+    tasks = [
+        asyncio.create_task(scanner.run(), name="scanner"),
+        asyncio.create_task(hub.serve_commands(), name="commands"),
+        *hub.start_transports(),
+    ]
+    if notifier.enabled:
+        tasks.append(asyncio.create_task(_report_status(notifier, hub, bridge), name="status"))
+        if notifier.watchdog_s:
+            tasks.append(asyncio.create_task(notifier.watchdog(), name="watchdog"))
     stopper = asyncio.create_task(stop.wait())
+    notifier.notify(READY=1, STATUS=status_line(hub, bridge))
     try:
         done, _ = await asyncio.wait([bridge_task, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task is not stopper and task.exception():
-                log.error("%s failed: %r", task.get_name(), task.exception())
+            if task is not stopper:
+                exc = None if task.cancelled() else task.exception()
+                log.error("%s ended unexpectedly: %r", task.get_name(), exc)
     finally:
         log.info("hostd %s stopping", config.host.id)
+        notifier.notify(STOPPING=1, STATUS="stopping: fading pods to off")
+        try:
+            await asyncio.wait_for(hub.fade_all(), config.pods.stop_fade_ms / 1000 + _SHUTDOWN_S)
+        except TimeoutError:
+            log.warning("fading pods to off did not finish in time")
         for task in (*tasks, stopper):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -62,6 +104,7 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
             except (NotImplementedError, RuntimeError):
                 pass
         log.info("hostd %s stopped", config.host.id)
+        notifier.close()
 
 
 def main(argv: list[str] | None = None) -> int:

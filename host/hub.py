@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
-from . import commands, topics
+from . import commands, discovery, topics
 from . import state as st
 from .config import Config
 from .mqtt import MqttBridge
@@ -24,6 +25,11 @@ class Hub:
         self.bridge = bridge
         self.pods: dict[str, PodSession] = {}  # pod id -> the session holding it
         self.bad_commands = 0
+        self.duplicate_commands = 0
+        # (pod id, command id) -> result future: a command re-delivered with the
+        # same id (QoS 1 re-delivery, a client retry) gets the same result and
+        # never reaches the pod twice
+        self._results: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
 
     # -- Claims (see session.Claims) -------------------------------------------
     def claim(self, pod_id: str, session: PodSession) -> PodSession | None:
@@ -37,7 +43,17 @@ class Hub:
     # -- ports ----------------------------------------------------------------
     async def serve_port(self, path: str) -> None:
         """Run one session on ``path`` until the port goes away."""
-        transport = create("serial", path, self.config.serial.baudrate)
+        await self.serve(create("serial", path, self.config.serial.baudrate))
+
+    def start_transports(self) -> list[asyncio.Task]:
+        """Supervisors for the BLE and USB pods named in the config (serial has the port scanner)."""
+        from .links import start_ble_and_usb  # imports bleak / pyusb only when configured
+
+        return start_ble_and_usb(self.config, self.serve)
+
+    async def serve(self, transport) -> None:
+        """Run one pod session on an unopened transport until the link ends."""
+        path = transport.name
         try:
             await transport.open()
         except TransportError as exc:
@@ -54,6 +70,9 @@ class Hub:
                 await asyncio.wait_for(pump, 3.0)
             except Exception as exc:  # noqa: BLE001  (a stuck broker must not stop the port closing)
                 log.debug("pump %s: %r", path, exc)
+                if session.claimed:  # the pump fell behind: the final state must still be said
+                    await self.bridge.publish(topics.pod(session.claimed, "state"), session.state.to_json(),
+                                              qos=1, retain=True)
             await transport.close()
 
     async def _pump(self, session: PodSession) -> None:
@@ -75,32 +94,101 @@ class Hub:
                 if online and available is None:
                     bridge.pod_available(pod_id, True)
                     available = pod_id
+                    await self._discover(pod_id, session)
                 await bridge.publish(topics.pod(pod_id, "state"), session.state.to_json(), qos=1, retain=True)
         finally:
             if available:
                 bridge.pod_available(available, False)
 
+    async def _discover(self, pod_id: str, session: PodSession) -> None:
+        """Home Assistant discovery configs for the pod (retained; re-sent after a broker restart)."""
+        cfg = self.config.mqtt
+        if not cfg.discovery:
+            return
+        for topic, payload in discovery.configs(cfg.discovery_prefix, self.config.host.id, pod_id, session.state.to_json()):
+            await self.bridge.publish(topic, payload, qos=1, retain=True)
+
     # -- commands ---------------------------------------------------------------
     async def serve_commands(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            async for pod_id, payload in self.bridge.commands():
-                tg.create_task(self._set(pod_id, payload))
+            async for incoming in self.bridge.commands():
+                tg.create_task(self._set(incoming))
 
-    async def _set(self, pod_id: str, payload: bytes) -> None:
-        result = await self.execute(pod_id, payload)
+    async def _set(self, incoming) -> None:
+        pod_id = incoming.pod_id
+        result = await self.execute(pod_id, incoming.payload)
         if not result["ok"]:
             level = logging.INFO if "nack" in result else logging.WARNING
             log.log(level, "set for pod %s failed: %s", pod_id, result.get("error") or result.get("nack"))
-        await self.bridge.publish(topics.pod(pod_id, "set/result"), result, qos=1)
+        await self.bridge.reply(topics.pod(pod_id, "set/result"), result, incoming)
 
     async def execute(self, pod_id: str, payload: bytes) -> dict:
-        """Carry out one set command; always returns a result, never raises."""
+        """Carry out one set command; always returns a result, never raises.
+
+        A command whose id was seen before for this pod is not sent again: it
+        gets the first one's result (waiting for it if still in flight), with
+        ``"duplicate": true``.
+        """
+        try:
+            cmd_id = commands.peek_id(payload)
+        except commands.BadCommand:
+            cmd_id = None
+        if cmd_id is None:
+            return await self._execute(pod_id, payload)
+        key = (pod_id, cmd_id)
+        fut = self._results.get(key)
+        if fut is not None:
+            self.duplicate_commands += 1
+            self._results.move_to_end(key)
+            return {**await asyncio.shield(fut), "duplicate": True}
+        fut = asyncio.get_running_loop().create_future()
+        self._results[key] = fut
+        while len(self._results) > self.config.mqtt.command_cache:
+            self._results.popitem(last=False)
+        try:
+            result = await self._execute(pod_id, payload)
+        except BaseException:
+            self._results.pop(key, None)  # cancelled: a re-delivery may try again
+            fut.cancel()
+            raise
+        if result.get("field") == "pod_id" or str(result.get("error", "")).startswith("timeout"):
+            self._results.pop(key, None)  # not carried out: a retry with this id may succeed later
+        fut.set_result(result)
+        return result
+
+    async def fade_all(self) -> None:
+        """Fade every online pod to off (the safe scene) and wait for the fade to finish."""
+        fade_ms = self.config.pods.stop_fade_ms
+        off = {"effect": "off", "brightness": 0, "color": [0, 0, 0], "transition_ms": fade_ms, "period_ms": 0, "params": []}
+        online = [s for s in self.pods.values() if s.state.link == st.ONLINE]
+        if not online:
+            return
+        results = await asyncio.gather(*(s.command("scene", off) for s in online), return_exceptions=True)
+        for session, res in zip(online, results):
+            if isinstance(res, BaseException) or res[0] != "ack":
+                log.warning("pod %s: fade to off on stop failed: %r", session.state.pod_id, res)
+        log.info("faded %d pod(s) to off over %d ms", len(online), fade_ms)
+        await asyncio.sleep(fade_ms / 1000)
+
+    async def _online(self, pod_id: str) -> PodSession | None:
+        """The pod's session once it is online, waiting up to ``command_wait_s`` (a command queued
+        while hostd restarted, or sent during a brief link loss, finds its pod)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.pods.command_wait_s
+        while True:
+            session = self.pods.get(pod_id)
+            if (session is not None and session.state.link == st.ONLINE) or loop.time() >= deadline:
+                return session
+            await asyncio.sleep(0.05)
+
+    async def _execute(self, pod_id: str, payload: bytes) -> dict:
         session = self.pods.get(pod_id)
         try:
             cmd = commands.parse(payload)
         except commands.BadCommand as exc:
             self._count_bad(session)
             return exc.result()
+        session = await self._online(pod_id)
         if session is None:
             self._count_bad(None)
             return commands.error_result(cmd.id, f"pod {pod_id} is not connected to host {self.config.host.id}", "pod_id")
@@ -123,5 +211,5 @@ class Hub:
 
     async def publish_host_state(self) -> None:
         state = {"host_id": self.config.host.id, "pods": sorted(self.pods), "bad_commands": self.bad_commands,
-                 "updated": st.now_iso()}
+                 "duplicate_commands": self.duplicate_commands, "updated": st.now_iso()}
         await self.bridge.publish(topics.host(self.config.host.id, "state"), state, qos=1, retain=True)

@@ -96,7 +96,9 @@ class PodSession:
 
     async def _write(self, frame: bytes) -> None:
         async with self._send_lock:
-            await self.transport.write(frame)
+            # a leading delimiter closes whatever noise the pod's decoder holds,
+            # so this frame is decoded even right after garbage on the line
+            await self.transport.write(b"\x00" + frame)
 
     async def send(self, name: str, fields: dict[str, Any]) -> int:
         seq = self._next_seq()
@@ -226,6 +228,7 @@ class PodSession:
                     s.counters.reboots += 1
                     log.warning("pod %s on %s rebooted (boot %08x); handshaking again", s.pod_id, self.transport.name, s.boot_id)
                     s.link, s.reason = st.CONNECTING, "pod rebooted"
+                    s.scene = None  # a rebooted pod no longer shows what it acknowledged
                     self.changed()
                     return
             silent_s = time.monotonic() - self._last_rx

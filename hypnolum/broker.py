@@ -40,8 +40,11 @@ def free_port() -> int:
 
 
 class PrivateBroker:
-    def __init__(self, workdir: str | Path, port: int | None = None, extra_conf: str = ""):
+    def __init__(self, workdir: str | Path, port: int | None = None, extra_conf: str = "", conf: str | None = None):
+        """``conf``: a complete configuration instead of the open loopback one
+        (``{port}`` is replaced by the port); files it names should lie in ``workdir``."""
         self.dir = Path(workdir)
+        self.conf = conf
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.extra_conf = extra_conf
@@ -50,20 +53,17 @@ class PrivateBroker:
 
     def _conf(self) -> Path:
         conf = self.dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_conf
-        )
+        head = (f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n" if self.conf is None
+                else self.conf.replace("{port}", str(self.port)))
+        conf.write_text(head + "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n" + self.extra_conf)
         if os.geteuid() == 0:
             try:
                 user = pwd.getpwnam("mosquitto")
-                os.chown(self.dir, user.pw_uid, user.pw_gid)
-                os.chown(conf, user.pw_uid, user.pw_gid)
             except KeyError:
-                pass
+                return conf
+            for path in (self.dir, *self.dir.iterdir()):  # password, ACL, keys: read after dropping root
+                if path != self.log_path:
+                    os.chown(path, user.pw_uid, user.pw_gid)
         return conf
 
     def start(self, timeout_s: float = 10.0) -> "PrivateBroker":

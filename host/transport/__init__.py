@@ -8,7 +8,11 @@ from .base import Transport, TransportClosed, TransportError
 __all__ = ["Transport", "TransportClosed", "TransportError", "BACKENDS", "create"]
 
 # name -> "module:class"; a backend's dependencies load only when it is used
-BACKENDS = {"serial": "hypnolum.host.transport.serial:SerialTransport"}
+BACKENDS = {
+    "serial": "hypnolum.host.transport.serial:SerialTransport",
+    "ble": "hypnolum.host.transport.ble:BleTransport",
+    "usb": "hypnolum.host.transport.usb:UsbTransport",
+}
 
 
 def create(kind: str, *args, **kwargs) -> Transport:

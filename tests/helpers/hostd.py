@@ -1,6 +1,7 @@
 """hostd as a subprocess with a test config, for end-to-end tests."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +10,20 @@ from pathlib import Path
 class Hostd:
     """One hostd process watching ``pods_dir/*.tty``, fast timeouts for tests."""
 
-    def __init__(self, tmp_path: Path, port: int, pods_dir: Path | None = None, host_id: str = "test-host"):
+    def __init__(self, tmp_path: Path, port: int, pods_dir: Path | None = None, host_id: str = "test-host",
+                 extra: str = "", mqtt_extra: str = "", env: dict | None = None):
         self.dir = Path(tmp_path)
         self.pods_dir = Path(pods_dir) if pods_dir else self.dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / f"{host_id}.toml"
         self.config.write_text(
             f'[host]\nid = "{host_id}"\n'
-            f"[mqtt]\nport = {port}\nkeepalive = 5\n"
+            f"[mqtt]\nport = {port}\nkeepalive = 5\nbackoff_max_s = 1.0\n{mqtt_extra}\n"
             f'[serial]\nports = ["{self.pods_dir}/*.tty"]\nscan_interval_s = 0.1\n'
             "[pods]\nheartbeat_timeout_s = 1.0\nping_interval_s = 0.2\nconnect_interval_s = 0.1\n"
-            "command_timeout_s = 0.3\ncommand_retries = 2\n"
+            "command_timeout_s = 0.3\ncommand_retries = 2\n" + extra
         )
+        self.env = env
         self.log = self.dir / f"{host_id}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -30,6 +33,7 @@ class Hostd:
                 [sys.executable, "-m", "hypnolum", "hostd", "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
 
     def kill(self) -> None:

@@ -9,17 +9,21 @@ import aiomqtt
 
 
 class Watcher:
-    def __init__(self, port: int):
+    def __init__(self, port: int, filters: tuple[str, ...] = ("hypnolum/v1/#",), **client_kw):
         self.port = port
+        self.filters = filters
+        self.client_kw = client_kw
         self.latest: dict[str, bytes] = {}
         self.history: dict[str, list[bytes]] = defaultdict(list)
         self.client: aiomqtt.Client | None = None
+        self.messages: list[aiomqtt.Message] = []
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Watcher":
-        self.client = aiomqtt.Client("127.0.0.1", self.port)
+        self.client = aiomqtt.Client("127.0.0.1", self.port, **self.client_kw)
         await self.client.__aenter__()
-        await self.client.subscribe("hypnolum/v1/#", qos=1)
+        for f in self.filters:
+            await self.client.subscribe(f, qos=1)
         self._task = asyncio.create_task(self._collect())
         return self
 
@@ -33,6 +37,7 @@ class Watcher:
             topic = msg.topic.value
             self.latest[topic] = bytes(msg.payload)
             self.history[topic].append(bytes(msg.payload))
+            self.messages.append(msg)
 
     def text(self, topic: str) -> str | None:
         value = self.latest.get(topic)

@@ -1,0 +1,206 @@
+"""USB transport: a pod's vendor interface with a bulk IN and a bulk OUT endpoint (pyusb).
+
+For boards whose USB device exposes the pod link directly (a vendor-class or
+CDC-data interface) rather than as a tty. ``UsbScanner`` discovers devices by
+VID:PID (and serial number, if configured) every ``scan_interval_s`` and
+starts a session on each new one, so plugging a pod in is enough; a device
+that vanishes ends its session. On open the device is reset (``reset_on_open``)
+so a pod left mid-frame by a previous host starts clean, configured, and its
+interface claimed (detaching a kernel driver if one holds it).
+
+pyusb is blocking; each transfer runs in a worker thread with a short timeout
+so a closed transport is noticed quickly. pyusb's backend (libusb-1.0 by
+default) is the OS boundary: pass another ``backend`` to use a different one.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Awaitable, Callable
+
+from .base import Transport, TransportClosed, TransportError
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 100  # bulk read timeout: how fast a close is noticed
+_WRITE_MS = 1000
+_CLASSES = (0xFF, 0x0A)  # vendor specific, CDC data
+
+
+def device_key(dev) -> str:
+    return f"{dev.bus}-{dev.address}"
+
+
+def _bulk_pair(cfg):
+    """(interface, IN endpoint, OUT endpoint) of the first interface with bulk endpoints both ways."""
+    import usb.util
+
+    for intf in cfg:
+        if intf.bInterfaceClass not in _CLASSES:
+            continue
+        ep_in = ep_out = None
+        for ep in intf:
+            if usb.util.endpoint_type(ep.bmAttributes) != usb.util.ENDPOINT_TYPE_BULK:
+                continue
+            if usb.util.endpoint_direction(ep.bEndpointAddress) == usb.util.ENDPOINT_IN:
+                ep_in = ep_in or ep
+            else:
+                ep_out = ep_out or ep
+        if ep_in is not None and ep_out is not None:
+            return intf, ep_in, ep_out
+    return None
+
+
+class UsbTransport(Transport):
+    def __init__(self, device, reset_on_open: bool = True):
+        self.dev = device
+        self.name = f"usb:{device_key(device)}"
+        self.reset_on_open = reset_on_open
+        self._intf = self._in = self._out = None
+        self._closed = False
+
+    def _open(self) -> None:
+        import usb.core
+        import usb.util
+
+        dev = self.dev
+        try:
+            if self.reset_on_open:
+                dev.reset()
+            try:
+                cfg = dev.get_active_configuration()
+            except usb.core.USBError:
+                dev.set_configuration()
+                cfg = dev.get_active_configuration()
+            found = _bulk_pair(cfg)
+            if found is None:
+                raise TransportError(f"{self.name}: no interface with bulk IN and OUT endpoints")
+            self._intf, self._in, self._out = found
+            n = self._intf.bInterfaceNumber
+            try:
+                if dev.is_kernel_driver_active(n):
+                    dev.detach_kernel_driver(n)
+            except (NotImplementedError, usb.core.USBError):
+                pass  # not supported by this backend or OS
+            usb.util.claim_interface(dev, n)
+        except usb.core.USBError as exc:
+            raise TransportError(f"{self.name}: cannot open: {exc}") from None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+        log.info("%s: interface %d, bulk IN %#04x / OUT %#04x", self.name, self._intf.bInterfaceNumber,
+                 self._in.bEndpointAddress, self._out.bEndpointAddress)
+
+    def _read(self) -> bytes:
+        import usb.core
+
+        size = max(64, self._in.wMaxPacketSize) * 8
+        while not self._closed:
+            try:
+                data = self._in.read(size, timeout=_POLL_MS)
+            except usb.core.USBTimeoutError:
+                continue
+            except usb.core.USBError as exc:
+                if exc.errno in (errno.ETIMEDOUT,):
+                    continue
+                log.info("%s: read ended: %s", self.name, exc)  # unplugged (ENODEV), pipe error
+                return b""
+            if len(data):
+                return bytes(data)
+        return b""
+
+    async def read(self) -> bytes:
+        if self._closed:
+            return b""
+        return await asyncio.to_thread(self._read)
+
+    def _write(self, data: bytes) -> None:
+        import usb.core
+
+        view = memoryview(data)
+        while view:
+            if self._closed:
+                raise TransportClosed(f"{self.name}: closed")
+            try:
+                n = self._out.write(bytes(view), timeout=_WRITE_MS)
+            except usb.core.USBError as exc:
+                raise TransportClosed(f"{self.name}: write failed: {exc}") from None
+            view = view[n:]
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write, data)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        import usb.core
+        import usb.util
+
+        def release() -> None:
+            try:
+                if self._intf is not None:
+                    usb.util.release_interface(self.dev, self._intf.bInterfaceNumber)
+                usb.util.dispose_resources(self.dev)
+            except usb.core.USBError as exc:
+                log.debug("%s: close: %s", self.name, exc)
+
+        await asyncio.to_thread(release)
+
+
+class UsbScanner:
+    """Start a session on every USB device matching the config, as it appears."""
+
+    def __init__(self, cfg, serve: Callable[[Transport], Awaitable[None]], backend=None):
+        self.cfg = cfg
+        self.serve = serve
+        self.backend = backend
+        self.active: dict[str, asyncio.Task] = {}
+
+    def find(self) -> list:
+        import usb.core
+
+        found = []
+        for match in self.cfg.devices:
+            def serial_ok(dev, want=match.serial):
+                if want is None:
+                    return True
+                try:
+                    return dev.serial_number == want
+                except (usb.core.USBError, ValueError):
+                    return False
+
+            try:
+                found += list(usb.core.find(find_all=True, idVendor=match.vid, idProduct=match.pid,
+                                            custom_match=serial_ok, backend=self.backend))
+            except usb.core.NoBackendError:
+                raise TransportError("USB: no backend (install libusb-1.0: `make setup`)") from None
+        return found
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    devices = await asyncio.to_thread(self.find)
+                except TransportError as exc:
+                    log.error("%s", exc)
+                    return
+                for dev in devices:
+                    key = device_key(dev)
+                    if key not in self.active:
+                        log.debug("usb %s appeared", key)
+                        self.active[key] = asyncio.create_task(self._serve(key, dev), name=f"usb {key}")
+                await asyncio.sleep(self.cfg.scan_interval_s)
+        finally:
+            for task in self.active.values():
+                task.cancel()
+            await asyncio.gather(*self.active.values(), return_exceptions=True)
+
+    async def _serve(self, key: str, dev) -> None:
+        try:
+            await self.serve(UsbTransport(dev, self.cfg.reset_on_open))
+        except Exception:
+            log.exception("usb %s: session failed", key)
+        finally:
+            self.active.pop(key, None)

@@ -1,0 +1,128 @@
+"""Every payload hostd publishes validates against its JSON schema in docs/schemas/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+
+from hypnolum.host import commands
+
+from helpers.fake_pod import FakePod
+from helpers.hostd import Hostd
+from helpers.mqtt_watch import Watcher
+from helpers.wait import wait_until
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+P = "hypnolum/v1/pods"
+
+
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{name}.json").read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def schema_for(topic: str) -> str | None:
+    if topic.startswith("homeassistant/"):
+        return "ha-discovery"
+    leaf = topic.split("/", 4)[-1]
+    return {"availability": "availability", "state": "pod-state" if "/pods/" in topic else "host-state",
+            "eeg": "eeg", "set": "set", "set/result": "set-result"}.get(leaf)
+
+
+def test_every_schema_is_valid_and_documented():
+    doc = (SCHEMAS.parent / "mqtt.md").read_text()
+    for path in SCHEMAS.glob("*.json"):
+        validator(path.stem)
+        assert f"schemas/{path.name}" in doc, f"docs/mqtt.md does not link {path.name}"
+
+
+@pytest.mark.parametrize("payload", [
+    {"scene": {"effect": "off"}},
+    {"id": "a", "scene": {"effect": "breathe", "brightness": 0.5, "color": [1, 2, 3], "transition_ms": 9, "period_ms": 9, "params": [1]}},
+    {"scene": {"effect": "strobe"}},
+    {"scene": {"effect": "solid", "color": [256, 0, 0]}},
+    {"scene": {"effect": "solid"}, "extra": 1},
+    {"scene": {"effect": "solid", "params": [0] * 9}},
+    {"id": "x" * 65, "scene": {"effect": "solid"}},
+])
+def test_set_schema_agrees_with_hostds_parser(payload):
+    by_schema = validator("set").is_valid(payload)
+    try:
+        commands.parse(json.dumps(payload).encode())
+        by_parser = True
+    except commands.BadCommand:
+        by_parser = False
+    assert by_schema == by_parser
+
+
+@pytest.mark.broker
+async def test_real_payloads_validate(tmp_path, mosquitto):
+    h = Hostd(tmp_path, mosquitto.port)
+    async with Watcher(mosquitto.port, ("hypnolum/v1/#", "homeassistant/#")) as watch:
+        h.start()
+        pod = FakePod(h.pods_dir / "pod0.tty", pod_id="pod-a")
+        pod.plug()
+        try:
+            await wait_until(lambda: watch.text(f"{P}/pod-a/availability") == "online", timeout=10, what="online")
+            await wait_until(lambda: len(watch.history[f"{P}/pod-a/eeg"]) >= 2, what="eeg")
+            for cmd in ({"id": "ok1", "scene": {"effect": "solid", "color": [9, 9, 9]}},
+                        {"id": "ok1", "scene": {"effect": "solid", "color": [9, 9, 9]}},
+                        {"id": "bad", "scene": {"effect": "solid", "color": [999, 0, 0]}}):
+                await watch.publish(f"{P}/pod-a/set", cmd)
+            await watch.publish(f"{P}/pod-a/set", b"{not json")
+            await watch.publish(f"{P}/nobody/set", {"id": "nb", "scene": {"effect": "off"}})
+            await wait_until(lambda: len(watch.history[f"{P}/pod-a/set/result"]) >= 4, what="results")
+            await wait_until(lambda: watch.history[f"{P}/nobody/set/result"], what="not-connected result")
+            await wait_until(lambda: "hypnolum/v1/hosts/test-host/state" in watch.latest, what="host state")
+            pod.unplug()
+            await wait_until(lambda: (watch.json(f"{P}/pod-a/state") or {}).get("link") == "offline", what="offline state")
+        finally:
+            h.kill()
+    checked: dict[str, int] = {}
+    for msg in watch.messages:
+        topic = msg.topic.value
+        name = schema_for(topic)
+        if name is None or topic.endswith("/set"):
+            continue
+        raw = bytes(msg.payload)
+        payload = raw.decode() if name == "availability" else json.loads(raw)
+        errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator(name).iter_errors(payload)]
+        assert not errors, (topic, errors, payload)
+        checked[name] = checked.get(name, 0) + 1
+    assert set(checked) == {"availability", "pod-state", "host-state", "eeg", "set-result", "ha-discovery"}, checked
+    results = watch.all_json(f"{P}/pod-a/set/result")
+    assert sum(1 for r in results if r.get("duplicate")) == 1 and sum(1 for r in results if r.get("ok")) == 2
+
+
+@pytest.mark.parametrize("variables", [
+    {}, {"brightness": 128}, {"brightness": 255, "red": 10, "green": 20, "blue": 30, "transition": 1.5},
+    {"effect": "breathe", "brightness": 0}, {"effect": "off"},
+])
+def test_home_assistant_light_templates_render_valid_set_commands(variables):
+    """Home Assistant renders the light's command templates with Jinja2; the result must be a valid set."""
+    import datetime
+
+    import jinja2
+
+    from hypnolum.host import discovery
+
+    light = discovery.configs("homeassistant", "h1", "pod-a", {"firmware": "0.1.0"})[0][1]
+    env = jinja2.Environment(undefined=jinja2.Undefined)
+    env.globals["now"] = lambda: datetime.datetime.now()
+    for key in ("command_on_template", "command_off_template"):
+        rendered = env.from_string(light[key]).render(**variables)
+        payload = json.loads(rendered)
+        assert validator("set").is_valid(payload), rendered
+        cmd = commands.parse(rendered.encode())
+        if key == "command_off_template":
+            assert cmd.scene.effect == "off"
+        else:
+            assert cmd.scene.effect != "off"
+            assert cmd.scene.brightness == round(variables.get("brightness", 255) / 255, 3)
+    state = {"scene": {"effect": "solid", "brightness": 128, "color": [1, 2, 3]}}
+    assert env.from_string(light["state_template"]).render(value_json=state) == "on"
+    assert env.from_string(light["state_template"]).render(value_json={"scene": None}) == "off"
+    assert env.from_string(light["brightness_template"]).render(value_json=state) == "128"
