@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "hostd": ("hypnolum.host.daemon:main", "run the host daemon (pods <-> MQTT)"),
     "emulate": ("hypnolum.emulator.runner:main", "run emulated pods (firmware under MicroPython) on ptys"),
+    "render": ("hypnolum.render_frames:main", "render recorded LED frames to a PNG / animated GIF"),
 }
 
 

@@ -84,21 +84,6 @@ def _duty_sum(src, n: int, duty, level: int) -> int:
 
 
 @micropython.viper
-def _lin_to_byte(lin, x: int) -> int:
-    # the largest byte whose linear value is <= x (binary search in LIN16)
-    t = ptr16(lin)
-    lo = 0
-    hi = 255
-    while lo < hi:
-        mid = (lo + hi + 1) >> 1
-        if int(t[mid]) <= x:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-@micropython.viper
 def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free: int) -> int:
     """Move each LED of shown toward tgt as far as its credits allow. Returns LEDs held back."""
     sh = ptr8(shown)
@@ -159,9 +144,38 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
                 if f2 < f:
                     f = f2
             if f > 0:
-                nr = int(_lin_to_byte(lin, r0 + (dr * f >> 12)))
-                ng = int(_lin_to_byte(lin, g0 + (dg * f >> 12)))
-                nb = int(_lin_to_byte(lin, b0 + (db * f >> 12)))
+                # each channel: the largest byte whose linear value is <= the goal
+                # (binary search in LIN16, inlined: a call per channel costs more)
+                x = r0 + (dr * f >> 12)
+                lo = 0
+                hi = 255
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if int(t[mid]) <= x:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                nr = lo
+                x = g0 + (dg * f >> 12)
+                lo = 0
+                hi = 255
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if int(t[mid]) <= x:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                ng = lo
+                x = b0 + (db * f >> 12)
+                lo = 0
+                hi = 255
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if int(t[mid]) <= x:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                nb = lo
                 # charge what really moved (rounding down may overshoot a fall)
                 xr = int(t[nr]) - r0
                 xg = int(t[ng]) - g0
