@@ -99,14 +99,17 @@ events = st.one_of(
     st.tuples(st.just("stall"), st.integers(1, 150)),
 )
 sequence = st.tuples(
-    st.lists(st.tuples(st.integers(0, 2500), events), min_size=1, max_size=6),
+    # every sequence shows at least one scene (a dark pod proves nothing)
+    st.tuples(st.integers(0, 800), st.tuples(st.just("scene"), scenes)),
+    st.lists(st.tuples(st.integers(0, 2500), events), max_size=6),
     st.integers(400, 3200),  # run on after the last event
 )
 
 
 def to_driver(seq) -> tuple[dict, list]:
     """(driver sequence, the commands sent: (seq, kind, fields))"""
-    evs, tail = seq
+    first, evs, tail = seq
+    evs = [first] + evs
     out, sent = [], []
     n = 0
     for t, (kind, data) in sorted(evs, key=lambda e: e[0]):
@@ -191,12 +194,19 @@ def decode_frames(hexdata: str) -> tuple[np.ndarray, np.ndarray]:
     return t, rec[:, 4:].reshape(-1, N_LEDS, 3)
 
 
+def strobe_accepted(result: dict, sent: list) -> bool:
+    acked = {a[1] for a in result["answers"] if a[0] == T_ACK}
+    return any(k == "scene" and d[0] == EFFECT_STROBE and n in acked for n, k, d in sent)
+
+
 def check_sequence(result: dict, sent: list, strobe_enabled: bool) -> list[str]:
     t, frames = decode_frames(result["frames"])
     problems = []
     if frames[0].any():
         problems.append("not dark at boot")
     rep = fa.analyze(t, frames, CONFIG["led_ma"], CONFIG["led_idle_ma"], strict=True)
+    if strobe_enabled and strobe_accepted(result, sent):
+        rep.general = 0  # an opted-in strobe may flash; everything else still holds
     problems += rep.violations(BUDGET_MA, CONFIG["brightness_max"])
     answers = {a[1]: a for a in result["answers"]}
     for n, kind, data in sent:
@@ -228,11 +238,30 @@ def test_no_command_sequence_breaks_a_limit(pod, batch):
         STATS["refused_strobe"] += sum(1 for a in res["answers"] if a[0] == T_NACK and a[2] == NACK_SAFETY)
 
 
+STROBE_STATS = {"sequences": 0, "strobes_accepted": 0}
+
+
+@settings(max_examples=EXAMPLES // 5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(st.lists(sequence, min_size=BATCH, max_size=BATCH))
+def test_with_strobe_provisioned_only_opted_in_strobes_flash(pod, batch):
+    """pod.json enables strobe: a strobe scene without the opt-in is still refused, and
+    outside accepted strobe scenes nothing flashes; red flash, power and caps hold always."""
+    conv = [to_driver(s) for s in batch]
+    results = pod.run([c[0] for c in conv], dict(CONFIG, strobe_enabled=True))
+    for (drv, sent), res in zip(conv, results):
+        problems = check_sequence(res, sent, strobe_enabled=True)
+        assert not problems, (problems, drv)
+        STROBE_STATS["sequences"] += 1
+        STROBE_STATS["strobes_accepted"] += strobe_accepted(res, sent)
+
+
 def test_the_property_run_covered_enough(pod):
     # runs after the property test (file order): it really drove >= 10 000 sequences
     print("light property run:", STATS)
     assert STATS["sequences"] >= EXAMPLES * BATCH >= 10_000, STATS
     assert STATS["refused_strobe"] > 0 and STATS["frames"] > 1_000_000, STATS
+    print("with strobe provisioned:", STROBE_STATS)
+    assert STROBE_STATS["strobes_accepted"] > 0, STROBE_STATS
 
 
 def strobe_seq(color, flags, period=100):

@@ -231,7 +231,7 @@ class Governor:
 
     # -- night -----------------------------------------------------------
     def set_night(self, mode, start_min, end_min, now_min, now_ms):
-        """0, or a wire NACK reason (the caller maps it) as the string 'bad'."""
+        """Set night limits (mode NIGHT_*, minutes of the local day); False if out of range."""
         if mode not in (NIGHT_OFF, NIGHT_ON, NIGHT_SCHEDULE):
             return False
         if start_min >= _DAY_MIN or end_min >= _DAY_MIN or now_min >= _DAY_MIN:
