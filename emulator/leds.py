@@ -82,6 +82,13 @@ class VirtualLeds:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        self.recorder = None  # a frames.FrameRecorder: every frame is also written to a file
+
+    def record(self, path: str | os.PathLike) -> None:
+        """Write every frame received from now on to ``path`` (format in emulator/frames.py)."""
+        from .frames import FrameRecorder
+
+        self.recorder = FrameRecorder(path)
 
     # -- lifecycle ------------------------------------------------------
     def open(self) -> None:
@@ -106,6 +113,9 @@ class VirtualLeds:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
 
     # -- receiving ------------------------------------------------------
     def feed(self, data: bytes, host_time: float | None = None) -> LedFrame | None:
@@ -119,6 +129,8 @@ class VirtualLeds:
         self.last = frame
         self.history.append(frame)
         self.frames += 1
+        if self.recorder is not None:
+            self.recorder.write(frame)
         if self._changed is not None:
             self._changed.set()
         return frame

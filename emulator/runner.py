@@ -38,7 +38,8 @@ class Emulator:
     ``micropypath``, ``heapsize`` to run other firmware).
     """
 
-    def __init__(self, n_pods: int, workdir: str | os.PathLike, seed: int = 0, led_count: int = 30, **pod_kwargs):
+    def __init__(self, n_pods: int, workdir: str | os.PathLike, seed: int = 0, led_count: int = 30,
+                 record_frames: str | os.PathLike | None = None, **pod_kwargs):
         if n_pods < 1:
             raise ValueError("n_pods must be at least 1")
         self.workdir = Path(workdir).resolve()
@@ -52,6 +53,7 @@ class Emulator:
             )
             for i in range(1, n_pods + 1)
         ]
+        self.record_frames = Path(record_frames).resolve() if record_frames is not None else None
 
     @property
     def ports(self) -> dict[str, str]:
@@ -66,6 +68,9 @@ class Emulator:
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.record_frames is not None:
+            for pod in self.pods:  # docs/emulator.md, "Recording frames"
+                pod.leds.record(self.record_frames / f"{pod.pod_id}.frames")
         results = await asyncio.gather(*(pod.start() for pod in self.pods), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -93,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=None, help="working directory (default: a new temporary one)")
     p.add_argument("--led-count", type=int, default=30, help="LEDs per pod (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic EEG, clocks and ids")
+    p.add_argument("--record-frames", type=Path, default=None, metavar="DIR",
+                   help="write every LED frame of each pod to DIR/<pod_id>.frames (see docs/emulator.md)")
     return p
 
 
@@ -102,7 +109,7 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    emu = Emulator(args.pods, workdir, seed=args.seed, led_count=args.led_count)
+    emu = Emulator(args.pods, workdir, seed=args.seed, led_count=args.led_count, record_frames=args.record_frames)
     try:
         await emu.start()
         await emu.wait_links(15)  # the firmware is up: the ptys lead somewhere

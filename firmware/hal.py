@@ -6,7 +6,7 @@ emulator/mpy/hal.py implements the same names over the emulator's sockets
 these names, so the very same files run on a board and in the emulator.
 
 Board wiring (until hardware/schematics/ carries the pin map): LED data on
-GPIO 5, headset UART2 on GPIO 17 (TX) / 16 (RX), BOOT button on GPIO 0.
+GPIO 5 (one-wire LEDs) or SPI clock 18 / data 23 (APA102/SK9822), headset UART2 on GPIO 17 (TX) / 16 (RX), BOOT button on GPIO 0.
 
 Pod link: the USB-UART that also carries the REPL. open_link() turns Ctrl-C
 into data (micropython.kbd_intr(-1)) because 0x03 is an ordinary byte of a
@@ -24,7 +24,14 @@ import machine
 import micropython
 from micropython import const
 
-_LED_PIN = const(5)
+from pod import ledwire  # pure encoders: gamma, order, framing
+
+# Every pin of the board is here and only here.
+_LED_PIN = const(5)  # one-wire LEDs (WS2812/SK6812) data
+_LED_SPI = const(1)  # APA102/SK9822 on HSPI: clock and data
+_LED_SPI_SCK = const(18)
+_LED_SPI_MOSI = const(23)
+_LED_SPI_BAUD = const(4000000)
 _HEADSET_UART = const(2)
 _HEADSET_TX = const(17)
 _HEADSET_RX = const(16)
@@ -101,42 +108,51 @@ async def open_headset(baud):
     return asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {})
 
 
-_ORDERS = ("RGB", "RBG", "GRB", "GBR", "BRG", "BGR")
-
-
-@micropython.viper
-def _reorder(dst, src, n: int, i0: int, i1: int, i2: int):
-    d = ptr8(dst)
-    s = ptr8(src)
-    j = 0
-    while j < n:
-        d[j] = s[j + i0]
-        d[j + 1] = s[j + i1]
-        d[j + 2] = s[j + i2]
-        j += 3
+def _led_setup(count, order, kind):
+    # (kind id, order indices, wire buffer); an RGBW strip with a 3-letter order gets W last
+    k = ledwire.KINDS.get(kind)
+    if k is None:
+        raise ValueError("led type " + str(kind))
+    if k == ledwire.KIND_SK6812_RGBW and len(order) == 3:
+        order += "W"
+    elif k != ledwire.KIND_SK6812_RGBW and len(order) == 4:
+        order = order.replace("W", "")
+    return k, ledwire.order_index(order), bytearray(ledwire.wire_size(k, count))
 
 
 class Leds:
-    """The LED array: count LEDs, wire colour order (e.g. "GRB" for WS2812).
+    """The LED array: count LEDs, wire colour order, LED type.
 
-    write(rgb) shows one frame: rgb is a bytearray of count * 3 bytes in R, G,
-    B order; it is copied, so the caller may reuse it at once. No allocation.
+    order: "GRB" etc., or four letters with W for RGBW strips; kind: "ws2812",
+    "sk6812" (RGB), "sk6812_rgbw" (one-wire, on _LED_PIN through
+    machine.bitstream, as the neopixel module drives them) or "apa102",
+    "sk9822" (clock + data on hardware SPI). write(rgb) shows one frame: rgb is
+    count * 3 sRGB bytes in R, G, B order, already passed by the safety
+    governor; it is gamma-corrected, reordered and framed into a preallocated
+    wire buffer (pod/ledwire.py), so the caller may reuse it at once. No allocation.
     """
 
-    def __init__(self, count, order="GRB"):
-        if order not in _ORDERS:
-            raise ValueError("led order")
+    def __init__(self, count, order="GRB", kind="ws2812"):
         self.count = count
         self.order = order
-        self._idx = ("RGB".index(order[0]), "RGB".index(order[1]), "RGB".index(order[2]))
-        self._buf = bytearray(count * 3)
-        self._pin = machine.Pin(_LED_PIN, machine.Pin.OUT, value=0)
+        self.kind = kind
+        self._k, self._idx, self.wire = _led_setup(count, order, kind)
+        if self._k == ledwire.KIND_APA102:
+            self._spi = machine.SPI(
+                _LED_SPI, baudrate=_LED_SPI_BAUD, sck=machine.Pin(_LED_SPI_SCK), mosi=machine.Pin(_LED_SPI_MOSI)
+            )
+            self._pin = None
+        else:
+            self._spi = None
+            self._pin = machine.Pin(_LED_PIN, machine.Pin.OUT, value=0)
         self.frames = 0
 
     def write(self, rgb):
-        i = self._idx
-        _reorder(self._buf, rgb, self.count * 3, i[0], i[1], i[2])
-        machine.bitstream(self._pin, 0, _WS2812_TIMING, self._buf)
+        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
+        if self._spi is not None:
+            self._spi.write(self.wire)
+        else:
+            machine.bitstream(self._pin, 0, _WS2812_TIMING, self.wire)
         self.frames += 1
 
     @property

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
 from ..protocol import schema
 
 _EFFECTS = tuple(schema.ENUMS["effect"])  # names from the protocol definition
+_PALETTES = tuple(schema.ENUMS["palette"])
+_NIGHT_MODES = tuple(schema.ENUMS["night_mode"])
 _MAX_PARAMS = schema.BY_NAME["scene"].fields[-1].max_items
+_STROBE_OPT_IN = 0x01  # protocol SCENE_FLAG_STROBE_OPT_IN
 
 U8 = Annotated[StrictInt, Field(ge=0, le=255)]
 U16 = Annotated[StrictInt, Field(ge=0, le=65535)]
@@ -28,6 +31,9 @@ class SceneSpec(BaseModel):
     color: tuple[U8, U8, U8] = (255, 255, 255)
     transition_ms: U16 = 0
     period_ms: U16 = 4000
+    palette: Literal[_PALETTES] = "warm"  # type: ignore[valid-type]
+    # a stroboscopic effect is refused unless asked for explicitly (and enabled in pod.json)
+    strobe_opt_in: StrictBool = False
     params: Annotated[list[I16], Field(max_length=_MAX_PARAMS)] = []
 
     def fields(self) -> dict[str, Any]:
@@ -38,15 +44,55 @@ class SceneSpec(BaseModel):
             "color": list(self.color),
             "transition_ms": self.transition_ms,
             "period_ms": self.period_ms,
+            "palette": self.palette,
+            "flags": _STROBE_OPT_IN if self.strobe_opt_in else 0,
             "params": list(self.params),
         }
+
+
+Minute = Annotated[StrictInt, Field(ge=0, le=1439)]
+
+
+class NightSpec(BaseModel):
+    """Night limits: "on", "off", or "schedule" between two minutes of the local day."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal[_NIGHT_MODES]  # type: ignore[valid-type]
+    start_min: Minute = 22 * 60
+    end_min: Minute = 7 * 60
+
+    def fields(self, now_min: int) -> dict[str, Any]:
+        """The wire fields of a NIGHT_MODE message; now_min: host's local minute of the day."""
+        return {"mode": self.mode, "start_min": self.start_min, "end_min": self.end_min, "now_min": now_min}
 
 
 class SetCommand(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Annotated[str, Field(max_length=64)] | None = None
-    scene: SceneSpec
+    scene: SceneSpec | None = None
+    night: NightSpec | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SetCommand:
+        if self.scene is None and self.night is None:
+            raise ValueError("a set command needs scene and/or night")
+        return self
+
+    def messages(self, now_min: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The pod commands to send, in order: night limits first, then the scene."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        if self.night is not None:
+            if now_min is None:
+                import time
+
+                lt = time.localtime()
+                now_min = lt.tm_hour * 60 + lt.tm_min
+            out.append(("night_mode", self.night.fields(now_min)))
+        if self.scene is not None:
+            out.append(("scene", self.scene.fields()))
+        return out
 
 
 class BadCommand(ValueError):

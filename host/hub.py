@@ -192,15 +192,16 @@ class Hub:
         if session is None:
             self._count_bad(None)
             return commands.error_result(cmd.id, f"pod {pod_id} is not connected to host {self.config.host.id}", "pod_id")
-        try:
-            answer, reason = await session.command("scene", cmd.scene.fields())
-        except CommandTimeout as exc:
-            return commands.error_result(cmd.id, f"timeout: {exc}")
-        except CommandError as exc:
-            return commands.error_result(cmd.id, str(exc), "pod_id")
-        if answer == "ack":
-            return commands.ok_result(cmd.id)
-        return commands.nack_result(cmd.id, reason)
+        for name, fields in cmd.messages():
+            try:
+                answer, reason = await session.command(name, fields)
+            except CommandTimeout as exc:
+                return commands.error_result(cmd.id, f"timeout: {exc}")
+            except CommandError as exc:
+                return commands.error_result(cmd.id, str(exc), "pod_id")
+            if answer != "ack":
+                return commands.nack_result(cmd.id, reason)
+        return commands.ok_result(cmd.id)
 
     def _count_bad(self, session: PodSession | None) -> None:
         self.bad_commands += 1

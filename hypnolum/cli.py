@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hostd": ("hypnolum.host.daemon:main", "run the host daemon (pods <-> MQTT)"),
     "emulate": ("hypnolum.emulator.runner:main", "run emulated pods (firmware under MicroPython) on ptys"),
     "demo": ("hypnolum.demo:main", "emulated pods, hostd and a private broker: scene changes, live view"),
+    "render": ("hypnolum.render_frames:main", "render recorded LED frames to a PNG / animated GIF"),
 }
 
 

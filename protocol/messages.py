@@ -43,7 +43,28 @@ HEADER_SIZE = Header.sizeof()
 # ---------------------------------------------------------------------------
 # Enumerations shared by both ends
 # ---------------------------------------------------------------------------
-Effect = Enum(Int8ul, off=0, solid=1, breathe=2)
+Effect = Enum(
+    Int8ul,
+    off=0,
+    solid=1,
+    breathe=2,
+    slow_wave=3,
+    aurora=4,
+    candle=5,
+    ripple=6,
+    palette_drift=7,
+    starfield=8,
+    tide=9,
+    heartbeat=10,
+    alpha_bloom=11,  # brightness and hue follow the pod's own alpha power
+    circle=12,  # follows the group value hostd sends (GROUP_VALUE)
+    strobe=13,  # 8-13 Hz; needs pod.json strobe_enabled AND SCENE_FLAG_STROBE_OPT_IN
+)
+
+# Palettes the pod holds (firmware/pod/palette.py); a scene picks one by id.
+Palette = Enum(Int8ul, warm=0, ember=1, ocean=2, aurora=3, forest=4, dusk=5, moon=6)
+
+NightMode = Enum(Int8ul, off=0, on=1, schedule=2)
 
 NackReason = Enum(
     Int8ul,
@@ -62,6 +83,9 @@ LogLevel = Enum(Int8ul, debug=10, info=20, warning=30, error=40)
 # Bits of EegBatch.flags
 EEG_FLAG_GAP_BEFORE = 0x01  # samples were lost between the previous batch and this one
 EEG_FLAG_REPLAY = 0x02  # re-sent from the pod's ring in answer to EEG_REPLAY
+
+# Bits of Scene.flags
+SCENE_FLAG_STROBE_OPT_IN = 0x01  # the sender explicitly asks for a stroboscopic effect
 
 # ---------------------------------------------------------------------------
 # Messages. Type ids are part of the wire contract; never reuse one.
@@ -143,7 +167,21 @@ Scene = Struct(  # host -> pod, command (answered ACK or NACK)
     "color" / Array(3, Int8ul),  # r, g, b
     "transition_ms" / Int16ul,
     "period_ms" / Int16ul,  # animation period for animated effects
+    "palette" / Palette,  # for the effects that draw from a palette
+    "flags" / Int8ul,  # SCENE_FLAG_*
     "params" / PrefixedArray(Int8ul, Int16sl),  # effect-specific, at most 8
+)
+
+NightModeSet = Struct(  # host -> pod, command: low-blue, low-brightness night limits
+    "mode" / NightMode,
+    "start_min" / Int16ul,  # schedule: night starts at this minute of the local day (0..1439)
+    "end_min" / Int16ul,  # schedule: and ends at this one (may wrap past midnight)
+    "now_min" / Int16ul,  # the host's minute of the local day when it sent this
+)
+
+GroupValue = Struct(  # host -> pod, not acknowledged: the circle's shared value
+    "group_id" / Int16ul,  # the circle the pod belongs to (informational)
+    "value" / Int16ul,  # 0..65535, the effect "circle" follows it
 )
 
 Ack = Struct(  # pod -> host
@@ -171,18 +209,26 @@ MESSAGES = (
     ("eeg_bands", 0x11, EegBands),
     ("scene", 0x20, Scene),
     ("eeg_replay", 0x21, EegReplay),
+    ("night_mode", 0x22, NightModeSet),
+    ("group_value", 0x23, GroupValue),
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
 )
 
 # Commands the pod must answer with ACK or NACK.
-COMMANDS = frozenset({"scene", "eeg_replay"})
+COMMANDS = frozenset({"scene", "eeg_replay", "night_mode"})
 
 # Largest item count of each PrefixedArray field, checked by both codecs.
 LIST_LIMITS = {("scene", "params"): 8, ("eeg_bands", "powers"): 16 * 5}
 
-ENUMS = (("effect", Effect), ("nack_reason", NackReason), ("log_level", LogLevel))
+ENUMS = (
+    ("effect", Effect),
+    ("nack_reason", NackReason),
+    ("log_level", LogLevel),
+    ("palette", Palette),
+    ("night_mode", NightMode),
+)
 
 # Scalar constants exported to the firmware.
 CONSTANTS = (
@@ -192,6 +238,7 @@ CONSTANTS = (
     ("CRC_SIZE", CRC_SIZE),
     ("EEG_FLAG_GAP_BEFORE", EEG_FLAG_GAP_BEFORE),
     ("EEG_FLAG_REPLAY", EEG_FLAG_REPLAY),
+    ("SCENE_FLAG_STROBE_OPT_IN", SCENE_FLAG_STROBE_OPT_IN),
     ("N_BANDS", 5),
     ("MAX_SCENE_PARAMS", 8),
 )

@@ -99,7 +99,7 @@ async def test_two_pods_hello_status_eeg_and_scene(emu):
         t_cmd = time.monotonic()
         seq = host.send(
             "scene",
-            {"effect": "solid", "brightness": 255, "color": list(red), "transition_ms": 0, "period_ms": 0, "params": []},
+            {"effect": "solid", "brightness": 255, "color": list(red), "transition_ms": 0, "period_ms": 0, "palette": "warm", "flags": 0, "params": []},
         )
         ack = await host.wait_for(lambda f: f.name in ("ack", "nack") and f.fields["ack_seq"] == seq, what="ACK")
         assert ack.name == "ack", ack

@@ -78,7 +78,7 @@ async def test_set_command_results(hostd, watch):
                                            "transition_ms": 500, "period_ms": 4000}})
     assert ok == {"id": "c1", "ok": True, "ack": "ok"}
     assert pod.scenes[-1][1] == {"effect": "breathe", "brightness": 102, "color": [255, 120, 40],
-                                 "transition_ms": 500, "period_ms": 4000, "params": []}
+                                 "transition_ms": 500, "period_ms": 4000, "palette": "warm", "flags": 0, "params": []}
     await wait_until(lambda: (watch.json(f"{P}/pod-a/state") or {}).get("scene", {}) and
                      watch.json(f"{P}/pod-a/state")["scene"]["effect"] == "breathe", what="acked scene in state")
 

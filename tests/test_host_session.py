@@ -17,7 +17,7 @@ from helpers.wait import wait_until
 FAST = PodsConfig(heartbeat_timeout_s=0.6, ping_interval_s=0.1, connect_interval_s=0.1,
                   command_timeout_s=0.15, command_retries=2)
 SCENE = {"effect": "breathe", "brightness": 100, "color": [255, 120, 40], "transition_ms": 500,
-         "period_ms": 4000, "params": []}
+         "period_ms": 4000, "palette": "warm", "flags": 0, "params": []}
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def test_encode_rejects_out_of_range_with_field_name():
         codec.encode("ack", 1, {"ack_seq": 70000})
     assert err.value.kind == "value" and "ack" in str(err.value)
     with pytest.raises(codec.ProtocolError, match="params"):
-        codec.encode("scene", 1, dict(effect="off", brightness=0, color=[0, 0, 0], transition_ms=0, period_ms=0, params=[0] * 9))
+        codec.encode("scene", 1, dict(effect="off", brightness=0, color=[0, 0, 0], transition_ms=0, period_ms=0, palette="warm", flags=0, params=[0] * 9))
 
 
 def test_eeg_batch_must_hold_whole_samples():

@@ -24,6 +24,8 @@ import time
 import micropython
 from micropython import const
 
+from pod import ledwire  # pure encoders: gamma, order, framing
+
 PLATFORM = "emulator"
 
 TICKS_PERIOD = const(1 << 30)
@@ -116,11 +118,25 @@ def _sys_sock():
     return _sys
 
 
+def _led_setup(count, order, kind):
+    k = ledwire.KINDS.get(kind)
+    if k is None:
+        raise ValueError("led type " + str(kind))
+    if k == ledwire.KIND_SK6812_RGBW and len(order) == 3:
+        order += "W"
+    elif k != ledwire.KIND_SK6812_RGBW and len(order) == 4:
+        order = order.replace("W", "")
+    return k, ledwire.order_index(order), bytearray(ledwire.wire_size(k, count))
+
+
 class Leds:
-    def __init__(self, count, order="GRB"):
-        # the virtual array shows R, G, B: the wire order only matters on a board
+    def __init__(self, count, order="GRB", kind="ws2812"):
+        # The virtual array shows the sRGB frame (a screen applies the gamma);
+        # the wire encoding still runs, into self.wire, as on a board.
         self.count = count
         self.order = order
+        self.kind = kind
+        self._k, self._idx, self.wire = _led_setup(count, order, kind)
         self._buf = bytearray(_LED_HDR_SIZE + count * 3)
         self._mv = memoryview(self._buf)
         self._px = self._mv[_LED_HDR_SIZE:]  # sliced once: write() must not allocate
@@ -128,6 +144,7 @@ class Leds:
         self.frames = 0
 
     def write(self, rgb):
+        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
         struct.pack_into(_LED_HDR, self._buf, 0, b"LED1", ticks_ms(), self.frames, self.count)
         _copy(self._px, rgb, self.count * 3)
         self._out.send(self._buf)

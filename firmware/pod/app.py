@@ -25,8 +25,8 @@ def _boot_id():
 class Pod:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.leds = hal.Leds(cfg.led_count, cfg.led_order)
-        self.renderer = render.Renderer(self.leds, cfg.render_fps)
+        self.leds = hal.Leds(cfg.led_count, cfg.led_order, cfg.led_type)
+        self.renderer = render.Renderer(self.leds, cfg.render_fps, cfg)
         self.renderer.render(hal.ticks_ms())  # dark at once
         self.link = None
         self.headset = None
@@ -46,6 +46,9 @@ class Pod:
         reader, writer = await hal.open_link()
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(reader, writer, hello, self.renderer.apply)
+        self.renderer.watch(lk, cfg.fade_after_ms)
+        lk.register(wire.T_NIGHT_MODE, self.renderer.night)
+        lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
         self.headset = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud)
         self.heartbeat = status.Heartbeat(lk, self.headset, self.renderer)
         lk.send_hello()

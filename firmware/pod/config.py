@@ -6,6 +6,8 @@ problem is kept in Config.errors, which app.py reports over the link.
 import json
 
 import hal
+from pod.light_config import LED_TYPES, SCHEMA as _LIGHT_SCHEMA
+from pod.ledwire import ORDERS as _ORDERS, ORDERS_W as _ORDERS_W
 
 FW_VERSION = "0.1.0"
 
@@ -13,14 +15,14 @@ FW_VERSION = "0.1.0"
 _SCHEMA = {
     "pod_id": (None, str, 1, 64),  # None: derived from the board's unique id
     "led_count": (16, int, 1, 300),
-    "led_order": ("GRB", str, 3, 3),
+    "led_order": ("GRB", str, 3, 4),  # 4 letters (with W) for RGBW strips
     "eeg_channels": (8, int, 1, 8),
     "sample_rate_hz": (250, int, 1, 16000),
     "headset_baud": (115200, int, 1200, 4000000),
     "render_fps": (60, int, 1, 200),
     "watchdog_ms": (5000, int, 1000, 60000),
 }
-_ORDERS = ("RGB", "RBG", "GRB", "GBR", "BRG", "BGR")
+_SCHEMA.update(_LIGHT_SCHEMA)
 
 
 class Config:
@@ -36,13 +38,20 @@ class Config:
             self.errors.append("unknown key " + key)
             return False
         _, kind, low, high = spec
-        size = len(value) if kind is str and isinstance(value, str) else value
-        # bool is an int subclass in CPython, not in MicroPython: refuse it on both
-        if not isinstance(value, kind) or isinstance(value, bool) or not low <= size <= high:
+        # bool is an int subclass in CPython, not in MicroPython: keep them apart on both
+        if kind is bool:
+            ok = value is True or value is False
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+        size = len(value) if kind is str and isinstance(value, str) else (low if kind is bool else value)
+        if not ok or not low <= size <= high:
             self.errors.append("bad " + key)
             return False
-        if key == "led_order" and value not in _ORDERS:
+        if key == "led_order" and value not in _ORDERS and value not in _ORDERS_W:
             self.errors.append("bad led_order")
+            return False
+        if key == "led_type" and value not in LED_TYPES:
+            self.errors.append("bad led_type")
             return False
         setattr(self, key, value)
         return True

@@ -52,6 +52,8 @@ class Link:
         self._last_cmd_seq = -1  # no command seen yet in this session
         self._last_cmd_type = 0
         self._last_cmd_reason = 0
+        self.heard = False  # a valid frame has arrived since boot (fade to safe arms)
+        self.last_rx_ms = 0  # ticks_ms of the last valid frame
         self._handlers = {
             wire.T_CONNECT: self._on_connect,
             wire.T_PING: self._on_ping,
@@ -128,6 +130,8 @@ class Link:
             feed(buf, n)
 
     def _on_frame(self, type_, seq, frame, end):
+        self.last_rx_ms = hal.ticks_ms()
+        self.heard = True
         handler = self._handlers.get(type_)
         if handler is None:
             self.unknown_types += 1
@@ -165,3 +169,27 @@ class Link:
         self._last_cmd_type = wire.T_SCENE
         self._last_cmd_reason = reason
         self._answer(wire.T_SCENE, seq, reason)
+
+    # -- more messages, registered by the app --------------------------------
+    def register(self, type_, sink, command=True):
+        """Route message type_ to sink(*fields). A command's sink returns 0 or a
+        wire.NACK_REASON_* and is answered (retries answered again, not re-applied);
+        other messages are not answered."""
+        unpack = wire.UNPACK[type_]
+        if command:
+            def handler(seq, frame, end):
+                self._on_command(type_, sink, unpack, seq, frame, end)
+        else:
+            def handler(seq, frame, end):
+                sink(*unpack(frame, _HDR, end))
+        self._handlers[type_] = handler
+
+    def _on_command(self, type_, sink, unpack, seq, frame, end):
+        if seq == self._last_cmd_seq and self._last_cmd_type == type_:
+            self._answer(type_, seq, self._last_cmd_reason)
+            return
+        reason = sink(*unpack(frame, _HDR, end))
+        self._last_cmd_seq = seq
+        self._last_cmd_type = type_
+        self._last_cmd_reason = reason
+        self._answer(type_, seq, reason)

@@ -1,12 +1,18 @@
-"""Render loop: the current scene -> one LED frame at a fixed rate on the pod clock.
+"""Render loop: scene -> effects engine -> safety governor -> LEDs, at a fixed rate.
 
 Frames are scheduled on hal.ticks_us with ticks_add/ticks_diff (the clock
 wraps at 2**30), never by sleeping a fixed time, so the rate does not drift
 with the time a frame takes. A frame that starts late is an overrun; the
 schedule then restarts from now instead of rendering a burst to catch up.
 
-The loop is also the pod's heartbeat for the watchdog: it feeds it, and only
-it does, so a wedged event loop or a dead renderer resets the pod.
+A scene change cross-fades: the old effect keeps rendering into a second
+buffer and the two are blended over transition_ms. Everything then passes the
+governor (pod/governor.py), which no scene can bypass.
+
+Fade to safe: once the link has been heard, a silence of fade_after_ms turns
+the pod to a dim warm glow (an "off" scene stays dark). At boot the pod is
+dark until a scene arrives. The loop is also the pod's heartbeat for the
+watchdog: it feeds it, and only it does.
 """
 import asyncio
 
@@ -14,45 +20,89 @@ import hal
 import micropython
 from micropython import const
 
-from pod import effects, wire
+from pod import config, effects, governor, wire
 
 _FEED_EVERY_MS = const(250)  # watchdog feeds: often enough, not a datagram per frame
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
+_SAFE_BRIGHTNESS = const(28)
+_SAFE_TRANSITION_MS = const(4000)
+SAFE_COLOR = (255, 120, 36)  # a warm glow, ~2200 K
 
 
 @micropython.viper
-def _fill(buf, n: int, r: int, g: int, b: int):
-    # the whole array one colour, without allocating
-    p = ptr8(buf)
+def _blend(dst, src, n: int, w: int):
+    # dst = src + (dst - src) x w / 256: w = 0 shows src (the old scene), 256 dst
+    d = ptr8(dst)
+    s = ptr8(src)
     i = 0
     while i < n:
-        p[i] = r
-        p[i + 1] = g
-        p[i + 2] = b
-        i += 3
+        a = int(s[i])
+        d[i] = a + ((int(d[i]) - a) * w >> 8)
+        i += 1
+
+
+class Scene:
+    """The scene being shown: what the host asked for, checked."""
+
+    def __init__(self):
+        self.effect = wire.EFFECT_OFF
+        self.brightness = 0
+        self.color = bytearray(3)
+        self.transition_ms = 0
+        self.period_ms = 0
+        self.palette = 0
+        self.flags = 0
+        self.params = ()
 
 
 class Renderer:
-    def __init__(self, leds, fps):
+    def __init__(self, leds, fps, cfg=None):
         self.leds = leds
-        self.count = leds.count
+        self.cfg = cfg if cfg is not None else config.Config()
+        n = self.count = leds.count
         self.period_us = 1000000 // fps
-        self.frame = bytearray(self.count * 3)  # R, G, B per LED; the HAL reorders
-        self.scene = effects.Scene()
-        self._colour = effects.colour_fn(wire.EFFECT_OFF)
+        self.frame = bytearray(n * 3)  # R, G, B per LED (sRGB); the driver reorders
+        self._old_frame = bytearray(n * 3)
+        self.inputs = effects.Inputs()
+        self.scene = Scene()
+        self.governor = governor.Governor(n, self.cfg)
+        self._fx = effects.REGISTRY[wire.EFFECT_OFF].cls(n, self.inputs)
+        self._fx.start(self.scene)
+        self._old = None  # the effect being faded out
+        self._old_bri = 0
         self._start_ms = hal.ticks_ms()
-        self._from = bytearray(3)  # colour shown when the scene changed (transition start)
-        self._shown = bytearray(3)  # colour of the last frame
-        self._col = bytearray(3)  # scratch: the effect's colour for this frame
+        self._old_start_ms = self._start_ms
+        self._last_ms = self._start_ms
+        self._strobe = False
+        self._link = None
+        self._fade_after_ms = 0
+        self.safe = False  # showing the fade-to-safe glow
         self.frames_rendered = 0
         self.render_overruns = 0
+        self.refused_safety = 0
 
-    def apply(self, effect, brightness, color, transition_ms, period_ms, params):
+    # -- commands --------------------------------------------------------
+    def watch(self, link, fade_after_ms):
+        """Fade to safe when link (its .heard, .last_rx_ms) is silent for fade_after_ms."""
+        self._link = link
+        self._fade_after_ms = fade_after_ms
+
+    def apply(self, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
         """Switch scene; returns 0, or the wire.NACK_REASON_* refusing it (scene unchanged)."""
-        reason = effects.check(effect, brightness, color, transition_ms, period_ms, params)
+        reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
         if reason:
             return reason
+        spec = effects.REGISTRY[effect]
+        if spec.strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
+            self.refused_safety += 1
+            return wire.NACK_REASON_SAFETY
+        self._set(spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        self.safe = False
+        return 0
+
+    def _set(self, spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
         s = self.scene
+        same = effect == s.effect and transition_ms == 0
         s.effect = effect
         s.brightness = brightness
         s.color[0] = color[0]
@@ -60,37 +110,92 @@ class Renderer:
         s.color[2] = color[2]
         s.transition_ms = transition_ms
         s.period_ms = period_ms
+        s.palette = palette
+        s.flags = flags
         s.params = params
-        self._colour = effects.colour_fn(effect)
-        self._from[:] = self._shown
-        self._start_ms = hal.ticks_ms()
+        now = hal.ticks_ms()
+        if same:
+            self._fx.apply(s)  # new parameters, same phase
+        else:
+            if transition_ms:
+                self._old = self._fx
+                self._old_start_ms = self._start_ms
+                self._old_bri = self._bri
+            else:
+                self._old = None
+                self._fx.stop()
+            fx = spec.cls(self.count, self.inputs)
+            fx.start(s)
+            self._fx = fx
+            self._start_ms = now
+        self._bri = brightness
+        self._strobe = spec.strobe
+
+    _bri = 0
+
+    def night(self, mode, start_min, end_min, now_min):
+        """NIGHT_MODE command: 0 or wire.NACK_REASON_BAD_PARAM."""
+        if not self.governor.set_night(mode, start_min, end_min, now_min, hal.ticks_ms()):
+            return wire.NACK_REASON_BAD_PARAM
         return 0
 
+    def group(self, group_id, value):
+        """GROUP_VALUE message: the circle effect follows value."""
+        self.inputs.group = value
+        return 0
+
+    def set_alpha(self, alpha_power, total_power):
+        """The pod's EEG band powers (a few times a second): alpha_bloom follows alpha / total."""
+        if total_power > 0:
+            v = int(255 * alpha_power / total_power)
+            self.inputs.alpha = 0 if v < 0 else (255 if v > 255 else v)
+
+    def _go_safe(self):
+        c = SAFE_COLOR
+        self._set(effects.REGISTRY[wire.EFFECT_SOLID], wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, c,
+                  _SAFE_TRANSITION_MS, 0, 0, 0, ())
+        self.safe = True
+
+    # -- frames ----------------------------------------------------------
     def render(self, now_ms):
-        """Compute and show one frame for pod time now_ms. No allocation."""
+        """Compute, govern and show one frame for pod time now_ms. No allocation."""
+        diff = hal.ticks_diff
+        lk = self._link
+        if lk is not None and lk.heard and not self.safe and self.scene.effect != wire.EFFECT_OFF:
+            if diff(now_ms, lk.last_rx_ms) > self._fade_after_ms:
+                self._go_safe()
         s = self.scene
-        t = hal.ticks_diff(now_ms, self._start_ms)
+        t = diff(now_ms, self._start_ms)
         if t < 0:
             t = 0
-        elif t >= _REBASE_MS and s.period_ms:
+        elif t >= _REBASE_MS:
             # move the start by whole periods: same phase, small numbers
-            step = t - t % s.period_ms
+            per = s.period_ms if s.period_ms else 1000
+            step = t - t % per
             self._start_ms = hal.ticks_add(self._start_ms, step)
             t -= step
-        col = self._col
-        self._colour(s, t, col)
-        bri = s.brightness
-        f = self._from
-        out = self._shown
-        tr = s.transition_ms
-        for i in range(3):
-            v = col[i] * bri // 255
-            if t < tr:
-                # linear cross-fade from the colour shown when the scene changed
-                v = f[i] + (v - f[i]) * t // tr
-            out[i] = v
-        _fill(self.frame, self.count * 3, out[0], out[1], out[2])
-        self.leds.write(self.frame)
+        frame = self.frame
+        nb = self.count * 3
+        self._fx.render(t, frame)
+        if s.brightness < 255:
+            effects.scale(frame, nb, s.brightness)
+        old = self._old
+        if old is not None:
+            if t >= s.transition_ms:
+                old.stop()
+                self._old = None
+            else:
+                ot = diff(now_ms, self._old_start_ms)
+                of = self._old_frame
+                old.render(ot if ot >= 0 else 0, of)
+                if self._old_bri < 255:
+                    effects.scale(of, nb, self._old_bri)
+                _blend(frame, of, nb, t * 256 // s.transition_ms)
+        g = self.governor
+        night = g.night_mode and g.is_night(now_ms, diff, hal.ticks_add)
+        shown = g.govern(frame, now_ms, diff(now_ms, self._last_ms), night, self._strobe)
+        self._last_ms = now_ms
+        self.leds.write(shown)
         self.frames_rendered += 1
 
     async def run(self, watchdog=None):

@@ -4,13 +4,14 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0x9c051244)
+FINGERPRINT = const(0xdb532873)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
 CRC_SIZE = const(4)
 EEG_FLAG_GAP_BEFORE = const(1)
 EEG_FLAG_REPLAY = const(2)
+SCENE_FLAG_STROBE_OPT_IN = const(1)
 N_BANDS = const(5)
 MAX_SCENE_PARAMS = const(8)
 
@@ -24,6 +25,8 @@ T_EEG_BATCH = const(0x10)
 T_EEG_BANDS = const(0x11)
 T_SCENE = const(0x20)
 T_EEG_REPLAY = const(0x21)
+T_NIGHT_MODE = const(0x22)
+T_GROUP_VALUE = const(0x23)
 T_ACK = const(0x30)
 T_NACK = const(0x31)
 T_LOG = const(0x40)
@@ -32,7 +35,18 @@ T_LOG = const(0x40)
 EFFECT_OFF = const(0)
 EFFECT_SOLID = const(1)
 EFFECT_BREATHE = const(2)
-EFFECT = {'off': 0, 'solid': 1, 'breathe': 2}
+EFFECT_SLOW_WAVE = const(3)
+EFFECT_AURORA = const(4)
+EFFECT_CANDLE = const(5)
+EFFECT_RIPPLE = const(6)
+EFFECT_PALETTE_DRIFT = const(7)
+EFFECT_STARFIELD = const(8)
+EFFECT_TIDE = const(9)
+EFFECT_HEARTBEAT = const(10)
+EFFECT_ALPHA_BLOOM = const(11)
+EFFECT_CIRCLE = const(12)
+EFFECT_STROBE = const(13)
+EFFECT = {'off': 0, 'solid': 1, 'breathe': 2, 'slow_wave': 3, 'aurora': 4, 'candle': 5, 'ripple': 6, 'palette_drift': 7, 'starfield': 8, 'tide': 9, 'heartbeat': 10, 'alpha_bloom': 11, 'circle': 12, 'strobe': 13}
 
 # enum nack_reason
 NACK_REASON_BAD_MESSAGE = const(1)
@@ -52,8 +66,24 @@ LOG_LEVEL_WARNING = const(30)
 LOG_LEVEL_ERROR = const(40)
 LOG_LEVEL = {'debug': 10, 'info': 20, 'warning': 30, 'error': 40}
 
-NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
-COMMANDS = (T_SCENE, T_EEG_REPLAY, )
+# enum palette
+PALETTE_WARM = const(0)
+PALETTE_EMBER = const(1)
+PALETTE_OCEAN = const(2)
+PALETTE_AURORA = const(3)
+PALETTE_FOREST = const(4)
+PALETTE_DUSK = const(5)
+PALETTE_MOON = const(6)
+PALETTE = {'warm': 0, 'ember': 1, 'ocean': 2, 'aurora': 3, 'forest': 4, 'dusk': 5, 'moon': 6}
+
+# enum night_mode
+NIGHT_MODE_OFF = const(0)
+NIGHT_MODE_ON = const(1)
+NIGHT_MODE_SCHEDULE = const(2)
+NIGHT_MODE = {'off': 0, 'on': 1, 'schedule': 2}
+
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, )
 FIELDS = {
     T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
@@ -62,8 +92,10 @@ FIELDS = {
     T_PONG: ('nonce', 'host_time_us', 'pod_rx_us', 'pod_tx_us',),
     T_EEG_BATCH: ('first_seq', 'ticks_ms', 'channels', 'flags', 'samples',),
     T_EEG_BANDS: ('last_seq', 'ticks_ms', 'channels', 'window_ms', 'railed', 'near_railed', 'powers',),
-    T_SCENE: ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'params',),
+    T_SCENE: ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
     T_EEG_REPLAY: ('from_seq', 'count',),
+    T_NIGHT_MODE: ('mode', 'start_min', 'end_min', 'now_min',),
+    T_GROUP_VALUE: ('group_id', 'value',),
     T_ACK: ('ack_seq',),
     T_NACK: ('ack_seq', 'reason',),
     T_LOG: ('level', 'text',),
@@ -249,23 +281,23 @@ def unpack_eeg_bands(buf, off, end):
     return (last_seq, ticks_ms, channels, window_ms, railed, near_railed, powers,)
 
 
-def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, params):
-    struct.pack_into('<BBBBBHH', buf, off, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms)
-    off += 9
+def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+    struct.pack_into('<BBBBBHHBB', buf, off, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
+    off += 11
     off = _pack_list(buf, off, params, 'B', 'h', 8)
     return off
 
 
 def unpack_scene(buf, off, end):
-    if off + 9 > end:
+    if off + 11 > end:
         raise ValueError('scene: short payload')
-    effect, brightness, _color0, _color1, _color2, transition_ms, period_ms = struct.unpack_from('<BBBBBHH', buf, off)
-    off += 9
+    effect, brightness, _color0, _color1, _color2, transition_ms, period_ms, palette, flags = struct.unpack_from('<BBBBBHHBB', buf, off)
+    off += 11
     color = (_color0, _color1, _color2,)
     params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
     if off != end:
         raise ValueError('scene: trailing bytes')
-    return (effect, brightness, color, transition_ms, period_ms, params,)
+    return (effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
 
 
 def pack_eeg_replay(buf, off, from_seq, count):
@@ -282,6 +314,38 @@ def unpack_eeg_replay(buf, off, end):
     if off != end:
         raise ValueError('eeg_replay: trailing bytes')
     return (from_seq, count,)
+
+
+def pack_night_mode(buf, off, mode, start_min, end_min, now_min):
+    struct.pack_into('<BHHH', buf, off, mode, start_min, end_min, now_min)
+    off += 7
+    return off
+
+
+def unpack_night_mode(buf, off, end):
+    if off + 7 > end:
+        raise ValueError('night_mode: short payload')
+    mode, start_min, end_min, now_min = struct.unpack_from('<BHHH', buf, off)
+    off += 7
+    if off != end:
+        raise ValueError('night_mode: trailing bytes')
+    return (mode, start_min, end_min, now_min,)
+
+
+def pack_group_value(buf, off, group_id, value):
+    struct.pack_into('<HH', buf, off, group_id, value)
+    off += 4
+    return off
+
+
+def unpack_group_value(buf, off, end):
+    if off + 4 > end:
+        raise ValueError('group_value: short payload')
+    group_id, value = struct.unpack_from('<HH', buf, off)
+    off += 4
+    if off != end:
+        raise ValueError('group_value: trailing bytes')
+    return (group_id, value,)
 
 
 def pack_ack(buf, off, ack_seq):
@@ -334,5 +398,5 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
+UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}

@@ -69,8 +69,8 @@ HELLO = ("pod-test", "0.1.0", 0xB007, 12, 8, 250)
 def make():
     applied = []
 
-    def sink(effect, brightness, color, transition_ms, period_ms, params):
-        if effect > 2:
+    def sink(effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+        if effect > 13:
             return wire.NACK_REASON_UNKNOWN_EFFECT
         applied.append((effect, brightness, color, transition_ms, period_ms, params))
         return 0
@@ -104,19 +104,19 @@ def test_ping_pong_echoes_and_stamps():
 
 def test_scene_ack_and_duplicate_not_reapplied():
     lk, w, host, applied = make()
-    scene = host.frame(wire.T_SCENE, 40, wire.EFFECT_SOLID, 200, (1, 2, 3), 0, 0, (5, -6))
+    scene = host.frame(wire.T_SCENE, 40, wire.EFFECT_SOLID, 200, (1, 2, 3), 0, 0, 0, 0, (5, -6))
     deliver(lk, scene)
     deliver(lk, scene)  # host retry: same seq
     got = host.read(w)
     assert [(t, f) for t, s, f in got] == [(wire.T_ACK, (40,)), (wire.T_ACK, (40,))]
     assert applied == [(wire.EFFECT_SOLID, 200, (1, 2, 3), 0, 0, (5, -6))]
-    deliver(lk, host.frame(wire.T_SCENE, 41, wire.EFFECT_OFF, 0, (0, 0, 0), 0, 0, ()))
+    deliver(lk, host.frame(wire.T_SCENE, 41, wire.EFFECT_OFF, 0, (0, 0, 0), 0, 0, 0, 0, ()))
     assert host.read(w)[0][2] == (41,) and len(applied) == 2
 
 
 def test_scene_nack_unknown_effect_and_its_retry():
     lk, w, host, applied = make()
-    bad = host.frame(wire.T_SCENE, 3, 9, 200, (1, 2, 3), 0, 0, ())
+    bad = host.frame(wire.T_SCENE, 3, 99, 200, (1, 2, 3), 0, 0, 0, 0, ())
     deliver(lk, bad)
     deliver(lk, bad)
     got = host.read(w)
@@ -161,7 +161,7 @@ def test_telemetry_dropped_when_backlogged():
 async def test_rx_task_reads_the_stream_in_pieces():
     lk, w, host, applied = make()
     task = asyncio.create_task(lk.rx_task())
-    f = host.frame(wire.T_SCENE, 1, wire.EFFECT_SOLID, 9, (9, 9, 9), 0, 0, ())
+    f = host.frame(wire.T_SCENE, 1, wire.EFFECT_SOLID, 9, (9, 9, 9), 0, 0, 0, 0, ())
     lk._reader.push(b"\x00garbage\x00" + f[:4])
     await asyncio.sleep_ms(5)
     lk._reader.push(f[4:])
@@ -169,3 +169,30 @@ async def test_rx_task_reads_the_stream_in_pieces():
     task.cancel()
     assert [t for t, s, x in host.read(w)] == [wire.T_ACK]
     assert lk.rx_frames == 1 and lk.rx_errors == 1
+
+
+def test_registered_command_is_answered_and_its_retry_not_reapplied():
+    lk, w, host, _ = make()
+    nights = []
+
+    def night(mode, start, end, now):
+        nights.append((mode, start, end, now))
+        return 0 if start < 1440 else wire.NACK_REASON_BAD_PARAM
+
+    lk.register(wire.T_NIGHT_MODE, night)
+    f = host.frame(wire.T_NIGHT_MODE, 9, wire.NIGHT_MODE_SCHEDULE, 1320, 420, 1000)
+    deliver(lk, f)
+    deliver(lk, f)
+    deliver(lk, host.frame(wire.T_NIGHT_MODE, 10, wire.NIGHT_MODE_ON, 5000, 0, 0))
+    got = [(t, fl) for t, s, fl in host.read(w)]
+    assert got == [(wire.T_ACK, (9,)), (wire.T_ACK, (9,)), (wire.T_NACK, (10, wire.NACK_REASON_BAD_PARAM))]
+    assert nights == [(wire.NIGHT_MODE_SCHEDULE, 1320, 420, 1000), (wire.NIGHT_MODE_ON, 5000, 0, 0)]
+
+
+def test_registered_message_is_not_answered_and_marks_the_link_heard():
+    lk, w, host, _ = make()
+    values = []
+    lk.register(wire.T_GROUP_VALUE, lambda gid, v: values.append((gid, v)), command=False)
+    assert not lk.heard
+    deliver(lk, host.frame(wire.T_GROUP_VALUE, 1, 7, 40000))
+    assert values == [(7, 40000)] and host.read(w) == [] and lk.heard

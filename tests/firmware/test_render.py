@@ -1,10 +1,10 @@
-# Effects and the render step under MicroPython: colours, brightness,
-# breathing, transitions, refusals, no allocation per frame, and timing.
+# The render step under MicroPython: engine -> governor -> LEDs, scene
+# commands and refusals, cross-fades, fade to safe, no allocation, timing.
 import gc
 
 import asyncio
 import hal
-from pod import effects, render, wire
+from pod import config, effects, ledwire, render, wire
 
 
 class FakeLeds:
@@ -18,9 +18,26 @@ class FakeLeds:
         self.frames += 1
 
 
-def make(count=4, fps=60):
+class FakeLink:
+    heard = False
+    last_rx_ms = 0
+
+
+def make(count=4, fps=60, **cfg_keys):
+    cfg = config.Config()
+    for k, v in cfg_keys.items():
+        assert cfg.set(k, v), k
     leds = FakeLeds(count)
-    return leds, render.Renderer(leds, fps)
+    return leds, render.Renderer(leds, fps, cfg)
+
+
+def run_for(r, t, ms, step=17):
+    """Render frames every step ms for ms; returns the pod time reached."""
+    end = hal.ticks_add(t, ms)
+    while hal.ticks_diff(end, t) > 0:
+        t = hal.ticks_add(t, step)
+        r.render(t)
+    return t
 
 
 def test_boot_is_dark():
@@ -29,76 +46,259 @@ def test_boot_is_dark():
     assert leds.last == bytes(12)
 
 
-def test_solid_with_brightness():
+def test_solid_reaches_its_colour_gently():
     leds, r = make(3)
-    assert r.apply(wire.EFFECT_SOLID, 255, (255, 128, 0), 0, 0, ()) == 0
-    r.render(hal.ticks_ms())
+    assert r.apply(wire.EFFECT_SOLID, 255, (255, 128, 0), 0, 0) == 0
+    t = hal.ticks_ms()
+    r.render(hal.ticks_add(t, 17))
+    assert leds.last != bytes((255, 128, 0)) * 3  # no jump from dark to full: the governor slews
+    run_for(r, t, 8000)
     assert leds.last == bytes((255, 128, 0)) * 3
-    r.apply(wire.EFFECT_SOLID, 128, (255, 128, 0), 0, 0, ())
-    r.render(hal.ticks_ms())
+    assert r.apply(wire.EFFECT_SOLID, 128, (255, 128, 0), 0, 0) == 0
+    run_for(r, t, 8000)
     assert leds.last == bytes((128, 64, 0)) * 3
 
 
 def test_breathe_is_dark_at_start_full_mid_period():
     leds, r = make(1)
-    r.apply(wire.EFFECT_BREATHE, 255, (200, 100, 50), 0, 1000, ())
+    r.apply(wire.EFFECT_BREATHE, 255, (200, 100, 50), 0, 1000)
     t0 = r._start_ms
     r.render(t0)
-    assert leds.last == b"\x00\x00\x00"
+    assert r.frame == b"\x00\x00\x00"
     r.render(hal.ticks_add(t0, 500))
-    assert leds.last == bytes((200, 100, 50))
-    r.render(hal.ticks_add(t0, 250))
-    assert 0 < leds.last[0] < 200
+    assert r.frame == bytes((200, 100, 50))
     r.render(hal.ticks_add(t0, 1500))  # periodic
-    assert leds.last == bytes((200, 100, 50))
+    assert r.frame == bytes((200, 100, 50))
 
 
 def test_breathe_across_tick_wrap():
     leds, r = make(1)
-    r.apply(wire.EFFECT_BREATHE, 255, (255, 255, 255), 0, 1000, ())
+    r.apply(wire.EFFECT_BREATHE, 255, (255, 255, 255), 0, 1000)
     r._start_ms = hal.TICKS_PERIOD - 100  # scene began 100 ms before the wrap
     r.render(400)  # 500 ms later, after the wrap
-    assert leds.last == b"\xff\xff\xff"
+    assert r.frame == b"\xff\xff\xff"
 
 
-def test_transition_cross_fades():
+def test_transition_cross_fades_the_engine_output():
     leds, r = make(1)
-    r.apply(wire.EFFECT_SOLID, 255, (200, 0, 0), 0, 0, ())
+    r.apply(wire.EFFECT_SOLID, 255, (200, 0, 0), 0, 0)
     r.render(hal.ticks_ms())
-    r.apply(wire.EFFECT_SOLID, 255, (0, 0, 200), 1000, 0, ())
+    r.apply(wire.EFFECT_SOLID, 255, (0, 0, 200), 1000, 0)
     t0 = r._start_ms
     r.render(hal.ticks_add(t0, 500))
-    assert leds.last == bytes((100, 0, 100))
+    assert r.frame == bytes((100, 0, 100))
     r.render(hal.ticks_add(t0, 1000))
-    assert leds.last == bytes((0, 0, 200))
+    assert r.frame == bytes((0, 0, 200))
 
 
 def test_refusals_leave_scene_unchanged():
     leds, r = make(1)
-    r.apply(wire.EFFECT_SOLID, 255, (1, 2, 3), 0, 0, ())
-    assert r.apply(99, 255, (0, 0, 0), 0, 0, ()) == wire.NACK_REASON_UNKNOWN_EFFECT
-    assert r.apply(wire.EFFECT_BREATHE, 255, (0, 0, 0), 0, 0, ()) == wire.NACK_REASON_BAD_PARAM
+    r.apply(wire.EFFECT_SOLID, 255, (1, 2, 3), 0, 0)
+    assert r.apply(99, 255, (0, 0, 0), 0, 0) == wire.NACK_REASON_UNKNOWN_EFFECT
+    assert r.apply(wire.EFFECT_BREATHE, 255, (0, 0, 0), 0, 0) == wire.NACK_REASON_BAD_PARAM  # no period
+    assert r.apply(wire.EFFECT_SLOW_WAVE, 255, (0, 0, 0), 0, 5000, 0, 0, (1,)) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.EFFECT_SOLID, 255, (0, 0, 0), 0, 0, 0, 0, (1,)) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.EFFECT_AURORA, 255, (0, 0, 0), 0, 5000, 77) == wire.NACK_REASON_BAD_PARAM
     assert r.scene.effect == wire.EFFECT_SOLID and bytes(r.scene.color) == b"\x01\x02\x03"
 
 
-def test_effect_table_covers_the_protocol_enum():
-    assert sorted(effects.EFFECTS) == sorted(wire.EFFECT.values())
+def test_strobe_needs_provisioning_and_the_commands_opt_in():
+    opt_in = wire.SCENE_FLAG_STROBE_OPT_IN
+    leds, r = make(1)
+    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, opt_in) == wire.NACK_REASON_SAFETY
+    leds, r = make(1, strobe_enabled=True)
+    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, 0) == wire.NACK_REASON_SAFETY
+    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 50, 0, opt_in) == wire.NACK_REASON_BAD_PARAM  # 20 Hz
+    assert r.refused_safety == 1
+    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, opt_in) == 0
+    t = run_for(r, hal.ticks_ms(), 3000, step=10)
+    seen = set()
+    for _ in range(20):
+        t = hal.ticks_add(t, 10)
+        r.render(t)
+        seen.add(leds.last)
+    assert b"\x00\x00\x00" in seen and b"\xff\xff\xff" in seen  # 10 Hz on/off really shown
 
 
-def test_no_allocation_per_frame():
-    leds = hal.Leds(30, "GRB")  # the real HAL write path (datagrams dropped if nobody listens)
-    r = render.Renderer(leds, 60)
-    r.apply(wire.EFFECT_BREATHE, 200, (10, 20, 30), 300, 2000, ())
+def test_red_strobe_is_still_red_flash_limited():
+    opt_in = wire.SCENE_FLAG_STROBE_OPT_IN
+    leds, r = make(1, strobe_enabled=True)
+    assert r.apply(wire.EFFECT_STROBE, 255, (255, 0, 0), 0, 100, 0, opt_in) == 0
+    t = run_for(r, hal.ticks_ms(), 2000, step=10)
+    lo, hi = 255, 0
+    for _ in range(100):
+        t = hal.ticks_add(t, 10)
+        r.render(t)
+        lo = min(lo, leds.last[0])
+        hi = max(hi, leds.last[0])
+    lin = ledwire.LIN16
+    swing = (lin[2 * hi] | lin[2 * hi + 1] << 8) - (lin[2 * lo] | lin[2 * lo + 1] << 8)
+    assert swing < 4096, (lo, hi)  # R-G-B never changes by a red-flash 1/16: it glows
+
+
+def test_every_protocol_effect_is_registered_with_a_schema():
+    assert sorted(effects.REGISTRY) == sorted(wire.EFFECT.values())
+    assert len(effects.REGISTRY) >= 13
+    for eid, spec in effects.REGISTRY.items():
+        assert wire.EFFECT[spec.name] == eid
+        for name, unit, default, low, high in spec.params:
+            assert low <= default <= high, (spec.name, name)
+        assert len(spec.params) <= wire.MAX_SCENE_PARAMS
+
+
+def test_every_effect_renders_something_in_range():
+    for eid, spec in effects.REGISTRY.items():
+        leds, r = make(16, strobe_enabled=True)
+        per = min(spec.period[1], max(spec.period[0], 3000)) if spec.period else 0
+        assert r.apply(eid, 255, (255, 200, 120), 0, per, wire.PALETTE_AURORA, wire.SCENE_FLAG_STROBE_OPT_IN) == 0
+        r.inputs.alpha = 200
+        r.inputs.group = 50000
+        t = run_for(r, hal.ticks_ms(), 4000)
+        lit = 0
+        for _ in range(150):
+            t = hal.ticks_add(t, 17)
+            r.render(t)
+            lit = max(lit, max(r.frame))
+        if eid == wire.EFFECT_OFF:
+            assert lit == 0
+        else:
+            assert lit > 0, spec.name
+
+
+def test_fade_to_safe_after_link_silence_and_off_stays_dark():
+    leds, r = make(2)
+    lk = FakeLink()
+    r.watch(lk, 2000)
     t = hal.ticks_ms()
-    r.render(t)
-    gc.collect()
-    gc.disable()
-    before = gc.mem_alloc()
-    for i in range(100):
-        r.render(hal.ticks_add(t, i * 17))
-    used = gc.mem_alloc() - before
-    gc.enable()
-    assert used == 0, used
+    r.apply(wire.EFFECT_SOLID, 255, (0, 0, 255), 0, 0)
+    t = run_for(r, t, 5000)  # never heard: a pod that never had a host stays as told
+    assert not r.safe
+    lk.heard = True
+    lk.last_rx_ms = t
+    t = run_for(r, t, 1900)
+    assert not r.safe
+    t = run_for(r, t, 200)
+    assert r.safe and r.scene.effect == wire.EFFECT_SOLID
+    t = run_for(r, t, 15000)
+    want = bytes(render.SAFE_COLOR[i] * 28 // 255 for i in range(3))
+    assert all(abs(leds.last[i] - want[i]) <= 1 for i in range(3)), (leds.last, want)
+    assert r.apply(wire.EFFECT_OFF, 0, (0, 0, 0), 0, 0) == 0
+    assert not r.safe
+    t = run_for(r, t, 15000)
+    assert not r.safe and leds.last == bytes(6)
+
+
+def test_alpha_bloom_follows_the_alpha_share_of_band_power():
+    leds, r = make(8)
+    r.apply(wire.EFFECT_ALPHA_BLOOM, 255, (0, 0, 0), 0, 0, wire.PALETTE_WARM, 0, (4,))
+    r.set_alpha(1.0, 10.0)  # 10 % alpha
+    t = run_for(r, hal.ticks_ms(), 8000)
+    dim = sum(leds.last)
+    r.set_alpha(6.0, 10.0)  # 60 % alpha: brighter, further along the palette
+    run_for(r, t, 8000)
+    assert r.inputs.alpha == 153 and sum(leds.last) > 2 * dim, (dim, leds.last)
+    r.set_alpha(5.0, 0.0)  # no power at all (headset off): keep the last value
+    assert r.inputs.alpha == 153
+
+
+def test_night_mode_caps_blue_and_brightness():
+    leds, r = make(2, night_blue_max=10, night_brightness_max=60)
+    assert r.night(wire.NIGHT_MODE_ON, 0, 0, 0) == 0
+    r.apply(wire.EFFECT_SOLID, 255, (200, 200, 255), 0, 0)
+    run_for(r, hal.ticks_ms(), 15000)
+    assert max(leds.last) <= 60 and leds.last[2] <= 10, leds.last
+    assert r.night(7, 0, 0, 0) == wire.NACK_REASON_BAD_PARAM
+    assert r.night(wire.NIGHT_MODE_SCHEDULE, 1440, 0, 0) == wire.NACK_REASON_BAD_PARAM
+
+
+def test_night_schedule_follows_the_hosts_clock_across_midnight():
+    leds, r = make(1)
+    g = r.governor
+    t = hal.ticks_ms()
+    assert r.night(wire.NIGHT_MODE_SCHEDULE, 22 * 60, 7 * 60, 21 * 60 + 59) == 0
+    now = g._clock_ms
+    assert not g.is_night(now, hal.ticks_diff, hal.ticks_add)
+    assert g.is_night(hal.ticks_add(now, 61000), hal.ticks_diff, hal.ticks_add)
+    # 9 hours later: 06:59 still night, 07:00 day; hour rebasing on the way
+    for h in range(1, 10):
+        g.is_night(hal.ticks_add(now, h * 3600000), hal.ticks_diff, hal.ticks_add)
+    assert g.is_night(hal.ticks_add(now, 9 * 3600000), hal.ticks_diff, hal.ticks_add)
+    assert not g.is_night(hal.ticks_add(now, 9 * 3600000 + 60000), hal.ticks_diff, hal.ticks_add)
+
+
+def _duty_ma(buf, cfg):
+    s = 0
+    for v in buf:
+        s += ledwire.DUTY[v]
+    return s * cfg.led_ma / 255 + cfg.led_idle_ma * (len(buf) // 3)
+
+
+def test_power_limit_keeps_the_estimate_under_budget():
+    leds, r = make(100, psu_ma=1500, board_reserve_ma=300, led_ma=20)
+    r.apply(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0)
+    run_for(r, hal.ticks_ms(), 12000)
+    ma = _duty_ma(leds.last, r.cfg)
+    assert 1100 <= ma <= 1200, ma  # 100 white LEDs would draw 6100 mA: scaled to fit
+    assert r.governor.power_limited > 0
+
+
+def test_brightness_cap_from_pod_json():
+    leds, r = make(2, brightness_max=100)
+    r.apply(wire.EFFECT_SOLID, 255, (255, 40, 255), 0, 0)
+    run_for(r, hal.ticks_ms(), 12000)
+    assert max(leds.last) == 100
+
+
+def test_encoders_order_gamma_rgbw_and_apa102():
+    src = bytearray((255, 128, 0, 10, 20, 30))
+    d = ledwire.DUTY
+    assert d[0] == 0 and d[255] == 255 and d[128] == 55  # sRGB: half code is ~21.6 % light
+    out = bytearray(6)
+    ledwire.encode(ledwire.KIND_WS2812, out, src, 6, ledwire.order_index("GRB"))
+    assert out == bytes((d[128], 255, 0, d[20], d[10], d[30]))
+    out = bytearray(8)
+    ledwire.encode(ledwire.KIND_SK6812_RGBW, out, bytearray((200, 200, 255, 0, 0, 9)), 6, ledwire.order_index("GRBW"))
+    w = d[200]
+    assert out == bytes((0, 0, d[255] - w, w, 0, 0, d[9], 0))
+    out = bytearray(ledwire.wire_size(ledwire.KIND_APA102, 2))
+    ledwire.encode(ledwire.KIND_APA102, out, src, 6, ledwire.order_index("BGR"))
+    assert out == bytes((0, 0, 0, 0, 0xFF, 0, d[128], 255, 0xFF, d[30], d[20], d[10], 0xFF))
+
+
+def test_hal_leds_take_every_type():
+    for kind, order, size in (("ws2812", "GRB", 9), ("sk6812_rgbw", "GRB", 12), ("apa102", "BGR", 17)):
+        leds = hal.Leds(3, order, kind)
+        leds.write(bytearray(9))
+        assert len(leds.wire) == size, kind
+
+
+def test_no_allocation_per_frame_over_1000_frames_of_every_effect():
+    leds = hal.Leds(300, "GRB")  # the real HAL write path (datagrams dropped if nobody listens)
+    cfg = config.Config()
+    cfg.set("strobe_enabled", True)
+    r = render.Renderer(leds, 60, cfg)
+    lk = FakeLink()
+    lk.heard = True
+    r.watch(lk, 2000)
+    r.night(wire.NIGHT_MODE_SCHEDULE, 0, 720, 600)
+    t = hal.ticks_ms()
+    used = {}
+    for eid, spec in effects.REGISTRY.items():
+        per = min(spec.period[1], max(spec.period[0], 3000)) if spec.period else 0
+        r.apply(eid, 200, (255, 90, 30), 400, per, wire.PALETTE_OCEAN, wire.SCENE_FLAG_STROBE_OPT_IN)
+        lk.last_rx_ms = t
+        t = hal.ticks_add(t, 17)
+        r.render(t)  # first frame after a scene change may build things
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        for i in range(1000):
+            t = hal.ticks_add(t, 17)
+            lk.last_rx_ms = t  # the host keeps talking: no fade to safe in this loop
+            r.render(t)
+        used[spec.name] = gc.mem_alloc() - before
+        gc.enable()
+    assert all(v == 0 for v in used.values()), used
 
 
 async def test_run_keeps_the_frame_rate_and_feeds_the_watchdog():

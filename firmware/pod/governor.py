@@ -1,0 +1,298 @@
+"""The safety governor: every frame passes it between the effects engine and the LEDs.
+
+No command reaches the LEDs except through govern(), which enforces, in order:
+
+1. night limits (by command or schedule): caps on blue and green, the
+   melanopically effective channels, and a lower brightness cap;
+2. the brightness cap from pod.json;
+3. the power limit: estimated current = idle mA per LED + duty x mA per
+   channel at full, kept under psu_ma - board_reserve_ma by scaling the frame
+   (an automatic brightness limiter); duties are ledwire.DUTY, what the
+   driver really sends;
+4. the flash limit, as a slew limit per LED in linear light. WCAG 2.x counts a
+   general flash as a pair of opposing changes of >= 0.1 in relative luminance
+   (darker state < 0.8) and a red flash as a pair of opposing transitions
+   involving saturated red (R/(R+G+B) >= 0.8, change in (R-G-B) x 320 > 20,
+   i.e. in R-G-B > 1/16, linear values). Each LED spends "credit" that
+   accrues with time: its luminance may move by at most 0.1 x 0.85 per 200 ms
+   and, in steps where R-G-B > 0 at either end, its channels by 1/16 x 0.85
+   per 200 ms (summed |change|, which bounds the change of R-G-B), plus a
+   small carried credit; a step that overspends (rounding) waits it off. So any transition of a flash size lasts >= ~235 ms
+   and no 1-s window holds more than 6 of them (3 flashes), for one LED or any
+   average of LEDs (an average changes no faster than its parts). This holds
+   whatever the effects do, so it needs no list of "dangerous" effects.
+
+Strobe scenes (allowed only with pod.json strobe_enabled and the command's
+opt-in; the renderer checks) lift the general-flash slew only; the red limit,
+power, brightness and night caps stay.
+
+All per-LED work is @micropython.viper over preallocated buffers.
+"""
+import micropython
+from micropython import const
+
+from pod import ledwire
+
+# Credits in linear-light units (0..65535 = 0..1) x 16, per ms.
+_RATE_L = const(445)  # 0.1 x 0.85 / 200 ms luminance: 6553.5 x 0.85 / 200 x 16
+_RATE_R = const(278)  # 1/16 x 0.85 / 200 ms of R-G-B: 4096 x 0.85 / 200 x 16
+_CAP = const(20970)  # carried credit: 0.02 (above one byte step at the top of the scale)
+_FREE = const(1 << 28)  # luminance credit in a strobe scene: unlimited
+_MAX_DT_MS = const(100)
+_DAY_MIN = const(1440)
+_HOUR_MS = const(3600000)
+
+NIGHT_OFF = const(0)
+NIGHT_ON = const(1)
+NIGHT_SCHEDULE = const(2)
+
+
+@micropython.viper
+def _cap_channels(buf, n: int, gmax: int, bmax: int):
+    p = ptr8(buf)
+    i = 0
+    while i < n:
+        if int(p[i + 1]) > gmax:
+            p[i + 1] = gmax
+        if int(p[i + 2]) > bmax:
+            p[i + 2] = bmax
+        i += 3
+
+
+@micropython.viper
+def _scale_into(dst, src, n: int, level: int):
+    # dst = src x level / 256, rounded down (never above src)
+    d = ptr8(dst)
+    s = ptr8(src)
+    i = 0
+    while i < n:
+        d[i] = (int(s[i]) * level) >> 8
+        i += 1
+
+
+@micropython.viper
+def _duty_sum(src, n: int, duty, level: int) -> int:
+    # sum of driven duties if src were scaled by level / 256
+    s = ptr8(src)
+    g = ptr8(duty)
+    t = 0
+    i = 0
+    while i < n:
+        t += int(g[(int(s[i]) * level) >> 8])
+        i += 1
+    return t
+
+
+@micropython.viper
+def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free: int) -> int:
+    """Move each LED of shown toward tgt as far as its credits allow. Returns LEDs held back."""
+    sh = ptr8(shown)
+    tg = ptr8(tgt)
+    t = ptr16(lin)
+    cl = ptr32(cred_l)
+    cr = ptr32(cred_r)
+    held = 0
+    i = 0
+    k = 0
+    while k < n:
+        a = int(cl[i]) + add_l
+        if a > _CAP:
+            a = _CAP
+        if free:
+            a = _FREE
+        b = int(cr[i]) + add_r
+        if b > _CAP:
+            b = _CAP
+        r0 = int(t[sh[k]])
+        g0 = int(t[sh[k + 1]])
+        b0 = int(t[sh[k + 2]])
+        r1 = int(t[tg[k]])
+        g1 = int(t[tg[k + 1]])
+        b1 = int(t[tg[k + 2]])
+        dr = r1 - r0
+        dg = g1 - g0
+        db = b1 - b0
+        adr = dr if dr >= 0 else 0 - dr
+        adg = dg if dg >= 0 else 0 - dg
+        adb = db if db >= 0 else 0 - db
+        tvl = ((218 * adr + 732 * adg + 74 * adb) >> 10) + 1
+        # red is involved in a step if R-G-B > 0 at either end of it (else max(0, R-G-B)
+        # stays 0 and cannot flash)
+        red0 = r0 - g0 - b0 > 0
+        tvr = 0
+        if red0 or r1 - g1 - b1 > 0:
+            tvr = adr + adg + adb
+        if (adr | adg | adb) == 0:
+            pass
+        elif tvl * 16 <= a and tvr * 16 <= b:
+            sh[k] = tg[k]
+            sh[k + 1] = tg[k + 1]
+            sh[k + 2] = tg[k + 2]
+            a -= tvl * 16
+            b -= tvr * 16
+        else:
+            # fraction (1/4096) of the way the credits allow; channels rounded down
+            f = 4096
+            if tvl * 16 > a:
+                f = a * 256 // tvl
+                if f < 0:
+                    f = 0
+            if tvr and tvr * 16 > b:
+                f2 = b * 256 // tvr
+                if f2 < 0:
+                    f2 = 0
+                if f2 < f:
+                    f = f2
+            if f > 0:
+                # each channel: the largest byte whose linear value is <= the goal
+                # (binary search in LIN16, inlined: a call per channel costs more)
+                x = r0 + (dr * f >> 12)
+                lo = 0
+                hi = 255
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if int(t[mid]) <= x:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                nr = lo
+                x = g0 + (dg * f >> 12)
+                lo = 0
+                hi = 255
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if int(t[mid]) <= x:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                ng = lo
+                x = b0 + (db * f >> 12)
+                lo = 0
+                hi = 255
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if int(t[mid]) <= x:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                nb = lo
+                # charge what really moved (rounding down may overshoot a fall)
+                xr = int(t[nr]) - r0
+                xg = int(t[ng]) - g0
+                xb = int(t[nb]) - b0
+                xr = xr if xr >= 0 else 0 - xr
+                xg = xg if xg >= 0 else 0 - xg
+                xb = xb if xb >= 0 else 0 - xb
+                a -= (((218 * xr + 732 * xg + 74 * xb) >> 10) + 1) * 16
+                if red0 or int(t[nr]) - int(t[ng]) - int(t[nb]) > 0:
+                    b -= (xr + xg + xb) * 16
+                sh[k] = nr
+                sh[k + 1] = ng
+                sh[k + 2] = nb
+            held += 1
+        if free:
+            a = 0
+        cl[i] = a
+        cr[i] = b
+        i += 1
+        k += 3
+    return held
+
+
+class Governor:
+    def __init__(self, n, cfg):
+        """n LEDs; cfg carries the pod.json limits (config.Config)."""
+        self.n = n
+        self.nb = n * 3
+        self.brightness_max = cfg.brightness_max
+        self.night_brightness_max = cfg.night_brightness_max
+        self.night_green_max = cfg.night_green_max
+        self.night_blue_max = cfg.night_blue_max
+        self.strobe_enabled = cfg.strobe_enabled
+        self.led_ma = cfg.led_ma
+        budget = cfg.psu_ma - cfg.board_reserve_ma - cfg.led_idle_ma * n
+        # duty units; minus one per channel for the slew's rounding (see _slew)
+        smax = budget * 255 // cfg.led_ma - self.nb if budget > 0 else 0
+        self.duty_max = smax if smax > 0 else 0
+        self.budget_ma = cfg.psu_ma - cfg.board_reserve_ma
+        self.tgt = bytearray(self.nb)  # the capped, power-limited target
+        self.shown = bytearray(self.nb)  # what the LEDs show (boot: dark)
+        self.cred_l = bytearray(4 * n)  # int32 per LED (ptr32)
+        self.cred_r = bytearray(4 * n)
+        self._last_ms = None
+        self.night_mode = NIGHT_OFF
+        self._night_start = 0
+        self._night_end = 0
+        self._clock_min = 0  # minute of day at _clock_ms
+        self._clock_ms = 0
+        self.power_limited = 0  # frames scaled by the power limit
+        self.slewed = 0  # frames where the flash limit held an LED back
+        self.last_held = 0
+
+    # -- night -----------------------------------------------------------
+    def set_night(self, mode, start_min, end_min, now_min, now_ms):
+        """Set night limits (mode NIGHT_*, minutes of the local day); False if out of range."""
+        if mode not in (NIGHT_OFF, NIGHT_ON, NIGHT_SCHEDULE):
+            return False
+        if start_min >= _DAY_MIN or end_min >= _DAY_MIN or now_min >= _DAY_MIN:
+            return False
+        self.night_mode = mode
+        self._night_start = start_min
+        self._night_end = end_min
+        self._clock_min = now_min
+        self._clock_ms = now_ms
+        return True
+
+    def is_night(self, now_ms, diff, add):
+        m = self.night_mode
+        if m == NIGHT_ON:
+            return True
+        if m != NIGHT_SCHEDULE:
+            return False
+        el = diff(now_ms, self._clock_ms)
+        if el >= _HOUR_MS:  # rebase: keep ticks_diff far from its range limit
+            self._clock_ms = add(self._clock_ms, _HOUR_MS)
+            self._clock_min = (self._clock_min + 60) % _DAY_MIN
+            el -= _HOUR_MS
+        now = (self._clock_min + el // 60000) % _DAY_MIN
+        s = self._night_start
+        e = self._night_end
+        if s <= e:
+            return s <= now < e
+        return now >= s or now < e  # across midnight
+
+    # -- the frame -------------------------------------------------------
+    def govern(self, frame, now_ms, dt_ms, night, strobe):
+        """frame (sRGB bytes from the engine) -> self.shown, the bytes to drive."""
+        nb = self.nb
+        tgt = self.tgt
+        cap = self.brightness_max
+        if night:
+            _cap_channels(frame, nb, self.night_green_max, self.night_blue_max)
+            if self.night_brightness_max < cap:
+                cap = self.night_brightness_max
+        level = cap + 1 if cap < 255 else 256  # x/256: 255 -> 255 at cap 255
+        s = _duty_sum(frame, nb, ledwire.DUTY, level)
+        if s > self.duty_max:
+            self.power_limited += 1
+            # shrink until the driven duties fit (a few steps at most)
+            lo = 0
+            hi = level
+            while lo < hi:
+                mid = (lo + hi + 1) >> 1
+                if _duty_sum(frame, nb, ledwire.DUTY, mid) <= self.duty_max:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            level = lo
+        _scale_into(tgt, frame, nb, level)
+        if dt_ms > _MAX_DT_MS:
+            dt_ms = _MAX_DT_MS
+        elif dt_ms < 0:
+            dt_ms = 0
+        held = _slew(self.shown, tgt, nb, ledwire.LIN16, self.cred_l, self.cred_r,
+                     _RATE_L * dt_ms, _RATE_R * dt_ms, 1 if strobe else 0)
+        self.last_held = held
+        if held:
+            self.slewed += 1
+        return self.shown
