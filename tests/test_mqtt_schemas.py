@@ -47,6 +47,10 @@ def test_every_schema_is_valid_and_documented():
     {"scene": {"effect": "solid"}, "extra": 1},
     {"scene": {"effect": "solid", "params": [0] * 9}},
     {"id": "x" * 65, "scene": {"effect": "solid"}},
+    {"id": "n", "night": {"mode": "schedule", "start_min": 1320, "end_min": 420}},
+    {"night": {"mode": "on", "start_min": 1440}},
+    {"id": "s", "scene": {"effect": "aurora", "palette": "ocean", "strobe_opt_in": True}},
+    {"id": "e"},
 ])
 def test_set_schema_agrees_with_hostds_parser(payload):
     by_schema = validator("set").is_valid(payload)
