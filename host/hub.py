@@ -159,7 +159,7 @@ class Hub:
     async def fade_all(self) -> None:
         """Fade every online pod to off (the safe scene) and wait for the fade to finish."""
         fade_ms = self.config.pods.stop_fade_ms
-        off = {"effect": "off", "brightness": 0, "color": [0, 0, 0], "transition_ms": fade_ms, "period_ms": 0, "params": []}
+        off = commands.SceneSpec(effect="off", brightness=0.0, color=(0, 0, 0), transition_ms=fade_ms).fields()
         online = [s for s in self.pods.values() if s.state.link == st.ONLINE]
         if not online:
             return
