@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "hostd": ("hypnolum.host.daemon:main", "run the host daemon (pods <-> MQTT)"),
     "emulate": ("hypnolum.emulator.runner:main", "run emulated pods (firmware under MicroPython) on ptys"),
+    "flash": ("hypnolum.flash.cli:main", "flash, provision and verify pod boards (tools/flash.py)"),
 }
 
 

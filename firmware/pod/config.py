@@ -19,6 +19,11 @@ _SCHEMA = {
     "headset_baud": (115200, int, 1200, 4000000),
     "render_fps": (60, int, 1, 200),
     "watchdog_ms": (5000, int, 1000, 60000),
+    # written by the flash tool (hypnolum/flash/provision.py mirrors these bounds)
+    "led_type": ("ws2812", str, 3, 16),
+    "psu_budget_ma": (2000, int, 100, 60000),
+    "headset": ("cyton", str, 1, 16),
+    "strobe_opt_in": (0, int, 0, 1),  # 1: the technician enabled strobe effects for this pod
 }
 _ORDERS = ("RGB", "RBG", "GRB", "GBR", "BRG", "BGR")
 
