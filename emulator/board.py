@@ -41,6 +41,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import struct
 import sys
 import termios
@@ -102,6 +103,8 @@ class EmulatedBoard:
         self._repl_proc: asyncio.subprocess.Process | None = None
         self._repl_raw = False
         self._repl_ready = False  # the interpreter has shown its first prompt
+        self._repl_resetting = False  # machine.reset() said so: the chip is going down
+        self._repl_sys: socket.socket | None = None
         self._repl_pending = bytearray()  # host bytes held until then, as a UART FIFO holds them
         self._repl_task: asyncio.Task | None = None
         self._pod_fd: int | None = None
@@ -147,6 +150,12 @@ class EmulatedBoard:
             self._master = self._slave = None
         with contextlib.suppress(FileNotFoundError):
             self.port.unlink()
+        if self._repl_sys is not None:
+            self._loop.remove_reader(self._repl_sys.fileno())
+            self._repl_sys.close()
+            self._repl_sys = None
+            with contextlib.suppress(FileNotFoundError):
+                self._repl_sys_path().unlink()
         if self.flash is not None:
             self.flash.close()
             self.flash = None
@@ -211,7 +220,36 @@ class EmulatedBoard:
             self._switch = self._loop.create_task(self._enter(self._boot_mode(False)))
 
     # ----------------------------------------------------------------- REPL
+    def _repl_sys_path(self) -> Path:
+        return self.dir / "repl-sys.sock"
+
+    def _open_repl_sys(self) -> None:
+        """machine.reset() announces itself here before exiting (mpy_repl/machine.py)."""
+        if self._repl_sys is not None:
+            return
+        path = self._repl_sys_path()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        sock.setblocking(False)
+        self._repl_sys = sock
+        self._loop.add_reader(sock.fileno(), self._on_repl_sys)
+
+    def _on_repl_sys(self) -> None:
+        while self._repl_sys is not None:
+            try:
+                msg = self._repl_sys.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            if msg[:4] == b"RST!":
+                # from now on the chip is resetting: host bytes are lost, and whatever
+                # ends the interpreter (even a Ctrl-C from those bytes) ends in a reset
+                self._repl_resetting = True
+
     async def _spawn_repl(self, raw: bool) -> None:
+        self._open_repl_sys()
+        self._repl_resetting = False
         master, slave = os.openpty()
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)
@@ -224,7 +262,8 @@ class EmulatedBoard:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # stdin's pty becomes the controlling terminal
 
         env = dict(os.environ)
-        env.update(MICROPYPATH=f"{REPL_SHIMS}:.frozen", HYPNOLUM_UID=self.uid)
+        env.update(MICROPYPATH=f"{REPL_SHIMS}:.frozen", HYPNOLUM_UID=self.uid,
+                   HYPNOLUM_BOARD_SYS=str(self._repl_sys_path()))
         try:
             self._repl_proc = await asyncio.create_subprocess_exec(
                 find_micropython(), "-X", f"heapsize={self.heapsize}",
@@ -244,7 +283,8 @@ class EmulatedBoard:
         if proc is not self._repl_proc:
             return
         self._repl_task = None  # this task ends here; _enter must not cancel it
-        if status == HARD_RESET_STATUS:
+        self._on_repl_sys()
+        if status == HARD_RESET_STATUS or self._repl_resetting:
             await self._enter(self._boot_mode(False))
             return
         # a soft reboot: a board does not run main.py from the raw REPL
@@ -295,6 +335,9 @@ class EmulatedBoard:
 
     def _to_repl(self, data: bytes) -> None:
         if self._repl_master is None:
+            self.counters.dropped_bytes += len(data)
+            return
+        if self._repl_resetting:
             self.counters.dropped_bytes += len(data)
             return
         if not self._repl_ready:

@@ -115,17 +115,18 @@ class _BoardLog:
 
 def flash_image(port: str, image: Image | None, *, baud: int = 460800, before: str = "default-reset",
                 after: str = "hard-reset", stub: bool = True, erase: bool = False,
-                progress: Progress | None = None) -> FlashResult:
+                progress: Progress | None = None, result: FlashResult | None = None) -> FlashResult:
     """Connect to the ROM loader, check the chip, write and verify the image, reset.
 
     ``image=None`` only identifies the board (chip and MAC). Runs in the
-    calling thread (esptool blocks).
+    calling thread (esptool blocks). ``result`` (chip, MAC, esptool's lines)
+    is filled in as far as the board got, also when this raises.
     """
     from esptool.cmds import attach_flash, detect_chip, reset_chip, run_stub, verify_flash, write_flash
     from esptool.util import FatalError
 
     _BoardLog.install()
-    result = FlashResult()
+    result = result if result is not None else FlashResult()
     _BoardLog.bind(result.log, progress)
     esp = None
     try:

@@ -15,7 +15,7 @@ from typing import Any
 from . import boards, flashlog, provision, upload, verify
 from .bundle import Bundle
 from .errors import FlashError
-from .image import Image, flash_image
+from .image import FlashResult, Image, flash_image
 
 Progress = Callable[[str, int, int], None]
 
@@ -71,9 +71,12 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         if opts.image is not None:
             step = "image"
             tell("connect", 0, 1)
-            res = flash_image(board.port, opts.image, baud=opts.baud, before=opts.before, after=opts.after,
-                              stub=opts.stub, erase=opts.erase, progress=tell)
-            out.chip, out.mac = res.chip, res.mac
+            res = FlashResult()
+            try:
+                flash_image(board.port, opts.image, baud=opts.baud, before=opts.before, after=opts.after,
+                            stub=opts.stub, erase=opts.erase, progress=tell, result=res)
+            finally:
+                out.chip, out.mac = res.chip, res.mac
         if opts.upload:
             step = "upload"
             tell("upload", 0, opts.bundle.size)

@@ -12,8 +12,6 @@ board and in the emulator.
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import time
 from collections.abc import Callable
 
@@ -37,8 +35,7 @@ def _transport(port: str, timeout_s: float):
         t = None
         try:
             t = SerialTransport(port, baudrate=115200)
-            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got on failure
-                t.enter_raw_repl(soft_reset=False, timeout_overall=2)
+            _enter_raw_repl(t, timeout_s=1.0)
             return t
         except TransportError as exc:
             last = str(exc)
@@ -65,6 +62,25 @@ def _transport(port: str, timeout_s: float):
                 "firmware is already running it holds the port: reset with BOOT held (safe mode) and retry",
                 step="upload") from None
         time.sleep(0.3)
+
+
+def _enter_raw_repl(t, timeout_s: float) -> None:
+    """mpremote's enter_raw_repl without its soft reset and without printing on failure.
+
+    Ctrl-C stops whatever runs, Ctrl-A asks for the raw REPL; on a board that
+    is still booting the bytes are lost and the caller tries again.
+    """
+    from mpremote.transport import TransportError
+
+    banner = b"raw REPL; CTRL-B to exit\r\n"
+    t.serial.write(b"\r\x03")
+    while t.serial.in_waiting:
+        t.serial.read(t.serial.in_waiting)
+    t.serial.write(b"\r\x01")
+    data = t.read_until(1, banner, timeout_overall=timeout_s)
+    if not data.endswith(banner):
+        raise TransportError("could not enter raw repl")
+    t.in_raw_repl = True
 
 
 def _exec(t, code: str, what: str) -> bytes:
