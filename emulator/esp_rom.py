@@ -70,7 +70,6 @@ _ERR_CHECKSUM = b"\x01\x07\x00\x00"
 _ERR_BAD_DATA = b"\x01\x06\x00\x00"
 _ERR_FLASH = b"\x01\x08\x00\x00"
 
-_END, _ESC, _ESC_END, _ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 
 
 def slip_encode(packet: bytes) -> bytes:
@@ -108,7 +107,8 @@ class FlashFile:
         self._check(offset, len(data))
         old = self._map[offset:offset + len(data)]
         # NOR flash: programming clears bits, it never sets them
-        self._map[offset:offset + len(data)] = bytes(a & b for a, b in zip(old, data))
+        anded = int.from_bytes(old, "big") & int.from_bytes(data, "big")
+        self._map[offset:offset + len(data)] = anded.to_bytes(len(data), "big")
 
     def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -164,14 +164,15 @@ class FakeEspRom:
     # ---------------------------------------------------------------- stream
     def feed(self, data: bytes) -> None:
         self.counters.bytes_in += len(data)
-        for b in data:
-            if b == _END:
-                if self._in_frame and self._rx:
-                    self._packet(self._unslip(bytes(self._rx)))
-                self._rx.clear()
-                self._in_frame = True
-            elif self._in_frame:
-                self._rx.append(b)
+        parts = bytes(data).split(b"\xc0")
+        if self._in_frame:
+            self._rx += parts[0]  # bytes before the first 0xC0 continue the current packet
+        for part in parts[1:]:  # each 0xC0 ends a packet (if any) and starts the next
+            if self._in_frame and self._rx:
+                self._packet(self._unslip(bytes(self._rx)))
+            self._rx.clear()
+            self._in_frame = True
+            self._rx += part
 
     def take(self) -> bytes:
         out, self._out = bytes(self._out), bytearray()

@@ -122,7 +122,7 @@ def flash_image(port: str, image: Image | None, *, baud: int = 460800, before: s
     calling thread (esptool blocks). ``result`` (chip, MAC, esptool's lines)
     is filled in as far as the board got, also when this raises.
     """
-    from esptool.cmds import attach_flash, detect_chip, reset_chip, run_stub, verify_flash, write_flash
+    from esptool.cmds import attach_flash, detect_chip, reset_chip, run_stub, write_flash
     from esptool.util import FatalError
 
     _BoardLog.install()
@@ -151,8 +151,8 @@ def flash_image(port: str, image: Image | None, *, baud: int = 460800, before: s
             if baud != 115200:
                 esp.change_baud(baud)
             attach_flash(esp)
+            # write_flash ends with the chip's MD5 of the written region against the image's
             write_flash(esp, [(IMAGE_OFFSET, image.data)], compress=True, erase_all=erase)
-            verify_flash(esp, [(IMAGE_OFFSET, image.data)])
             reset_chip(esp, after)
         except (FatalError, OSError) as exc:
             raise FlashError(f"{port}: writing the image failed: {_short(exc)}", step="image") from None
