@@ -189,3 +189,34 @@ async def test_running_firmware_holds_the_repl(boards, image, tmp_path):
                           "--log", str(log))
     assert rc == 0, out
     assert flashlog.read(log)[-1]["pod_id"] == "pod-99"
+
+
+async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x64, tmp_path):
+    """The cable goes at the 5th chunk: every file under its real name is whole (old or new), never half."""
+    from hypnolum.flash import upload
+    from hypnolum.flash.image import flash_image, load_image
+
+    (board,) = await boards(1)
+    await asyncio.to_thread(flash_image, str(board.port), load_image(image), before="no-reset",
+                            after="soft-reset", stub=False)
+    await board.wait_mode("repl")
+    chunks = 0
+
+    class Unplugged(Exception):
+        pass
+
+    def cut(stage: str, done: int, total: int) -> None:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 5:
+            raise Unplugged
+
+    with pytest.raises(Unplugged):
+        await asyncio.to_thread(upload.upload, str(board.port), app_x64, lambda mac: b"{}", progress=cut)
+    by_path = {f.path: f.data for f in app_x64.files}
+    written = [p for p in board.fs_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".tmp" for p in written)  # the interrupted one
+    finals = [p for p in written if p.suffix != ".tmp"]
+    assert finals  # some files made it before the cut
+    for p in finals:
+        assert p.read_bytes() == by_path[str(p.relative_to(board.fs_dir))], p
