@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench codec board clean mosquitto system-tools
+.PHONY: setup demo test bench codec board clean mosquitto system-tools flash
 
 setup: $(STAMP) mosquitto system-tools
 
@@ -50,6 +50,10 @@ test: setup
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Flash, provision and verify boards: make flash FLASH_ARGS="--image mp.bin --all" (docs/flashing.md)
+flash: setup
+	$(BIN)/hypnolum flash $(FLASH_ARGS)
 
 # Regenerate the firmware codec and the test vectors from protocol/messages.py.
 codec: setup

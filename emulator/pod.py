@@ -127,6 +127,7 @@ class EmulatedPod:
         restart_on_exit: bool = True,
         config: PodConfig | None = None,
         env: dict[str, str] | None = None,
+        write_config: bool = True,
     ):
         self.pod_id = pod_id
         self.dir = Path(pod_dir).resolve()
@@ -145,6 +146,8 @@ class EmulatedPod:
         self.micropython = micropython
         self.restart_on_exit = restart_on_exit
         self.extra_env = dict(env or {})
+        # False: boot from the pod.json already in pod_dir (a provisioned board's filesystem)
+        self.write_config = write_config
         self.counters = PodCounters()
         self.log_path = self.dir / "micropython.log"
         self.log_tail: deque[str] = deque(maxlen=200)
@@ -198,7 +201,8 @@ class EmulatedPod:
         if not self.launch.exists():
             raise PodError(f"{self.pod_id}: no launch script at {self.launch}")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "pod.json").write_text(self.config.to_json())
+        if self.write_config:
+            (self.dir / "pod.json").write_text(self.config.to_json())
         self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         self._bind_sockets()
         self.headset.start()

@@ -192,6 +192,14 @@ def write_file(name, data):
     os.rename(tmp, name)
 
 
+def list_dir(name):
+    """Names of the files (not directories) in directory name, [] if it is absent."""
+    try:
+        return [e[0] for e in os.ilistdir(name) if e[1] == 0x8000]
+    except OSError:
+        return []
+
+
 def unique_id():
     """The board's unique id as bytes (the MAC on an ESP32)."""
     return machine.unique_id()

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulate": ("hypnolum.emulator.runner:main", "run emulated pods (firmware under MicroPython) on ptys"),
     "demo": ("hypnolum.demo:main", "emulated pods, hostd and a private broker: scene changes, live view"),
     "render": ("hypnolum.render_frames:main", "render recorded LED frames to a PNG / animated GIF"),
+    "flash": ("hypnolum.flash.cli:main", "flash, provision and verify pod boards (tools/flash.py)"),
 }
 
 

@@ -190,6 +190,13 @@ def write_file(name, data):
     os.rename(tmp, _path(name))
 
 
+def list_dir(name):
+    try:
+        return [e[0] for e in os.ilistdir(_path(name)) if e[1] == 0x8000]
+    except OSError:
+        return []
+
+
 def unique_id():
     uid = os.getenv("HYPNOLUM_UID")
     if uid:

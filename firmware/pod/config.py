@@ -21,7 +21,9 @@ _SCHEMA = {
     "headset_baud": (115200, int, 1200, 4000000),
     "render_fps": (60, int, 1, 200),
     "watchdog_ms": (5000, int, 1000, 60000),
+    "headset": ("cyton", str, 1, 16),  # cyton | none
 }
+# hypnolum/flash/provision.py validates pod.json with these bounds before writing it
 _SCHEMA.update(_LIGHT_SCHEMA)
 
 

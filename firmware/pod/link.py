@@ -16,9 +16,7 @@ import asyncio
 import hal
 from micropython import const
 
-_BUILD_UNKNOWN = const(0)  # hello.build_hash until builds carry their hash
-
-from pod import framing, wire
+from pod import build, framing, wire
 
 _RX_CHUNK = const(256)
 _BACKLOG_MAX = const(4096)  # bytes queued in the writer before telemetry is dropped
@@ -93,7 +91,7 @@ class Link:
     def send_hello(self):
         h = self._hello
         end = wire.pack_hello(
-            self.body, _HDR, h[0], h[1], wire.PROTOCOL_VERSION, wire.FINGERPRINT, _BUILD_UNKNOWN, h[2], h[3], h[4], h[5]
+            self.body, _HDR, h[0], h[1], wire.PROTOCOL_VERSION, wire.FINGERPRINT, build.build_hash(), h[2], h[3], h[4], h[5]
         )
         self.send(wire.T_HELLO, end)
 

@@ -1,0 +1,461 @@
+"""An emulated pod board as the flash tool meets it: one USB-UART, three faces.
+
+A real ESP32 pod board has one USB-UART, and what answers on it depends on
+what the chip is doing:
+
+* **download mode** (BOOT held at reset, or a blank board brought up that
+  way): the ROM serial bootloader, which esptool talks to;
+* **MicroPython, no firmware** (no ``main.py`` yet, or BOOT held for safe
+  mode): the REPL, which mpremote talks to (raw REPL, raw-paste);
+* **the pod firmware** (``main.py`` started it after a hard reset): the pod
+  link, which the flash tool's verify step and hostd talk to.
+
+:class:`EmulatedBoard` gives one stable port path (a symlink to a pty, as
+udev's /dev/serial/by-id/ gives a USB-UART) that lives as long as the board,
+and routes its bytes to the face of the moment:
+
+* download mode: :class:`~hypnolum.emulator.esp_rom.FakeEspRom` over the
+  file-backed 4 MB flash ``<dir>/flash.bin``; esptool's "run user code"
+  (``--after soft-reset``) leaves it;
+* REPL: the MicroPython unix interpreter on a pty of its own, with that pty
+  as controlling terminal (``setsid`` + ``TIOCSCTTY``) in raw mode with ISIG,
+  so Ctrl-C interrupts, the raw REPL and raw-paste work. Its working
+  directory is the board's filesystem ``<dir>/fs``; ``machine.reset()``
+  (from ``emulator/mpy_repl/machine.py``) is a hard reset, after which the
+  firmware boots if ``main.py`` is there; any other exit of the interpreter
+  (Ctrl-D in the raw REPL) is a soft reboot: ``soft reboot\\r\\n``, and the
+  REPL comes back without running ``main.py``, in raw mode if it was;
+* firmware: an :class:`~hypnolum.emulator.pod.EmulatedPod` that runs the
+  files **from** ``<dir>/fs`` (MICROPYPATH = HAL shim, fs, frozen), with the
+  provisioned ``fs/pod.json``; its private pty is relayed to the board's port.
+
+The flashed image is not executed (the unix port stands in for it), but the
+board only leaves download mode for an application if ``flash.bin`` holds
+an ESP image header (0xE9) at 0x1000, where MicroPython's image starts.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import struct
+import sys
+import termios
+import tty
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypnolum import paths
+
+from .esp_rom import ESP32_MAGIC, ESP8266_MAGIC, FakeEspRom, FlashFile
+from .pod import EmulatedPod, find_micropython
+
+HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/machine.py)
+APP_OFFSET = 0x1000  # MicroPython's ESP32 image starts with the 2nd-stage bootloader here
+REPL_SHIMS = paths.ROOT / "emulator" / "mpy_repl"
+_BACKLOG = 4095  # bytes unread at the port that mean "nobody is reading"
+
+
+@dataclass
+class BoardCounters:
+    host_bytes: dict[str, int] = field(default_factory=dict)  # host -> board bytes, per mode
+    board_bytes: dict[str, int] = field(default_factory=dict)  # board -> host bytes, per mode
+    dropped_bytes: int = 0
+    resets: list[str] = field(default_factory=list)  # mode entered at each reset
+    soft_reboots: int = 0
+
+
+class BoardError(RuntimeError):
+    pass
+
+
+class EmulatedBoard:
+    """One emulated board ``name`` with its files in ``workdir/<name>/`` and port ``workdir/<name>.tty``.
+
+    ``mac`` (6 bytes) is the base MAC the ROM reports and ``unique_id()``
+    returns; ``chip="esp8266"`` makes the ROM answer as a wrong chip would.
+    """
+
+    def __init__(self, name: str, workdir: str | os.PathLike, *, mac: bytes | None = None,
+                 chip: str = "esp32", seed: int = 0, heapsize: str = "2M"):
+        self.name = name
+        self.dir = Path(workdir).resolve() / name
+        self.fs_dir = self.dir / "fs"
+        self.port = Path(workdir).resolve() / f"{name}.tty"
+        self.mac = mac if mac is not None else bytes([0x24, 0x6F, 0x28, 0x10, seed & 0xFF, sum(name.encode()) & 0xFF])
+        if chip not in ("esp32", "esp8266"):
+            raise ValueError(f"chip must be esp32 or esp8266, not {chip!r}")
+        self.chip = chip
+        self.seed = seed
+        self.heapsize = heapsize
+        self.mode = "off"  # off | download | no-image | repl | firmware
+        self.counters = BoardCounters()
+        self.flash: FlashFile | None = None
+        self.rom: FakeEspRom | None = None
+        self.pod: EmulatedPod | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._master = self._slave = None
+        self._repl_master: int | None = None
+        self._repl_proc: asyncio.subprocess.Process | None = None
+        self._repl_raw = False
+        self._repl_ready = False  # the interpreter has shown its first prompt
+        self._repl_resetting = False  # machine.reset() said so: the chip is going down
+        self._repl_sys: socket.socket | None = None
+        self._repl_pending = bytearray()  # host bytes held until then, as a UART FIFO holds them
+        self._repl_task: asyncio.Task | None = None
+        self._pod_fd: int | None = None
+        self._switch: asyncio.Task | None = None
+        self._mode_changed = asyncio.Event()
+
+    @property
+    def uid(self) -> str:
+        return self.mac.hex()
+
+    @property
+    def mac_text(self) -> str:
+        return ":".join(f"{b:02x}" for b in self.mac)
+
+    # ------------------------------------------------------------------ API
+    async def start(self, *, download: bool = True) -> None:
+        """Power on: the port appears; in download mode if ``download`` (BOOT held)."""
+        self._loop = asyncio.get_running_loop()
+        self.fs_dir.mkdir(parents=True, exist_ok=True)
+        self.flash = FlashFile(self.dir / "flash.bin")
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        tmp = self.port.with_name(self.port.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(os.ttyname(slave), tmp)
+        os.replace(tmp, self.port)
+        self._loop.add_reader(master, self._on_host)
+        await self._enter("download" if download else self._boot_mode(False))
+
+    async def stop(self) -> None:
+        if self._switch is not None:
+            self._switch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._switch
+        await self._leave()
+        if self._master is not None:
+            self._loop.remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+            self._master = self._slave = None
+        with contextlib.suppress(FileNotFoundError):
+            self.port.unlink()
+        if self._repl_sys is not None:
+            self._loop.remove_reader(self._repl_sys.fileno())
+            self._repl_sys.close()
+            self._repl_sys = None
+            with contextlib.suppress(FileNotFoundError):
+                self._repl_sys_path().unlink()
+        if self.flash is not None:
+            self.flash.close()
+            self.flash = None
+        self.mode = "off"
+
+    async def reset(self, *, download: bool = False, safe_mode: bool = False) -> None:
+        """Press EN: with BOOT held (``download``) into the ROM loader; ``safe_mode``: REPL only."""
+        await self._enter("download" if download else self._boot_mode(safe_mode))
+
+    async def wait_mode(self, mode: str, timeout: float = 10.0) -> None:
+        async def until():
+            while self.mode != mode:
+                self._mode_changed.clear()
+                await self._mode_changed.wait()
+        try:
+            await asyncio.wait_for(until(), timeout)
+        except TimeoutError:
+            raise BoardError(f"{self.name}: still {self.mode!r} after {timeout} s, expected {mode!r}") from None
+
+    def has_image(self) -> bool:
+        return self.flash is not None and self.flash.read(APP_OFFSET, 1) == b"\xe9"
+
+    # ------------------------------------------------------------ the modes
+    def _boot_mode(self, safe_mode: bool) -> str:
+        if not self.has_image():
+            return "no-image"
+        if not safe_mode and (self.fs_dir / "main.py").exists():
+            return "firmware"
+        return "repl"
+
+    async def _enter(self, mode: str) -> None:
+        await self._leave()
+        self.counters.resets.append(mode)
+        if mode == "download":
+            magic = ESP32_MAGIC if self.chip == "esp32" else ESP8266_MAGIC
+            self.rom = FakeEspRom(self.flash, self.mac, magic=magic, on_run=self._rom_run)
+        elif mode == "no-image":
+            # what the ROM prints when the flash holds no bootloader, reset after reset
+            self._to_host(b"ets Jun  8 2016 00:22:57\r\n\r\ninvalid header: 0xffffffff\r\n")
+        elif mode == "repl":
+            await self._spawn_repl(raw=False)
+        elif mode == "firmware":
+            await self._start_firmware()
+        self.mode = mode
+        self._mode_changed.set()
+
+    async def _leave(self) -> None:
+        if self.rom is not None:
+            self.rom = None
+        await self._stop_repl()
+        if self.pod is not None:
+            if self._pod_fd is not None:
+                self._loop.remove_reader(self._pod_fd)
+                os.close(self._pod_fd)
+                self._pod_fd = None
+            await self.pod.stop()
+            self.pod = None
+
+    def _rom_run(self) -> None:
+        # FLASH_END "run user code": the ROM's reply is already on its way
+        if self._switch is None or self._switch.done():
+            self._switch = self._loop.create_task(self._enter(self._boot_mode(False)))
+
+    # ----------------------------------------------------------------- REPL
+    def _repl_sys_path(self) -> Path:
+        return self.dir / "repl-sys.sock"
+
+    def _open_repl_sys(self) -> None:
+        """machine.reset() announces itself here before exiting (mpy_repl/machine.py)."""
+        if self._repl_sys is not None:
+            return
+        path = self._repl_sys_path()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        sock.setblocking(False)
+        self._repl_sys = sock
+        self._loop.add_reader(sock.fileno(), self._on_repl_sys)
+
+    def _on_repl_sys(self) -> None:
+        while self._repl_sys is not None:
+            try:
+                msg = self._repl_sys.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            if msg[:4] == b"RST!":
+                # from now on the chip is resetting: host bytes are lost, and whatever
+                # ends the interpreter (even a Ctrl-C from those bytes) ends in a reset
+                self._repl_resetting = True
+
+    async def _spawn_repl(self, raw: bool) -> None:
+        self._open_repl_sys()
+        self._repl_resetting = False
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] |= termios.ISIG  # Ctrl-C must reach the interpreter as SIGINT
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        os.set_blocking(master, False)
+
+        def child() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # stdin's pty becomes the controlling terminal
+
+        env = dict(os.environ)
+        env.update(MICROPYPATH=f"{REPL_SHIMS}:.frozen", HYPNOLUM_UID=self.uid,
+                   HYPNOLUM_BOARD_SYS=str(self._repl_sys_path()))
+        try:
+            self._repl_proc = await asyncio.create_subprocess_exec(
+                find_micropython(), "-X", f"heapsize={self.heapsize}",
+                stdin=slave, stdout=slave, stderr=slave, cwd=self.fs_dir, env=env, preexec_fn=child,
+            )
+        finally:
+            os.close(slave)
+        self._repl_master = master
+        self._repl_raw = raw
+        self._repl_ready = False
+        self._repl_pending = bytearray(b"\r\x01" if raw else b"")
+        self._loop.add_reader(master, self._on_repl)
+        self._repl_task = self._loop.create_task(self._watch_repl(self._repl_proc, raw))
+
+    async def _watch_repl(self, proc: asyncio.subprocess.Process, raw: bool) -> None:
+        status = await proc.wait()
+        if proc is not self._repl_proc:
+            return
+        self._repl_task = None  # this task ends here; _enter must not cancel it
+        self._on_repl_sys()
+        if status == HARD_RESET_STATUS or self._repl_resetting:
+            await self._enter(self._boot_mode(False))
+            return
+        # a soft reboot: a board does not run main.py from the raw REPL
+        was_raw = self._repl_raw
+        await self._stop_repl()
+        self.counters.soft_reboots += 1
+        self._to_host(b"soft reboot\r\n")
+        await self._spawn_repl(raw=was_raw)
+
+    async def _stop_repl(self) -> None:
+        proc, self._repl_proc = self._repl_proc, None
+        if self._repl_task is not None and self._repl_task is not asyncio.current_task():
+            self._repl_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repl_task
+        self._repl_task = None
+        if proc is not None:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        if self._repl_master is not None:
+            self._drain_repl()
+            self._loop.remove_reader(self._repl_master)
+            os.close(self._repl_master)
+            self._repl_master = None
+
+    def _on_repl(self) -> None:
+        self._drain_repl()
+
+    def _drain_repl(self) -> None:
+        while True:
+            try:
+                data = os.read(self._repl_master, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # EIO: the interpreter has gone
+                self._loop.remove_reader(self._repl_master)
+                return
+            if not data:
+                return
+            self._to_host(data)
+            if not self._repl_ready and b">>> " in data:
+                # input sent before the interpreter set up its terminal would be flushed by it
+                self._repl_ready = True
+                pending, self._repl_pending = bytes(self._repl_pending), bytearray()
+                self._to_repl(pending)
+
+    def _to_repl(self, data: bytes) -> None:
+        if self._repl_master is None:
+            self.counters.dropped_bytes += len(data)
+            return
+        if self._repl_resetting:
+            self.counters.dropped_bytes += len(data)
+            return
+        if not self._repl_ready:
+            self._repl_pending += data
+            return
+        for b in data:  # follow raw / friendly mode for the next soft reboot
+            if b == 0x01:
+                self._repl_raw = True
+            elif b == 0x02:
+                self._repl_raw = False
+        try:
+            os.write(self._repl_master, data)
+        except OSError:
+            self.counters.dropped_bytes += len(data)
+
+    # ------------------------------------------------------------- firmware
+    async def _start_firmware(self) -> None:
+        self.pod = EmulatedPod(
+            self.name, self.fs_dir, seed=self.seed, uid=self.uid, tty_link=self.dir / "firmware.tty",
+            micropypath=[paths.EMULATOR_SHIMS, self.fs_dir, ".frozen"], heapsize=self.heapsize,
+            write_config=False,
+        )
+        await self.pod.start()
+        fd = os.open(self.pod.pts_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(fd)
+        self._pod_fd = fd
+        self._loop.add_reader(fd, self._on_pod)
+
+    def _on_pod(self) -> None:
+        try:
+            data = os.read(self._pod_fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        if data:
+            self._to_host(data)
+
+    # ----------------------------------------------------------------- port
+    def _count(self, table: dict[str, int], n: int) -> None:
+        table[self.mode] = table.get(self.mode, 0) + n
+
+    def _on_host(self) -> None:
+        try:
+            data = os.read(self._master, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        if not data:
+            return
+        self._count(self.counters.host_bytes, len(data))
+        if self.rom is not None and self.mode == "download":
+            self.rom.feed(data)
+            out = self.rom.take()
+            if out:
+                self._to_host(out)
+        elif self.mode == "repl":
+            self._to_repl(data)
+        elif self.mode == "firmware" and self._pod_fd is not None:
+            try:
+                os.write(self._pod_fd, data)
+            except OSError:
+                self.counters.dropped_bytes += len(data)
+        else:
+            self.counters.dropped_bytes += len(data)
+
+    def _to_host(self, data: bytes) -> None:
+        if self._master is None:
+            return
+        backlog = struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+        if backlog >= _BACKLOG:  # nobody reads the port: stale bytes are lost, as on a UART
+            termios.tcflush(self._slave, termios.TCIFLUSH)
+            self.counters.dropped_bytes += backlog
+        try:
+            n = os.write(self._master, data)
+        except OSError:
+            n = 0
+        self._count(self.counters.board_bytes, n)
+        self.counters.dropped_bytes += len(data) - n
+
+
+# ---------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m hypnolum.emulator.board",
+        description="Emulated pod boards in download mode, for trying tools/flash.py without hardware.",
+    )
+    p.add_argument("--boards", type=int, default=1, help="number of boards (default 1)")
+    p.add_argument("--dir", type=Path, required=True, help="working directory (ports are DIR/board-NN.tty)")
+    p.add_argument("--wrong-chip", type=int, default=0, metavar="N", help="make board N answer as an ESP8266")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> int:
+    boards = [
+        EmulatedBoard(f"board-{i:02d}", args.dir, seed=i, chip="esp8266" if i == args.wrong_chip else "esp32")
+        for i in range(1, args.boards + 1)
+    ]
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        for b in boards:
+            await b.start(download=True)
+            print(b.name, b.port, b.mac_text, flush=True)
+        await stop.wait()
+    finally:
+        for b in boards:
+            await b.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

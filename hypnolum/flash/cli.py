@@ -1,0 +1,160 @@
+"""``tools/flash.py`` / ``hypnolum flash``: the technician's command.
+
+Exit status: 0 every board passed; 1 at least one board failed (the others
+were still done); 2 nothing was attempted (bad arguments or config, missing
+image, no board).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hypnolum import paths
+
+from . import boards, bundle, provision
+from .errors import FlashError
+from .image import load_image
+from .job import Options, Outcome, run_board
+
+_SETTINGS = ("pod_id", "led_type", "led_count", "led_order", "psu_ma", "headset", "eeg_channels",
+             "sample_rate_hz", "headset_baud")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flash.py",
+        description="Flash MicroPython, upload the pod firmware and its config, and verify each board "
+                    "by talking the pod protocol. See docs/flashing.md.",
+    )
+    where = p.add_argument_group("boards")
+    where.add_argument("--port", action="append", default=[], help="board port (repeat for several); "
+                       "default: the one board found by USB VID:PID")
+    where.add_argument("--all", action="store_true", help="every board found by USB VID:PID, in parallel")
+    what = p.add_argument_group("what goes on the board")
+    what.add_argument("--image", type=Path, help="MicroPython ESP32 image (.bin, written at 0x1000)")
+    what.add_argument("--no-image", action="store_true", help="keep the MicroPython already flashed")
+    what.add_argument("--verify-only", action="store_true", help="only reset-free verify: HELLO against the build")
+    what.add_argument("--firmware", type=Path, default=paths.FIRMWARE, help="firmware tree (default: firmware/)")
+    what.add_argument("--app-format", choices=bundle.FORMATS, default="xtensawin",
+                      help="xtensawin .mpy for an ESP32 (default); x64 .mpy or py source for the emulator")
+    cfg = p.add_argument_group("provisioning (pod.json)")
+    cfg.add_argument("--config", type=Path, help="TOML or JSON file with the settings below")
+    cfg.add_argument("--pod-id", help="pod id (default: pod-<MAC>); only with one board")
+    cfg.add_argument("--led-type", help="ws2812 | sk6812 | sk6812_rgbw | apa102 | sk9822")
+    cfg.add_argument("--led-count", type=int)
+    cfg.add_argument("--led-order", help="wire colour order, e.g. GRB")
+    cfg.add_argument("--psu-ma", type=int, help="LED supply current in mA (default: the board's LED limit)")
+    cfg.add_argument("--headset", help="cyton | none")
+    cfg.add_argument("--eeg-channels", type=int)
+    cfg.add_argument("--sample-rate-hz", type=int)
+    cfg.add_argument("--headset-baud", type=int)
+    cfg.add_argument("--strobe", action="store_true", help="enable strobe effects on this pod (commands must still opt in)")
+    link = p.add_argument_group("connection")
+    link.add_argument("--baud", type=int, default=921600, help="flashing baud rate (default 921600)")
+    link.add_argument("--before", default="default-reset", help="esptool reset before (default-reset | no-reset)")
+    link.add_argument("--after", default="hard-reset", help="esptool reset after (hard-reset | soft-reset)")
+    link.add_argument("--no-stub", action="store_true", help="talk to the ROM loader only (no flasher stub)")
+    link.add_argument("--erase", action="store_true", help="erase the whole flash first (wipes the filesystem)")
+    link.add_argument("--emulator", action="store_true",
+                      help="settings for emulated boards: --before no-reset --after soft-reset --no-stub "
+                           "--app-format x64")
+    link.add_argument("--boot-timeout", type=float, default=20.0, help="seconds to wait for REPL / HELLO")
+    link.add_argument("--jobs", type=int, default=0, help="boards at once (default: all)")
+    p.add_argument("--log", type=Path, default=Path("flash-log.jsonl"), help="flash log (JSON lines)")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    settings = provision.load_base(args.config)
+    for key in _SETTINGS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if args.strobe:
+        settings["strobe_enabled"] = True
+    # validate everything now, before any board is touched (the id may still come from the MAC)
+    provision.make({"pod_id": "pod-000000000000", **settings}, where=str(args.config or "arguments"))
+    return settings
+
+
+def _boards(args: argparse.Namespace) -> list[boards.Board]:
+    if args.port:
+        return boards.given(args.port)
+    found = boards.discover()
+    if len(found) > 1 and not args.all:
+        ports = ", ".join(b.port for b in found)
+        raise FlashError(f"{len(found)} boards found ({ports}): give --port or --all", step="discover")
+    return found
+
+
+def _summary(console: Console, outcomes: list[Outcome]) -> None:
+    table = Table(title="flash summary")
+    for col in ("port", "MAC", "pod id", "result", "time", "detail"):
+        table.add_column(col)
+    for o in outcomes:
+        result = "[green]ok[/]" if o.ok else f"[red]FAILED[/] ({o.step})"
+        detail = f"build {o.hello.get('build_hash', 0):#010x}" if o.ok else o.error
+        table.add_row(o.port, o.mac or "?", o.pod_id or "?", result, f"{o.seconds:.1f} s", detail)
+    console.print(table)
+    failed = sum(not o.ok for o in outcomes)
+    console.print(f"{len(outcomes) - failed} ok, {failed} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console()
+    err = Console(stderr=True)
+    if args.emulator:
+        args.before, args.after, args.no_stub = "no-reset", "soft-reset", True
+        if args.app_format == "xtensawin":
+            args.app_format = "x64"
+    try:
+        settings = _settings(args)
+        image = None
+        if not (args.no_image or args.verify_only):
+            if args.image is None:
+                raise FlashError("no image: give --image FILE (MicroPython for ESP32), or --no-image", step="image")
+            image = load_image(args.image)
+        targets = _boards(args)
+        if args.pod_id and len(targets) > 1:
+            raise FlashError("--pod-id names one pod; with several boards leave it out (ids come from MACs)",
+                             step="config")
+        app = bundle.build(args.firmware, args.app_format)
+    except FlashError as exc:
+        err.print(f"[red]flash: {exc}[/]", highlight=False)
+        return 2
+    opts = Options(bundle=app, settings=settings, image=image, upload=not args.verify_only, baud=args.baud,
+                   before=args.before, after=args.after, stub=not args.no_stub, erase=args.erase,
+                   boot_timeout_s=args.boot_timeout, log_path=args.log)
+    console.print(f"app: {len(app.files)} files, {app.size} bytes ({app.format}), build hash {app.build_hash:#010x}"
+                  + (f"; image {image.path.name} {len(image.data)} bytes" if image else ""), highlight=False)
+    progress = Progress(TextColumn("{task.fields[port]}"), TextColumn("{task.description:<8}"), BarColumn(),
+                        DownloadColumn(), TimeElapsedColumn(), console=err, transient=False)
+
+    def one(board: boards.Board) -> Outcome:
+        task = progress.add_task("waiting", total=1, port=board.port)
+
+        def tell(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=stage, completed=done, total=max(total, 1))
+
+        outcome = run_board(board, opts, tell)
+        progress.update(task, description="ok" if outcome.ok else f"FAILED:{outcome.step}")
+        return outcome
+
+    with progress, ThreadPoolExecutor(max_workers=args.jobs or len(targets)) as pool:
+        outcomes = list(pool.map(one, targets))
+    _summary(console, outcomes)
+    for o in outcomes:
+        if not o.ok:
+            err.print(f"[red]{o.port}: {o.error}[/]", highlight=False)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

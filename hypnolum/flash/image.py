@@ -1,0 +1,170 @@
+"""Step 1: the MicroPython image into the board's SPI flash, with esptool as a library.
+
+esptool's logger is one process-wide object; :class:`_BoardLog` routes its
+lines and progress to the board whose thread is talking, so parallel boards
+keep their own progress bars and logs.
+
+Real boards: ``before="default-reset"`` (DTR/RTS pull the chip into the ROM
+loader), the flasher stub (fast, can erase), ``after="hard-reset"``. A pty has
+no DTR/RTS, so the emulator needs ``before="no-reset"`` (the board waits in
+download mode), ``stub=False`` (the ROM loader itself) and
+``after="soft-reset"`` (FLASH_END "run user code" starts the application).
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FlashError, MissingImage, NoAnswer, WrongChip
+
+IMAGE_OFFSET = 0x1000  # MicroPython's ESP32 images start with the bootloader here
+_ESP_IMAGE_MAGIC = 0xE9
+_ESP32_CHIP_ID = 0  # chip id in the image's extended header
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    data: bytes
+    sha256: str
+
+
+def load_image(path: Path | str) -> Image:
+    """Read and sanity-check an ESP32 application image; MissingImage if absent or not one."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingImage(f"{path}: image not found (download MicroPython's ESP32 .bin, or give --image)",
+                           step="image") from None
+    except OSError as exc:
+        raise MissingImage(f"{path}: cannot read image: {exc.strerror}", step="image") from None
+    if len(data) < 24 or data[0] != _ESP_IMAGE_MAGIC:
+        raise MissingImage(f"{path}: not an ESP image (first byte {data[:1].hex() or 'none'}, expected e9)",
+                           step="image")
+    (chip_id,) = struct.unpack_from("<H", data, 12)  # extended header: chip id
+    if chip_id != _ESP32_CHIP_ID:
+        raise MissingImage(f"{path}: image is for chip id {chip_id}, not an ESP32 (0)", step="image")
+    return Image(path, data, hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class FlashResult:
+    chip: str = ""
+    mac: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+class _BoardLog:
+    """esptool logger that hands each thread's output to that thread's board."""
+
+    _local = threading.local()
+    _installed = False
+    _lock = threading.Lock()
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            if cls._installed:
+                return
+            from esptool.logger import TemplateLogger, log
+
+            class Logger(TemplateLogger):
+                def _line(self, text: str) -> None:
+                    sink = getattr(cls._local, "lines", None)
+                    if sink is not None and text.strip():
+                        sink.append(text.strip())
+
+                def print(self, *args, **kwargs):
+                    self._line(" ".join(str(a) for a in args))
+
+                def note(self, message):
+                    self._line("note: " + message)
+
+                def warning(self, message):
+                    self._line("warning: " + message)
+
+                def error(self, message):
+                    self._line("error: " + message)
+
+                def stage(self, finish=False):
+                    pass
+
+                def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
+                    cb = getattr(cls._local, "progress", None)
+                    if cb is not None:
+                        cb("image", cur_iter, total_iters)
+
+                def set_verbosity(self, verbosity):
+                    pass
+
+            log.set_logger(Logger())
+            cls._installed = True
+
+    @classmethod
+    def bind(cls, lines: list[str], progress: Progress | None) -> None:
+        cls._local.lines = lines
+        cls._local.progress = progress
+
+
+def flash_image(port: str, image: Image | None, *, baud: int = 460800, before: str = "default-reset",
+                after: str = "hard-reset", stub: bool = True, erase: bool = False,
+                progress: Progress | None = None, result: FlashResult | None = None) -> FlashResult:
+    """Connect to the ROM loader, check the chip, write and verify the image, reset.
+
+    ``image=None`` only identifies the board (chip and MAC). Runs in the
+    calling thread (esptool blocks). ``result`` (chip, MAC, esptool's lines)
+    is filled in as far as the board got, also when this raises.
+    """
+    from esptool.cmds import attach_flash, detect_chip, reset_chip, run_stub, write_flash
+    from esptool.util import FatalError
+
+    _BoardLog.install()
+    result = result if result is not None else FlashResult()
+    _BoardLog.bind(result.log, progress)
+    esp = None
+    try:
+        try:
+            esp = detect_chip(port, 115200, connect_mode=before, connect_attempts=3)
+        except (FatalError, OSError) as exc:
+            raise NoAnswer(f"{port}: no ESP ROM loader answered ({_short(exc)}); "
+                           "is the board in download mode (hold BOOT, press EN)?", step="connect") from None
+        result.chip = esp.CHIP_NAME
+        if esp.CHIP_NAME != "ESP32":
+            raise WrongChip(f"{port}: this board is an {esp.CHIP_NAME}, pods use an ESP32", step="connect")
+        result.mac = ":".join(f"{b:02x}" for b in esp.read_mac())
+        if image is None:
+            reset_chip(esp, after)
+            return result
+        if erase and not stub:
+            raise FlashError("--erase needs the flasher stub (the ESP32 ROM loader cannot erase the chip)",
+                             step="image")
+        try:
+            if stub:
+                esp = run_stub(esp)
+            if baud != 115200:
+                esp.change_baud(baud)
+            attach_flash(esp)
+            # write_flash ends with the chip's MD5 of the written region against the image's
+            write_flash(esp, [(IMAGE_OFFSET, image.data)], compress=True, erase_all=erase)
+            reset_chip(esp, after)
+        except (FatalError, OSError) as exc:
+            raise FlashError(f"{port}: writing the image failed: {_short(exc)}", step="image") from None
+        return result
+    finally:
+        if esp is not None:
+            try:
+                esp._port.close()
+            except OSError:
+                pass
+        _BoardLog.bind(None, None)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,222 @@
+"""tools/flash.py end to end against emulated boards: real esptool, real mpremote, real firmware.
+
+Each board starts in download mode with a blank 4 MB flash and an empty
+filesystem. The tool runs as a subprocess exactly as a technician runs it
+(``--emulator``: no DTR/RTS on a pty, ROM loader without stub, x64 .mpy).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import serial
+from serial.tools import list_ports
+
+from hypnolum import paths
+from hypnolum.emulator import esp_rom
+from hypnolum.emulator.board import EmulatedBoard
+from hypnolum.flash import bundle, flashlog, verify
+from hypnolum.protocol import codec
+
+TOOL = [sys.executable, str(paths.ROOT / "tools" / "flash.py")]
+
+
+async def flash(*args: str, timeout: float = 90) -> tuple[int, str]:
+    env = dict(os.environ, COLUMNS="250")
+    proc = await asyncio.create_subprocess_exec(*TOOL, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT, env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("image") / "micropython-esp32.bin"
+    path.write_bytes(esp_rom.make_image(150_000, seed=1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_x64():
+    return bundle.build(paths.FIRMWARE, "x64")
+
+
+@pytest.fixture
+async def boards(tmp_path):
+    made: list[EmulatedBoard] = []
+
+    async def make(n: int = 1, wrong_chip: int = 0) -> list[EmulatedBoard]:
+        for i in range(1, n + 1):
+            b = EmulatedBoard(f"board-{i}", tmp_path, seed=i, chip="esp8266" if i == wrong_chip else "esp32")
+            await b.start(download=True)
+            made.append(b)
+        return made
+
+    yield make
+    for b in made:
+        await b.stop()
+
+
+async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x64, tmp_path):
+    (board,) = await boards(1)
+    log = tmp_path / "flash-log.jsonl"
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--pod-id", "pod-07",
+                          "--led-count", "12", "--psu-budget-ma", "3000", "--log", str(log))
+    assert rc == 0, out
+    assert re.search(r"1 ok, 0 failed", out)
+    assert board.flash.read(0x1000, image.stat().st_size) == image.read_bytes()
+    assert board.mode == "firmware"
+    # every app file went into the board's filesystem, whole, with no temp file left behind
+    for f in app_x64.files:
+        assert (board.fs_dir / f.path).read_bytes() == f.data
+    assert not list(board.fs_dir.rglob("*.tmp"))
+    (rec,) = flashlog.read(log)
+    assert rec["result"] == "ok" and rec["pod_id"] == "pod-07" and rec["port"] == str(board.port)
+    assert rec["mac"] == board.mac_text and rec["chip"] == "ESP32"
+    assert rec["app_hash"] == f"{app_x64.build_hash:#010x}" and rec["app_format"] == "x64"
+    assert rec["fingerprint"] == f"{codec.FINGERPRINT:#010x}"
+    assert len(rec["image_sha256"]) == 64 and rec["time"].endswith("+00:00")
+    # the pod on the port is what was uploaded, and its LEDs run with the provisioned count
+    hello = await asyncio.to_thread(verify.hello, str(board.port), 10)
+    assert (hello["pod_id"], hello["build_hash"], hello["led_count"]) == ("pod-07", app_x64.build_hash, 12)
+    frame = await board.pod.leds.wait_frames(1)
+    assert board.pod.leds.last_rgb() is not None and len(board.pod.leds.last_rgb()) == 12 * 3, frame
+
+    # verify-only passes on the untouched board ...
+    rc, out = await flash("--emulator", "--verify-only", "--port", str(board.port), "--pod-id", "pod-07",
+                          "--led-count", "12", "--log", str(log))
+    assert rc == 0, out
+    # ... and fails once a file on the board is not what was uploaded (the pod hashes its own files)
+    with open(board.fs_dir / "boot.py", "a") as f:
+        f.write("# edited on the board\n")
+    await board.reset()
+    rc, out = await flash("--emulator", "--verify-only", "--port", str(board.port), "--pod-id", "pod-07",
+                          "--led-count", "12", "--log", str(log))
+    assert rc == 1, out
+    last = flashlog.read(log)[-1]
+    assert last["result"] == "failed" and last["kind"] == "verify-mismatch" and last["step"] == "verify"
+    assert f"expected {app_x64.build_hash:#010x}" in last["error"] and "build_hash is" in last["error"]
+
+
+async def test_mismatched_firmware_build_fails_verify(boards, image, tmp_path):
+    """Firmware speaking another protocol build uploads fine and is refused at verify."""
+    (board,) = await boards(1)
+    fw = tmp_path / "firmware"
+    shutil.copytree(paths.FIRMWARE, fw)
+    wire = fw / "pod" / "wire.py"
+    text, n = re.subn(r"FINGERPRINT = const\((0x[0-9a-fA-F]+)\)", "FINGERPRINT = const(0x12345678)", wire.read_text())
+    assert n == 1
+    wire.write_text(text)
+    log = tmp_path / "log.jsonl"
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--firmware", str(fw),
+                          "--app-format", "py", "--log", str(log))
+    assert rc == 1, out
+    (rec,) = flashlog.read(log)
+    assert rec["kind"] == "verify-mismatch"
+    assert "fingerprint is 0x12345678" in rec["error"] and "build_hash" not in rec["error"]
+    assert rec["pod_id"] == "pod-" + board.mac.hex()  # the default id comes from the MAC
+
+
+async def test_batch_one_failure_does_not_stop_the_others(boards, image, app_x64, tmp_path):
+    made = await boards(3, wrong_chip=2)
+    log = tmp_path / "log.jsonl"
+    args = [a for b in made for a in ("--port", str(b.port))]
+    rc, out = await flash("--emulator", *args, "--image", str(image), "--log", str(log), timeout=150)
+    assert rc == 1, out
+    assert "2 ok, 1 failed" in out
+    recs = {r["port"]: r for r in flashlog.read(log)}
+    assert len(recs) == 3
+    bad = recs[str(made[1].port)]
+    assert bad["result"] == "failed" and bad["kind"] == "wrong-chip" and "ESP8266" in bad["error"]
+    for b in (made[0], made[2]):
+        r = recs[str(b.port)]
+        assert r["result"] == "ok" and r["pod_id"] == "pod-" + b.mac.hex(), r
+        assert b.mode == "firmware"
+    assert made[1].mode == "download"
+
+
+async def test_clear_errors(boards, image, tmp_path):
+    (board,) = await boards(1)
+    log = tmp_path / "log.jsonl"
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(tmp_path / "nope.bin"))
+    assert rc == 2 and "nope.bin: image not found" in out, out
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"PK\x03\x04 not an image")
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(junk))
+    assert rc == 2 and "not an ESP image" in out, out
+    rc, out = await flash("--emulator", "--port", str(tmp_path / "ttyUSB9"), "--image", str(image))
+    assert rc == 2 and "ttyUSB9: no such port" in out, out
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--led-order", "XYZ")
+    assert rc == 2 and "led_order" in out, out
+    assert not log.exists()  # nothing was attempted, nothing written to any board
+    assert board.counters.host_bytes == {}
+
+    holder = serial.Serial(str(board.port), exclusive=True)  # hostd, or a serial monitor left open
+    try:
+        rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--log", str(log))
+    finally:
+        holder.close()
+    assert rc == 1 and "port busy" in out, out
+    assert flashlog.read(log)[-1]["kind"] == "port-busy"
+
+
+async def test_no_board_found():
+    if [p for p in list_ports.comports() if p.vid is not None]:
+        pytest.skip("USB serial devices are attached; not probing real hardware from a test")
+    rc, out = await flash("--all", "--image", "/nonexistent.bin", "--no-image")
+    assert rc == 2 and "no board found" in out, out
+
+
+async def test_running_firmware_holds_the_repl(boards, image, tmp_path):
+    """Re-provisioning a board whose firmware owns the port asks for safe mode instead of hanging."""
+    (board,) = await boards(1)
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image),
+                          "--log", str(tmp_path / "a.jsonl"))
+    assert rc == 0, out
+    log = tmp_path / "b.jsonl"
+    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--boot-timeout", "3",
+                          "--log", str(log))
+    assert rc == 1
+    rec = flashlog.read(log)[-1]
+    assert rec["step"] == "upload" and "safe mode" in rec["error"], rec
+    await board.reset(safe_mode=True)  # BOOT held at reset: the REPL stays
+    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--pod-id", "pod-99",
+                          "--log", str(log))
+    assert rc == 0, out
+    assert flashlog.read(log)[-1]["pod_id"] == "pod-99"
+
+
+async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x64, tmp_path):
+    """The cable goes at the 5th chunk: every file under its real name is whole (old or new), never half."""
+    from hypnolum.flash import upload
+    from hypnolum.flash.image import flash_image, load_image
+
+    (board,) = await boards(1)
+    await asyncio.to_thread(flash_image, str(board.port), load_image(image), before="no-reset",
+                            after="soft-reset", stub=False)
+    await board.wait_mode("repl")
+    chunks = 0
+
+    class Unplugged(Exception):
+        pass
+
+    def cut(stage: str, done: int, total: int) -> None:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 5:
+            raise Unplugged
+
+    with pytest.raises(Unplugged):
+        await asyncio.to_thread(upload.upload, str(board.port), app_x64, lambda mac: b"{}", progress=cut)
+    by_path = {f.path: f.data for f in app_x64.files}
+    written = [p for p in board.fs_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".tmp" for p in written)  # the interrupted one
+    finals = [p for p in written if p.suffix != ".tmp"]
+    assert finals  # some files made it before the cut
+    for p in finals:
+        assert p.read_bytes() == by_path[str(p.relative_to(board.fs_dir))], p
