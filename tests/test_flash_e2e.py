@@ -66,7 +66,7 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x64
     (board,) = await boards(1)
     log = tmp_path / "flash-log.jsonl"
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--pod-id", "pod-07",
-                          "--led-count", "12", "--psu-budget-ma", "3000", "--log", str(log))
+                          "--led-count", "12", "--psu-ma", "3000", "--log", str(log))
     assert rc == 0, out
     assert re.search(r"1 ok, 0 failed", out)
     assert board.flash.read(0x1000, image.stat().st_size) == image.read_bytes()
