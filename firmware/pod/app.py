@@ -13,7 +13,7 @@ import struct
 import hal
 from micropython import const
 
-from pod import config, cyton, link, render, status, wire
+from pod import bands, config, cyton, link, render, ring, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
 
@@ -46,7 +46,13 @@ class Pod:
         reader, writer = await hal.open_link()
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(reader, writer, hello, self.renderer.apply)
-        self.headset = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud)
+        self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud)
+        # EEG store and forward, and band powers read from the same ring
+        rate = cfg.sample_rate_hz  # per channel (125 Hz with the Daisy)
+        hs.ring = samples = ring.SampleRing(cfg.eeg_channels, rate)
+        self.replayer = ring.Replayer(lk, samples)
+        lk.replay_sink = self.replayer.request
+        self.bands = bands.BandPower(samples, rate, hs.parser.take_masks, lk, hs.gain)
         self.heartbeat = status.Heartbeat(lk, self.headset, self.renderer)
         lk.send_hello()
         for err in cfg.errors:
@@ -57,6 +63,8 @@ class Pod:
             self._guard("link rx", lk.rx_task()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
+            self._guard("replay", self.replayer.run()),
+            self._guard("bands", self.bands.run()),
             self._guard("status", self.heartbeat.run()),
         )
 

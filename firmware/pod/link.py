@@ -56,7 +56,10 @@ class Link:
             wire.T_CONNECT: self._on_connect,
             wire.T_PING: self._on_ping,
             wire.T_SCENE: self._on_scene,
+            wire.T_EEG_REPLAY: self._on_replay,
         }
+        # (from_seq, count) -> 0 or a NACK reason; set by the app once the ring exists
+        self.replay_sink = None
 
     # -- counters for STATUS ------------------------------------------------
     @property
@@ -165,3 +168,15 @@ class Link:
         self._last_cmd_type = wire.T_SCENE
         self._last_cmd_reason = reason
         self._answer(wire.T_SCENE, seq, reason)
+
+    def _on_replay(self, seq, frame, end):
+        if seq == self._last_cmd_seq and self._last_cmd_type == wire.T_EEG_REPLAY:
+            self._answer(wire.T_EEG_REPLAY, seq, self._last_cmd_reason)  # retry: answer again only
+            return
+        from_seq, count = wire.unpack_eeg_replay(frame, _HDR, end)
+        sink = self.replay_sink
+        reason = sink(from_seq, count) if sink is not None else wire.NACK_REASON_UNSUPPORTED
+        self._last_cmd_seq = seq
+        self._last_cmd_type = wire.T_EEG_REPLAY
+        self._last_cmd_reason = reason
+        self._answer(wire.T_EEG_REPLAY, seq, reason)  # ACK goes out before the replayed frames

@@ -115,3 +115,62 @@ def test_no_allocation_per_sample():
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
+
+
+def daisy_packet(counter, base):
+    # channel ch carries base + ch (24-bit big-endian) so board/Daisy halves are recognisable
+    p = bytearray(33)
+    p[0] = 0xA0
+    p[1] = counter & 0xFF
+    for ch in range(8):
+        v = (base + ch) & 0xFFFFFF
+        p[2 + 3 * ch] = v >> 16
+        p[3 + 3 * ch] = (v >> 8) & 0xFF
+        p[4 + 3 * ch] = v & 0xFF
+    p[32] = 0xC0
+    return bytes(p)
+
+
+def test_daisy_pairs_odd_and_even_packets_into_16_channels():
+    r = Rec(channels=16, batch=1)
+    # counter 0 (even, no partner: the invalid first sample), then pairs 1+2, 3+4
+    r.feed(daisy_packet(0, 900) + daisy_packet(1, 100) + daisy_packet(2, 200) + daisy_packet(3, 300) + daisy_packet(4, 400))
+    assert [b[0] for b in r.batches] == [0, 1]
+    s = r.batches[0][3]
+    assert len(s) == 48
+    assert s[:3] == b"\x00\x00\x64" and s[24:27] == b"\x00\x00\xc8"  # ch1 = 100 (board), ch9 = 200 (Daisy)
+    assert r.p.gaps == 0
+
+
+def test_daisy_lost_packet_loses_its_sample_and_marks_the_gap():
+    r = Rec(channels=16, batch=1)
+    r.feed(daisy_packet(1, 1) + daisy_packet(2, 2) + daisy_packet(3, 3) + daisy_packet(5, 5) + daisy_packet(6, 6))
+    assert [(b[0], b[2]) for b in r.batches] == [(0, 0), (2, wire.EEG_FLAG_GAP_BEFORE)]
+    assert r.p.gaps == 1 and r.p.lost == 1
+
+
+def test_daisy_counter_wrap_keeps_pairing():
+    r = Rec(channels=16, batch=1)
+    r.feed(b"".join(daisy_packet(c, c) for c in range(251, 261)))  # 251..255, 0..4 on the wire
+    assert [b[0] for b in r.batches] == [125, 126, 127, 128, 129]
+    assert r.p.gaps == 0
+
+
+def test_railed_and_near_railed_channels_are_flagged():
+    r = Rec(channels=8, batch=2)
+    full = 8388607
+    p1 = bytearray(daisy_packet(1, 0))
+    p2 = bytearray(daisy_packet(2, 0))
+
+    def put(p, ch, v):
+        v &= 0xFFFFFF
+        p[2 + 3 * ch : 5 + 3 * ch] = bytes((v >> 16, (v >> 8) & 0xFF, v & 0xFF))
+
+    put(p1, 0, full)  # 100 %: railed
+    put(p2, 1, -int(full * 0.91))  # 91 %, negative: railed
+    put(p1, 2, int(full * 0.8))  # 80 %: near railed only
+    put(p1, 3, int(full * 0.7))  # 70 %: fine
+    r.feed(bytes(p1) + bytes(p2))
+    railed, near = r.p.take_masks()
+    assert railed == 0b0011 and near == 0b0111, (bin(railed), bin(near))
+    assert r.p.take_masks() == (0, 0)  # cleared once reported
