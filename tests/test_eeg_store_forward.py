@@ -1,0 +1,66 @@
+"""Store and forward end to end: the real firmware, the virtual headset, the link on a pty.
+
+The pod's port is unplugged for 1 s while the headset keeps streaming; a
+protocol-level client (hypnolum.emulator.eeg_client) reopens the port, sees
+the jump in first_seq, asks EEG_REPLAY for the missing range, and must end up
+with every sample: 0 lost, replayed bytes flagged REPLAY.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hypnolum.emulator.eeg_client import EegClient
+from hypnolum.emulator.runner import Emulator
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.mark.parametrize("channels", [8, 16])
+async def test_one_second_unplug_loses_no_samples(tmp_path, channels):
+    async with Emulator(1, tmp_path, seed=3, eeg_channels=channels) as emu:
+        await emu.wait_links(15)
+        pod = emu.pods[0]
+        client = EegClient(pod.tty_path, keep_samples=True)
+        await client.start()
+        try:
+            rate = 125 if channels == 16 else 250
+            await client.wait_for(lambda: client.stats.samples_live > rate, 20)
+            assert client.channels == channels
+            pod.unplug()
+            await asyncio.sleep(1.0)
+            pod.replug()
+            await client.wait_for(lambda: client.stats.gaps_seen >= 1, 10)
+            gap_end = client.next_expected
+            await client.wait_for(lambda: client.lost(gap_end) == 0, 10)
+            await client.wait_for(lambda: client.stats.bands >= 4, 5)  # band powers flow too
+        finally:
+            await client.stop()
+        st = client.stats
+        assert st.samples_replayed >= rate * 0.9, st  # about a second's worth came back
+        assert st.replay_batches > 0 and st.acks >= 1 and st.nacks == [], st
+        assert st.mismatches == 0
+        assert client.lost(gap_end) == 0
+        assert pod.counters.link_dropped_bytes > 0  # the unplug really lost live frames
+        bands = client.last_bands
+        assert bands["channels"] == channels and len(bands["powers"]) == channels * 5
+        assert bands["window_ms"] == 1024
+
+
+async def test_replay_of_a_range_the_ring_no_longer_holds_is_refused(tmp_path):
+    async with Emulator(1, tmp_path, seed=4) as emu:
+        await emu.wait_links(15)
+        client = EegClient(emu.pods[0].tty_path, ask_replay=False)
+        await client.start()
+        try:
+            await client.wait_for(lambda: client.stats.samples_live > 1300, 20)  # > 5 s: the ring has wrapped
+            client._ask(client.first, 10)
+            await client.wait_for(lambda: client.stats.nacks, 5)
+            assert client.stats.nacks == ["unavailable"]
+            newest = client.next_expected - 1
+            client._ask(newest - 100, 50)
+            await client.wait_for(lambda: client.stats.acks == 1, 5)
+            await client.wait_for(lambda: client.stats.samples_replayed == 0 and client.stats.duplicates >= 50, 5)
+        finally:
+            await client.stop()
