@@ -46,7 +46,7 @@ class Pod:
         reader, writer = await hal.open_link()
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(reader, writer, hello, self.renderer.apply)
-        self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud)
+        self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz)
         # EEG store and forward, and band powers read from the same ring
         rate = cfg.sample_rate_hz  # per channel (125 Hz with the Daisy)
         hs.ring = samples = ring.SampleRing(cfg.eeg_channels, rate)
