@@ -80,3 +80,46 @@ async def test_brainflow_reads_the_right_microvolts_also_after_a_gain_change(tmp
     steps = np.diff(np.unique(np.round(ours2[:, 0] / (4.5 / (2**23 - 1) / 6 * 1e6))))
     assert len(steps) and (steps >= 1).all()
     assert 1 < np.std(bf2[:, 0]) < 200
+
+
+def test_emulate_cli_headset_pty_streams_to_brainflow(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypnolum", "emulate", "--pods", "1", "--headset-pty", "--dir", str(tmp_path / "emu")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        line = proc.stdout.readline().split()
+        assert len(line) == 3 and line[0] == "pod-01", (line, proc.stderr.read() if proc.poll() else "")
+        headset_path = line[2]
+        assert Path(headset_path).is_symlink() and os.path.realpath(headset_path).startswith("/dev/pts/")
+        BoardShim.disable_board_logger()
+        params = BrainFlowInputParams()
+        params.serial_port = headset_path
+        board = BoardShim(BOARD, params)
+        board.prepare_session()
+        try:
+            board.start_stream()
+            time.sleep(1.5)
+            data = board.get_board_data()
+            board.stop_stream()
+        finally:
+            board.release_session()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(15)
+        finally:
+            proc.kill()
+    assert rc == 0
+    assert data.shape[1] > 250
+    counters = data[BoardShim.get_package_num_channel(BOARD)].astype(int)
+    assert (np.diff(counters) % 256 == 1).mean() > 0.99  # a continuous stream
+    eeg = data[BoardShim.get_eeg_channels(BOARD)]
+    assert 1 < np.abs(eeg).max() < 2000  # microvolts of EEG
+    assert not os.path.lexists(headset_path)  # removed on exit

@@ -163,3 +163,27 @@ def test_no_allocation_per_put():
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
+
+
+def test_band_powers_fixed_memory():
+    from pod import bands, fixfft
+
+    r = ring.SampleRing(8, 250)
+    fill(r, 0, 400)
+    bp = bands.BandPower(r, 250)
+    assert bp.compute()  # warm up
+    fft = bp.fft
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    s = bands._load(fft.re, fft.im, r.data, r.seq30, r.capacity, 0, 0, 256, 0, 24, bp.win, fixfft.SX)
+    fft.run()
+    fft.band_sum(8, 14, bp.sums, 2)
+    core = gc.mem_alloc() - before
+    before = gc.mem_alloc()
+    bp.compute()
+    whole = gc.mem_alloc() - before
+    gc.enable()
+    assert core == 0, core  # load, FFT and band sums: integers in preallocated arrays
+    # the per-band float scaling only: channels x 5 values per update, never per sample
+    assert whole < 8 * 5 * 200, whole
