@@ -193,7 +193,7 @@ class Cyton:
         self._signal = SignalSource(self.participant, self.sample_rate_hz)
         self._t0 = 0.0
         self._sent = 0
-        self._prev_uv = np.zeros(16)
+        self._last_counts = np.zeros(16, dtype=np.int64)  # the Daisy averages with the previous sample
         self._accel_i = 0
 
     @property
@@ -454,7 +454,7 @@ class Cyton:
         pk[:, 1] = k & 0xFF
         if self.daisy:
             # average of this and the previous ADC sample; odd counters the board, even the Daisy
-            prev = np.vstack([self._prev_counts_row(), counts[:-1]])
+            prev = np.vstack([self._last_counts, counts[:-1]])
             avg = ((counts + prev) // 2).astype(np.int64)
             odd = (k & 1).astype(bool)
             chans = np.where(odd[:, None], avg[:, :8], avg[:, 8:])
@@ -473,9 +473,6 @@ class Cyton:
         self._sent += n
         self.stats.packets += n
         return pk.tobytes()
-
-    def _prev_counts_row(self) -> np.ndarray:
-        return getattr(self, "_last_counts", np.zeros(16, dtype=np.int64))
 
     def _aux(self, pk: np.ndarray, k: np.ndarray) -> None:
         n = len(pk)

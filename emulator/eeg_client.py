@@ -58,6 +58,7 @@ class EegClient:
         self.next_expected: int | None = None
         self.hello: dict | None = None
         self.last_bands: dict | None = None
+        self.logs: list[tuple[str, str]] = []
         self._fd = -1
         self._decoder = codec.FrameDecoder()
         self._seq = 0
@@ -162,6 +163,8 @@ class EegClient:
             self.last_bands = f
         elif frame.name == "hello":
             self.hello = f
+        elif frame.name == "log":
+            self.logs.append((str(f["level"]), f["text"]))
         elif frame.name == "ack" and f["ack_seq"] in self._pending:
             self._pending.pop(f["ack_seq"])
             self.stats.acks += 1

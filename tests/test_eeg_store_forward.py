@@ -64,3 +64,23 @@ async def test_replay_of_a_range_the_ring_no_longer_holds_is_refused(tmp_path):
             await client.wait_for(lambda: client.stats.samples_replayed == 0 and client.stats.duplicates >= 50, 5)
         finally:
             await client.stop()
+
+
+async def test_sixteen_channels_without_a_daisy_are_refused_with_the_reason(tmp_path):
+    from hypnolum.emulator.headset import VirtualHeadset
+
+    async with Emulator(1, tmp_path, seed=5, eeg_channels=16) as emu:
+        pod = emu.pods[0]
+        await emu.wait_links(15)
+        client = EegClient(pod.tty_path)
+        await client.start()
+        try:
+            # the board answers C with "no daisy to attach!8$$$": swap in one without its Daisy
+            await pod.headset.stop()
+            pod.headset = VirtualHeadset(seed=5, daisy=False)
+            pod.headset.start()
+            await client.wait_for(lambda: any("no Daisy" in text for _lvl, text in client.logs), 15)
+        finally:
+            await client.stop()
+        text = next(t for _lvl, t in client.logs if "no Daisy" in t)
+        assert "no daisy to attach!8$$$" in text  # the board's own answer, passed on

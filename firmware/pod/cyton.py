@@ -346,8 +346,10 @@ class Headset:
             while True:
                 writer.write(b"sv")
                 await writer.drain()
-                if await self._wait_ready(reader, buf) and await self._configure(reader, writer, buf):
-                    break
+                if await self._wait_ready(reader, buf):
+                    if await self._configure(reader, writer, buf):
+                        break
+                    self.link.send_log(wire.LOG_LEVEL_WARNING, "headset: " + self.last_error)
                 self.start_retries += 1
                 await asyncio.sleep_ms(_RETRY_PAUSE_MS)
             writer.write(b"b")

@@ -174,3 +174,22 @@ def test_railed_and_near_railed_channels_are_flagged():
     railed, near = r.p.take_masks()
     assert railed == 0b0011 and near == 0b0111, (bin(railed), bin(near))
     assert r.p.take_masks() == (0, 0)  # cleared once reported
+
+
+def test_no_allocation_per_sample_with_the_daisy():
+    batches = [0]
+
+    def on_batch(first_seq, ticks_ms, flags, samples, nbytes):
+        batches[0] += 1
+
+    p = cyton.Parser(16, on_batch, 5)
+    stream = bytearray(b"".join(daisy_packet(c, c * 1000) for c in range(200)))
+    p.feed(stream, 330, 0)  # warm up
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    p.feed(stream, len(stream), 0)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used
+    assert batches[0] >= 19
