@@ -84,3 +84,28 @@ def test_alpha_burst_shows_in_alpha(tmp_path):
         assert powers[ch].argmax() == band
         assert abs(powers[ch, band] - 30**2 / 2) < 0.1 * 30**2 / 2  # a sine's power: A^2 / 2
     assert (powers[5:] == 0).all()
+
+
+def test_extreme_inputs_keep_the_fixed_point_in_range(tmp_path):
+    """Full-scale square waves, a Nyquist alternation, an impulse and silence: block scaling holds."""
+    rate = 250
+    n = rate * 4
+    counts = np.zeros((n, 8), dtype=np.int64)
+    k = np.arange(n)
+    fs_max = 2**23 - 1
+    counts[:, 0] = np.where((k // 25) % 2, fs_max, -fs_max - 1)  # 5 Hz square at full scale
+    counts[:, 1] = np.where(k % 2, fs_max, -fs_max)  # Nyquist
+    counts[n - 100, 2] = fs_max  # an impulse inside the last window
+    counts[:, 3] = fs_max  # railed: DC only
+    counts[:, 4] = np.rint(3 * np.sin(2 * np.pi * 10 * k / rate))  # a few counts only
+    counts[:, 5] = np.where((k // 3) % 2, 2**22, -(2**22)) + np.rint(1000 * np.sin(2 * np.pi * 40 * k / rate))
+    (res,) = run_pod_bands(tmp_path, counts, rate, [n])
+    ours = np.array(res["powers"]).reshape(8, 5)
+    x = counts[-256:] * uv_per_count(24)
+    ref = reference(x, rate)
+    total = np.var(x, axis=0)[:, None]  # the channel's power at all frequencies
+    err = np.abs(ours - ref)
+    # dynamic range: what leaks into a band stays below 1e-6 of the channel's power (-60 dB)
+    assert (err <= np.maximum(np.maximum(0.02 * ref, 1e-6 * total), 1e-3)).all(), (ours, ref)
+    assert (ours[3] == 0).all() and (ours[6:] == 0).all()
+    assert ours[0, 1] > 1e9  # a full-scale 5 Hz square: theta in the ~10^10 µV² range

@@ -34,7 +34,7 @@ BANDS_HZ = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
 _MASK30 = const(0x3FFFFFFF)
 _HDR = const(4)
 _WIN_ONE = const(32768)  # window values are Q15
-_TARGET = const(4096)  # samples are normalised to [2**12, 2**13) before windowing
+_TARGET = const(8192)  # samples are normalised to [2**13, 2**14) before windowing
 _VREF_UV = 4500000.0
 _FULL_SCALE = 8388607.0
 
@@ -50,7 +50,7 @@ def _load(re, im, data, seq30, cap: int, slot0: int, s30: int, n: int, off: int,
     w = ptr32(win)
     prev = 0
     hi = 0
-    lo = 0
+    lo = n >> 1  # rounds the mean to nearest
     slot = slot0
     i = 0
     while i < n:
@@ -67,7 +67,7 @@ def _load(re, im, data, seq30, cap: int, slot0: int, s30: int, n: int, off: int,
         if slot == cap:
             slot = 0
         i += 1
-    # mean = floor((hi * 256 + lo) / n) without a 32-bit overflow; n is a power of two
+    # mean = round(sum / n) from sum = hi * 256 + lo, without a 32-bit overflow; n is a power of two
     lg = 0
     while (1 << lg) < n:
         lg += 1
@@ -165,7 +165,7 @@ class BandPower:
                 lo, hi = self.bins[b]
                 fft.band_sum(lo, hi, sums, b)
             uv = _VREF_UV / _FULL_SCALE / self.gains[ch]
-            scale = norm * uv * uv * 4.0 ** (s + e)
+            scale = 4.0 * norm * uv * uv * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
             k = ch * N_BANDS
             for b in range(N_BANDS):
                 powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale

@@ -5,10 +5,13 @@ would allocate thousands of them per channel per update. Here every value is
 a 32-bit integer in a preallocated array('i'); twiddles are Q14.
 
 Overflow on the ESP32's 32-bit words is ruled out by block floating point:
-before each stage every component is brought below 2**13 by halving the
-whole array (counted in the returned exponent). Then |a|, |b| < 2**13.5, a
-twiddle product is < 2**13.5 * 2**14 < 2**28, and a butterfly output
-component is < 2**15. Power per bin (re**2 + im**2) stays below 2**31.
+before each stage every component is brought below 2**14 by halving the
+whole array (counted in the returned exponent). Then |a|, |b| < 2**14.5, a
+twiddle product is < 2**14.5 * 2**14 = 2**28.5, the sum of two < 2**29.5, and
+a butterfly output component is < 2**15.5. Band sums square the halved
+components, so power per bin stays below 2**30 (band_sum's result is 1/4 of
+the true sum). Products and halvings round to nearest: truncation would
+bias every stage the same way.
 
 On 64-bit builds ptr32 loads zero-extend; every load is sign-extended with
 ``(x << sx) >> sx`` where sx is 32 there and 0 on the ESP32.
@@ -22,7 +25,8 @@ from micropython import const
 
 _Q = const(14)
 _ONE = const(16384)  # 1.0 in Q14
-_LIMIT = const(8192)  # components stay below this before a stage
+_LIMIT = const(16384)  # components stay below this before a stage
+_HALF = const(8192)  # 0.5 in Q14, for rounding
 SX = 32 if sys.maxsize > 0x7FFFFFFF else 0
 
 
@@ -70,8 +74,8 @@ def _fft(re, im, wc, ws, n: int, sx: int) -> int:
         while big >= _LIMIT:
             i = 0
             while i < n:
-                r[i] = ((r[i] << sx) >> sx) >> 1
-                m[i] = ((m[i] << sx) >> sx) >> 1
+                r[i] = (((r[i] << sx) >> sx) + 1) >> 1
+                m[i] = (((m[i] << sx) >> sx) + 1) >> 1
                 i += 1
             big >>= 1
             shifts += 1
@@ -84,8 +88,8 @@ def _fft(re, im, wc, ws, n: int, sx: int) -> int:
                 j = i + half
                 br = (r[j] << sx) >> sx
                 bi = (m[j] << sx) >> sx
-                tr = (br * wr - bi * wi) >> _Q
-                ti = (br * wi + bi * wr) >> _Q
+                tr = (br * wr - bi * wi + _HALF) >> _Q  # rounded: truncation would bias every stage
+                ti = (br * wi + bi * wr + _HALF) >> _Q
                 ar = (r[i] << sx) >> sx
                 ai = (m[i] << sx) >> sx
                 r[i] = ar + tr
@@ -109,8 +113,8 @@ def _band_sum(re, im, lo: int, hi: int, out, k: int, sx: int):
     acc_lo = 0
     i = lo
     while i < hi:
-        a = (r[i] << sx) >> sx
-        b = (m[i] << sx) >> sx
+        a = ((r[i] << sx) >> sx) >> 1  # halved: |a| < 2**15.5 would square past 2**31
+        b = ((m[i] << sx) >> sx) >> 1
         p = a * a + b * b
         acc_hi += p >> 16
         acc_lo += p & 0xFFFF
@@ -138,4 +142,5 @@ class FFT:
         return _fft(self.re, self.im, self.wc, self.ws, self.n, SX)
 
     def band_sum(self, lo, hi, out, k):
+        """out[2k] * 65536 + out[2k + 1] = sum of |X|**2 over bins lo..hi-1, divided by 4."""
         _band_sum(self.re, self.im, lo, hi, out, k, SX)
