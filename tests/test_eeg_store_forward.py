@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
+
 import pytest
 
+from hypnolum.emulator.cyton_protocol import uv_per_count
 from hypnolum.emulator.eeg_client import EegClient
 from hypnolum.emulator.runner import Emulator
 
@@ -84,3 +87,31 @@ async def test_sixteen_channels_without_a_daisy_are_refused_with_the_reason(tmp_
             await client.stop()
         text = next(t for _lvl, t in client.logs if "no Daisy" in t)
         assert "no daisy to attach!8$$$" in text  # the board's own answer, passed on
+
+
+async def test_eight_channel_pod_detaches_a_fitted_daisy(tmp_path):
+    from hypnolum.emulator.headset import VirtualHeadset
+
+    async with Emulator(1, tmp_path, seed=6, eeg_channels=8) as emu:
+        pod = emu.pods[0]
+        await pod.headset.stop()
+        pod.headset = VirtualHeadset(seed=6, daisy=True, record=2000)  # boots in 16-channel mode
+        pod.headset.start()
+        await emu.wait_links(15)
+        client = EegClient(pod.tty_path, keep_samples=True)
+        await client.start()
+        try:
+            await client.wait_for(lambda: client.stats.samples_live > 300, 20)
+        finally:
+            await client.stop()
+        assert not pod.headset.cyton.daisy  # the pod sent 'c'
+        assert client.channels == 8 and client.lost() == 0
+        # the pod's samples are the board's packets, byte for byte
+        sent = {}
+        for counter, uv in pod.headset.cyton.sent:
+            sent.setdefault(counter, []).append(np.rint(uv / uv_per_count(24)).astype(np.int64))
+        seq = client.next_expected - 1
+        raw = np.frombuffer(client.samples[seq], np.uint8).reshape(8, 3).astype(np.int64)
+        counts = (raw[:, 0] << 16) | (raw[:, 1] << 8) | raw[:, 2]
+        counts = np.where(counts & 0x800000, counts - (1 << 24), counts)
+        assert any((c == counts).all() for c in sent[seq & 0xFF])
