@@ -123,3 +123,43 @@ def test_emulate_cli_headset_pty_streams_to_brainflow(tmp_path):
     eeg = data[BoardShim.get_eeg_channels(BOARD)]
     assert 1 < np.abs(eeg).max() < 2000  # microvolts of EEG
     assert not os.path.lexists(headset_path)  # removed on exit
+
+
+@pytest.mark.timeout(60)
+async def test_brainflow_cyton_daisy_reads_16_channels(tmp_path):
+    """CYTON_DAISY_BOARD pairs an even packet (channels 9-16) with the odd one after it (1-8)."""
+    board_id = BoardIds.CYTON_DAISY_BOARD.value
+
+    def session(path):
+        BoardShim.disable_board_logger()
+        params = BrainFlowInputParams()
+        params.serial_port = path
+        board = BoardShim(board_id, params)
+        board.prepare_session()
+        try:
+            board.start_stream()
+            time.sleep(1.5)
+            data = board.get_board_data()
+            board.stop_stream()
+        finally:
+            board.release_session()
+        return data
+
+    hp = HeadsetPty(tmp_path / "headset.tty", seed=12, daisy=True, record=5000)
+    hp.open()
+    try:
+        data = await asyncio.to_thread(session, str(tmp_path / "headset.tty"))
+    finally:
+        await hp.close()
+    eeg = data[BoardShim.get_eeg_channels(board_id)].T
+    assert eeg.shape[1] == 16 and len(eeg) > 150  # 125 Hz
+    sent = list(hp.cyton.sent)
+    pairs = [(c_even, np.concatenate([odd, even]))
+             for (c_even, even), (c_odd, odd) in zip(sent, sent[1:]) if c_even % 2 == 0 and c_odd == c_even + 1]
+    counters = np.array([c for c, _ in pairs])
+    uv = np.array([u for _, u in pairs])
+    bf_counter = data[BoardShim.get_package_num_channel(board_id)].astype(int)
+    start = int(np.nonzero(counters == bf_counter[0])[0][0])
+    n = min(len(eeg), len(pairs) - start)
+    assert (counters[start : start + n] == bf_counter[:n]).all()
+    assert np.abs(uv[start : start + n] - eeg[:n]).max() < 0.02

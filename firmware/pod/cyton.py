@@ -8,9 +8,10 @@ and says why) or 'c' for 8 (no answer unless a Daisy was attached); then 'd'
 (channel defaults, gain 24, answered "...$$$"); then 'b' (start streaming).
 
 With the Daisy the board alternates packets: odd counters carry channels
-1-8, even counters channels 9-16. The parser pairs an odd packet with the even
-one after it into one 16-channel sample (sequence = (packet seq - 1) / 2); a
-packet without its partner is a lost sample.
+1-8, even counters channels 9-16. The parser pairs an even packet with the odd
+one after it into one 16-channel sample (sequence = packet seq / 2), as
+BrainFlow does, so both give the same samples; a packet without its partner
+is a lost sample.
 
 Railed channels: every batch is scanned for |count| >= 90 % of full scale
 (railed, as the OpenBCI GUI flags it) and >= 75 % (near railed); the bits
@@ -108,7 +109,7 @@ class Parser:
         self.batch_samples = batch_samples
         self.sample_bytes = channels * 3
         self.pkt = bytearray(PACKET_SIZE)
-        self.half = bytearray(_DAISY_OFF)  # Daisy: channels 1-8 waiting for their partner packet
+        self.half = bytearray(_DAISY_OFF)  # Daisy: channels 9-16 waiting for their partner packet
         self.batch = bytearray(batch_samples * channels * 3)
         self.masks = array.array("i", (0, 0))  # railed, near railed bits since the last take_masks()
         self._pos = 0  # bytes of the current packet held in pkt
@@ -120,8 +121,8 @@ class Parser:
         self._last_counter = -1  # none yet since (re)start
         self._pseq = 0  # widened packet sequence
         self._started = False  # a packet was ever seen
-        self._odd = -1  # Daisy: packet seq of the held odd packet
-        self._odd_ms = 0
+        self._even = -1  # Daisy: packet seq of the held even packet
+        self._even_ms = 0
         self._emitted = False  # a sample was ever emitted
         self.seq = 0  # sequence number of the last sample (32-bit, wraps)
         self.samples = 0
@@ -132,7 +133,7 @@ class Parser:
     def restart(self):
         """Forget the counter (the stream was restarted); the next sample is a gap."""
         self._pos = 0
-        self._odd = -1
+        self._even = -1
         if self._last_counter >= 0:
             self.flush()
             self._last_counter = -1
@@ -206,16 +207,16 @@ class Parser:
         if not self.daisy:
             self._sample(pseq, now_ms)
             return
-        if counter & 1:
+        if not counter & 1:
             _copy(self.half, 0, self.pkt, _SAMPLES_OFF, _DAISY_OFF)
-            self._odd = pseq
-            self._odd_ms = now_ms
+            self._even = pseq
+            self._even_ms = now_ms
             return
-        odd = self._odd
-        self._odd = -1
-        if odd >= 0 and ((pseq - odd) & _SEQ_MASK) == 1:
-            self._sample(odd >> 1, self._odd_ms)
-        # an even packet without its odd partner: that sample is lost (counted at the next one)
+        even = self._even
+        self._even = -1
+        if even >= 0 and ((pseq - even) & _SEQ_MASK) == 1:
+            self._sample(even >> 1, self._even_ms)
+        # an odd packet without its even partner: that sample is lost (counted at the next one)
 
     def _sample(self, sseq, now_ms):
         if self._emitted:
@@ -236,8 +237,8 @@ class Parser:
             self._gap_pending = False
         sb = self.sample_bytes
         if self.daisy:
-            _copy(self.batch, n * sb, self.half, 0, _DAISY_OFF)
-            _copy(self.batch, n * sb + _DAISY_OFF, self.pkt, _SAMPLES_OFF, sb - _DAISY_OFF)
+            _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, _DAISY_OFF)  # odd packet: channels 1-8
+            _copy(self.batch, n * sb + _DAISY_OFF, self.half, 0, sb - _DAISY_OFF)  # the even one before: 9-16
         else:
             _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, sb)
         n += 1

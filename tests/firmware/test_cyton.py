@@ -131,28 +131,31 @@ def daisy_packet(counter, base):
     return bytes(p)
 
 
-def test_daisy_pairs_odd_and_even_packets_into_16_channels():
+def test_daisy_pairs_even_and_odd_packets_into_16_channels():
     r = Rec(channels=16, batch=1)
-    # counter 0 (even, no partner: the invalid first sample), then pairs 1+2, 3+4
+    # as BrainFlow pairs them: even (channels 9-16) with the odd after it (channels 1-8)
     r.feed(daisy_packet(0, 900) + daisy_packet(1, 100) + daisy_packet(2, 200) + daisy_packet(3, 300) + daisy_packet(4, 400))
     assert [b[0] for b in r.batches] == [0, 1]
     s = r.batches[0][3]
     assert len(s) == 48
-    assert s[:3] == b"\x00\x00\x64" and s[24:27] == b"\x00\x00\xc8"  # ch1 = 100 (board), ch9 = 200 (Daisy)
+    assert s[:3] == b"\x00\x00\x64" and s[24:27] == b"\x00\x03\x84"  # ch1 = 100 (packet 1), ch9 = 900 (packet 0)
+    assert r.batches[1][3][:3] == b"\x00\x01\x2c"  # ch1 = 300 (packet 3)
     assert r.p.gaps == 0
 
 
 def test_daisy_lost_packet_loses_its_sample_and_marks_the_gap():
     r = Rec(channels=16, batch=1)
-    r.feed(daisy_packet(1, 1) + daisy_packet(2, 2) + daisy_packet(3, 3) + daisy_packet(5, 5) + daisy_packet(6, 6))
-    assert [(b[0], b[2]) for b in r.batches] == [(0, 0), (2, wire.EEG_FLAG_GAP_BEFORE)]
+    r.feed(daisy_packet(0, 0) + daisy_packet(1, 1) + daisy_packet(2, 2) + daisy_packet(3, 3) + daisy_packet(5, 5)
+           + daisy_packet(6, 6) + daisy_packet(7, 7))
+    # packet 4 lost: sample 2 (4 + 5) is gone, 5 has no partner
+    assert [(b[0], b[2]) for b in r.batches] == [(0, 0), (1, 0), (3, wire.EEG_FLAG_GAP_BEFORE)]
     assert r.p.gaps == 1 and r.p.lost == 1
 
 
 def test_daisy_counter_wrap_keeps_pairing():
     r = Rec(channels=16, batch=1)
-    r.feed(b"".join(daisy_packet(c, c) for c in range(251, 261)))  # 251..255, 0..4 on the wire
-    assert [b[0] for b in r.batches] == [125, 126, 127, 128, 129]
+    r.feed(b"".join(daisy_packet(c, c) for c in range(252, 262)))  # 252..255, 0..5 on the wire
+    assert [b[0] for b in r.batches] == [126, 127, 128, 129, 130]
     assert r.p.gaps == 0
 
 
