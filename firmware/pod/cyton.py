@@ -47,11 +47,10 @@ _CHUNK = const(512)
 _FIXED = const(10)  # eeg_batch fixed part: first_seq u32, ticks_ms u32, channels u8, flags u8
 _HDR = const(4)  # wire.HEADER_SIZE
 _SEQ_MASK = const(0xFFFFFFFF)
-_FULL_SCALE = const(8388607)  # 2**23 - 1
-RAILED_COUNTS = const(7549746)  # 90 % of full scale
+RAILED_COUNTS = const(7549746)  # 90 % of full scale (2**23 - 1 counts)
 NEAR_RAILED_COUNTS = const(6291455)  # 75 % of full scale
-_DAISY_OFF = const(24)
-_DEFAULT_GAIN = const(24)  # Daisy channels' bytes in a 16-channel sample
+_DAISY_OFF = const(24)  # Daisy channels' bytes in a 16-channel sample
+_DEFAULT_GAIN = const(24)  # what 'd' sets on every channel
 
 
 @micropython.viper
@@ -197,7 +196,7 @@ class Parser:
             # after a restart the counter is not trusted: the sequence just continues
             pseq = self._pseq + 1
             if self.daisy and (pseq ^ counter) & 1:
-                pseq += 1  # keep odd = channels 1-8
+                pseq += 1  # keep the parity: odd packets carry channels 1-8
         else:
             pseq = counter
         pseq &= _SEQ_MASK
