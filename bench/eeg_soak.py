@@ -7,7 +7,7 @@ jump in the sample sequence and counts what never arrived. With
 --unplug-every S each pod's port is pulled for --unplug-s seconds every S
 seconds (staggered), so store and forward is part of the soak.
 
-    .venv/bin/python bench/eeg_soak.py [--pods 4] [--seconds 600] [--unplug-every 0]
+    .venv/bin/python bench/eeg_soak.py [--pods 4] [--seconds 600] [--unplug-every 0] [--channels 8]
 
 Prints one line per pod and the total: samples expected, received (live /
 replayed), lost, and the pod's own counters.
@@ -37,7 +37,7 @@ async def unplugger(pod, every: float, down: float, offset: float, stop: float) 
 
 async def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="hypnolum-soak-") as d:
-        async with Emulator(args.pods, d, seed=args.seed) as emu:
+        async with Emulator(args.pods, d, seed=args.seed, eeg_channels=args.channels) as emu:
             await emu.wait_links(30)
             clients = [EegClient(pod.tty_path) for pod in emu.pods]
             for c in clients:
@@ -78,7 +78,8 @@ async def main(args) -> int:
                       f"{pod.counters.watchdog_resets}, crashes {pod.counters.crashes}")
             for c in clients:
                 await c.stop()
-    print(f"EEG soak: {args.pods} pods x {elapsed:.0f} s at 250 Hz, {unplugs} unplugs of {args.unplug_s} s: "
+    rate = "125 Hz x 16 ch" if args.channels == 16 else "250 Hz x 8 ch"
+    print(f"EEG soak: {args.pods} pods x {elapsed:.0f} s at {rate}, {unplugs} unplugs of {args.unplug_s} s: "
           f"{total_lost} samples lost of {total_exp} ({total_lost / max(total_exp, 1):.6%})")
     return 0 if total_lost == 0 else 1
 
@@ -90,5 +91,6 @@ if __name__ == "__main__":
     ap.add_argument("--unplug-every", type=float, default=0.0, help="pull each pod's port every S seconds (0: never)")
     ap.add_argument("--unplug-s", type=float, default=1.0, help="how long the port stays unplugged (default 1 s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--channels", type=int, choices=(8, 16), default=8, help="16: Cyton + Daisy at 125 Hz")
     ap.add_argument("--progress", action="store_true", help="print the running count every 10 s")
     raise SystemExit(asyncio.run(main(ap.parse_args())))
