@@ -1,197 +1,71 @@
-"""A virtual OpenBCI Cyton on a byte stream.
+"""A virtual OpenBCI Cyton on a byte stream: the pod's headset.sock, or a pty.
 
-Two layers, so the protocol can grow without touching the I/O:
+The protocol itself lives in :mod:`.cyton_protocol` (sans I/O) and the
+microvolts in :mod:`.signals`; this module connects them to a descriptor.
+:class:`VirtualHeadset` sends the packets due every ``burst_ms`` to a
+non-blocking socket (the pod's ``headset.sock`` connection, or one end of a
+socketpair in tests) or a pty master (:class:`HeadsetPty`, for third-party
+Cyton readers such as BrainFlow). A connection may be swapped (the pod
+rebooted and reconnected); the headset keeps its state, as the real board
+keeps streaming while the ESP32 resets.
 
-* :class:`Cyton` is sans-I/O: ``receive(data) -> reply bytes`` runs the
-  command table, ``packets_until(now_s) -> bytes`` returns the stream packets
-  due by a monotonic time. Commands are a table of one-byte keys to handlers,
-  so the protocol-exact version adds rows (channel settings ``x...X``, SD,
-  sample rate ``~``) rather than branches.
-* :class:`VirtualHeadset` drives a ``Cyton`` on a connected non-blocking
-  socket (the pod's ``headset.sock`` connection, or one end of a socketpair
-  in tests), sending the packets due every ``burst_ms``. A connection may be
-  swapped (the pod rebooted and reconnected); the headset keeps its state,
-  as the real board keeps streaming while the ESP32 resets.
-
-Stream packet (33 bytes): ``0xA0``, sample counter (u8), 8 channels of 24-bit
-big-endian two's complement, 6 aux bytes (accelerometer X, Y, Z as int16
-big-endian), footer ``0xC0``. 250 Hz, paced by the monotonic clock: the
-number of packets sent is always ``floor(elapsed * 250) + 1``, so there is
-no drift whatever the burst timing.
-
-The signal is deterministic for a seed: a 10 Hz alpha rhythm (~20 µV, its
-phase and amplitude varying per channel) plus Gaussian noise, generated a
-256-sample block at a time with numpy (the counter then equals the index in
-the block).
+Packets are paced by the monotonic clock: the number sent is always
+``floor(elapsed * rate) + 1``, so there is no drift whatever the burst timing.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import time
+import tty
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .cyton_protocol import (  # noqa: F401  (re-exported: the headset's public names)
+    BANNER,
+    BANNER_DAISY,
+    DEFAULT_GAIN,
+    DEFAULTS_REPLY,
+    G_PER_COUNT,
+    HEADER,
+    PACKET_SIZE,
+    Cyton,
+    HeadsetStats,
+    uv_per_count,
+)
+from .signals import Participant  # noqa: F401
+
 SAMPLE_RATE_HZ = 250
 CHANNELS = 8
-PACKET_SIZE = 33
-HEADER = 0xA0
+GAIN = DEFAULT_GAIN
+UV_PER_COUNT = uv_per_count(GAIN)  # µV per ADC count at the default gain
 FOOTER_ACCEL = 0xC0
-GAIN = 24
-# µV per ADC count at the default gain (4.5 V reference, 24-bit ADC)
-UV_PER_COUNT = 4.5 / (2**23 - 1) / GAIN * 1e6
-G_PER_COUNT = 0.000125  # accelerometer
-
-BANNER = (
-    b"OpenBCI V3 8-16 channel\n"
-    b"On Board ADS1299 Device ID: 0x3E\n"
-    b"LIS3DH Device ID: 0x33\n"
-    b"Firmware: v3.1.2\n"
-    b"$$$"
-)
-DEFAULTS_REPLY = b"updating channel settings to default$$$"
-
-_BLOCK = 256  # samples per generated block: one full turn of the u8 counter
-_ALPHA_HZ = 10.0
-_ALPHA_UV = 20.0
-_NOISE_UV = 4.0
-_ACCEL = (0, 0, int(round(1.0 / G_PER_COUNT)))  # at rest, 1 g on Z
 
 
-@dataclass
-class HeadsetStats:
-    commands: int = 0
-    unknown_commands: int = 0
-    packets: int = 0  # packets generated while streaming
-    packets_dropped: int = 0  # generated but not delivered (no reader, full buffer)
-    bytes_dropped: int = 0
-    connections: int = 0
+class _FdConn:
+    """A pty master (or any non-blocking fd) with the socket calls the headset uses."""
 
+    def __init__(self, fd: int):
+        self.fd = fd
 
-class SignalSource:
-    """Deterministic synthetic EEG: ready-made packets, one 256-sample block at a time."""
+    def fileno(self) -> int:
+        return self.fd
 
-    def __init__(self, seed: int, channels: int = CHANNELS, sample_rate_hz: int = SAMPLE_RATE_HZ):
-        self.channels = channels
-        self.sample_rate_hz = sample_rate_hz
-        self._rng = np.random.default_rng(seed)
-        self._phase = self._rng.uniform(0, 2 * np.pi, channels)
-        self._amp = _ALPHA_UV * self._rng.uniform(0.7, 1.3, channels)
-        self._n = 0  # samples generated so far
-        # packet template: header, counter, channels, accel, footer
-        tpl = np.zeros((_BLOCK, PACKET_SIZE), dtype=np.uint8)
-        tpl[:, 0] = HEADER
-        tpl[:, 1] = np.arange(_BLOCK, dtype=np.uint8)
-        accel = np.array(_ACCEL, dtype=">i2").view(np.uint8)
-        tpl[:, 26:32] = accel
-        tpl[:, 32] = FOOTER_ACCEL
-        self._template = tpl
+    def recv(self, n: int) -> bytes:
+        return os.read(self.fd, n)
 
-    def uv_block(self) -> np.ndarray:
-        """The next block as (256, channels) float µV."""
-        t = (self._n + np.arange(_BLOCK)) / self.sample_rate_hz
-        alpha = self._amp * np.sin(2 * np.pi * _ALPHA_HZ * t[:, None] + self._phase)
-        noise = self._rng.normal(0.0, _NOISE_UV, (_BLOCK, self.channels))
-        self._n += _BLOCK
-        return alpha + noise
+    def send(self, data: bytes) -> int:
+        return os.write(self.fd, data)
 
-    def packet_block(self) -> bytes:
-        """256 packets, counters 0..255."""
-        counts = np.rint(self.uv_block() / UV_PER_COUNT).astype(np.int64)
-        counts = np.clip(counts, -(2**23), 2**23 - 1) & 0xFFFFFF
-        pk = self._template.copy()
-        be = counts.astype(">u4").view(np.uint8).reshape(_BLOCK, self.channels, 4)[:, :, 1:]
-        pk[:, 2 : 2 + 3 * self.channels] = be.reshape(_BLOCK, 3 * self.channels)
-        return pk.tobytes()
+    def close(self) -> None:
+        pass  # the owner (HeadsetPty) closes the pty
 
-
-class Cyton:
-    """The board's protocol state machine, without I/O.
-
-    ``receive`` takes command bytes and returns the reply bytes;
-    ``packets_until(now_s)`` returns the stream bytes due by ``now_s``.
-    """
-
-    def __init__(self, seed: int = 0, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self.seed = seed
-        self.stats = HeadsetStats()
-        self.streaming = False
-        self.gain = GAIN
-        self._signal = SignalSource(seed)
-        self._block = b""
-        self._block_pos = 0  # packets of _block already handed out
-        self._t0 = 0.0
-        self._sent = 0  # packets since stream start
-        # one-byte commands; the handler returns the reply
-        self.commands: dict[int, Callable[[], bytes]] = {
-            ord("v"): self._cmd_soft_reset,
-            ord("d"): self._cmd_defaults,
-            ord("b"): self._cmd_start,
-            ord("s"): self._cmd_stop,
-        }
-
-    # -- commands -------------------------------------------------------
-    def receive(self, data: bytes) -> bytes:
-        out = bytearray()
-        for byte in data:
-            handler = self.commands.get(byte)
-            if handler is None:
-                if byte not in b"\r\n ":
-                    self.stats.unknown_commands += 1
-                continue
-            self.stats.commands += 1
-            out += handler()
-        return bytes(out)
-
-    def _cmd_soft_reset(self) -> bytes:
-        self.streaming = False
-        self.gain = GAIN
-        return BANNER
-
-    def _cmd_defaults(self) -> bytes:
-        self.gain = GAIN
-        return DEFAULTS_REPLY
-
-    def _cmd_start(self) -> bytes:
-        if not self.streaming:
-            self.streaming = True
-            self._t0 = self.clock()
-            self._sent = 0
-            self._block = b""  # counter restarts at 0
-            self._block_pos = 0
-        return b""
-
-    def _cmd_stop(self) -> bytes:
-        self.streaming = False
-        return b""
-
-    # -- stream ---------------------------------------------------------
-    def packets_due(self, now_s: float) -> int:
-        if not self.streaming:
-            return 0
-        due = int((now_s - self._t0) * SAMPLE_RATE_HZ) + 1
-        return max(0, due - self._sent)
-
-    def packets_until(self, now_s: float) -> bytes:
-        n = self.packets_due(now_s)
-        if n == 0:
-            return b""
-        parts = []
-        while n:
-            if self._block_pos == _BLOCK or not self._block:
-                self._block = self._signal.packet_block()
-                self._block_pos = 0
-            take = min(n, _BLOCK - self._block_pos)
-            a = self._block_pos * PACKET_SIZE
-            parts.append(self._block[a : a + take * PACKET_SIZE])
-            self._block_pos += take
-            self._sent += take
-            self.stats.packets += take
-            n -= take
-        return b"".join(parts)
+    def setblocking(self, flag: bool) -> None:
+        os.set_blocking(self.fd, flag)
 
 
 class VirtualHeadset:
@@ -201,8 +75,8 @@ class VirtualHeadset:
     dropped and counted, as UART bytes are lost when nobody drains the FIFO.
     """
 
-    def __init__(self, seed: int = 0, burst_ms: int = 20, clock: Callable[[], float] = time.monotonic):
-        self.cyton = Cyton(seed, clock)
+    def __init__(self, seed: int = 0, burst_ms: int = 20, clock: Callable[[], float] = time.monotonic, **cyton_kwargs):
+        self.cyton = Cyton(seed, clock, **cyton_kwargs)
         self.burst_s = burst_ms / 1000
         self._sock: socket.socket | None = None
         self._task: asyncio.Task | None = None
@@ -222,7 +96,7 @@ class VirtualHeadset:
         if self._task is None:
             self._task = asyncio.create_task(self._stream(), name="headset-stream")
 
-    def attach(self, sock: socket.socket) -> None:
+    def attach(self, sock: socket.socket | _FdConn) -> None:
         """Serve ``sock`` (replacing any previous connection)."""
         self.start()
         self.detach()
@@ -314,3 +188,45 @@ def parse_packets(data: bytes) -> np.ndarray:
     out["accel"] = accel
     out["footer"] = pk[:, 32]
     return out
+
+
+class HeadsetPty:
+    """A virtual headset of its own on a pty, as a USB dongle appears: ``/dev/pts/N``.
+
+    The stable path is the symlink ``link`` (re-pointed atomically). The pty
+    slave is in raw mode and one slave fd stays open here, so the master
+    never reads EIO while no reader has the port open.
+    """
+
+    def __init__(self, link: str | os.PathLike, seed: int = 0, **headset_kwargs):
+        self.link = Path(link)
+        self.headset = VirtualHeadset(seed=seed, **headset_kwargs)
+        self._master = self._slave = -1
+        self.pts_path: str | None = None
+
+    @property
+    def cyton(self) -> Cyton:
+        return self.headset.cyton
+
+    def open(self) -> str:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.pts_path = os.ttyname(slave)
+        tmp = self.link.with_name(self.link.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(self.pts_path, tmp)
+        os.replace(tmp, self.link)
+        self.headset.attach(_FdConn(master))
+        return self.pts_path
+
+    async def close(self) -> None:
+        await self.headset.stop()
+        with contextlib.suppress(FileNotFoundError):
+            self.link.unlink()
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1

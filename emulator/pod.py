@@ -49,7 +49,8 @@ from hypnolum import paths
 
 from hypnolum.procs import die_with_parent
 
-from .headset import VirtualHeadset
+from .headset import HeadsetPty, VirtualHeadset
+from .signals import Participant
 from .leds import VirtualLeds
 
 TICKS_PERIOD = 1 << 30  # ticks_ms / ticks_us wrap here on the ESP32
@@ -128,11 +129,16 @@ class EmulatedPod:
         config: PodConfig | None = None,
         env: dict[str, str] | None = None,
         write_config: bool = True,
+        eeg_channels: int = 8,
+        headset_pty: bool = False,
+        participant: Participant | None = None,
     ):
         self.pod_id = pod_id
         self.dir = Path(pod_dir).resolve()
         self.seed = seed
-        self.config = config or PodConfig(pod_id=pod_id, led_count=led_count)
+        self.config = config or PodConfig(
+            pod_id=pod_id, led_count=led_count, eeg_channels=eeg_channels, sample_rate_hz=125 if eeg_channels > 8 else 250
+        )
         self.tty_path = Path(tty_link) if tty_link is not None else self.dir.parent / f"{pod_id}.tty"
         self._rng = random.Random(f"{seed}:{pod_id}")
         self.uid = uid or "%012x" % self._rng.getrandbits(48)
@@ -151,7 +157,17 @@ class EmulatedPod:
         self.counters = PodCounters()
         self.log_path = self.dir / "micropython.log"
         self.log_tail: deque[str] = deque(maxlen=200)
-        self.headset = VirtualHeadset(seed=self._rng.getrandbits(32))
+        # one participant per pod, drawn from (seed, pod_id): the headset's signal seed
+        self.signal_seed = self._rng.getrandbits(32)
+        self.participant = participant or Participant.from_seed(self.signal_seed)
+        daisy = self.config.eeg_channels > 8
+        self.headset = VirtualHeadset(seed=self.signal_seed, participant=self.participant, daisy=daisy)
+        # the same participant on a pty of its own, for third-party Cyton readers (BrainFlow, the OpenBCI GUI)
+        self.headset_pty = (
+            HeadsetPty(self.dir.parent / f"{pod_id}-headset.tty", seed=self.signal_seed,
+                       participant=self.participant, daisy=daisy)
+            if headset_pty else None
+        )
         self.leds = VirtualLeds(self.dir / "leds.sock")
         # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
         self.to_host_filter: Callable[[bytes], bytes] | None = None
@@ -206,6 +222,8 @@ class EmulatedPod:
         self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         self._bind_sockets()
         self.headset.start()
+        if self.headset_pty is not None:
+            self.headset_pty.open()
         self.leds.open()
         self.replug()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.pod_id}-supervisor")
@@ -226,6 +244,8 @@ class EmulatedPod:
         self.unplug()
         self._drop_link()
         await self.headset.stop()
+        if self.headset_pty is not None:
+            await self.headset_pty.close()
         self.leds.close()
         for sock in (*self._listen.values(), self._sys):
             if sock is not None:

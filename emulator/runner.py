@@ -13,7 +13,8 @@ From the shell::
     pod-01 /abs/run/emu/pod-01.tty
     pod-02 /abs/run/emu/pod-02.tty
 
-one line per pod once all are booted, then it runs until SIGINT/SIGTERM and
+one line per pod once all are booted (with ``--headset-pty`` a third column:
+the pod's virtual headset on a pty of its own, ``<pod_id>-headset.tty``), then it runs until SIGINT/SIGTERM and
 stops every interpreter it started.
 """
 from __future__ import annotations
@@ -100,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic EEG, clocks and ids")
     p.add_argument("--record-frames", type=Path, default=None, metavar="DIR",
                    help="write every LED frame of each pod to DIR/<pod_id>.frames (see docs/emulator.md)")
+    p.add_argument("--channels", type=int, choices=(8, 16), default=8, help="EEG channels: 16 = Cyton with Daisy")
+    p.add_argument("--headset-pty", action="store_true",
+                   help="also serve each pod's virtual headset on a pty of its own (a third column)")
     return p
 
 
@@ -109,7 +113,8 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    emu = Emulator(args.pods, workdir, seed=args.seed, led_count=args.led_count, record_frames=args.record_frames)
+    emu = Emulator(args.pods, workdir, seed=args.seed, led_count=args.led_count, record_frames=args.record_frames,
+                   eeg_channels=args.channels, headset_pty=args.headset_pty)
     try:
         await emu.start()
         await emu.wait_links(15)  # the firmware is up: the ptys lead somewhere
@@ -120,7 +125,10 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         print(f"hypnolum emulate: {len(emu.pods)} pods in {emu.workdir}; SIGINT/SIGTERM stops", file=sys.stderr)
         for pod in emu.pods:
-            print(pod.pod_id, pod.tty_path)
+            if pod.headset_pty is not None:
+                print(pod.pod_id, pod.tty_path, pod.headset_pty.link)
+            else:
+                print(pod.pod_id, pod.tty_path)
         sys.stdout.flush()
         await stop.wait()
     finally:

@@ -123,9 +123,10 @@ async def test_reboot_and_replug_are_seen_by_the_host(emu):
         await pod.reboot()
         await pod.wait_link(15)
         host.connect()
-        # a HELLO of the old boot may still be in flight: wait for the new boot's
-        again = await host.wait_for(lambda f: f.name == "hello" and f.fields["boot_id"] != first.fields["boot_id"],
-                                    what="HELLO after reboot")
+        # the answer to the first CONNECT may still be queued behind the boot HELLO: wait for the new boot's
+        again = await host.wait_for(
+            lambda f: f.name == "hello" and f.fields["boot_id"] != first.fields["boot_id"], what="HELLO after reboot"
+        )
         assert again.fields["boot_id"] != first.fields["boot_id"]
         assert pod.counters.manual_reboots == 1
 

@@ -23,7 +23,7 @@ def test_banner_and_defaults_end_in_dollars():
     assert c.receive(b"v") == BANNER
     assert BANNER.startswith(b"OpenBCI V3 8-16 channel\n") and BANNER.endswith(b"$$$")
     assert c.receive(b"d") == b"updating channel settings to default$$$"
-    assert c.receive(b"\n?") == b""  # nothing for unknown bytes
+    assert c.receive(b"\n9") == b""  # nothing for unused bytes
     assert c.stats.unknown_commands == 1
 
 
@@ -57,18 +57,24 @@ def test_pacing_has_no_drift_and_stop_stops():
     assert parse_packets(c.packets_until(clock.t))["counter"][0] == 0
 
 
-def test_signal_is_alpha_plus_noise_and_deterministic():
+def test_signal_is_deterministic_per_seed_with_occipital_alpha():
     clock = FakeClock()
-    a, b, other = Cyton(7, clock), Cyton(7, clock), Cyton(8, clock)
+    awake = headset.Participant.from_seed(7, script=(("wake", 60.0),), blinks_per_min=0.0)
+    a, b = Cyton(7, clock, participant=awake), Cyton(7, clock, participant=awake)
+    other = Cyton(8, clock)
     for c in (a, b, other):
         c.receive(b"b")
-    da, db, do = (c.packets_until(clock.t + 4.0) for c in (a, b, other))
+    da, db, do = (c.packets_until(clock.t + 8.0) for c in (a, b, other))
     assert da == db and da != do
-    uv = parse_packets(da)["counts"][:1000] * UV_PER_COUNT
-    spectrum = np.abs(np.fft.rfft(uv - uv.mean(axis=0), axis=0))
-    freqs = np.fft.rfftfreq(1000, 1 / 250)
-    assert np.allclose(freqs[spectrum[1:].argmax(axis=0) + 1], 10.0)  # every channel peaks at 10 Hz
-    assert 10 < np.abs(uv).max() < 60  # tens of µV
+    uv = parse_packets(da)["counts"] * UV_PER_COUNT
+    freqs = np.fft.rfftfreq(len(uv), 1 / 250)
+    spectrum = np.abs(np.fft.rfft(uv - uv.mean(axis=0), axis=0)) ** 2
+    alpha = (freqs >= 8) & (freqs < 13)
+    share = spectrum[alpha].sum(axis=0) / spectrum[(freqs > 0.5) & (freqs < 45)].sum(axis=0)
+    o1 = 6  # O1 in the montage
+    assert share[o1] > 0.5  # occipital alpha dominates while awake
+    assert abs(freqs[alpha][spectrum[alpha, o1].argmax()] - awake.alpha_hz) < 0.3
+    assert 10 < np.abs(uv).max() < 300  # tens of µV
     assert 0.02 < UV_PER_COUNT < 0.023
 
 

@@ -13,7 +13,7 @@ import struct
 import hal
 from micropython import const
 
-from pod import config, cyton, link, render, status, wire
+from pod import bands, config, cyton, link, render, ring, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
 
@@ -49,7 +49,14 @@ class Pod:
         self.renderer.watch(lk, cfg.fade_after_ms)
         lk.register(wire.T_NIGHT_MODE, self.renderer.night)
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
-        self.headset = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud)
+        self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz)
+        # EEG store and forward, and band powers read from the same ring
+        rate = cfg.sample_rate_hz  # per channel (125 Hz with the Daisy)
+        hs.ring = samples = ring.SampleRing(cfg.eeg_channels, rate)
+        self.replayer = ring.Replayer(lk, samples)
+        lk.register(wire.T_EEG_REPLAY, self.replayer.request)  # answered before the replay starts
+        self.bands = bands.BandPower(samples, rate, hs.parser.take_masks, lk, hs.gain)
+        self.bands.on_update = self.renderer.set_alpha  # alpha_bloom follows the wearer's alpha
         self.heartbeat = status.Heartbeat(lk, self.headset, self.renderer)
         lk.send_hello()
         for err in cfg.errors:
@@ -60,6 +67,8 @@ class Pod:
             self._guard("link rx", lk.rx_task()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
+            self._guard("replay", self.replayer.run()),
+            self._guard("bands", self.bands.run()),
             self._guard("status", self.heartbeat.run()),
         )
 

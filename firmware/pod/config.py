@@ -16,8 +16,8 @@ _SCHEMA = {
     "pod_id": (None, str, 1, 64),  # None: derived from the board's unique id
     "led_count": (16, int, 1, 300),
     "led_order": ("GRB", str, 3, 4),  # 4 letters (with W) for RGBW strips
-    "eeg_channels": (8, int, 1, 8),
-    "sample_rate_hz": (250, int, 1, 16000),
+    "eeg_channels": (8, int, 1, 16),  # 9..16: the Cyton with its Daisy
+    "sample_rate_hz": (250, int, 1, 16000),  # per channel: 125 with the Daisy
     "headset_baud": (115200, int, 1200, 4000000),
     "render_fps": (60, int, 1, 200),
     "watchdog_ms": (5000, int, 1000, 60000),

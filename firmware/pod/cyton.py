@@ -1,8 +1,21 @@
 """OpenBCI Cyton headset: start the stream, parse packets, send EEG_BATCH frames.
 
 Start-up: 's' (stop a stream left running), 'v' (soft reset; the board
-answers a banner ending "$$$"), wait for "$$$" with a timeout and retry, then
-'b' (start streaming).
+answers a banner ending "$$$"), wait for "$$$" with a timeout and retry; then
+the channel count: 'C' for 16 channels (the board answers "...16$$$" when a
+Daisy is fitted, "no daisy to attach!8$$$" when not: an error, the pod retries
+and says why) or 'c' for 8 (no answer unless a Daisy was attached); then 'd'
+(channel defaults, gain 24, answered "...$$$"); then 'b' (start streaming).
+
+With the Daisy the board alternates packets: odd counters carry channels
+1-8, even counters channels 9-16. The parser pairs an even packet with the odd
+one after it into one 16-channel sample (sequence = packet seq / 2), as
+BrainFlow does, so both give the same samples; a packet without its partner
+is a lost sample.
+
+Railed channels: every batch is scanned for |count| >= 90 % of full scale
+(railed, as the OpenBCI GUI flags it) and >= 75 % (near railed); the bits
+accumulate until the band-power task reports and clears them.
 
 Stream packet, 33 bytes: 0xA0, sample counter u8, 8 channels x int24
 big-endian, 6 aux bytes, footer 0xC0..0xC6. The parser resyncs after garbage
@@ -11,6 +24,7 @@ at the next 0xA0 whose footer checks out. The 8-bit counter is widened into a
 carries EEG_FLAG_GAP_BEFORE). Samples are batched (10 = 40 ms at 250 Hz) and
 copied as the raw 24-bit big-endian bytes: no conversion, no allocation per sample.
 """
+import array
 import asyncio
 
 import hal
@@ -26,12 +40,47 @@ _FOOTER_MAX = const(0xC6)
 _CYTON_CHANNELS = const(8)
 _SAMPLES_OFF = const(2)  # first channel byte in a packet
 BATCH_SAMPLES = const(10)
+BATCH_MS = const(40)  # batching latency: the wire efficiency target holds at this
 _READY_TIMEOUT_MS = const(3000)  # the banner takes ~1 s after 'v' on a real board
 _RETRY_PAUSE_MS = const(2000)
 _CHUNK = const(512)
 _FIXED = const(10)  # eeg_batch fixed part: first_seq u32, ticks_ms u32, channels u8, flags u8
 _HDR = const(4)  # wire.HEADER_SIZE
 _SEQ_MASK = const(0xFFFFFFFF)
+RAILED_COUNTS = const(7549746)  # 90 % of full scale (2**23 - 1 counts)
+NEAR_RAILED_COUNTS = const(6291455)  # 75 % of full scale
+_DAISY_OFF = const(24)  # Daisy channels' bytes in a 16-channel sample
+_DEFAULT_GAIN = const(24)  # what 'd' sets on every channel
+
+
+@micropython.viper
+def _rail_scan(samples, n: int, nch: int, masks):
+    # OR into masks[0] / masks[1] the channels at >= 90 % / >= 75 % of full scale
+    s = ptr8(samples)
+    m = ptr32(masks)
+    railed = 0
+    near = 0
+    ch = 0
+    while ch < nch:
+        i = 0
+        p = ch * 3
+        step = nch * 3
+        big = 0
+        while i < n:
+            v = (s[p] << 16) | (s[p + 1] << 8) | s[p + 2]
+            if v & 0x800000:
+                v = 0x1000000 - v  # |negative|
+            if v > big:
+                big = v
+            p += step
+            i += 1
+        if big >= RAILED_COUNTS:
+            railed |= 1 << ch
+        if big >= NEAR_RAILED_COUNTS:
+            near |= 1 << ch
+        ch += 1
+    m[0] = m[0] | railed
+    m[1] = m[1] | near
 
 
 @micropython.viper
@@ -49,22 +98,31 @@ class Parser:
     """Cyton byte stream -> batches. on_batch(first_seq, ticks_ms, flags, samples, n_bytes).
 
     samples is the parser's batch buffer, valid during the call only.
+    channels > 8 means the Daisy: packets are paired into 16-channel samples.
     """
 
     def __init__(self, channels, on_batch, batch_samples=BATCH_SAMPLES):
         self.channels = channels
+        self.daisy = channels > _CYTON_CHANNELS
         self.on_batch = on_batch
         self.batch_samples = batch_samples
         self.sample_bytes = channels * 3
         self.pkt = bytearray(PACKET_SIZE)
+        self.half = bytearray(_DAISY_OFF)  # Daisy: channels 9-16 waiting for their partner packet
         self.batch = bytearray(batch_samples * channels * 3)
+        self.masks = array.array("i", (0, 0))  # railed, near railed bits since the last take_masks()
         self._pos = 0  # bytes of the current packet held in pkt
         self._n = 0  # samples in the batch
         self._first_seq = 0
         self._first_ms = 0
         self._flags = 0
         self._gap_pending = False
-        self._last_counter = -1  # none yet
+        self._last_counter = -1  # none yet since (re)start
+        self._pseq = 0  # widened packet sequence
+        self._started = False  # a packet was ever seen
+        self._even = -1  # Daisy: packet seq of the held even packet
+        self._even_ms = 0
+        self._emitted = False  # a sample was ever emitted
         self.seq = 0  # sequence number of the last sample (32-bit, wraps)
         self.samples = 0
         self.gaps = 0
@@ -74,10 +132,19 @@ class Parser:
     def restart(self):
         """Forget the counter (the stream was restarted); the next sample is a gap."""
         self._pos = 0
+        self._even = -1
         if self._last_counter >= 0:
             self.flush()
             self._last_counter = -1
             self._gap_pending = True
+
+    def take_masks(self):
+        """(railed, near_railed) channel bits seen since the last call; clears them."""
+        m = self.masks
+        r, nr = m[0], m[1]
+        m[0] = 0
+        m[1] = 0
+        return r, nr
 
     def feed(self, data, n, now_ms):
         """Consume data[0:n], read at pod time now_ms."""
@@ -121,30 +188,58 @@ class Parser:
     def _packet(self, now_ms):
         counter = self.pkt[1]
         last = self._last_counter
-        if last < 0:
-            self.seq = (self.seq + 1) & _SEQ_MASK if self.samples else counter
-        else:
+        if last >= 0:
             delta = (counter - last) & 0xFF
-            if delta != 1:
-                # samples lost (delta 0: a whole 256-sample wrap, or a repeat; count it lost too)
-                missing = (delta - 1) & 0xFF if delta else 255
+            # delta 0: a repeat or a whole 256-packet wrap; either way packets are missing
+            pseq = self._pseq + (delta if delta else 256)
+        elif self._started:
+            # after a restart the counter is not trusted: the sequence just continues
+            pseq = self._pseq + 1
+            if self.daisy and (pseq ^ counter) & 1:
+                pseq += 1  # keep the parity: odd packets carry channels 1-8
+        else:
+            pseq = counter
+        pseq &= _SEQ_MASK
+        self._pseq = pseq
+        self._last_counter = counter
+        self._started = True
+        if not self.daisy:
+            self._sample(pseq, now_ms)
+            return
+        if not counter & 1:
+            _copy(self.half, 0, self.pkt, _SAMPLES_OFF, _DAISY_OFF)
+            self._even = pseq
+            self._even_ms = now_ms
+            return
+        even = self._even
+        self._even = -1
+        if even >= 0 and ((pseq - even) & _SEQ_MASK) == 1:
+            self._sample(even >> 1, self._even_ms)
+        # an odd packet without its even partner: that sample is lost (counted at the next one)
+
+    def _sample(self, sseq, now_ms):
+        if self._emitted:
+            missing = (sseq - self.seq - 1) & _SEQ_MASK
+            if missing:
                 self.gaps += 1
                 self.lost += missing
                 self.flush()
                 self._gap_pending = True
-                self.seq = (self.seq + missing + 1) & _SEQ_MASK
-            else:
-                self.seq = (self.seq + 1) & _SEQ_MASK
-        self._last_counter = counter
+        self.seq = sseq
+        self._emitted = True
         self.samples += 1
         n = self._n
         if n == 0:
-            self._first_seq = self.seq
+            self._first_seq = sseq
             self._first_ms = now_ms
             self._flags = wire.EEG_FLAG_GAP_BEFORE if self._gap_pending else 0
             self._gap_pending = False
         sb = self.sample_bytes
-        _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, sb)
+        if self.daisy:
+            _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, _DAISY_OFF)  # odd packet: channels 1-8
+            _copy(self.batch, n * sb + _DAISY_OFF, self.half, 0, sb - _DAISY_OFF)  # the even one before: 9-16
+        else:
+            _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, sb)
         n += 1
         self._n = n
         if n >= self.batch_samples:
@@ -155,20 +250,25 @@ class Parser:
         n = self._n
         if n:
             self._n = 0
+            _rail_scan(self.batch, n, self.channels, self.masks)
             self.on_batch(self._first_seq, self._first_ms, self._flags, self.batch, n * self.sample_bytes)
 
 
 class Headset:
     """Runs a Cyton on hal.open_headset() and sends its batches over the link."""
 
-    def __init__(self, link, channels, baud):
+    def __init__(self, link, channels, baud, sample_rate_hz=250):
         self.link = link
         self.channels = channels
         self.baud = baud
-        self.parser = Parser(channels, self._on_batch)
-        self.dropped = 0  # samples parsed but not sent (link backlog)
+        # a batch spans BATCH_MS whatever the rate: 10 samples at 250 Hz, 5 at 125 Hz (Daisy)
+        self.parser = Parser(channels, self._on_batch, max(1, sample_rate_hz * BATCH_MS // 1000))
+        self.dropped = 0  # samples parsed but not sent (link backlog); still in the ring
         self.ready = False
         self.start_retries = 0
+        self.ring = None  # ring.SampleRing: every sample is kept for replay and band powers
+        self.gain = _DEFAULT_GAIN  # every channel's, as 'd' sets it
+        self.last_error = ""
 
     @property
     def samples(self):
@@ -179,6 +279,8 @@ class Headset:
         return self.parser.gaps
 
     def _on_batch(self, first_seq, ticks_ms, flags, samples, nbytes):
+        if self.ring is not None:
+            self.ring.put(first_seq, ticks_ms, samples, nbytes)
         link = self.link
         if link.backlogged():
             self.dropped += nbytes // (self.channels * 3)
@@ -188,8 +290,11 @@ class Headset:
         end = wire.pack_eeg_batch(body, _HDR, first_seq, ticks_ms, self.channels, flags, nbytes)
         link.send(wire.T_EEG_BATCH, end)
 
-    async def _wait_ready(self, reader, buf):
-        """Read until "$$$"; False on timeout. OSError if the headset is gone."""
+    async def _wait_ready(self, reader, buf, tail=None):
+        """Read until "$$$"; False on timeout. OSError if the headset is gone.
+
+        tail (a bytearray) receives the last bytes before the "$$$".
+        """
         dollars = 0
         deadline = hal.ticks_add(hal.ticks_ms(), _READY_TIMEOUT_MS)
         while True:
@@ -203,9 +308,36 @@ class Headset:
             if not n:
                 raise OSError("headset closed")
             for i in range(n):
+                if tail is not None:
+                    tail.append(buf[i])
+                    if len(tail) > 32:
+                        tail[:] = tail[-32:]
                 dollars = dollars + 1 if buf[i] == 0x24 else 0  # '$'
                 if dollars == 3:
                     return True
+
+    async def _configure(self, reader, writer, buf):
+        """Channel count, then defaults; False (with last_error set) if the board refuses."""
+        if self.channels > _CYTON_CHANNELS:
+            tail = bytearray()
+            writer.write(b"C")
+            await writer.drain()
+            if not await self._wait_ready(reader, buf, tail):
+                self.last_error = "no answer to C"
+                return False
+            if tail.find(b"16$$$") < 0:
+                self.last_error = "no Daisy: " + bytes(tail).decode()
+                return False
+        else:
+            writer.write(b"c")  # answered only when a Daisy was attached; 'd' below waits past it
+        writer.write(b"d")
+        await writer.drain()
+        if not await self._wait_ready(reader, buf):
+            self.last_error = "no answer to d"
+            return False
+        self.gain = _DEFAULT_GAIN
+        self.last_error = ""
+        return True
 
     async def _session(self, buf):
         """One connection to the headset: start it, then stream until it goes away."""
@@ -215,7 +347,9 @@ class Headset:
                 writer.write(b"sv")
                 await writer.drain()
                 if await self._wait_ready(reader, buf):
-                    break
+                    if await self._configure(reader, writer, buf):
+                        break
+                    self.link.send_log(wire.LOG_LEVEL_WARNING, "headset: " + self.last_error)
                 self.start_retries += 1
                 await asyncio.sleep_ms(_RETRY_PAUSE_MS)
             writer.write(b"b")

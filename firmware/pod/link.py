@@ -57,6 +57,7 @@ class Link:
             wire.T_PING: self._on_ping,
             wire.T_SCENE: self._on_scene,
         }
+        # (from_seq, count) -> 0 or a NACK reason; set by the app once the ring exists
 
     # -- counters for STATUS ------------------------------------------------
     @property

@@ -115,3 +115,84 @@ def test_no_allocation_per_sample():
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
+
+
+def daisy_packet(counter, base):
+    # channel ch carries base + ch (24-bit big-endian) so board/Daisy halves are recognisable
+    p = bytearray(33)
+    p[0] = 0xA0
+    p[1] = counter & 0xFF
+    for ch in range(8):
+        v = (base + ch) & 0xFFFFFF
+        p[2 + 3 * ch] = v >> 16
+        p[3 + 3 * ch] = (v >> 8) & 0xFF
+        p[4 + 3 * ch] = v & 0xFF
+    p[32] = 0xC0
+    return bytes(p)
+
+
+def test_daisy_pairs_even_and_odd_packets_into_16_channels():
+    r = Rec(channels=16, batch=1)
+    # as BrainFlow pairs them: even (channels 9-16) with the odd after it (channels 1-8)
+    r.feed(daisy_packet(0, 900) + daisy_packet(1, 100) + daisy_packet(2, 200) + daisy_packet(3, 300) + daisy_packet(4, 400))
+    assert [b[0] for b in r.batches] == [0, 1]
+    s = r.batches[0][3]
+    assert len(s) == 48
+    assert s[:3] == b"\x00\x00\x64" and s[24:27] == b"\x00\x03\x84"  # ch1 = 100 (packet 1), ch9 = 900 (packet 0)
+    assert r.batches[1][3][:3] == b"\x00\x01\x2c"  # ch1 = 300 (packet 3)
+    assert r.p.gaps == 0
+
+
+def test_daisy_lost_packet_loses_its_sample_and_marks_the_gap():
+    r = Rec(channels=16, batch=1)
+    r.feed(daisy_packet(0, 0) + daisy_packet(1, 1) + daisy_packet(2, 2) + daisy_packet(3, 3) + daisy_packet(5, 5)
+           + daisy_packet(6, 6) + daisy_packet(7, 7))
+    # packet 4 lost: sample 2 (4 + 5) is gone, 5 has no partner
+    assert [(b[0], b[2]) for b in r.batches] == [(0, 0), (1, 0), (3, wire.EEG_FLAG_GAP_BEFORE)]
+    assert r.p.gaps == 1 and r.p.lost == 1
+
+
+def test_daisy_counter_wrap_keeps_pairing():
+    r = Rec(channels=16, batch=1)
+    r.feed(b"".join(daisy_packet(c, c) for c in range(252, 262)))  # 252..255, 0..5 on the wire
+    assert [b[0] for b in r.batches] == [126, 127, 128, 129, 130]
+    assert r.p.gaps == 0
+
+
+def test_railed_and_near_railed_channels_are_flagged():
+    r = Rec(channels=8, batch=2)
+    full = 8388607
+    p1 = bytearray(daisy_packet(1, 0))
+    p2 = bytearray(daisy_packet(2, 0))
+
+    def put(p, ch, v):
+        v &= 0xFFFFFF
+        p[2 + 3 * ch : 5 + 3 * ch] = bytes((v >> 16, (v >> 8) & 0xFF, v & 0xFF))
+
+    put(p1, 0, full)  # 100 %: railed
+    put(p2, 1, -int(full * 0.91))  # 91 %, negative: railed
+    put(p1, 2, int(full * 0.8))  # 80 %: near railed only
+    put(p1, 3, int(full * 0.7))  # 70 %: fine
+    r.feed(bytes(p1) + bytes(p2))
+    railed, near = r.p.take_masks()
+    assert railed == 0b0011 and near == 0b0111, (bin(railed), bin(near))
+    assert r.p.take_masks() == (0, 0)  # cleared once reported
+
+
+def test_no_allocation_per_sample_with_the_daisy():
+    batches = [0]
+
+    def on_batch(first_seq, ticks_ms, flags, samples, nbytes):
+        batches[0] += 1
+
+    p = cyton.Parser(16, on_batch, 5)
+    stream = bytearray(b"".join(daisy_packet(c, c * 1000) for c in range(200)))
+    p.feed(stream, 330, 0)  # warm up
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    p.feed(stream, len(stream), 0)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used
+    assert batches[0] >= 19

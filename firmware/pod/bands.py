@@ -1,0 +1,211 @@
+"""On-pod band powers: delta, theta, alpha, beta, gamma per channel, sent as EEG_BANDS.
+
+Every 250 ms (4 Hz) the newest window of samples is read from the sample
+ring: 256 samples at 250 Hz (1.024 s), 128 at 125 Hz with the Daisy. Per
+channel the mean is removed, a periodic Hann window applied, and a
+fixed-point FFT (fixfft.py) taken; band power is the one-sided periodogram
+integrated over the band's bins:
+
+    P_band = 2 * sum_k |X_k|^2 / (N * sum_i w_i^2)    [uV^2], k with lo <= f_k < hi
+
+which is exactly scipy.signal.periodogram(x, fs, window="hann",
+detrend="constant", scaling="density") summed over those bins times the bin
+width fs/N. Bands follow the usual clinical edges: delta 0.5–4, theta 4–8,
+alpha 8–13, beta 13–30, gamma 30–45 Hz (45 stays clear of 50 Hz mains).
+
+Memory is fixed: the window is read in place from the ring (no copy of the
+history), the FFT works in two preallocated int arrays, and only the final
+per-band scaling (channels x 5 values per update) touches floats. A sample
+missing in the window (lost before the pod saw it) repeats the previous one.
+"""
+import array
+import asyncio
+import math
+
+import hal
+import micropython
+from micropython import const
+
+from pod import fixfft, wire
+
+UPDATE_MS = const(250)
+N_BANDS = const(5)
+_ALPHA = const(2)  # index of alpha in delta, theta, alpha, beta, gamma
+BANDS_HZ = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
+_MASK30 = const(0x3FFFFFFF)
+_HDR = const(4)
+_WIN_ONE = const(32768)  # window values are Q15
+_TARGET = const(8192)  # samples are normalised to [2**13, 2**14) before windowing
+_VREF_UV = 4500000.0
+_FULL_SCALE = 8388607.0
+
+
+@micropython.viper
+def _load(re, im, data, seq30, cap: int, slot0: int, s30: int, n: int, off: int, sb: int, win, sx: int) -> int:
+    # channel at byte `off` of samples s30.. (ring slots slot0..) -> mean removed,
+    # normalised and windowed into re (im zeroed); returns the exponent s: true = re * 2**s / w
+    r = ptr32(re)
+    m = ptr32(im)
+    d = ptr8(data)
+    q = ptr32(seq30)
+    w = ptr32(win)
+    prev = 0
+    hi = 0
+    lo = n >> 1  # rounds the mean to nearest
+    slot = slot0
+    i = 0
+    while i < n:
+        if ((q[slot] << sx) >> sx) == ((s30 + i) & _MASK30):
+            p = slot * sb + off
+            v = (d[p] << 16) | (d[p + 1] << 8) | d[p + 2]
+            if v & 0x800000:
+                v -= 0x1000000
+            prev = v
+        r[i] = prev
+        hi += prev >> 8
+        lo += prev & 0xFF
+        slot += 1
+        if slot == cap:
+            slot = 0
+        i += 1
+    # mean = round(sum / n) from sum = hi * 256 + lo, without a 32-bit overflow; n is a power of two
+    lg = 0
+    while (1 << lg) < n:
+        lg += 1
+    mean = ((hi >> lg) << 8) + ((((hi & (n - 1)) << 8) + lo) >> lg)
+    big = 0
+    i = 0
+    while i < n:
+        v = ((r[i] << sx) >> sx) - mean
+        r[i] = v
+        if v < 0:
+            v = 0 - v
+        if v > big:
+            big = v
+        i += 1
+    s = 0
+    if big:
+        while big >= 2 * _TARGET:
+            big >>= 1
+            s += 1
+        while big < _TARGET:
+            big <<= 1
+            s -= 1
+    i = 0
+    while i < n:
+        v = (r[i] << sx) >> sx
+        if s >= 0:
+            v = v >> s
+        else:
+            v = v << (0 - s)
+        r[i] = (v * ((w[i] << sx) >> sx)) >> 15
+        m[i] = 0
+        i += 1
+    return s
+
+
+class BandPower:
+    """Computes and sends EEG_BANDS from a ring.SampleRing."""
+
+    def __init__(self, ring, sample_rate_hz, take_masks=None, link=None, gain=24):
+        self.ring = ring
+        self.link = link
+        self.on_update = None  # called with (alpha, total) power after each update
+        self.take_masks = take_masks  # () -> (railed, near_railed) bits since the last call
+        self.channels = ring.channels
+        self.fs = sample_rate_hz
+        n = 4
+        while n * 2 <= sample_rate_hz * 1.1:
+            n *= 2
+        self.n = n  # ~1 s window, a power of two
+        self.window_ms = (n * 1000) // sample_rate_hz
+        if n > ring.capacity:
+            raise ValueError("ring holds %d samples; the band window needs %d" % (ring.capacity, n))
+        self.fft = fixfft.FFT(n)
+        win = array.array("i", bytes(4 * n))
+        s2 = 0.0
+        for i in range(n):
+            q = int(round((0.5 - 0.5 * math.cos(2 * math.pi * i / n)) * (_WIN_ONE - 1)))
+            win[i] = q
+            s2 += (q / _WIN_ONE) ** 2
+        self.win = win
+        self._norm = 2.0 / (n * s2)
+        self.bins = []
+        for lo_hz, hi_hz in BANDS_HZ:
+            lo = int(math.ceil(lo_hz * n / sample_rate_hz))
+            hi = min(int(math.ceil(hi_hz * n / sample_rate_hz)), n // 2)
+            self.bins.append((max(lo, 1), hi))
+        self.sums = array.array("i", bytes(4 * 2 * N_BANDS))
+        self.powers = array.array("f", bytes(4 * N_BANDS * self.channels))
+        self.gains = [gain] * self.channels
+        self.last_seq = 0
+        self.updates = 0
+        self.skipped = 0  # updates without a full window yet
+
+    def compute(self):
+        """Fill self.powers from the newest window; False if the ring has too few samples yet."""
+        ring = self.ring
+        n = self.n
+        if ring.held < n:
+            self.skipped += 1
+            return False
+        last = ring.newest
+        first = (last - n + 1) & 0xFFFFFFFF
+        slot0 = first % ring.capacity
+        s30 = first & _MASK30
+        fft = self.fft
+        re = fft.re
+        im = fft.im
+        sums = self.sums
+        powers = self.powers
+        norm = self._norm
+        sb = ring.sample_bytes
+        for ch in range(self.channels):
+            s = _load(re, im, ring.data, ring.seq30, ring.capacity, slot0, s30, n, ch * 3, sb, self.win, fixfft.SX)
+            e = fft.run()
+            for b in range(N_BANDS):
+                lo, hi = self.bins[b]
+                fft.band_sum(lo, hi, sums, b)
+            uv = _VREF_UV / _FULL_SCALE / self.gains[ch]
+            scale = 4.0 * norm * uv * uv * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
+            k = ch * N_BANDS
+            for b in range(N_BANDS):
+                powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale
+        self.last_seq = last
+        self.updates += 1
+        return True
+
+    def alpha_and_total(self):
+        """Alpha and all-band power summed over the channels (4 Hz, for the light)."""
+        powers = self.powers
+        alpha = 0.0
+        total = 0.0
+        for k in range(0, self.channels * N_BANDS, N_BANDS):
+            alpha += powers[k + _ALPHA]
+            for b in range(N_BANDS):
+                total += powers[k + b]
+        return alpha, total
+
+    def send(self):
+        ring = self.ring
+        railed, near = self.take_masks() if self.take_masks is not None else (0, 0)
+        link = self.link
+        ticks = ring.ticks[ring.slot(self.last_seq)]
+        end = wire.pack_eeg_bands(
+            link.body, _HDR, self.last_seq, ticks, self.channels, self.window_ms, railed, near, self.powers
+        )
+        link.send_telemetry(wire.T_EEG_BANDS, end)
+
+    async def run(self):
+        due = hal.ticks_add(hal.ticks_ms(), UPDATE_MS)
+        while True:
+            wait = hal.ticks_diff(due, hal.ticks_ms())
+            if wait > 0:
+                await asyncio.sleep_ms(wait)
+            if self.compute():
+                self.send()
+                if self.on_update is not None:
+                    self.on_update(*self.alpha_and_total())
+            due = hal.ticks_add(due, UPDATE_MS)
+            if hal.ticks_diff(due, hal.ticks_ms()) < 0:
+                due = hal.ticks_ms()  # fell behind: do not burst
