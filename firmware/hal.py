@@ -5,8 +5,9 @@ emulator/mpy/hal.py implements the same names over the emulator's sockets
 (docs/emulator.md); everything in firmware/pod/ reaches hardware only through
 these names, so the very same files run on a board and in the emulator.
 
-Board wiring (until hardware/schematics/ carries the pin map): LED data on
-GPIO 5 (one-wire LEDs) or SPI clock 18 / data 23 (APA102/SK9822), headset UART2 on GPIO 17 (TX) / 16 (RX), BOOT button on GPIO 0.
+Board wiring comes from pod/board.py, generated from the pin map in
+hardware/schematics/: one-wire LEDs on LED output 0; APA102/SK9822 use both
+outputs (clock on output 0, data on output 1); the headset on UART2; BOOT.
 
 Pod link: the USB-UART that also carries the REPL. open_link() turns Ctrl-C
 into data (micropython.kbd_intr(-1)) because 0x03 is an ordinary byte of a
@@ -24,19 +25,20 @@ import machine
 import micropython
 from micropython import const
 
+from pod import board  # the pin map, generated from hardware/schematics/pinmap.toml
 from pod import ledwire  # pure encoders: gamma, order, framing
 
-# Every pin of the board is here and only here.
-_LED_PIN = const(5)  # one-wire LEDs (WS2812/SK6812) data
-_LED_SPI = const(1)  # APA102/SK9822 on HSPI: clock and data
-_LED_SPI_SCK = const(18)
-_LED_SPI_MOSI = const(23)
+# Pins come from the board's pin map and are used here only.
+_LED_PIN = board.LED0_PIN  # one-wire LEDs (WS2812/SK6812) data, LED output 0
+_LED_SPI = const(1)  # APA102/SK9822 on HSPI through the GPIO matrix:
+_LED_SPI_SCK = board.LED0_PIN  # clock on LED output 0's data line
+_LED_SPI_MOSI = board.LED1_PIN  # data on LED output 1's data line
 _LED_SPI_BAUD = const(4000000)
-_HEADSET_UART = const(2)
-_HEADSET_TX = const(17)
-_HEADSET_RX = const(16)
+_HEADSET_UART = board.HEADSET_UART
+_HEADSET_TX = board.HEADSET_TX_PIN
+_HEADSET_RX = board.HEADSET_RX_PIN
 _HEADSET_RXBUF = const(4096)  # ~0.5 s of Cyton packets: rides out a long GC pause
-_BOOT_PIN = const(0)
+_BOOT_PIN = board.BOOT_PIN
 
 # 800 kHz WS2812 bit timing in ns (high0, low0, high1, low1), as neopixel.py uses
 _WS2812_TIMING = (400, 850, 800, 450)

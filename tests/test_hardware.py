@@ -246,6 +246,32 @@ def test_board_py_imports_under_micropython(power):
     assert proc.stdout.split()[0] == str(check.budget(power)["led_limit_ma"])
 
 
+@pytest.mark.micropython
+def test_firmware_default_current_limit_is_the_budgets(power, tmp_path):
+    """A pod provisioned without a psu_ma keeps its LEDs under the board's budget."""
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / "emulator" / "mpy"), str(ROOT / "firmware"), ".frozen"]),
+               HYPNOLUM_POD_DIR=str(tmp_path))
+    proc = subprocess.run(
+        [_tool("micropython"), "-c",
+         "from pod import config; c = config.parse(None, b'123456'); "
+         "print(c.psu_ma - c.board_reserve_ma, c.led_ma, c.led_idle_ma)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    b = check.budget(power)
+    limit, led_ma, idle_ma = map(int, proc.stdout.split())
+    assert limit == b["led_limit_ma"]
+    assert (led_ma, idle_ma) == (power["led"]["ma_per_channel"], power["led"]["idle_ma_per_led"])
+
+
+def test_hal_takes_every_pin_from_the_pin_map(pinmap):
+    """firmware/hal.py names no GPIO of its own: every pin constant comes from pod.board."""
+    hal = (ROOT / "firmware" / "hal.py").read_text()
+    pins = re.findall(r"^(_\w*(?:PIN|TX|RX|SCK|MOSI))\s*=\s*(.+)$", hal, flags=re.M)
+    assert pins, "no pin constants found in firmware/hal.py"
+    for name, value in pins:
+        assert value.startswith("board."), f"{name} = {value}: pins come from pod.board (the pin map)"
+
+
 def test_docs_quote_the_current_limit(power):
     limit = check.budget(power)["led_limit_ma"]
     assert f"**{limit}**" in (check.HERE / "README.md").read_text()
