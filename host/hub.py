@@ -13,6 +13,7 @@ from . import state as st
 from .config import Config
 from .mqtt import MqttBridge
 from .session import CommandError, CommandTimeout, PodSession
+from .streams import EegStreams
 from .transport import TransportError, create
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class Hub:
         self.bridge = bridge
         self.pods: dict[str, PodSession] = {}  # pod id -> the session holding it
         self.bad_commands = 0
+        self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
 
     # -- Claims (see session.Claims) -------------------------------------------
     def claim(self, pod_id: str, session: PodSession) -> PodSession | None:
@@ -66,9 +68,15 @@ class Hub:
                 if pod_id is None:
                     continue  # not yet identified, or refused as a duplicate: nothing to publish
                 if kind == "eeg":
-                    await bridge.publish(topics.pod(pod_id, "eeg"), payload, qos=0)
+                    self.eeg.eeg(pod_id, payload)
+                    continue
+                if kind == "bands":
+                    await self.eeg.bands(pod_id, payload)
                     continue
                 online = session.state.link == st.ONLINE
+                if online and available is None:
+                    self.eeg.online(session)
+                session.state.eeg = self.eeg.state_of(pod_id)
                 if available and (not online or available != pod_id):
                     bridge.pod_available(available, False)
                     available = None
@@ -82,9 +90,25 @@ class Hub:
 
     # -- commands ---------------------------------------------------------------
     async def serve_commands(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            async for pod_id, payload in self.bridge.commands():
-                tg.create_task(self._set(pod_id, payload))
+        """Serve set commands and the other pod inputs (markers, participant) until cancelled.
+
+        Cancelling it is hostd stopping: the pods' EEG streams are closed on the way
+        out, so every recording ends with its last samples and annotations."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._serve_inputs())
+                async for pod_id, payload in self.bridge.commands():
+                    tg.create_task(self._set(pod_id, payload))
+        finally:
+            await self.eeg.close()
+
+    async def _serve_inputs(self) -> None:
+        async for pod_id, leaf, payload in self.bridge.inputs():
+            result = self.eeg.handle_input(pod_id, leaf, payload)
+            if not result["ok"]:
+                log.warning("%s for pod %s refused: %s", leaf, pod_id, result["error"])
+                self._count_bad(self.pods.get(pod_id))
+            await self.bridge.publish(topics.pod(pod_id, f"{leaf}/result"), result, qos=1)
 
     async def _set(self, pod_id: str, payload: bytes) -> None:
         result = await self.execute(pod_id, payload)
@@ -111,6 +135,9 @@ class Hub:
         except CommandError as exc:
             return commands.error_result(cmd.id, str(exc), "pod_id")
         if answer == "ack":
+            sc = cmd.scene
+            self.eeg.annotate(pod_id, f"scene: {sc.effect} brightness {sc.brightness:g} color {list(sc.color)} "
+                                      f"transition {sc.transition_ms} ms period {sc.period_ms} ms")
             return commands.ok_result(cmd.id)
         return commands.nack_result(cmd.id, reason)
 

@@ -35,6 +35,7 @@ class MqttBridge:
         self._client: aiomqtt.Client | None = None
         self._retained: dict[str, bytes] = {}  # republished after a reconnect
         self._commands: asyncio.Queue = asyncio.Queue(_QUEUE)
+        self._inputs: asyncio.Queue = asyncio.Queue(_QUEUE)  # (pod_id, leaf, payload): markers, participant
         self._pods: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
         self._closing: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
@@ -56,6 +57,8 @@ class MqttBridge:
             try:
                 async with self._client_for(host_topic) as client:
                     await client.subscribe(topics.SET_FILTER, qos=1)
+                    for input_filter in topics.INPUT_FILTERS:
+                        await client.subscribe(input_filter, qos=1)
                     await client.publish(host_topic, b"online", qos=1, retain=True)
                     for topic, payload in list(self._retained.items()):
                         await client.publish(topic, payload, qos=1, retain=True)
@@ -83,6 +86,9 @@ class MqttBridge:
             async for message in client.messages:
                 pod_id = topics.pod_of_set(message.topic.value)
                 if pod_id is None:
+                    pod_input = topics.pod_input(message.topic.value)
+                    if pod_input is not None and not self._inputs.full():
+                        self._inputs.put_nowait((*pod_input, bytes(message.payload or b"")))
                     continue
                 if self._commands.full():
                     log.warning("command queue full; dropping a command for %s", pod_id)
@@ -128,6 +134,11 @@ class MqttBridge:
         """Set commands as (pod_id, payload), in arrival order."""
         while True:
             yield await self._commands.get()
+
+    async def inputs(self) -> AsyncIterator[tuple[str, str, bytes]]:
+        """Per-pod inputs other than set commands as (pod_id, leaf, payload), in arrival order."""
+        while True:
+            yield await self._inputs.get()
 
     # -- per-pod availability -------------------------------------------------
     def pod_available(self, pod_id: str, online: bool) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 class Hostd:
     """One hostd process watching ``pods_dir/*.tty``, fast timeouts for tests."""
 
-    def __init__(self, tmp_path: Path, port: int, pods_dir: Path | None = None, host_id: str = "test-host"):
+    def __init__(self, tmp_path: Path, port: int, pods_dir: Path | None = None, host_id: str = "test-host",
+                 extra: str = ""):
         self.dir = Path(tmp_path)
         self.pods_dir = Path(pods_dir) if pods_dir else self.dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
@@ -19,7 +20,7 @@ class Hostd:
             f"[mqtt]\nport = {port}\nkeepalive = 5\n"
             f'[serial]\nports = ["{self.pods_dir}/*.tty"]\nscan_interval_s = 0.1\n'
             "[pods]\nheartbeat_timeout_s = 1.0\nping_interval_s = 0.2\nconnect_interval_s = 0.1\n"
-            "command_timeout_s = 0.3\ncommand_retries = 2\n"
+            "command_timeout_s = 0.3\ncommand_retries = 2\n" + extra
         )
         self.log = self.dir / f"{host_id}.log"
         self.proc: subprocess.Popen | None = None
