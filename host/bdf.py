@@ -141,8 +141,13 @@ class BdfWriter:
         if digital.shape != (self.per_record, len(self.signals)):
             raise BdfError(f"record shape {digital.shape}, expected {(self.per_record, len(self.signals))}")
         le = np.ascontiguousarray(digital.T, dtype="<i4").view(np.uint8).reshape(len(self.signals), -1, 4)
-        body = le[:, :, :3].tobytes() + self._tal()
-        os.write(self._fd, body)
+        self.write_record_bytes(le[:, :, :3].tobytes())
+
+    def write_record_bytes(self, data: bytes) -> None:
+        """One whole record of samples already laid out as BDF stores them (per signal, 24-bit LE)."""
+        if len(data) != 3 * self.per_record * len(self.signals):
+            raise BdfError(f"record of {len(data)} bytes, expected {3 * self.per_record * len(self.signals)}")
+        os.write(self._fd, data + self._tal())
         self.records += 1
         # the count is rewritten after every record, so a killed writer leaves a valid header
         os.pwrite(self._fd, _field(str(self.records), 8, "records"), _N_RECORDS_OFFSET)

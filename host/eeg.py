@@ -24,8 +24,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Awaitable, Callable, Protocol
 
-import numpy as np
-
 from .config import EegConfig
 
 log = logging.getLogger(__name__)
@@ -41,9 +39,11 @@ ReplayRequest = Callable[[int, int], Awaitable[str]]  # (from_seq 32-bit, count)
 
 class Sink(Protocol):
     """Receives a stream's samples in order. ``pos`` counts samples since the stream began
-    (padding included), so ``pos / rate_hz`` is the time since the first sample."""
+    (padding included), so ``pos / rate_hz`` is the time since the first sample. ``raw`` is
+    ``n`` samples as the wire carries them (channels x 24-bit big-endian counts each):
+    sinks convert in bulk (a record, a message), never per batch."""
 
-    def samples(self, pos: int, counts: np.ndarray, seq: int, ticks_ms: int, t_host: float) -> None: ...
+    def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None: ...
 
     def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None: ...
 
@@ -71,6 +71,7 @@ class EegStream:
         self.pod_id = pod_id
         self.channels = channels
         self.rate_hz = rate_hz
+        self.row = 3 * channels  # bytes per sample on the wire
         self.cfg = cfg
         self.sinks: list[Sink] = list(sinks or [])
         self.stats = EegStats()
@@ -80,7 +81,7 @@ class EegStream:
         self.near_railed: list[int] = []
         self._next: int | None = None  # unwrapped seq of the next sample to hand on
         self._pos = 0  # samples handed on, padding included
-        self._held: dict[int, tuple[np.ndarray, int, float, bool]] = {}  # first seq -> (counts, ticks_ms, t_host, replay)
+        self._held: dict[int, tuple[bytes, int, float, bool]] = {}  # first seq -> (raw, ticks_ms, t_host, replay)
         self._held_keys: list[int] = []
         self._replay: asyncio.Task | None = None
         self._progress = asyncio.Event()
@@ -109,13 +110,13 @@ class EegStream:
             self._announce = True
         self.boot_id = boot_id
 
-    def push(self, first_seq: int, counts: np.ndarray, ticks_ms: int, t_host: float, *, replay: bool = False,
+    def push(self, first_seq: int, raw: bytes, ticks_ms: int, t_host: float, *, replay: bool = False,
              gap_before: bool = False) -> None:
-        """One batch from the pod (``counts`` is (n, channels) int32)."""
+        """One batch from the pod: ``raw`` is its samples as on the wire."""
         if self._closed:
             return
         s = self._unwrap(first_seq)
-        n = len(counts)
+        n = len(raw) // self.row
         if not replay:
             if gap_before:
                 self.stats.gaps_pod += 1
@@ -131,42 +132,43 @@ class EegStream:
                 self.stats.duplicates += n
                 return
             bisect.insort(self._held_keys, s)
-            self._held[s] = (counts, ticks_ms, t_host, replay)
+            self._held[s] = (raw, ticks_ms, t_host, replay)
             self.stats.held += n
             self._drain()
             if self._held_keys:
                 self._want_replay()
             return
-        self._deliver(s, counts, ticks_ms, t_host, replay)
+        self._deliver(s, raw, ticks_ms, t_host, replay)
         self._drain()
 
     def _drain(self) -> None:
         while self._held_keys and self._held_keys[0] <= self._next:
             s = self._held_keys.pop(0)
-            counts, ticks_ms, t_host, replay = self._held.pop(s)
-            self.stats.held -= len(counts)
-            if s + len(counts) <= self._next:
-                self.stats.duplicates += len(counts)
+            raw, ticks_ms, t_host, replay = self._held.pop(s)
+            n = len(raw) // self.row
+            self.stats.held -= n
+            if s + n <= self._next:
+                self.stats.duplicates += n
                 continue
-            self._deliver(s, counts, ticks_ms, t_host, replay)
+            self._deliver(s, raw, ticks_ms, t_host, replay)
         limit = int(self.cfg.reorder_limit_s * self.rate_hz)
         while self.stats.held > limit:  # bounded: give up the oldest hole
             self._give_up(self._held_keys[0], "reorder buffer full")
 
-    def _deliver(self, s: int, counts: np.ndarray, ticks_ms: int, t_host: float, replay: bool) -> None:
+    def _deliver(self, s: int, raw: bytes, ticks_ms: int, t_host: float, replay: bool) -> None:
         if s < self._next:  # overlaps what was already handed on
             self.stats.duplicates += self._next - s
             ticks_ms += (self._next - s) * 1000 // self.rate_hz
-            counts = counts[self._next - s:]
+            raw = raw[(self._next - s) * self.row:]
             s = self._next
-        n = len(counts)
+        n = len(raw) // self.row
         if self._announce:
             self._announce = False
             boot = "?" if self.boot_id is None else f"{self.boot_id:08x}"
             for sink in self.sinks:
                 sink.annotate(float(self._pos), f"stream: seq {s & 0xFFFFFFFF} (pod {self.pod_id} boot {boot})")
         for sink in self.sinks:
-            sink.samples(self._pos, counts, s & 0xFFFFFFFF, ticks_ms, t_host)
+            sink.samples(self._pos, raw, n, s & 0xFFFFFFFF, ticks_ms, t_host)
         self._pos += n
         self._next = s + n
         self.stats.samples += n

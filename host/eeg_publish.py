@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..protocol import codec
 from .state import SCALE_UV
 
 BANDS = ("delta", "theta", "alpha", "beta", "gamma")
@@ -22,17 +23,17 @@ class EegPublisher:
     def __init__(self, channels: int, rate_hz: int):
         self.channels = channels
         self.rate_hz = rate_hz
-        self._chunks: list[np.ndarray] = []
+        self._chunks: list[bytes] = []
         self._seq = 0
         self._ticks = 0
         self._t_host = 0.0
         self._gap = False
         self._ready: list[dict[str, Any]] = []
 
-    def samples(self, pos: int, counts: np.ndarray, seq: int, ticks_ms: int, t_host: float) -> None:
+    def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
         if not self._chunks:
             self._seq, self._ticks, self._t_host = seq, ticks_ms, t_host
-        self._chunks.append(counts)
+        self._chunks.append(raw)
 
     def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None:
         self._cut()
@@ -47,7 +48,7 @@ class EegPublisher:
     def _cut(self) -> None:
         if not self._chunks:
             return
-        counts = self._chunks[0] if len(self._chunks) == 1 else np.concatenate(self._chunks)
+        counts = codec.eeg_counts({"samples": b"".join(self._chunks), "channels": self.channels})
         self._chunks = []
         self._ready.append({
             "seq": self._seq, "n": len(counts), "channels": self.channels, "rate_hz": self.rate_hz,
@@ -77,7 +78,7 @@ def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
         "channels": ch,
         "bands": list(BANDS),
         "unit": "uV^2",
-        "powers": [[round(p, 4) for p in powers[i * 5:i * 5 + 5]] for i in range(ch)],
+        "powers": np.round(np.asarray(powers, dtype=np.float64).reshape(ch, len(BANDS)), 4).tolist(),
         "railed": [i + 1 for i in range(ch) if fields["railed"] >> i & 1],
         "near_railed": [i + 1 for i in range(ch) if fields["near_railed"] >> i & 1],
     }

@@ -71,18 +71,17 @@ class Hub:
                     self.eeg.eeg(pod_id, payload)
                     continue
                 if kind == "bands":
-                    await self.eeg.bands(pod_id, payload)
+                    self.eeg.bands(pod_id, payload)
                     continue
                 online = session.state.link == st.ONLINE
-                if online and available is None:
-                    self.eeg.online(session)
-                session.state.eeg = self.eeg.state_of(pod_id)
                 if available and (not online or available != pod_id):
                     bridge.pod_available(available, False)
                     available = None
                 if online and available is None:
                     bridge.pod_available(pod_id, True)
                     available = pod_id
+                    self.eeg.online(session)  # (re)attach the pod's EEG stream to this session
+                session.state.eeg = self.eeg.state_of(pod_id)
                 await bridge.publish(topics.pod(pod_id, "state"), session.state.to_json(), qos=1, retain=True)
         finally:
             if available:

@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import pylsl
 
+from ..protocol import codec
 from .state import SCALE_UV
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 class LslOutlet:
     def __init__(self, pod_id: str, channels: int, rate_hz: int, prefix: str = "hypnolum"):
         self.rate_hz = rate_hz
+        self.channels = channels
         info = pylsl.StreamInfo(f"{prefix} {pod_id}", "EEG", channels, rate_hz, pylsl.cf_float32, f"{prefix}-{pod_id}")
         chans = info.desc().append_child("channels")
         for i in range(channels):
@@ -41,10 +43,10 @@ class LslOutlet:
         return self._t0 + pos / self.rate_hz
 
     # -- Sink -------------------------------------------------------------------
-    def samples(self, pos: int, counts: np.ndarray, seq: int, ticks_ms: int, t_host: float) -> None:
-        uv = counts.astype(np.float32) * np.float32(SCALE_UV)
+    def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
+        uv = codec.eeg_counts({"samples": raw, "channels": self.channels}).astype(np.float32) * np.float32(SCALE_UV)
         # pylsl stamps the last sample and back-dates the others by the nominal rate
-        self.outlet.push_chunk(uv, self._time(pos + len(counts) - 1))
+        self.outlet.push_chunk(uv, self._time(pos + n - 1))
 
     def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None:
         self.markers.push_sample([f"gap: {lost} samples lost ({reason})"], self._time(pos))

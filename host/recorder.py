@@ -3,7 +3,8 @@
 Samples are raw ADS1299 counts; at gain 24 a count is 4.5 V / (2^23 - 1) / 24,
 so the header's physical range of +-187500 uV over the digital range
 +-8388607 makes each count exactly one digital unit: counts are written as
-they came, only clipped to the range (values beyond it would wrap). Records
+they came (only reordered to BDF's layout, a whole record at a time), and
+the one wire value outside the range, -8388608, is clipped to -8388607. Records
 are one second long and go to disk as soon as they are full (see bdf.py for
 why a SIGKILL leaves a valid file). Gaps, scene changes and markers are
 BDF+ annotations; the header names the participant only by a pseudonymous
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bdf import DIGITAL_MAX, DIGITAL_MIN, BdfWriter, Signal
+from .bdf import BdfWriter, Signal
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,22 @@ class Recorder:
         self.path = path
         self.samples_written = 0  # padding included
         self.clipped = 0
-        self._record = np.zeros((rate_hz, channels), dtype=np.int32)
-        self._fill = 0
+        self._row = 3 * channels
+        self._record_bytes = rate_hz * self._row
+        self._buf = bytearray()
         log.info("recording pod %s to %s", pod_id, path)
 
     def set_participant(self, code: str) -> None:
         self.writer.set_patient(code)
 
     # -- Sink -------------------------------------------------------------------
-    def samples(self, pos: int, counts: np.ndarray, seq: int, ticks_ms: int, t_host: float) -> None:
-        self._put(counts)
+    def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
+        self._put(raw)
 
     def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None:
         if padded:
             self.writer.annotate(pos / self.rate_hz, f"gap: {lost} samples lost ({reason})", lost / self.rate_hz)
-            self._put(None, lost)
+            self._put(bytes(lost * self._row))
         else:
             self.writer.annotate(pos / self.rate_hz, f"gap: {lost} samples lost ({reason}), not on the time axis")
 
@@ -68,29 +70,34 @@ class Recorder:
         self.writer.annotate(pos / self.rate_hz, text)
 
     def close(self) -> None:
-        if self._fill or self.writer.annotations_pending:
-            pad = self.rate_hz - self._fill  # a whole record of zeros if only annotations wait
+        fill = len(self._buf) // self._row
+        if fill or self.writer.annotations_pending:
+            pad = self.rate_hz - fill  # a whole record of zeros if only annotations wait
             self.writer.annotate(self.samples_written / self.rate_hz, "end of data", pad / self.rate_hz)
-            self._put(None, pad)
+            self._put(bytes(pad * self._row))
         self.writer.close()
         log.info("recording %s closed: %d s", self.path, self.writer.records)
 
     # -- records ------------------------------------------------------------------
-    def _put(self, counts: np.ndarray | None, zeros: int = 0) -> None:
-        """Append samples (or ``zeros`` rows of padding); write each record once full."""
-        n = zeros if counts is None else len(counts)
-        done = 0
-        rec, per = self._record, self.rate_hz
-        while done < n:
-            take = min(n - done, per - self._fill)
-            dst = rec[self._fill:self._fill + take]
-            if counts is None:
-                dst[:] = 0
-            else:
-                np.clip(counts[done:done + take], DIGITAL_MIN, DIGITAL_MAX, out=dst)
-            self._fill += take
-            done += take
-            if self._fill == per:
-                self.writer.write_record(rec)
-                self._fill = 0
-        self.samples_written += n
+    def _put(self, raw: bytes) -> None:
+        """Append wire-format samples; convert and write each record once full."""
+        buf = self._buf
+        buf += raw
+        self.samples_written += len(raw) // self._row
+        size = self._record_bytes
+        while len(buf) >= size:
+            self.writer.write_record_bytes(self._to_bdf(buf[:size]))
+            del buf[:size]
+
+    def _to_bdf(self, record: bytes) -> bytes:
+        """Wire order (sample-major, 24-bit big-endian) -> BDF order (signal-major, 24-bit little-endian).
+
+        The only wire value outside the digital range is -8388608 (0x800000): clipped to
+        -8388607, since the range is kept symmetric for an exact scale."""
+        be = np.frombuffer(record, dtype=np.uint8).reshape(self.rate_hz, self.channels, 3)
+        le = be[:, :, ::-1].transpose(1, 0, 2).copy()
+        low = (le[:, :, 2] == 0x80) & (le[:, :, 1] == 0) & (le[:, :, 0] == 0)
+        if low.any():
+            le[low] = (1, 0, 0x80)
+            self.clipped += int(low.sum())
+        return le.tobytes()

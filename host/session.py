@@ -309,8 +309,7 @@ class PodSession:
         if self.state.link != st.ONLINE:
             return
         f, c = frame.fields, self.state.counters
-        counts = codec.eeg_counts(f)
-        n = len(counts)
+        n = len(f["samples"]) // (3 * f["channels"])
         first = f["first_seq"]
         replay = bool(f["flags"] & EEG_FLAG_REPLAY)
         gap = bool(f["flags"] & EEG_FLAG_GAP_BEFORE)
@@ -333,7 +332,7 @@ class PodSession:
                 "gap": gap,
                 "replay": replay,
                 "pod_gap": bool(f["flags"] & EEG_FLAG_GAP_BEFORE),
-                "samples": counts,  # (n, channels) int32 ADC counts
+                "samples": f["samples"],  # n x channels x 24-bit big-endian counts, as on the wire
             },
         ))
 

@@ -19,6 +19,7 @@ from .eeg import ACK, FAILED, UNAVAILABLE, EegStream
 from .eeg_publish import EegPublisher, bands_json
 from .mqtt import MqttBridge
 from .session import CommandError, PodSession
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ class EegStreams:
     def __init__(self, config: Config, bridge: MqttBridge):
         self.config = config
         self.bridge = bridge
+        self.telemetry = Telemetry(bridge)
         self.streams: dict[str, EegStream] = {}
         self._publishers: dict[str, tuple[EegPublisher, asyncio.Task]] = {}
         self._recorders: dict[str, Any] = {}
+        self._ended: dict[str, dict[str, Any]] = {}  # last state of streams that ended (shown until a new one)
         self._participants: dict[str, str] = dict(config.recorder.participants)
 
     # -- from sessions --------------------------------------------------------------
@@ -73,7 +76,7 @@ class EegStreams:
             stream.push(batch["seq"], batch["samples"], batch["t_pod_ms"], batch["t_host"], replay=batch["replay"],
                         gap_before=batch["pod_gap"])
 
-    async def bands(self, pod_id: str, fields: dict[str, Any]) -> None:
+    def bands(self, pod_id: str, fields: dict[str, Any]) -> None:
         try:
             payload = bands_json(fields)
         except ValueError as exc:
@@ -82,12 +85,12 @@ class EegStreams:
         stream = self.streams.get(pod_id)
         if stream is not None:
             stream.railed, stream.near_railed = payload["railed"], payload["near_railed"]
-        await self.bridge.publish(topics.pod(pod_id, "bands"), payload, qos=0)
+        self.telemetry.put(topics.pod(pod_id, "bands"), payload)
 
     def state_of(self, pod_id: str | None) -> dict[str, Any]:
         stream = self.streams.get(pod_id) if pod_id else None
         if stream is None:
-            return {}
+            return self._ended.get(pod_id, {}) if pod_id else {}
         out = stream.to_json()
         rec = self._recorders.get(pod_id)
         if rec is not None:
@@ -124,6 +127,7 @@ class EegStreams:
             sinks.append(LslOutlet(pod_id, channels, rate_hz, cfg.lsl.name_prefix))
         stream = EegStream(pod_id, channels, rate_hz, cfg.eeg, sinks)
         self.streams[pod_id] = stream
+        self._ended.pop(pod_id, None)
         task = asyncio.create_task(self._publish_loop(pod_id, publisher), name=f"eeg publish {pod_id}")
         self._publishers[pod_id] = (publisher, task)
         return stream
@@ -135,16 +139,17 @@ class EegStreams:
             while True:
                 await asyncio.sleep(interval)
                 for payload in publisher.take():
-                    await self.bridge.publish(topic, payload, qos=0)
-        except asyncio.CancelledError:
+                    self.telemetry.put(topic, payload)
+        finally:
             for payload in publisher.take():  # what the stream handed on while closing
-                await self.bridge.publish(topic, payload, qos=0)
-            raise
+                self.telemetry.put(topic, payload)
 
     def end(self, pod_id: str) -> None:
-        stream = self.streams.pop(pod_id, None)
+        stream = self.streams.get(pod_id)
         if stream is not None:
             stream.close()
+            self._ended[pod_id] = self.state_of(pod_id)
+            del self.streams[pod_id]
         self._recorders.pop(pod_id, None)
         entry = self._publishers.pop(pod_id, None)
         if entry is not None:
@@ -155,6 +160,7 @@ class EegStreams:
         for pod_id in list(self.streams):
             self.end(pod_id)
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.telemetry.close()
 
     # -- MQTT inputs ------------------------------------------------------------------
     def handle_input(self, pod_id: str, leaf: str, payload: bytes) -> dict[str, Any]:

@@ -13,14 +13,20 @@ import pytest
 
 from hypnolum.host.config import EegConfig
 from hypnolum.host.eeg import ACK, UNAVAILABLE, EegStream
+from hypnolum.protocol import codec
 
 from helpers.wait import wait_until
 
 CH = 2
 
 
-def batch(first: int, n: int = 5) -> np.ndarray:
+def counts(first: int, n: int = 5) -> np.ndarray:
     return np.array([[(first + i) * 10 + c for c in range(CH)] for i in range(n)], dtype=np.int32)
+
+
+def batch(first: int, n: int = 5) -> bytes:
+    """Wire bytes of samples first..first+n-1: 24-bit big-endian counts."""
+    return b"".join(int(v).to_bytes(3, "big", signed=True) for v in counts(first, n).ravel())
 
 
 class Sink:
@@ -31,10 +37,12 @@ class Sink:
         self.notes: list[tuple[float, str]] = []
         self.closed = False
 
-    def samples(self, pos, counts, seq, ticks_ms, t_host):
+    def samples(self, pos, raw, n, seq, ticks_ms, t_host):
         assert pos == sum(len(r) for r in self.rows) + sum(g[1] for g in self.gaps if g[2])
-        self.rows.append(counts)
-        self.seqs.extend((seq + i) & 0xFFFFFFFF for i in range(len(counts)))
+        rows = codec.eeg_counts({"samples": raw, "channels": CH})
+        assert len(rows) == n
+        self.rows.append(rows)
+        self.seqs.extend((seq + i) & 0xFFFFFFFF for i in range(n))
 
     def gap(self, pos, lost, padded, reason):
         self.gaps.append((pos, lost, padded, reason))
@@ -79,7 +87,7 @@ async def test_hole_is_replayed_and_merged_in_order():
     stream.push(25, batch(25), 100, 0.0)
     await wait_until(lambda: stream.stats.samples == 30, what="hole filled")
     assert sink.seqs == list(range(30))
-    assert np.array_equal(np.concatenate(sink.rows), batch(0, 30))
+    assert np.array_equal(np.concatenate(sink.rows), counts(0, 30))
     assert pod.asked == [(5, 15)]
     s = stream.stats
     assert (s.gaps_filled, s.gaps_unfilled, s.samples_lost, s.samples_replayed, s.held) == (1, 0, 0, 15, 0)

@@ -41,7 +41,7 @@ def read(path):
 def hostd_with(tmp_path, port, extra=""):
     rec = tmp_path / "rec"
     h = Hostd(tmp_path, port, extra=f'[recorder]\nenabled = true\ndir = "{rec}"\nparticipant = "P017"\n'
-                                    "[eeg]\npublish_interval_s = 0.1\nreplay_timeout_s = 1.0\n" + extra)
+                                    "[eeg]\npublish_interval_s = 0.1\n" + extra)
     h.rec = rec
     h.start()
     return h
@@ -84,13 +84,14 @@ async def test_recording_has_every_sample_scale_and_annotations(tmp_path, mosqui
         await watch.publish(f"{P}/pod-a/set", {"id": "s1", "scene": {"effect": "breathe", "brightness": 0.5}})
         await wait_until(lambda: (watch.json(f"{P}/pod-a/set/result") or {}).get("ok"), what="scene acked")
         await asyncio.sleep(0.6)
-        pod.close()  # stop the pod: what it made is what must be in the file
+        pod.stop_eeg()  # what the pod made is what must be in the file
         made = pod.samples_made
-        await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=5, what="all samples in")
+        await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=10, what="all samples in")
         h.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(h.proc.wait, 10) == 0
     finally:
         h.kill()
+        pod.close()
     path = one_file(h)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(h.rec.stat().st_mode) == 0o700
@@ -153,9 +154,9 @@ async def test_one_second_unplug_loses_no_sample(tmp_path, mosquitto, watch):
         pod.eeg_lose = 3  # and three batches lost on a link that stays up
         await wait_until(lambda: eeg_state(watch).get("gaps_filled", 0) >= 2, timeout=10, what="second hole filled")
         await asyncio.sleep(0.3)
-        pod.close()
+        pod.stop_eeg()
         made = pod.samples_made
-        await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=5, what="all samples in")
+        await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=10, what="all samples in")
         state = eeg_state(watch)
         assert state["samples_lost"] == 0 and state["gaps_unfilled"] == 0
         assert state["samples_replayed"] >= 0.8 * RATE * 0.4  # the fake makes 100 samples/s: >= ~1 s replayed
@@ -165,6 +166,7 @@ async def test_one_second_unplug_loses_no_sample(tmp_path, mosquitto, watch):
         assert await asyncio.to_thread(h.proc.wait, 10) == 0
     finally:
         h.kill()
+        pod.close()
     raw, uv, first = read(one_file(h))
     seqs, values = mqtt_seqs(watch)
     assert seqs == list(range(first, made))  # every sample once, in order
@@ -183,9 +185,9 @@ async def test_unreplayable_hole_is_a_counted_annotated_gap(tmp_path, mosquitto,
         pod.eeg_lose = 6  # 30 samples never sent; the ring keeps only 10
         await wait_until(lambda: eeg_state(watch).get("gaps_unfilled") == 1, timeout=10, what="gap given up")
         await asyncio.sleep(0.3)
-        pod.close()
+        pod.stop_eeg()
         made = pod.samples_made
-        await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=5, what="the rest in")
+        await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=10, what="the rest in")
         assert eeg_state(watch)["samples_lost"] == 30
         assert pod.replays and pod.replays[0][1:] == (30, "unavailable")
         await asyncio.sleep(0.3)
@@ -193,6 +195,7 @@ async def test_unreplayable_hole_is_a_counted_annotated_gap(tmp_path, mosquitto,
         assert await asyncio.to_thread(h.proc.wait, 10) == 0
     finally:
         h.kill()
+        pod.close()
     lost_from = pod.replays[0][0]
     raw, uv, first = read(one_file(h))
     seqs, _ = mqtt_seqs(watch)

@@ -192,6 +192,12 @@ class FakePod:
     def samples_made(self) -> int:
         return self._sample
 
+    def stop_eeg(self) -> None:
+        """Stop acquiring (the link stays up): ``samples_made`` is then final."""
+        if self._eeg_task is not None:
+            self._eeg_task.cancel()
+            self._eeg_task = None
+
     def close(self) -> None:
         """Unplug and stop acquiring."""
         self.unplug()
