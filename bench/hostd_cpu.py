@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def bench(n: int, window: float, profile: Path | None = None) -> None:
                                stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
         hostd = subprocess.Popen([sys.executable, "-m", "hypnolum", "hostd", "--config", str(config),
-                                  "--log-level", "WARNING"], stderr=open(tmp / "hostd.log", "wb"))
+                                  "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=open(tmp / "hostd.log", "wb"))
         try:
             try:
                 asyncio.run(wait_streaming(broker.port, n, 30 + n * 0.2))
@@ -217,7 +218,11 @@ def bench(n: int, window: float, profile: Path | None = None) -> None:
             states = asyncio.run(final_states(broker.port, n))
         finally:
             hostd.terminate()
-            hostd.wait(10)
+            try:
+                hostd.wait(10)
+            except subprocess.TimeoutExpired:
+                hostd.kill()
+                hostd.wait()
             sim.kill()
             sim.wait()
             broker.stop()
@@ -253,6 +258,7 @@ def main() -> None:
     ap.add_argument("--simulate", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up of children on SIGTERM too
     if args.simulate:
         asyncio.run(simulate(args.simulate, args.dir))
     else:

@@ -81,6 +81,12 @@ async def test_recording_has_every_sample_scale_and_annotations(tmp_path, mosqui
         await wait_until(lambda: watch.json(f"{P}/pod-a/marker/result") == {"ok": True}, what="marker accepted")
         await watch.publish(f"{P}/pod-a/marker", {"txt": "typo"})
         await wait_until(lambda: (watch.json(f"{P}/pod-a/marker/result") or {}).get("field") == "text", what="bad marker")
+        await watch.publish(f"{P}/pod-a/participant", {"participant": "Jane Doe"})  # a name: refused
+        await wait_until(lambda: (watch.json(f"{P}/pod-a/participant/result") or {}).get("field") == "participant",
+                         what="name refused")
+        await watch.publish(f"{P}/pod-a/participant", {"participant": "P042"})
+        await wait_until(lambda: watch.json(f"{P}/pod-a/participant/result") == {"ok": True, "participant": "P042"},
+                         what="participant set")
         await watch.publish(f"{P}/pod-a/set", {"id": "s1", "scene": {"effect": "breathe", "brightness": 0.5}})
         await wait_until(lambda: (watch.json(f"{P}/pod-a/set/result") or {}).get("ok"), what="scene acked")
         await asyncio.sleep(0.6)
@@ -99,7 +105,7 @@ async def test_recording_has_every_sample_scale_and_annotations(tmp_path, mosqui
     sent = made - first  # hostd joins the stream with the first batch after the handshake
     assert first < 20 and eeg_state(watch)["samples"] == sent
     assert raw.info["sfreq"] == RATE and raw.ch_names == [f"EEG {i}" for i in range(1, 9)]
-    assert raw.info["subject_info"]["his_id"] == "P017"
+    assert raw.info["subject_info"]["his_id"] == "P042"  # set over MQTT, rewritten in the header
     assert raw.n_times == -(-sent // RATE) * RATE  # whole 1 s records, the last one padded
     np.testing.assert_allclose(uv[:, :sent], expected_uv(first, sent), atol=1e-6)
     assert not uv[:, sent:].any()
@@ -109,7 +115,7 @@ async def test_recording_has_every_sample_scale_and_annotations(tmp_path, mosqui
     assert notes["end of data"] == pytest.approx(sent / RATE)
     # an independent reader agrees, including the exact scale of one count
     with pyedflib.EdfReader(str(path)) as f:
-        assert f.getPatientCode() == "P017"
+        assert f.getPatientCode() == "P042"
         assert f.getPhysicalMaximum(0) == 187500 and f.getDigitalMaximum(0) == 8388607
         assert f.readSignal(3, digital=True)[:sent].tolist() == [expected_counts(first, i, 3) for i in range(sent)]
     assert "Traceback" not in h.log_text()
