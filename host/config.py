@@ -6,13 +6,14 @@ in a key would otherwise silently fall back to a default.
 """
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 from pathlib import Path
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -103,6 +104,38 @@ class PodsConfig(_Section):
     stop_fade_ms: int = Field(1500, ge=0, le=65535)  # on SIGTERM every pod fades to off over this time
 
 
+# A participant code: pseudonymous by construction (no spaces, so no "first last").
+PARTICIPANT_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+
+
+class EegConfig(_Section):
+    publish_interval_s: float = Field(0.5, gt=0, le=5)  # raw samples on MQTT: one message per interval
+    replay_timeout_s: float = Field(2.0, gt=0)  # after the ACK, time for the replayed batches to arrive
+    reorder_limit_s: float = Field(10.0, gt=0, le=60)  # live data held back while a replay is outstanding
+    max_pad_s: float = Field(60.0, ge=0)  # unfilled gaps up to this long keep the recording's time axis (zeros)
+
+
+class RecorderConfig(_Section):
+    enabled: bool = False
+    dir: Path = Path("/var/lib/hypnolum/recordings")
+    participant: str = Field("X", pattern=PARTICIPANT_PATTERN)  # default pseudonymous id in the header
+    participants: dict[str, str] = {}  # pod id -> participant code
+    equipment: str = Field("hypnolum", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    @field_validator("participants")
+    @classmethod
+    def _codes(cls, value: dict[str, str]) -> dict[str, str]:
+        for pod_id, code in value.items():
+            if not re.match(PARTICIPANT_PATTERN, code):
+                raise ValueError(f"{pod_id}: participant code {code!r} must match {PARTICIPANT_PATTERN}")
+        return value
+
+
+class LslConfig(_Section):
+    enabled: bool = False
+    name_prefix: str = "hypnolum"  # stream name "<prefix> <pod_id>", source id "<prefix>-<pod_id>"
+
+
 class Config(_Section):
     host: HostConfig = Field(default_factory=HostConfig)
     mqtt: MqttConfig = MqttConfig()
@@ -110,6 +143,9 @@ class Config(_Section):
     ble: BleConfig = BleConfig()
     usb: UsbConfig = UsbConfig()
     pods: PodsConfig = PodsConfig()
+    eeg: EegConfig = EegConfig()
+    recorder: RecorderConfig = RecorderConfig()
+    lsl: LslConfig = LslConfig()
 
 
 class ConfigError(ValueError):

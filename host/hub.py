@@ -14,6 +14,7 @@ from . import state as st
 from .config import Config
 from .mqtt import MqttBridge
 from .session import CommandError, CommandTimeout, PodSession
+from .streams import EegStreams
 from .transport import TransportError, create
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Hub:
         # same id (QoS 1 re-delivery, a client retry) gets the same result and
         # never reaches the pod twice
         self._results: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
+        self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
 
     # -- Claims (see session.Claims) -------------------------------------------
     def claim(self, pod_id: str, session: PodSession) -> PodSession | None:
@@ -85,7 +87,10 @@ class Hub:
                 if pod_id is None:
                     continue  # not yet identified, or refused as a duplicate: nothing to publish
                 if kind == "eeg":
-                    await bridge.publish(topics.pod(pod_id, "eeg"), payload, qos=0)
+                    self.eeg.eeg(pod_id, payload)
+                    continue
+                if kind == "bands":
+                    self.eeg.bands(pod_id, payload)
                     continue
                 online = session.state.link == st.ONLINE
                 if available and (not online or available != pod_id):
@@ -95,6 +100,8 @@ class Hub:
                     bridge.pod_available(pod_id, True)
                     available = pod_id
                     await self._discover(pod_id, session)
+                    self.eeg.online(session)  # (re)attach the pod's EEG stream to this session
+                session.state.eeg = self.eeg.state_of(pod_id)
                 await bridge.publish(topics.pod(pod_id, "state"), session.state.to_json(), qos=1, retain=True)
         finally:
             if available:
@@ -110,9 +117,25 @@ class Hub:
 
     # -- commands ---------------------------------------------------------------
     async def serve_commands(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            async for incoming in self.bridge.commands():
-                tg.create_task(self._set(incoming))
+        """Serve set commands and the other pod inputs (markers, participant) until cancelled.
+
+        Cancelling it is hostd stopping: the pods' EEG streams are closed on the way
+        out, so every recording ends with its last samples and annotations."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._serve_inputs())
+                async for incoming in self.bridge.commands():
+                    tg.create_task(self._set(incoming))
+        finally:
+            await self.eeg.close()
+
+    async def _serve_inputs(self) -> None:
+        async for pod_id, leaf, payload in self.bridge.inputs():
+            result = self.eeg.handle_input(pod_id, leaf, payload)
+            if not result["ok"]:
+                log.warning("%s for pod %s refused: %s", leaf, pod_id, result["error"])
+                self._count_bad(self.pods.get(pod_id))
+            await self.bridge.publish(topics.pod(pod_id, f"{leaf}/result"), result, qos=1)
 
     async def _set(self, incoming) -> None:
         pod_id = incoming.pod_id
@@ -201,6 +224,13 @@ class Hub:
                 return commands.error_result(cmd.id, str(exc), "pod_id")
             if answer != "ack":
                 return commands.nack_result(cmd.id, reason)
+        if cmd.night is not None:
+            nt = cmd.night
+            self.eeg.annotate(pod_id, f"night: {nt.mode} {nt.start_min}-{nt.end_min} min")
+        if cmd.scene is not None:
+            sc = cmd.scene
+            self.eeg.annotate(pod_id, f"scene: {sc.effect} brightness {sc.brightness:g} color {list(sc.color)} "
+                                      f"transition {sc.transition_ms} ms period {sc.period_ms} ms")
         return commands.ok_result(cmd.id)
 
     def _count_bad(self, session: PodSession | None) -> None:

@@ -66,6 +66,7 @@ class MqttBridge:
         self._client: aiomqtt.Client | None = None
         self._retained: dict[str, bytes] = {}  # republished after a reconnect
         self._commands: asyncio.Queue = asyncio.Queue(_QUEUE)
+        self._inputs: asyncio.Queue = asyncio.Queue(_QUEUE)  # (pod_id, leaf, payload): markers, participant
         self._pods: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
         self._closing: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
@@ -137,6 +138,8 @@ class MqttBridge:
             try:
                 async with self._client_for(host_topic, self.client_id, persistent=self.cfg.persistent_session) as client:
                     await client.subscribe(topics.SET_FILTER, qos=1)
+                    for input_filter in topics.INPUT_FILTERS:
+                        await client.subscribe(input_filter, qos=1)
                     await client.publish(host_topic, b"online", qos=1, retain=True)
                     sent = dict(self._retained)
                     for topic, payload in sent.items():
@@ -170,6 +173,9 @@ class MqttBridge:
             async for message in client.messages:
                 pod_id = topics.pod_of_set(message.topic.value)
                 if pod_id is None:
+                    pod_input = topics.pod_input(message.topic.value)
+                    if pod_input is not None and not self._inputs.full():
+                        self._inputs.put_nowait((*pod_input, bytes(message.payload or b"")))
                     continue
                 if self._commands.full():
                     log.warning("command queue full; dropping a command for %s", pod_id)
@@ -215,6 +221,21 @@ class MqttBridge:
             return False
         return True
 
+    def publish_nowait(self, topic: str, payload: Any) -> bool:
+        """Publish QoS-0 telemetry without waiting; False if the broker is not reachable now.
+
+        aiomqtt's ``publish`` awaits each message's hand-over to the socket (~250 us of
+        CPU a message here); for hundreds of pods' EEG and band powers that is most of
+        hostd's time. This hands the message to the underlying paho client's outgoing
+        queue instead (the same call aiomqtt makes); paho writes queued messages
+        together when the socket is writable.
+        """
+        client = self._client
+        if client is None:
+            return False
+        data = payload if isinstance(payload, bytes) else _json(payload)
+        return client._client.publish(topic, data, 0, False).rc == 0  # paho (aiomqtt 2.x pins paho-mqtt 2)
+
     async def reply(self, topic: str, result: dict[str, Any], incoming: Incoming) -> None:
         """Publish a command result on ``topic`` and, for an MQTT 5 request with a
         response topic, there too, carrying the request's correlation data."""
@@ -229,6 +250,11 @@ class MqttBridge:
         """Set commands in arrival order."""
         while True:
             yield await self._commands.get()
+
+    async def inputs(self) -> AsyncIterator[tuple[str, str, bytes]]:
+        """Per-pod inputs other than set commands as (pod_id, leaf, payload), in arrival order."""
+        while True:
+            yield await self._inputs.get()
 
     # -- per-pod availability -------------------------------------------------
     def pod_available(self, pod_id: str, online: bool) -> None:

@@ -2,8 +2,8 @@
 
 A ``PodSession`` runs until its transport ends. Meanwhile it keeps
 ``state`` (a ``PodState``) current and puts events on ``events``:
-``("state", None)`` whenever the state changed and ``("eeg", batch)`` per EEG
-batch; ``None`` marks the end of the session. The queue is bounded and drops
+``("state", None)`` whenever the state changed, ``("eeg", batch)`` per EEG
+batch and ``("bands", fields)`` per band-power message; ``None`` marks the end of the session. The queue is bounded and drops
 the oldest event when full (counted), so a slow consumer never stalls the link.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from typing import Any, Protocol
 
 from ..protocol import codec
-from ..protocol.messages import EEG_FLAG_GAP_BEFORE
+from ..protocol.messages import EEG_FLAG_GAP_BEFORE, EEG_FLAG_REPLAY
 from . import state as st
 from .config import PodsConfig
 from .transport import Transport, TransportClosed
@@ -312,14 +312,15 @@ class PodSession:
         if self.state.link != st.ONLINE:
             return
         f, c = frame.fields, self.state.counters
-        counts = codec.eeg_counts(f)
-        n = len(counts)
+        n = len(f["samples"]) // (3 * f["channels"])
         first = f["first_seq"]
+        replay = bool(f["flags"] & EEG_FLAG_REPLAY)
         gap = bool(f["flags"] & EEG_FLAG_GAP_BEFORE)
-        if self._eeg_next is not None and first != self._eeg_next:
-            c.eeg_seq_gaps += 1
-            gap = True
-        self._eeg_next = (first + n) & 0xFFFFFFFF
+        if not replay:  # replayed batches fill old holes; only live ones tell the sequence
+            if self._eeg_next is not None and first != self._eeg_next:
+                c.eeg_seq_gaps += 1
+                gap = True
+            self._eeg_next = (first + n) & 0xFFFFFFFF
         c.eeg_batches += 1
         c.eeg_samples += n
         self._emit((
@@ -332,7 +333,12 @@ class PodSession:
                 "t_pod_ms": f["ticks_ms"],
                 "t_host": time.time(),
                 "gap": gap,
-                "scale_uv": st.SCALE_UV,
-                "samples": counts.tolist(),
+                "replay": replay,
+                "pod_gap": bool(f["flags"] & EEG_FLAG_GAP_BEFORE),
+                "samples": f["samples"],  # n x channels x 24-bit big-endian counts, as on the wire
             },
         ))
+
+    def _on_eeg_bands(self, frame: codec.Frame) -> None:
+        if self.state.link == st.ONLINE:
+            self._emit(("bands", frame.fields))

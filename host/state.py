@@ -50,6 +50,7 @@ class PodState:
     scene: dict[str, Any] | None = None
     counters: Counters = field(default_factory=Counters)
     pod_status: dict[str, Any] = field(default_factory=dict)
+    eeg: dict[str, Any] = field(default_factory=dict)  # the pod's EegStream (see eeg.py), kept across sessions
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class PodState:
             },
             "scene": self.scene,
             "counters": {"host": asdict(self.counters), "pod": dict(self.pod_status)},
+            "eeg": self.eeg,
             "updated": now_iso(),
         }
 

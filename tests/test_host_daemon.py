@@ -54,7 +54,8 @@ async def test_pod_goes_online_and_publishes_state_and_eeg(hostd, watch):
     await wait_until(lambda: len(watch.history[f"{P}/pod-a/eeg"]) >= 3, what="eeg batches")
     batches = watch.all_json(f"{P}/pod-a/eeg")
     b = batches[-1]
-    assert b["n"] == 5 and b["channels"] == 8 and b["rate_hz"] == 250 and len(b["samples"]) == 5
+    # the pod sends 5 samples a batch; hostd gathers them into one message per publish interval
+    assert b["n"] >= 5 and b["channels"] == 8 and b["rate_hz"] == 250 and len(b["samples"]) == b["n"]
     assert b["samples"][4][7] == expected_counts(b["seq"], 4, 7)
     assert b["scale_uv"] == pytest.approx(0.0223517, rel=1e-5)
     assert all(later["seq"] == earlier["seq"] + earlier["n"] for earlier, later in zip(batches, batches[1:]))

@@ -65,8 +65,9 @@ async def test_eeg_batches_are_decoded_and_gaps_counted(session, pod):
     await wait_until(lambda: len(batches) >= 3, what="three batches")
     b = batches[1]
     assert b["n"] == 5 and b["channels"] == 8 and b["rate_hz"] == 250
-    assert b["samples"][2][3] == expected_counts(b["seq"], 2, 3)
-    assert b["samples"][0][0] < 0 or b["seq"] > 3  # negative counts decode signed
+    counts = codec.eeg_counts(b)  # hostd passes the wire bytes on; sinks decode in bulk
+    assert counts[2][3] == expected_counts(b["seq"], 2, 3)
+    assert counts[0][0] < 0 or b["seq"] > 3  # negative counts decode signed
     assert session.state.counters.eeg_seq_gaps == 0
     pod.eeg_skip = 7
     await wait_until(lambda: session.state.counters.eeg_seq_gaps == 1, what="a counted gap")

@@ -6,18 +6,21 @@ the whole serial path is exercised. The fake runs in the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import struct
 import tty
 from pathlib import Path
 
 from hypnolum.protocol import codec
+from hypnolum.protocol.messages import EEG_FLAG_REPLAY
 
 
 class FakePod:
     def __init__(self, link: Path, pod_id: str = "pod-a", *, fingerprint: int = codec.FINGERPRINT,
                  boot_id: int = 0x1234, channels: int = 8, status_period_s: float = 0.2,
-                 eeg_period_s: float = 0.05, batch: int = 5):
+                 eeg_period_s: float = 0.05, batch: int = 5, ring_samples: int = 1000,
+                 bands_period_s: float = 0.25):
         self.link = Path(link)
         self.pod_id = pod_id
         self.fingerprint = fingerprint
@@ -32,6 +35,16 @@ class FakePod:
         self.nack_effects: dict[str, str] = {}  # effect -> nack reason
         self.silent = False  # stop answering and sending altogether
         self.eeg_skip = 0  # skip this many sample numbers before the next batch
+        self.eeg_lose = 0  # acquire the next this many batches but do not send them (they stay in the ring)
+        # store and forward: the newest samples, (seq, 3*channels bytes) each, as the firmware keeps them
+        self.ring: collections.deque = collections.deque(maxlen=ring_samples)
+        self.replays: list[tuple[int, int, str]] = []  # (from_seq, count, "ack" | "unavailable")
+        self.bands_period_s = bands_period_s
+        self.railed = 0  # railed / near_railed bitmasks sent in eeg_bands
+        self.near_railed = 0
+        self.bands_sent = 0
+        self.keep_sampling = False  # unplug(keep_sampling=True): acquisition goes on, as on a real pod
+        self._eeg_task: asyncio.Task | None = None
         self.connected = asyncio.Event()
         self._decoder = codec.FrameDecoder()
         self._seq = 0
@@ -50,10 +63,15 @@ class FakePod:
         tmp.replace(self.link)  # atomic, as udev would do it
         asyncio.get_running_loop().add_reader(self._master, self._on_readable)
 
-    def unplug(self) -> None:
+    def unplug(self, keep_sampling: bool = False) -> None:
+        """Pull the cable; with ``keep_sampling`` the pod goes on acquiring into its ring."""
         for t in self._tasks:
             t.cancel()
         self._tasks.clear()
+        self.keep_sampling = keep_sampling
+        if not keep_sampling and self._eeg_task is not None:
+            self._eeg_task.cancel()
+            self._eeg_task = None
         self.connected.clear()
         if self._master >= 0:
             asyncio.get_running_loop().remove_reader(self._master)
@@ -99,7 +117,9 @@ class FakePod:
             if not self.connected.is_set() and self.fingerprint == codec.FINGERPRINT:
                 self.connected.set()
                 loop = asyncio.get_running_loop()
-                self._tasks += [loop.create_task(self._status_loop()), loop.create_task(self._eeg_loop())]
+                self._tasks += [loop.create_task(self._status_loop()), loop.create_task(self._bands_loop())]
+                if self._eeg_task is None:
+                    self._eeg_task = loop.create_task(self._eeg_loop())
         elif frame.name == "ping":
             f = frame.fields
             self.send("pong", {"nonce": f["nonce"], "host_time_us": f["host_time_us"], "pod_rx_us": 1, "pod_tx_us": 2})
@@ -113,6 +133,33 @@ class FakePod:
                 self.send("nack", {"ack_seq": frame.seq, "reason": reason})
             else:
                 self.send("ack", {"ack_seq": frame.seq})
+        elif frame.name == "eeg_replay":
+            self._replay(frame.seq, frame.fields["from_seq"], frame.fields["count"])
+
+    def _replay(self, ack_seq: int, from_seq: int, count: int) -> None:
+        held = {seq: data for seq, data in self.ring}
+        wanted = range(from_seq, from_seq + count)
+        if count == 0 or any(seq not in held for seq in wanted):
+            self.replays.append((from_seq, count, "unavailable"))
+            self.send("nack", {"ack_seq": ack_seq, "reason": "unavailable"})
+            return
+        self.replays.append((from_seq, count, "ack"))
+        self.send("ack", {"ack_seq": ack_seq})
+        per_frame = 800 // (3 * self.channels)
+        for start in range(from_seq, from_seq + count, per_frame):
+            n = min(per_frame, from_seq + count - start)
+            self.send("eeg_batch", {"first_seq": start, "ticks_ms": start * 4, "channels": self.channels,
+                                    "flags": EEG_FLAG_REPLAY, "samples": b"".join(held[s] for s in range(start, start + n))})
+
+    async def _bands_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.bands_period_s)
+            self.send("eeg_bands", {
+                "last_seq": max(self._sample - 1, 0), "ticks_ms": self._sample * 4, "channels": self.channels,
+                "window_ms": 1000, "railed": self.railed, "near_railed": self.near_railed,
+                "powers": [band_power(ch, b) for ch in range(self.channels) for b in range(5)],
+            })
+            self.bands_sent += 1
 
     async def _status_loop(self) -> None:
         uptime = 0
@@ -130,14 +177,35 @@ class FakePod:
             self._sample += self.eeg_skip
             self.eeg_skip = 0
             first = self._sample
-            samples = b"".join(
-                struct.pack(">i", ((first + i) * 100 + ch - 400) & 0xFFFFFF)[1:]
-                for i in range(self.batch) for ch in range(self.channels)
-            )
+            rows = [b"".join(struct.pack(">i", ((first + i) * 100 + ch - 400) & 0xFFFFFF)[1:]
+                             for ch in range(self.channels)) for i in range(self.batch)]
+            self.ring.extend((first + i, row) for i, row in enumerate(rows))
             self._sample += self.batch
-            self.send("eeg_batch", {"first_seq": first, "ticks_ms": first * 4, "channels": self.channels,
-                                    "flags": 0, "samples": samples})
+            if self.eeg_lose:
+                self.eeg_lose -= 1
+            else:
+                self.send("eeg_batch", {"first_seq": first, "ticks_ms": first * 4, "channels": self.channels,
+                                        "flags": 0, "samples": b"".join(rows)})
             await asyncio.sleep(self.eeg_period_s)
+
+    @property
+    def samples_made(self) -> int:
+        return self._sample
+
+    def stop_eeg(self) -> None:
+        """Stop acquiring (the link stays up): ``samples_made`` is then final."""
+        if self._eeg_task is not None:
+            self._eeg_task.cancel()
+            self._eeg_task = None
+
+    def close(self) -> None:
+        """Unplug and stop acquiring."""
+        self.unplug()
+
+
+def band_power(ch: int, band: int) -> float:
+    """The power the fake reports for channel ch, band b (exact in float32)."""
+    return ch * 10.0 + band + 0.5
 
 
 def expected_counts(first: int, i: int, ch: int) -> int:

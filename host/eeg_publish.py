@@ -1,0 +1,84 @@
+"""EEG on MQTT: in-order samples gathered into one message per interval, band powers as JSON.
+
+A message never spans a gap: samples after a lost stretch start a new
+message whose ``gap`` is true, so ``seq``/``n`` always describe contiguous
+samples. Converting to JSON happens once per message, not per batch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..protocol import codec
+from .state import SCALE_UV
+
+BANDS = ("delta", "theta", "alpha", "beta", "gamma")
+
+
+class EegPublisher:
+    """A Sink that queues ready-to-publish JSON payloads for ``pods/<id>/eeg``."""
+
+    def __init__(self, channels: int, rate_hz: int):
+        self.channels = channels
+        self.rate_hz = rate_hz
+        self._chunks: list[bytes] = []
+        self._seq = 0
+        self._ticks = 0
+        self._t_host = 0.0
+        self._gap = False
+        self._ready: list[dict[str, Any]] = []
+
+    def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
+        if not self._chunks:
+            self._seq, self._ticks, self._t_host = seq, ticks_ms, t_host
+        self._chunks.append(raw)
+
+    def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None:
+        self._cut()
+        self._gap = True
+
+    def annotate(self, pos: float, text: str) -> None:
+        pass  # markers and scene changes have their own topics
+
+    def close(self) -> None:
+        self._cut()
+
+    def _cut(self) -> None:
+        if not self._chunks:
+            return
+        counts = codec.eeg_counts({"samples": b"".join(self._chunks), "channels": self.channels})
+        self._chunks = []
+        self._ready.append({
+            "seq": self._seq, "n": len(counts), "channels": self.channels, "rate_hz": self.rate_hz,
+            "t_pod_ms": self._ticks, "t_host": round(self._t_host, 3), "gap": self._gap, "scale_uv": SCALE_UV,
+            "samples": counts.tolist(),
+        })
+        self._gap = False
+
+    def take(self) -> list[dict[str, Any]]:
+        """Payloads ready now (the samples gathered so far become one)."""
+        self._cut()
+        ready, self._ready = self._ready, []
+        return ready
+
+
+def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """The ``pods/<id>/bands`` payload of one eeg_bands message; channel numbers are 1-based."""
+    ch = fields["channels"]
+    powers = fields["powers"]
+    if len(powers) != ch * len(BANDS):
+        raise ValueError(f"eeg_bands: {len(powers)} powers for {ch} channels, expected {ch * len(BANDS)}")
+    return {
+        "last_seq": fields["last_seq"],
+        "t_pod_ms": fields["ticks_ms"],
+        "t_host": round(time.time(), 3),
+        "window_ms": fields["window_ms"],
+        "channels": ch,
+        "bands": list(BANDS),
+        "unit": "uV^2",
+        "powers": np.round(np.asarray(powers, dtype=np.float64).reshape(ch, len(BANDS)), 4).tolist(),
+        "railed": [i + 1 for i in range(ch) if fields["railed"] >> i & 1],
+        "near_railed": [i + 1 for i in range(ch) if fields["near_railed"] >> i & 1],
+    }
