@@ -62,9 +62,10 @@ def test_board_hal_drives_each_led_type(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     ws, rgbw, apa = json.loads(out.stdout.strip().splitlines()[-1])
     d = duty
-    assert ws[:4] == ["bitstream", 5, 0, [400, 850, 800, 450]]
+    # pins from the board's pin map: LED output 0 = GPIO 18, output 1 = GPIO 19
+    assert ws[:4] == ["bitstream", 18, 0, [400, 850, 800, 450]]
     assert bytes.fromhex(ws[4]) == bytes((d(128), 255, 0, d(20), d(10), d(30)))
     w = d(10)  # second LED: the common part of (10, 20, 30) moves to white
     assert bytes.fromhex(rgbw[4]) == bytes((d(128), 255, 0, 0, d(20) - w, 0, d(30) - w, w))
-    assert apa[:4] == ["spi", 1, 18, 23]
+    assert apa[:4] == ["spi", 1, 18, 19]
     assert bytes.fromhex(apa[4]) == bytes((0, 0, 0, 0, 0xFF, 0, d(128), 255, 0xFF, d(30), d(20), d(10), 0xFF))
