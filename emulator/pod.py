@@ -172,6 +172,10 @@ class EmulatedPod:
         # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
         self.to_host_filter: Callable[[bytes], bytes] | None = None
         self.to_pod_filter: Callable[[bytes], bytes] | None = None
+        # link latency injected in both directions: each chunk waits a uniform
+        # random (lo, hi) seconds, in order (a slow link delays, it never reorders)
+        self.link_jitter_s: tuple[float, float] | None = None
+        self._jitter_due = {"pod": 0.0, "host": 0.0}
         self.ticks_ms0 = 0
         self.ticks_us0 = 0
         self.wdt_timeout_ms: int | None = None  # armed watchdog, None when off
@@ -379,7 +383,17 @@ class EmulatedPod:
             return
         if self.to_host_filter is not None:
             data = self.to_host_filter(data)
+        if self.link_jitter_s is not None:
+            self._delayed("host", self._to_host, data)
+            return
         self._to_host(data)
+
+    def _delayed(self, way: str, deliver: Callable[[bytes], None], data: bytes) -> None:
+        lo, hi = self.link_jitter_s
+        now = self._loop.time()
+        at = max(self._jitter_due[way], now + self._rng.uniform(lo, hi))
+        self._jitter_due[way] = at
+        self._loop.call_at(at, deliver, data)
 
     def _to_host(self, data: bytes) -> None:
         if self._master is None:
@@ -415,6 +429,12 @@ class EmulatedPod:
             data = self.to_pod_filter(data)
         if not data:
             return
+        if self.link_jitter_s is not None:
+            self._delayed("pod", self._to_pod, data)
+            return
+        self._to_pod(data)
+
+    def _to_pod(self, data: bytes) -> None:
         if self._link is None:
             self.counters.link_to_pod_dropped += len(data)
             return
