@@ -176,6 +176,9 @@ class EmulatedPod:
         # random (lo, hi) seconds, in order (a slow link delays, it never reorders)
         self.link_jitter_s: tuple[float, float] | None = None
         self._jitter_due = {"pod": 0.0, "host": 0.0}
+        # scheduling priority of the interpreter (setpriority; < 0 needs root): a board has a
+        # CPU of its own, an emulated pod shares the machine's with every other process
+        self.nice: int | None = None
         self.ticks_ms0 = 0
         self.ticks_us0 = 0
         self.wdt_timeout_ms: int | None = None  # armed watchdog, None when off
@@ -507,6 +510,9 @@ class EmulatedPod:
             start_new_session=True,  # its own process group: killed as one
             preexec_fn=_die_with_parent,
         )
+        if self.nice is not None:
+            with contextlib.suppress(PermissionError, ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
         self._booted.set()

@@ -50,6 +50,7 @@ class PodState:
     scene: dict[str, Any] | None = None
     counters: Counters = field(default_factory=Counters)
     pod_status: dict[str, Any] = field(default_factory=dict)
+    clock: Any = None  # () -> dict: the pod clock estimate (host/clock.py PodClock.state)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class PodState:
             },
             "scene": self.scene,
             "counters": {"host": asdict(self.counters), "pod": dict(self.pod_status)},
+            "clock": self.clock() if self.clock is not None else None,
             "updated": now_iso(),
         }
 
