@@ -2,8 +2,11 @@
 
 The firmware's HAL shim sends one datagram per shown frame to ``D/leds.sock``::
 
-    <4sIIH  b"LED1", pod ticks_ms, frame number, LED count
+    <4sIIHQ  b"LED2", pod ticks_ms, frame number, LED count,
+             host CLOCK_MONOTONIC us when the pod wrote the frame (its true render instant)
     count x 3 bytes R, G, B
+
+(``b"LED1"`` datagrams, without the last field, are still read.)
 
 :class:`VirtualLeds` binds that socket, keeps the last frame and a bounded
 history of :class:`LedFrame` records (host monotonic time, pod ticks, frame
@@ -23,6 +26,8 @@ from pathlib import Path
 
 MAGIC = b"LED1"
 HEADER = struct.Struct("<4sIIH")
+MAGIC2 = b"LED2"
+HEADER2 = struct.Struct("<4sIIHQ")
 MAX_DATAGRAM = 65536
 
 
@@ -36,6 +41,7 @@ class LedFrame:
     ticks_ms: int  # pod clock when the frame was shown
     frame_no: int
     rgb: bytes  # count x (R, G, B)
+    shown_us: int | None = None  # host CLOCK_MONOTONIC us when the pod wrote it (LED2)
 
     @property
     def count(self) -> int:
@@ -56,12 +62,19 @@ def parse_datagram(data: bytes, host_time: float | None = None) -> LedFrame:
     """One ``leds.sock`` datagram -> LedFrame; LedDatagramError if malformed."""
     if len(data) < HEADER.size:
         raise LedDatagramError(f"datagram of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
-    magic, ticks_ms, frame_no, count = HEADER.unpack_from(data)
-    if magic != MAGIC:
+    magic = bytes(data[:4])
+    shown_us = None
+    if magic == MAGIC2 and len(data) >= HEADER2.size:
+        _, ticks_ms, frame_no, count, shown_us = HEADER2.unpack_from(data)
+        size = HEADER2.size
+    elif magic == MAGIC:
+        _, ticks_ms, frame_no, count = HEADER.unpack_from(data)
+        size = HEADER.size
+    else:
         raise LedDatagramError(f"bad magic {magic!r}")
-    if len(data) != HEADER.size + 3 * count:
-        raise LedDatagramError(f"{count} LEDs need {HEADER.size + 3 * count} bytes, got {len(data)}")
-    return LedFrame(time.monotonic() if host_time is None else host_time, ticks_ms, frame_no, bytes(data[HEADER.size :]))
+    if len(data) != size + 3 * count:
+        raise LedDatagramError(f"{count} LEDs need {size + 3 * count} bytes, got {len(data)}")
+    return LedFrame(time.monotonic() if host_time is None else host_time, ticks_ms, frame_no, bytes(data[size:]), shown_us)
 
 
 def build_datagram(ticks_ms: int, frame_no: int, rgb: bytes) -> bytes:

@@ -172,6 +172,13 @@ class EmulatedPod:
         # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
         self.to_host_filter: Callable[[bytes], bytes] | None = None
         self.to_pod_filter: Callable[[bytes], bytes] | None = None
+        # link latency injected in both directions: each chunk waits a uniform
+        # random (lo, hi) seconds, in order (a slow link delays, it never reorders)
+        self.link_jitter_s: tuple[float, float] | None = None
+        self._jitter_due = {"pod": 0.0, "host": 0.0}
+        # scheduling priority of the interpreter (setpriority; < 0 needs root): a board has a
+        # CPU of its own, an emulated pod shares the machine's with every other process
+        self.nice: int | None = None
         self.ticks_ms0 = 0
         self.ticks_us0 = 0
         self.wdt_timeout_ms: int | None = None  # armed watchdog, None when off
@@ -379,7 +386,17 @@ class EmulatedPod:
             return
         if self.to_host_filter is not None:
             data = self.to_host_filter(data)
+        if self.link_jitter_s is not None:
+            self._delayed("host", self._to_host, data)
+            return
         self._to_host(data)
+
+    def _delayed(self, way: str, deliver: Callable[[bytes], None], data: bytes) -> None:
+        lo, hi = self.link_jitter_s
+        now = self._loop.time()
+        at = max(self._jitter_due[way], now + self._rng.uniform(lo, hi))
+        self._jitter_due[way] = at
+        self._loop.call_at(at, deliver, data)
 
     def _to_host(self, data: bytes) -> None:
         if self._master is None:
@@ -415,6 +432,12 @@ class EmulatedPod:
             data = self.to_pod_filter(data)
         if not data:
             return
+        if self.link_jitter_s is not None:
+            self._delayed("pod", self._to_pod, data)
+            return
+        self._to_pod(data)
+
+    def _to_pod(self, data: bytes) -> None:
         if self._link is None:
             self.counters.link_to_pod_dropped += len(data)
             return
@@ -487,6 +510,9 @@ class EmulatedPod:
             start_new_session=True,  # its own process group: killed as one
             preexec_fn=_die_with_parent,
         )
+        if self.nice is not None:
+            with contextlib.suppress(PermissionError, ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
         self._booted.set()

@@ -55,10 +55,17 @@ class Exchange:
 class PodClock:
     """Offset, drift and uncertainty of one pod's clock against the host's."""
 
-    def __init__(self, window: int = 64, delay_margin_us: int = 500, min_samples: int = 4):
+    # A slope fitted over a short span is mostly jitter (4 exchanges 50 ms apart with
+    # 100 us of noise give thousands of ppm): drift is estimated only once the used
+    # exchanges span min_drift_span_us, and never beyond max_drift (a crystal that far
+    # off is broken; the offset line is then anchored at the newest exchanges instead).
+    def __init__(self, window: int = 64, delay_margin_us: int = 500, min_samples: int = 4,
+                 min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6):
         self.window: deque[Exchange] = deque(maxlen=window)
         self.delay_margin_us = delay_margin_us
         self.min_samples = min_samples
+        self.min_drift_span_us = min_drift_span_us
+        self.max_drift = max_drift
         self._last_raw: int | None = None
         self._unwrapped = 0
         self.rejected = 0  # exchanges that were inconsistent (negative delay)
@@ -104,6 +111,9 @@ class PodClock:
             mx, my = sum(xs) / n, sum(ys) / n
             sxx = sum((x - mx) ** 2 for x in xs)
             slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else 0.0
+            if xs[-1] - xs[0] < self.min_drift_span_us:
+                slope = 0.0
+            slope = max(-self.max_drift, min(self.max_drift, slope))
             at_t0 = my - slope * mx
             resid = math.sqrt(sum((y - (at_t0 + slope * x)) ** 2 for x, y in zip(xs, ys)) / n)
             self._fit = (t0, at_t0, slope, resid + best / 2)
@@ -120,6 +130,13 @@ class PodClock:
             raise ValueError("clock not synchronised yet")
         t0, at_t0, slope, _ = fit
         return at_t0 + slope * (host_us - t0)
+
+    def drift(self) -> float:
+        """Pod clock rate minus host clock rate (1e-6 = the pod runs 1 ppm fast)."""
+        fit = self._solve()
+        if fit is None:
+            raise ValueError("clock not synchronised yet")
+        return fit[2]
 
     def pod_ticks_us(self, host_us: float) -> int:
         """The pod's ``ticks_us`` (wrapped) at host instant ``host_us``."""

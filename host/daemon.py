@@ -19,6 +19,7 @@ import sys
 
 from . import log as logsetup
 from . import state as st
+from .circles import CircleCoordinator
 from .config import Config, ConfigError, load
 from .hub import Hub
 from .mqtt import MqttBridge
@@ -68,6 +69,7 @@ async def run(config: Config, stop: asyncio.Event | None = None, notifier: Notif
     tasks = [
         asyncio.create_task(scanner.run(), name="scanner"),
         asyncio.create_task(hub.serve_commands(), name="commands"),
+        asyncio.create_task(CircleCoordinator(config, hub).run(), name="circles"),
         *hub.start_transports(),
     ]
     if notifier.enabled:

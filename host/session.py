@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from ..protocol import codec
 from ..protocol.messages import EEG_FLAG_GAP_BEFORE, EEG_FLAG_REPLAY
 from . import state as st
+from .clock import PodClock
 from .config import PodsConfig
 from .transport import Transport, TransportClosed
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 _EVENT_QUEUE = 512
 _REFUSED_RETRY_S = 2.0  # CONNECT period towards a refused pod (it may be reflashed)
+_SYNC_PING_S = 0.05  # PING period until the clock estimate has _SYNC_EXCHANGES exchanges
+_SYNC_EXCHANGES = 16
 
 
 class CommandError(Exception):
@@ -78,6 +81,8 @@ class PodSession:
         self._eeg_next: int | None = None
         self._online_before = False
         self._nonce = 0
+        self.clock = PodClock()  # the pod's ticks_us against the host's CLOCK_REALTIME (PING/PONG)
+        self.state.clock = self.clock.state
 
     # -- events -----------------------------------------------------------
     def _emit(self, event) -> None:
@@ -205,6 +210,7 @@ class PodSession:
         self._online_before = True
         s.link, s.reason = st.ONLINE, ""
         self._eeg_next = None
+        self.clock.reset()  # a new session: the pod may have rebooted, its clock restarted
         log.info(
             "pod %s online on %s (firmware %s, boot %08x, %d LEDs, %d EEG channels at %d Hz)",
             s.pod_id, self.transport.name, s.firmware, s.boot_id, s.led_count, s.eeg_channels, s.sample_rate_hz,
@@ -218,8 +224,10 @@ class PodSession:
         while True:
             self._nonce = (self._nonce + 1) & 0xFFFFFFFF
             await self.send("ping", {"nonce": self._nonce, "host_time_us": time.time_ns() // 1000})
+            # ping fast until the clock estimate stands on enough exchanges
+            fast = len(self.clock.window) < _SYNC_EXCHANGES
             try:
-                await asyncio.wait_for(self._hello_evt.wait(), self.cfg.ping_interval_s)
+                await asyncio.wait_for(self._hello_evt.wait(), _SYNC_PING_S if fast else self.cfg.ping_interval_s)
             except TimeoutError:
                 pass
             else:
@@ -290,8 +298,14 @@ class PodSession:
         self.changed()
 
     def _on_pong(self, frame: codec.Frame) -> None:
-        sent_us = frame.fields["host_time_us"]
-        self.state.counters.rtt_ms = round((time.time_ns() // 1000 - sent_us) / 1000, 3)
+        now_us = time.time_ns() // 1000
+        f = frame.fields
+        sent_us = f["host_time_us"]
+        self.state.counters.rtt_ms = round((now_us - sent_us) / 1000, 3)
+        was_synced = self.clock.synced
+        self.clock.add(sent_us, f["pod_rx_us"], f["pod_tx_us"], now_us)
+        if self.clock.synced and not was_synced:
+            self.changed()  # the state JSON now shows offset, drift, uncertainty
 
     def _answer(self, seq: int, answer: tuple[str, str | None]) -> None:
         fut = self._pending.get(seq)

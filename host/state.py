@@ -51,6 +51,7 @@ class PodState:
     counters: Counters = field(default_factory=Counters)
     pod_status: dict[str, Any] = field(default_factory=dict)
     eeg: dict[str, Any] = field(default_factory=dict)  # the pod's EegStream (see eeg.py), kept across sessions
+    clock: Any = None  # () -> dict: the pod clock estimate (host/clock.py PodClock.state)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class PodState:
             "scene": self.scene,
             "counters": {"host": asdict(self.counters), "pod": dict(self.pod_status)},
             "eeg": self.eeg,
+            "clock": self.clock() if self.clock is not None else None,
             "updated": now_iso(),
         }
 

@@ -184,6 +184,30 @@ GroupValue = Struct(  # host -> pod, not acknowledged: the circle's shared value
     "value" / Int16ul,  # 0..65535, the effect "circle" follows it
 )
 
+SceneAt = Struct(  # host -> pod, command: apply a scene at a pod instant (the shared timeline)
+    # pod ticks_us (wraps at 2**30) at which the scene starts: it is applied on the
+    # first frame rendered at or after it, and its animation time counts from it,
+    # so pods given the same instant show the same phase. An instant already past
+    # (up to 2**28 us) applies at once with the phase it would have had: a pod that
+    # rejoins a running timeline catches up instead of starting over.
+    "at_us" / Int32ul,
+    "effect" / Effect,
+    "brightness" / Int8ul,
+    "color" / Array(3, Int8ul),
+    "transition_ms" / Int16ul,
+    "period_ms" / Int16ul,
+    "palette" / Palette,
+    "flags" / Int8ul,
+    "params" / PrefixedArray(Int8ul, Int16sl),
+)
+
+FramePhase = Struct(  # host -> pod, not acknowledged: align the render schedule
+    # frames are rendered at anchor_us + k x period_us (pod ticks_us, wrapping); the
+    # host re-sends it about once a second so the pod follows its drift estimate
+    "anchor_us" / Int32ul,
+    "period_us" / Int32ul,  # 0: keep the pod's own frame period
+)
+
 Ack = Struct(  # pod -> host
     "ack_seq" / Int16ul,  # seq of the command being acknowledged
 )
@@ -211,16 +235,18 @@ MESSAGES = (
     ("eeg_replay", 0x21, EegReplay),
     ("night_mode", 0x22, NightModeSet),
     ("group_value", 0x23, GroupValue),
+    ("scene_at", 0x24, SceneAt),
+    ("frame_phase", 0x25, FramePhase),
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
 )
 
 # Commands the pod must answer with ACK or NACK.
-COMMANDS = frozenset({"scene", "eeg_replay", "night_mode"})
+COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at"})
 
 # Largest item count of each PrefixedArray field, checked by both codecs.
-LIST_LIMITS = {("scene", "params"): 8, ("eeg_bands", "powers"): 16 * 5}
+LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("eeg_bands", "powers"): 16 * 5}
 
 ENUMS = (
     ("effect", Effect),

@@ -11,6 +11,12 @@ dropped_sys), never waited for.
 
 The pod clock wraps at 2**30 as on the ESP32 and starts at HYPNOLUM_TICKS_MS0
 / HYPNOLUM_TICKS_US0 (a few seconds before the wrap), so wrap bugs show here.
+HYPNOLUM_CLOCK_PPM makes it run fast (> 0) or slow (< 0) by that many parts
+per million of the host's monotonic clock, as a crystal's error does.
+
+Each LED datagram carries, besides the pod's ticks_ms, the host's
+CLOCK_MONOTONIC microseconds at the instant the frame was written: the true
+render instant the emulator measures inter-pod skew with (docs/emulator.md).
 """
 import asyncio
 import binascii
@@ -32,8 +38,8 @@ TICKS_PERIOD = const(1 << 30)
 _TICKS_MASK = const((1 << 30) - 1)
 _TICKS_HALF = const(1 << 29)
 
-_LED_HDR = "<4sIIH"  # magic, ticks_ms, frame number, LED count
-_LED_HDR_SIZE = const(14)
+_LED_HDR = "<4sIIHQ"  # magic, ticks_ms, frame number, LED count, host monotonic us
+_LED_HDR_SIZE = const(22)
 
 _DIR = os.getenv("HYPNOLUM_POD_DIR") or "."
 
@@ -42,15 +48,19 @@ _host_ms0 = time.ticks_ms()
 _host_us0 = time.ticks_us()
 _pod_ms0 = int(os.getenv("HYPNOLUM_TICKS_MS0") or "0") & _TICKS_MASK
 _pod_us0 = int(os.getenv("HYPNOLUM_TICKS_US0") or "0") & _TICKS_MASK
+# clock error in parts per billion (small ints on the unix port: no allocation)
+_ppb = int(float(os.getenv("HYPNOLUM_CLOCK_PPM") or "0") * 1000)
 
 
 def ticks_ms():
     # host ticks wrap at 2**62 here: their difference is exact, then wrap at 2**30
-    return (_pod_ms0 + time.ticks_diff(time.ticks_ms(), _host_ms0)) & _TICKS_MASK
+    d = time.ticks_diff(time.ticks_us(), _host_us0)
+    return (_pod_ms0 + (d + d * _ppb // 1000000000) // 1000) & _TICKS_MASK
 
 
 def ticks_us():
-    return (_pod_us0 + time.ticks_diff(time.ticks_us(), _host_us0)) & _TICKS_MASK
+    d = time.ticks_diff(time.ticks_us(), _host_us0)
+    return (_pod_us0 + d + d * _ppb // 1000000000) & _TICKS_MASK
 
 
 def ticks_diff(a, b):
@@ -145,7 +155,7 @@ class Leds:
 
     def write(self, rgb):
         ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        struct.pack_into(_LED_HDR, self._buf, 0, b"LED1", ticks_ms(), self.frames, self.count)
+        struct.pack_into(_LED_HDR, self._buf, 0, b"LED2", ticks_ms(), self.frames, self.count, time.ticks_us())
         _copy(self._px, rgb, self.count * 3)
         self._out.send(self._buf)
         self.frames += 1

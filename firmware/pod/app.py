@@ -49,6 +49,8 @@ class Pod:
         self.renderer.watch(lk, cfg.fade_after_ms)
         lk.register(wire.T_NIGHT_MODE, self.renderer.night)
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
+        lk.register(wire.T_SCENE_AT, self.renderer.scene_at)
+        lk.register(wire.T_FRAME_PHASE, self.renderer.frame_phase, command=False)
         self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz)
         # EEG store and forward, and band powers read from the same ring
         rate = cfg.sample_rate_hz  # per channel (125 Hz with the Daisy)

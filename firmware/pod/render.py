@@ -13,6 +13,16 @@ Fade to safe: once the link has been heard, a silence of fade_after_ms turns
 the pod to a dim warm glow (an "off" scene stays dark). At boot the pod is
 dark until a scene arrives. The loop is also the pod's heartbeat for the
 watchdog: it feeds it, and only it does.
+
+Shared timeline (circles): a frame is computed ahead and shown (written to the
+LEDs) at its scheduled instant, reached by sleeping to within _SPIN_US and
+then polling ticks_us, so the instant a frame lights does not depend on how
+long the effect took. FRAME_PHASE puts the schedule on the host's grid
+(anchor + k x period, pod ticks_us): pods of a circle then show frame k
+together. SCENE_AT holds a scene until the first frame scheduled at or after
+its instant (within half a frame: a grid instant estimated a few us late on
+one pod must not slip that pod a whole frame), and counts the effect's
+animation time from that instant, so every pod shows the same phase.
 """
 import asyncio
 
@@ -26,6 +36,10 @@ _FEED_EVERY_MS = const(250)  # watchdog feeds: often enough, not a datagram per 
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
 _SAFE_TRANSITION_MS = const(4000)
+_SPIN_US = const(1500)  # poll ticks_us for the last stretch before a frame is shown
+_PAST_MAX_US = const(1 << 28)  # a SCENE_AT instant further back than this is not believed
+_MIN_PERIOD_US = const(4000)  # FRAME_PHASE periods accepted: 4 ms .. 1 s
+_MAX_PERIOD_US = const(1000000)
 SAFE_COLOR = (255, 120, 36)  # a warm glow, ~2200 K
 
 
@@ -80,6 +94,12 @@ class Renderer:
         self.frames_rendered = 0
         self.render_overruns = 0
         self.refused_safety = 0
+        self._at = None  # a SCENE_AT waiting for its instant: (spec, fields)
+        self._at_us = 0
+        self._phase_new = False  # a FRAME_PHASE anchor to take at the next frame
+        self._phase_us = 0
+        self.scheduled_applied = 0
+        self.phase_updates = 0
 
     # -- commands --------------------------------------------------------
     def watch(self, link, fade_after_ms):
@@ -99,6 +119,46 @@ class Renderer:
         self._set(spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params)
         self.safe = False
         return 0
+
+    def scene_at(self, at_us, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
+        """SCENE_AT command: check now, apply at pod instant at_us (see the module doc)."""
+        reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        if reason:
+            return reason
+        spec = effects.REGISTRY[effect]
+        if spec.strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
+            self.refused_safety += 1
+            return wire.NACK_REASON_SAFETY
+        self._at = (spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        self._at_us = at_us
+        return 0
+
+    def frame_phase(self, anchor_us, period_us):
+        """FRAME_PHASE message: show frames at anchor_us + k x period (pod ticks_us)."""
+        if _MIN_PERIOD_US <= period_us <= _MAX_PERIOD_US:
+            self.period_us = period_us
+        self._phase_us = anchor_us
+        self._phase_new = True
+        self.phase_updates += 1
+
+    def due_scene(self, frame_us, frame_ms):
+        """Apply a waiting SCENE_AT if the frame scheduled at frame_us (pod ticks_us,
+        frame_ms the same instant on ticks_ms) is at or after its instant."""
+        at = self._at
+        if at is None:
+            return False
+        late_us = hal.ticks_diff(frame_us, self._at_us)
+        if late_us < -(self.period_us >> 1):
+            return False
+        self._at = None
+        self._set(*at)
+        self.safe = False
+        if late_us > _PAST_MAX_US:
+            late_us = 0
+        # the animation started at the instant, not at this frame
+        self._start_ms = hal.ticks_add(frame_ms, -(late_us // 1000))
+        self.scheduled_applied += 1
+        return True
 
     def _set(self, spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
         s = self.scene
@@ -159,6 +219,14 @@ class Renderer:
     # -- frames ----------------------------------------------------------
     def render(self, now_ms):
         """Compute, govern and show one frame for pod time now_ms. No allocation."""
+        self.show(self.compute(now_ms))
+
+    def show(self, shown):
+        self.leds.write(shown)
+        self.frames_rendered += 1
+
+    def compute(self, now_ms):
+        """Compute and govern the frame for pod time now_ms; returns the bytes to show."""
         diff = hal.ticks_diff
         lk = self._link
         if lk is not None and lk.heard and not self.safe and self.scene.effect != wire.EFFECT_OFF:
@@ -195,28 +263,42 @@ class Renderer:
         night = g.night_mode and g.is_night(now_ms, diff, hal.ticks_add)
         shown = g.govern(frame, now_ms, diff(now_ms, self._last_ms), night, self._strobe)
         self._last_ms = now_ms
-        self.leds.write(shown)
-        self.frames_rendered += 1
+        return shown
 
     async def run(self, watchdog=None):
         ticks_us = hal.ticks_us
         ticks_ms = hal.ticks_ms
         diff = hal.ticks_diff
         add = hal.ticks_add
-        period = self.period_us
+        sleep_ms = asyncio.sleep_ms
         due = ticks_us()
         fed = ticks_ms()
         while True:
-            now_ms = ticks_ms()
-            self.render(now_ms)
-            if watchdog is not None and diff(now_ms, fed) >= _FEED_EVERY_MS:
-                watchdog.feed()
-                fed = now_ms
-            due = add(due, period)
+            late_us = diff(ticks_us(), due)
+            if late_us > 0:
+                if late_us > self.period_us >> 2:
+                    self.render_overruns += 1
+                due = ticks_us()  # restart the schedule from now, no burst to catch up
+                await sleep_ms(0)  # let the other tasks run before the next frame
+            # the frame is computed for the instant it will be shown
+            frame_ms = add(ticks_ms(), diff(due, ticks_us()) // 1000)
+            if self._at is not None:
+                self.due_scene(due, frame_ms)
+            shown = self.compute(frame_ms)
             wait_us = diff(due, ticks_us())
-            if wait_us < 0:
-                self.render_overruns += 1
-                due = ticks_us()
-                await asyncio.sleep_ms(0)  # let the other tasks run before the next frame
+            if wait_us > _SPIN_US:
+                await sleep_ms((wait_us - _SPIN_US) // 1000)
+            while diff(due, ticks_us()) > 0:
+                pass  # the last stretch: sleep_ms is only as fine as a millisecond
+            self.show(shown)
+            if watchdog is not None and diff(frame_ms, fed) >= _FEED_EVERY_MS:
+                watchdog.feed()
+                fed = frame_ms
+            period = self.period_us
+            if self._phase_new:
+                # next grid instant at least half a frame away: never two frames at once
+                self._phase_new = False
+                n = diff(add(due, period >> 1), self._phase_us)
+                due = add(self._phase_us, (n // period + 1) * period)
             else:
-                await asyncio.sleep_ms((wait_us + 500) // 1000)
+                due = add(due, period)

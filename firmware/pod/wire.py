@@ -4,7 +4,7 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0xdb532873)
+FINGERPRINT = const(0x47d24b55)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
@@ -27,6 +27,8 @@ T_SCENE = const(0x20)
 T_EEG_REPLAY = const(0x21)
 T_NIGHT_MODE = const(0x22)
 T_GROUP_VALUE = const(0x23)
+T_SCENE_AT = const(0x24)
+T_FRAME_PHASE = const(0x25)
 T_ACK = const(0x30)
 T_NACK = const(0x31)
 T_LOG = const(0x40)
@@ -82,8 +84,8 @@ NIGHT_MODE_ON = const(1)
 NIGHT_MODE_SCHEDULE = const(2)
 NIGHT_MODE = {'off': 0, 'on': 1, 'schedule': 2}
 
-NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
-COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, )
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, )
 FIELDS = {
     T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
@@ -96,6 +98,8 @@ FIELDS = {
     T_EEG_REPLAY: ('from_seq', 'count',),
     T_NIGHT_MODE: ('mode', 'start_min', 'end_min', 'now_min',),
     T_GROUP_VALUE: ('group_id', 'value',),
+    T_SCENE_AT: ('at_us', 'effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
+    T_FRAME_PHASE: ('anchor_us', 'period_us',),
     T_ACK: ('ack_seq',),
     T_NACK: ('ack_seq', 'reason',),
     T_LOG: ('level', 'text',),
@@ -348,6 +352,41 @@ def unpack_group_value(buf, off, end):
     return (group_id, value,)
 
 
+def pack_scene_at(buf, off, at_us, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+    struct.pack_into('<IBBBBBHHBB', buf, off, at_us, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
+    off += 15
+    off = _pack_list(buf, off, params, 'B', 'h', 8)
+    return off
+
+
+def unpack_scene_at(buf, off, end):
+    if off + 15 > end:
+        raise ValueError('scene_at: short payload')
+    at_us, effect, brightness, _color0, _color1, _color2, transition_ms, period_ms, palette, flags = struct.unpack_from('<IBBBBBHHBB', buf, off)
+    off += 15
+    color = (_color0, _color1, _color2,)
+    params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
+    if off != end:
+        raise ValueError('scene_at: trailing bytes')
+    return (at_us, effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
+
+
+def pack_frame_phase(buf, off, anchor_us, period_us):
+    struct.pack_into('<II', buf, off, anchor_us, period_us)
+    off += 8
+    return off
+
+
+def unpack_frame_phase(buf, off, end):
+    if off + 8 > end:
+        raise ValueError('frame_phase: short payload')
+    anchor_us, period_us = struct.unpack_from('<II', buf, off)
+    off += 8
+    if off != end:
+        raise ValueError('frame_phase: trailing bytes')
+    return (anchor_us, period_us,)
+
+
 def pack_ack(buf, off, ack_seq):
     struct.pack_into('<H', buf, off, ack_seq)
     off += 2
@@ -398,5 +437,5 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
+UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}

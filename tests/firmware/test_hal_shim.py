@@ -85,10 +85,11 @@ def test_leds_datagrams_follow_the_contract_without_allocating():
     frame = bytearray(b"\x01\x02\x03\x04\x05\x06\x07\x08\x09")
     leds.write(frame)
     d = rx.recv(1000)
-    magic, t, n, count = struct.unpack_from("<4sIIH", d)
-    assert (magic, n, count) == (b"LED1", 0, 3)
+    magic, t, n, count, shown_us = struct.unpack_from("<4sIIHQ", d)
+    assert (magic, n, count) == (b"LED2", 0, 3)
     assert hal.ticks_diff(hal.ticks_ms(), t) < 100
-    assert d[14:] == frame  # R, G, B whatever the wire order
+    assert 0 <= time.ticks_us() - shown_us < 100000  # the host's monotonic clock, not the pod's
+    assert d[22:] == frame  # R, G, B whatever the wire order
     gc.collect()
     gc.disable()
     before = gc.mem_alloc()

@@ -1,0 +1,206 @@
+"""Circles: named groups of pods that share one timeline and one group value,
+coordinated through MQTT only (docs/circles.md).
+
+Retained, per circle ``<c>``:
+
+* ``hypnolum/v1/circles/<c>/definition`` ``{"pods": [...], "group_id": 1, "drive": "plv", ...}``
+* ``hypnolum/v1/circles/<c>/timeline`` (host/timeline.py)
+
+Every hostd runs one :class:`CircleCoordinator`. It reads those topics and,
+for the circle pods it serves itself (and only those: several hostd on one
+broker each handle their own), keeps each pod on the frame grid (FRAME_PHASE
+about twice a second, from that pod's clock estimate), gives it every scene of
+the timeline ahead of time as SCENE_AT, and again to a pod that reconnects or
+reboots (its current scene with the phase it would have had). It also reads
+the raw EEG of all the circle's pods, wherever they are attached, computes the
+group features (host/group_eeg.py) at ``rate_hz`` and sends the group value to
+its pods; it publishes what it computed on
+``hypnolum/v1/circles/<c>/group/<host_id>``. There is no election and no
+home-made consensus: every host reads the same retained topics and the same
+EEG, and the instants are wall-clock ones.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Literal
+
+import aiomqtt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import state as st
+from . import topics
+from .group_eeg import EegPayloadError, PodSignal, features, group_value
+from .timeline import Scheduled, Timeline, TimelineError, frame_phase_fields, scene_at_fields
+
+log = logging.getLogger(__name__)
+
+CIRCLES = f"{topics.PREFIX}/circles"
+_TICK_S = 0.05  # how often pods are checked for something to send
+_PHASE_EVERY_NS = 500 * 10**6
+_RETRY_S = 1.0
+
+
+def circle_topic(circle: str, leaf: str) -> str:
+    return f"{CIRCLES}/{circle}/{leaf}"
+
+
+class CircleDef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    pods: list[str] = Field(min_length=1)
+    group_id: int = Field(0, ge=0, le=65535)
+    drive: Literal["plv", "alpha"] = "plv"
+    rate_hz: float = Field(10.0, ge=4.0, le=50.0)  # group value updates per second
+    window_s: float = Field(1.0, ge=0.25, le=4.0)
+    alpha_full_uv2: float = Field(100.0, gt=0)
+    lead_ms: int = Field(500, ge=0)  # how far ahead a start must be published
+
+
+class Circle:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.definition: CircleDef | None = None
+        self.timeline: Timeline | None = None
+        self.signals: dict[str, PodSignal] = {}
+        self.features = None
+        self.value: int | None = None
+        self.updates = 0
+
+
+class CircleCoordinator:
+    def __init__(self, config, hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.host_id = config.host.id
+        self.circles: dict[str, Circle] = {}
+        self.scheduled: dict[int, Scheduled] = {}  # id(session) -> what that pod was given
+        self.bad_payloads = 0
+        self.late_events = 0  # events that reached a pod after their instant (it caught up)
+        self.group_values_sent = 0
+        self._inflight: set[tuple[int, int]] = set()
+
+    # -- MQTT ------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        cfg, bridge = self.config.mqtt, self.hub.bridge
+        return aiomqtt.Client(
+            cfg.host, cfg.port, identifier=f"hypnolum-{self.host_id}-circles", username=cfg.username,
+            password=cfg.secret(), protocol=bridge.protocol, tls_context=bridge._tls, keepalive=cfg.keepalive,
+            timeout=cfg.timeout_s,
+        )
+
+    async def run(self) -> None:
+        """Forever: read the circles' topics (reconnecting), and drive the local pods."""
+        drive = asyncio.create_task(self._drive(), name="circles drive")
+        try:
+            while True:
+                try:
+                    async with self._client() as client:
+                        await client.subscribe(f"{CIRCLES}/+/definition", qos=1)
+                        await client.subscribe(f"{CIRCLES}/+/timeline", qos=1)
+                        await client.subscribe(topics.pod("+", "eeg"), qos=0)
+                        async for msg in client.messages:
+                            self.on_message(str(msg.topic), msg.payload)
+                except aiomqtt.MqttError as exc:
+                    log.warning("circles: broker connection: %s; retrying in %.0f s", exc, _RETRY_S)
+                    await asyncio.sleep(_RETRY_S)
+        finally:
+            drive.cancel()
+            await asyncio.gather(drive, return_exceptions=True)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        try:
+            if len(parts) == 5 and parts[2] == "circles":
+                circle = self.circles.setdefault(parts[3], Circle(parts[3]))
+                where = topic
+                if parts[4] == "definition":
+                    circle.definition = None if not payload else CircleDef.model_validate(json.loads(payload))
+                elif parts[4] == "timeline":
+                    circle.timeline = None if not payload else Timeline.parse(payload, where)
+            elif len(parts) == 5 and parts[2] == "pods" and parts[4] == "eeg":
+                for circle in self.circles.values():
+                    if circle.definition is not None and parts[3] in circle.definition.pods:
+                        circle.signals.setdefault(parts[3], PodSignal()).add(json.loads(payload))
+        except (ValueError, ValidationError, TimelineError, EegPayloadError) as exc:
+            self.bad_payloads += 1
+            log.warning("circles: %s ignored: %s", topic, str(exc).splitlines()[0])
+
+    # -- the local pods ------------------------------------------------------------
+    def _local(self, circle: Circle):
+        """Sessions of this host serving pods of ``circle``, online and clock-synced."""
+        for pod_id in circle.definition.pods:
+            session = self.hub.pods.get(pod_id)
+            if session is not None and session.state.link == st.ONLINE and session.clock.synced:
+                yield session
+
+    async def _drive(self) -> None:
+        last_group = {}
+        while True:
+            now = time.time_ns()
+            for circle in list(self.circles.values()):
+                if circle.definition is None:
+                    continue
+                if circle.timeline is not None:
+                    for session in self._local(circle):
+                        self._schedule(circle, session, now)
+                period_ns = 1e9 / circle.definition.rate_hz
+                if now - last_group.get(circle.name, 0) >= period_ns:
+                    last_group[circle.name] = now
+                    await self._group(circle)
+            live = {id(s) for s in self.hub.pods.values()}
+            for key in [k for k in self.scheduled if k not in live]:
+                del self.scheduled[key]
+            await asyncio.sleep(_TICK_S)
+
+    def _schedule(self, circle: Circle, session, now_ns: int) -> None:
+        tl = circle.timeline
+        boot = session.state.boot_id
+        sch = self.scheduled.get(id(session))
+        if sch is None or sch.boot_id != boot:  # a new session, or the pod rebooted
+            sch = self.scheduled[id(session)] = Scheduled(boot, set())
+        if now_ns - sch.phase_sent_ns >= _PHASE_EVERY_NS:
+            sch.phase_sent_ns = now_ns
+            asyncio.create_task(session.send("frame_phase", frame_phase_fields(session.clock, tl, now_ns)))
+        for event in tl.due(now_ns):
+            key = (id(session), event.at_ns)
+            if event.at_ns in sch.delivered or key in self._inflight:
+                continue
+            self._inflight.add(key)
+            asyncio.create_task(self._deliver(session, sch, event, key))
+
+    async def _deliver(self, session, sch: Scheduled, event, key) -> None:
+        try:
+            now = time.time_ns()
+            if event.at_ns < now:
+                self.late_events += 1
+            answer, reason = await session.command("scene_at", scene_at_fields(session.clock, event, now))
+            if answer == "ack":
+                sch.delivered.add(event.at_ns)
+            else:
+                log.warning("pod %s refused scene_at: %s", session.state.pod_id, reason)
+                sch.delivered.add(event.at_ns)  # a refusal is final; do not repeat it
+        except Exception as exc:  # noqa: BLE001  (a lost pod is retried when it is back)
+            log.info("scene_at for pod %s not delivered: %r", session.state.pod_id, exc)
+        finally:
+            self._inflight.discard(key)
+
+    async def _group(self, circle: Circle) -> None:
+        d = circle.definition
+        f = features({k: v for k, v in circle.signals.items() if k in d.pods}, d.window_s)
+        if f is None:
+            return
+        circle.features = f
+        circle.value = value = group_value(f, d.drive, d.alpha_full_uv2)
+        circle.updates += 1
+        for pod_id in d.pods:
+            session = self.hub.pods.get(pod_id)
+            if session is not None and session.state.link == st.ONLINE:
+                try:
+                    await session.send("group_value", {"group_id": d.group_id, "value": value})
+                    self.group_values_sent += 1
+                except Exception as exc:  # noqa: BLE001  (the session notices a dead port itself)
+                    log.debug("group_value to %s: %r", pod_id, exc)
+        await self.hub.bridge.publish(circle_topic(circle.name, f"group/{self.host_id}"),
+                                      {**f.to_json(), "value": value, "host_id": self.host_id})

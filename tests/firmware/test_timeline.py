@@ -1,0 +1,124 @@
+# The shared timeline on the pod: SCENE_AT applies a scene at a pod instant
+# (wrap-safe, with the animation counted from that instant, catching up when
+# the instant is past), and FRAME_PHASE puts the frames on the host's grid.
+import gc
+
+import asyncio
+import hal
+from pod import config, render, wire
+
+WHITE = (255, 255, 255)
+
+
+class TimedLeds:
+    def __init__(self, count):
+        self.count = count
+        self.shown_us = []  # pod ticks_us at each write
+        self.last = None
+
+    def write(self, rgb):
+        self.shown_us.append(hal.ticks_us())
+        self.last = bytes(rgb)
+
+
+def make(fps=100):
+    leds = TimedLeds(2)
+    return leds, render.Renderer(leds, fps, config.Config())
+
+
+def test_scene_at_waits_for_its_instant_across_the_wrap():
+    _, r = make()
+    at = hal.ticks_add((1 << 30) - 3000, 7000)  # 4 ms after the wrap
+    assert r.scene_at(at, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+    assert r.scene.effect == wire.EFFECT_OFF
+    # a frame 6 ms early (before the wrap) does not take it
+    assert not r.due_scene(hal.ticks_add(at, -6000), 0)
+    assert r.scene.effect == wire.EFFECT_OFF
+    # a frame scheduled a few us before the instant does (clock estimates differ by us)
+    assert r.due_scene(hal.ticks_add(at, -40), 100)
+    assert r.scene.effect == wire.EFFECT_SOLID
+    assert r.scheduled_applied == 1
+    assert not r.due_scene(at, 100)  # applied once
+
+
+def test_scene_at_in_the_past_keeps_the_phase():
+    _, r = make()
+    now_ms = 5000
+    at = hal.ticks_add(hal.ticks_us(), -2500000)  # started 2.5 s ago on the timeline
+    assert r.scene_at(at, wire.EFFECT_BREATHE, 255, WHITE, 0, 4000) == 0
+    assert r.due_scene(hal.ticks_us(), now_ms)
+    # the animation is 2.5 s in, not starting over
+    assert 2490 <= hal.ticks_diff(now_ms, r._start_ms) <= 2510, hal.ticks_diff(now_ms, r._start_ms)
+
+
+def test_scene_at_is_checked_when_it_arrives():
+    _, r = make()
+    assert r.scene_at(hal.ticks_us(), 250, 255, WHITE, 0, 0) == wire.NACK_REASON_UNKNOWN_EFFECT
+    assert r.scene_at(hal.ticks_us(), wire.EFFECT_STROBE, 255, WHITE, 0, 100) == wire.NACK_REASON_SAFETY
+    assert r._at is None
+
+
+async def test_frames_land_on_the_phase_grid():
+    leds, r = make(fps=100)  # 10 ms
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep_ms(50)
+    anchor = hal.ticks_add(hal.ticks_us(), 3333)
+    r.frame_phase(anchor, 8000)
+    await asyncio.sleep_ms(50)
+    leds.shown_us.clear()
+    await asyncio.sleep_ms(400)
+    task.cancel()
+    await asyncio.sleep_ms(0)
+    assert r.period_us == 8000
+    assert len(leds.shown_us) >= 40, len(leds.shown_us)
+    errs = []
+    for t in leds.shown_us:
+        e = hal.ticks_diff(t, anchor) % 8000
+        errs.append(e if e < 4000 else e - 8000)
+    errs.sort()
+    # shown within a millisecond of the grid (the median much closer), never early
+    assert errs[0] >= 0, errs[0]
+    assert errs[len(errs) // 2] < 300, errs
+    assert errs[-1] < 1000 or errs[-2] < 1000, errs
+
+
+async def test_run_applies_a_scheduled_scene_on_the_frame_at_its_instant():
+    leds, r = make(fps=100)
+    task = asyncio.create_task(r.run())
+    at = hal.ticks_add(hal.ticks_us(), 100000)
+    r.frame_phase(at, 10000)
+    assert r.scene_at(at, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+    n0 = len(leds.shown_us)
+    await asyncio.sleep_ms(200)
+    task.cancel()
+    await asyncio.sleep_ms(0)
+    first_lit = None
+    for i in range(n0, len(leds.shown_us)):
+        if hal.ticks_diff(leds.shown_us[i], at) >= 0:
+            first_lit = i
+            break
+    assert first_lit is not None
+    assert r.scene.effect == wire.EFFECT_SOLID
+    assert 0 <= hal.ticks_diff(leds.shown_us[first_lit], at) < 1000
+
+
+class QuietLeds:
+    count = 2
+
+    def write(self, rgb):
+        pass
+
+
+def test_frame_phase_and_scene_at_do_not_allocate_per_frame():
+    r = render.Renderer(QuietLeds(), 60, config.Config())
+    r.frame_phase(hal.ticks_us(), 16666)
+    r.due_scene(hal.ticks_us(), hal.ticks_ms())  # nothing pending
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for _ in range(20):
+        r.due_scene(hal.ticks_us(), hal.ticks_ms())
+        r.show(r.compute(hal.ticks_ms()))
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used

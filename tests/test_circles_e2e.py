@@ -1,0 +1,84 @@
+"""Circles end to end: real firmware under MicroPython, two real hostd on one
+real mosquitto, coordinated through retained circle topics only."""
+import asyncio
+import json
+import time
+
+import aiomqtt
+import pytest
+
+from hypnolum.emulator.circle_rig import Rig, lit, realtime_to_monotonic_us
+from hypnolum.host.circles import circle_topic
+from hypnolum.host.commands import SceneSpec
+
+pytestmark = [pytest.mark.micropython, pytest.mark.timeout(120)]
+
+WARM = SceneSpec(effect="solid", brightness=1.0, color=(255, 160, 60))
+
+
+async def _rig(tmp_path, mosquitto, n_pods=3):
+    rig = Rig(tmp_path, [mosquitto.port], n_pods=n_pods, n_hosts=2, jitter_s=(0.0, 0.004), pod_nice=None)
+    await rig.start()
+    await rig.wait_synced(30)
+    return rig
+
+
+async def test_scheduled_start_and_rejoin_after_a_reboot(tmp_path, mosquitto):
+    rig = await _rig(tmp_path, mosquitto)
+    try:
+        await rig.define("room", drive="alpha")
+        await asyncio.sleep(0.5)
+        tl = await rig.schedule("room", WARM, lead_ms=1500)
+        at_mono = realtime_to_monotonic_us(tl.events[0].at_ns)
+        pods = [p.pod for p in rig.pods]
+        firsts = await asyncio.gather(*(p.leds.wait_for(lit, timeout=10) for p in pods))
+        for pod, first in zip(pods, firsts):
+            # dark until the instant (a frame's worth of slack), lit from then on, on every pod
+            assert first.shown_us >= at_mono - tl.period_us, (pod.pod_id, first.shown_us - at_mono)
+            assert first.shown_us <= at_mono + 250_000, (pod.pod_id, first.shown_us - at_mono)
+            before = [f for f in pod.leds.history if f.shown_us and f.shown_us < at_mono - tl.period_us]
+            assert before and not any(lit(f) for f in before[-30:]), pod.pod_id
+
+        # a pod that reboots mid-session comes back dark, and rejoins the timeline within 2 s
+        victim = pods[1]
+        await victim.reboot()
+        rebooted = time.monotonic()
+        dark = await victim.leds.wait_for(lambda f: not lit(f), timeout=5)
+        assert dark.host_time >= rebooted - 0.1
+        back = await victim.leds.wait_for(lambda f: lit(f) and f.host_time > dark.host_time, timeout=2.0)
+        assert back.host_time - rebooted < 2.0
+        # and its frames sit on the others' grid again
+        await asyncio.sleep(1.0)
+        ref = pods[0].leds.last.shown_us
+        grid_err = (victim.leds.last.shown_us - ref) % tl.period_us
+        assert min(grid_err, tl.period_us - grid_err) < tl.period_us / 4, grid_err
+    finally:
+        await rig.stop()
+
+
+async def test_group_value_from_everyones_eeg_reaches_every_pod(tmp_path, mosquitto):
+    rig = await _rig(tmp_path, mosquitto)
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.subscribe(circle_topic("room", "group/+"))
+            await rig.define("room", drive="alpha", rate_hz=8)
+            await rig.schedule("room", SceneSpec(effect="circle", brightness=1.0, palette="warm"), lead_ms=800)
+            seen: dict[str, list[dict]] = {}
+            async with asyncio.timeout(20):
+                async for msg in c.messages:
+                    host = str(msg.topic).rsplit("/", 1)[1]
+                    seen.setdefault(host, []).append(json.loads(msg.payload))
+                    if len(seen) == 2 and all(len(v) >= 16 for v in seen.values()):
+                        break
+        for host, features in seen.items():
+            last = features[-1]
+            # every host computes from all three pods, both hosts' pods included
+            assert last["pods"] == 3, (host, last)
+            assert last["alpha_power_uv2"] > 0 and 0 <= last["plv"] <= 1 and last["value"] > 0
+            # at >= 4 Hz
+            span = features[-1]["t_end"] - features[-9]["t_end"]
+            assert span <= 2.0, (host, span)
+        # the circle effect follows the group value: every pod lights up
+        await asyncio.gather(*(p.pod.leds.wait_for(lit, timeout=10) for p in rig.pods))
+    finally:
+        await rig.stop()
