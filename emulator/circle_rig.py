@@ -47,6 +47,7 @@ class Rig:
     ping_interval_s: float = 0.05  # circle pods: frequent exchanges, so enough are fast both ways
     seed: int = 1
     pod_nice: int | None = -10  # pods ahead of the host processes for the CPU (root only)
+    eeg_publish_interval_s: float | None = None  # hostd [eeg] publish_interval_s (None: its default)
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
 
@@ -64,6 +65,8 @@ class Rig:
                 f'[serial]\nports = ["{d}/pods/*.tty"]\nscan_interval_s = 0.1\n'
                 f"[pods]\nheartbeat_timeout_s = 1.5\nping_interval_s = {self.ping_interval_s}\n"
                 "connect_interval_s = 0.1\ncommand_timeout_s = 0.3\ncommand_retries = 3\n"
+                + (f"[eeg]\npublish_interval_s = {self.eeg_publish_interval_s}\n"
+                   if self.eeg_publish_interval_s is not None else "")
             )
             with open(d / "hostd.log", "ab") as log:
                 self.hostds.append(subprocess.Popen(
