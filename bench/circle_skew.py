@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
 
 from hypnolum.broker import PrivateBroker
-from hypnolum.emulator.circle_rig import Rig, percentiles, realtime_to_monotonic_us, skew, start_errors_us
+from hypnolum.emulator.circle_rig import (Rig, grid_errors, percentiles, realtime_to_monotonic_us, skew, split_errors,
+                                          start_errors_us)
 from hypnolum.host.commands import SceneSpec
 
 
@@ -53,19 +55,34 @@ async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: f
         spreads = skew(pods, realtime_to_monotonic_us(at_ns) + 2e6, tl.period_us)
         p50, p99, mx = percentiles(spreads)
         ok_starts = [s for s in starts if not math.isnan(s)]
-        if verbose:
-            epoch = realtime_to_monotonic_us(tl.epoch_ns)
-            for p in rig.pods:
-                errs = sorted(((f.shown_us - epoch + tl.period_us / 2) % tl.period_us) - tl.period_us / 2
-                              for f in p.pod.leds.history if f.shown_us and f.shown_us > epoch + 2e6)
+        # what the clock estimates add and what the scheduling adds (see split_errors)
+        epoch = realtime_to_monotonic_us(tl.epoch_ns)
+        since = realtime_to_monotonic_us(at_ns) + 2e6
+        slows, fasts = [], []
+        for p in rig.pods:
+            slow, fast = split_errors(grid_errors(p.pod, epoch, tl.period_us, since))
+            slows.append(slow)
+            fasts.append(fast)
+            if verbose:
                 c = clocks.get(p.pod.pod_id, {})
+                fs = sorted(abs(v) for v in fast.values()) or [math.nan]
+                ss = sorted(slow.values()) or [math.nan]
                 print(f"  {p.pod.pod_id} host{p.host} ppm {p.ppm:+.1f} (est {c.get('drift_ppm')}) "
-                      f"unc {c.get('uncertainty_us')} us: vs grid p1 {errs[len(errs) // 100]:.0f} "
-                      f"p50 {errs[len(errs) // 2]:.0f} p99 {errs[len(errs) * 99 // 100]:.0f} us")
+                      f"unc {c.get('uncertainty_us')} us: grid placement {ss[0]:.0f}..{ss[-1]:.0f} us, "
+                      f"show error |p50| {fs[len(fs) // 2]:.0f} |p99| {fs[len(fs) * 99 // 100]:.0f} us")
+        common = set(slows[0]).intersection(*slows[1:]) if slows else set()
+        clock_spread = [max(s[k] for s in slows) - min(s[k] for s in slows) for k in common]
+        show_abs = [abs(v) for f in fasts for v in f.values()]
+        c50, c99, cmx = percentiles(clock_spread)
+        s50, s99, smx = percentiles(show_abs)
+        load = os.getloadavg()
         print(f"{layout:7s} pods={n_pods} hosts={n_hosts} brokers={len(bs)} frames={len(spreads)}: "
               f"skew p50 {p50:.0f} us, p99 {p99:.0f} us, max {mx:.0f} us; "
               f"start vs instant: {len(ok_starts)}/{n_pods} pods, "
-              f"{min(ok_starts, default=math.nan):.0f}..{max(ok_starts, default=math.nan):.0f} us", flush=True)
+              f"{min(ok_starts, default=math.nan):.0f}..{max(ok_starts, default=math.nan):.0f} us\n"
+              f"        of which clock estimates (spread of the pods' grid placement): p50 {c50:.0f} us, "
+              f"p99 {c99:.0f} us, max {cmx:.0f} us; show error per pod |p50| {s50:.0f} us, |p99| {s99:.0f} us, "
+              f"max {smx:.0f} us; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     finally:
         await rig.stop()
         for b in bs:

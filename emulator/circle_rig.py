@@ -44,9 +44,10 @@ class Rig:
     n_hosts: int = 1
     ppm_max: float = 100.0
     jitter_s: tuple[float, float] | None = (0.0, 0.008)
-    ping_interval_s: float = 0.25
+    ping_interval_s: float = 0.05  # circle pods: frequent exchanges, so enough are fast both ways
     seed: int = 1
     pod_nice: int | None = -10  # pods ahead of the host processes for the CPU (root only)
+    eeg_publish_interval_s: float | None = None  # hostd [eeg] publish_interval_s (None: its default)
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
 
@@ -64,6 +65,8 @@ class Rig:
                 f'[serial]\nports = ["{d}/pods/*.tty"]\nscan_interval_s = 0.1\n'
                 f"[pods]\nheartbeat_timeout_s = 1.5\nping_interval_s = {self.ping_interval_s}\n"
                 "connect_interval_s = 0.1\ncommand_timeout_s = 0.3\ncommand_retries = 3\n"
+                + (f"[eeg]\npublish_interval_s = {self.eeg_publish_interval_s}\n"
+                   if self.eeg_publish_interval_s is not None else "")
             )
             with open(d / "hostd.log", "ab") as log:
                 self.hostds.append(subprocess.Popen(
@@ -174,3 +177,30 @@ def percentiles(xs: list[float]) -> tuple[float, float, float]:
         return (float("nan"),) * 3
     q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else [xs[0]] * 99
     return xs[len(xs) // 2], q[98], xs[-1]
+
+
+def grid_errors(pod: EmulatedPod, epoch_mono_us: float, period_us: float, since_mono_us: float) -> dict[int, float]:
+    """Frame slot k -> when the pod showed it minus grid instant k (us), on this machine's clock."""
+    out: dict[int, float] = {}
+    for f in pod.leds.history:
+        if f.shown_us is None or f.shown_us < since_mono_us:
+            continue
+        k = round((f.shown_us - epoch_mono_us) / period_us)
+        out.setdefault(k, f.shown_us - (epoch_mono_us + k * period_us))
+    return out
+
+
+def split_errors(errs: dict[int, float], half_window: int = 15) -> tuple[dict[int, float], dict[int, float]]:
+    """Split a pod's grid errors into a slow part (rolling median over +-half_window
+    frames: where the pod's clock estimate puts the grid) and a fast part (the rest:
+    how far each frame's show landed from the pod's own schedule, i.e. the pod's and
+    the machine's scheduling). The clock estimate moves only at FRAME_PHASE updates
+    (every 0.5 s) and with the drift, far slower than frame-to-frame show jitter."""
+    ks = sorted(errs)
+    slow: dict[int, float] = {}
+    fast: dict[int, float] = {}
+    for i, k in enumerate(ks):
+        win = sorted(errs[j] for j in ks[max(0, i - half_window):i + half_window + 1])
+        slow[k] = win[len(win) // 2]
+        fast[k] = errs[k] - slow[k]
+    return slow, fast

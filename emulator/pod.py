@@ -172,10 +172,13 @@ class EmulatedPod:
         # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
         self.to_host_filter: Callable[[bytes], bytes] | None = None
         self.to_pod_filter: Callable[[bytes], bytes] | None = None
-        # link latency injected in both directions: each chunk waits a uniform
-        # random (lo, hi) seconds, in order (a slow link delays, it never reorders)
+        # link latency injected in both directions, as a USB-UART bridge has it: bytes
+        # wait in the bridge until the far side's next read, which comes a uniform
+        # random (lo, hi) seconds after the first byte of a read arrived; everything
+        # that arrives meanwhile leaves with it (in order, never reordered, and the
+        # delay does not grow with the traffic: the reader takes all that is there)
         self.link_jitter_s: tuple[float, float] | None = None
-        self._jitter_due = {"pod": 0.0, "host": 0.0}
+        self._jitter_read: dict[str, list[bytes] | None] = {"pod": None, "host": None}
         # scheduling priority of the interpreter (setpriority; < 0 needs root): a board has a
         # CPU of its own, an emulated pod shares the machine's with every other process
         self.nice: int | None = None
@@ -392,11 +395,19 @@ class EmulatedPod:
         self._to_host(data)
 
     def _delayed(self, way: str, deliver: Callable[[bytes], None], data: bytes) -> None:
+        waiting = self._jitter_read[way]
+        if waiting is not None:
+            waiting.append(data)  # a read is already due: these bytes go with it
+            return
+        self._jitter_read[way] = [data]
         lo, hi = self.link_jitter_s
-        now = self._loop.time()
-        at = max(self._jitter_due[way], now + self._rng.uniform(lo, hi))
-        self._jitter_due[way] = at
-        self._loop.call_at(at, deliver, data)
+        self._loop.call_later(self._rng.uniform(lo, hi), self._jitter_deliver, way, deliver)
+
+    def _jitter_deliver(self, way: str, deliver: Callable[[bytes], None]) -> None:
+        chunks = self._jitter_read[way]
+        self._jitter_read[way] = None
+        if chunks:
+            deliver(b"".join(chunks))
 
     def _to_host(self, data: bytes) -> None:
         if self._master is None:

@@ -38,7 +38,7 @@ from .timeline import Scheduled, Timeline, TimelineError, frame_phase_fields, sc
 log = logging.getLogger(__name__)
 
 CIRCLES = f"{topics.PREFIX}/circles"
-_TICK_S = 0.05  # how often pods are checked for something to send
+_TICK_S = 0.01  # how often pods are checked for something to send (and group values computed)
 _PHASE_EVERY_NS = 500 * 10**6
 _RETRY_S = 1.0
 

@@ -10,7 +10,8 @@ microseconds), pod receive t2 and send t3 (pod ``ticks_us``, which wraps at
 An exchange whose delay is large was held up somewhere on the way, and its
 offset is off by up to half the excess, so only the exchanges whose delay is
 within ``delay_margin_us`` of the window's minimum are used (min-RTT
-filtering; when jitter leaves too few of those, the fastest quarter). Drift is the slope of a least-squares line through those offsets
+filtering; when jitter leaves too few of those, the fastest eighth: a long
+window of frequent exchanges holds enough that were fast both ways). Drift is the slope of a least-squares line through those offsets
 against host time; the offset at any instant comes from the same line.
 
 Pod ticks are unwrapped into a 64-bit count by accumulating wrap-safe
@@ -59,7 +60,7 @@ class PodClock:
     # 100 us of noise give thousands of ppm): drift is estimated only once the used
     # exchanges span min_drift_span_us, and never beyond max_drift (a crystal that far
     # off is broken; the offset line is then anchored at the newest exchanges instead).
-    def __init__(self, window: int = 64, delay_margin_us: int = 500, min_samples: int = 4,
+    def __init__(self, window: int = 256, delay_margin_us: int = 500, min_samples: int = 4,
                  min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6):
         self.window: deque[Exchange] = deque(maxlen=window)
         self.delay_margin_us = delay_margin_us
@@ -101,8 +102,8 @@ class PodClock:
         if self._fit is None and len(self.window) >= self.min_samples:
             delays = sorted(ex.delay_us for ex in self.window)
             best = delays[0]
-            # the fastest quarter (at least min_samples), or all within the margin of the best
-            cut = max(best + self.delay_margin_us, delays[max(self.min_samples, len(delays) // 4) - 1])
+            # the fastest eighth (at least min_samples), or all within the margin of the best
+            cut = max(best + self.delay_margin_us, delays[min(len(delays), max(self.min_samples, len(delays) // 8)) - 1])
             good = [ex for ex in self.window if ex.delay_us <= cut]
             t0 = good[-1].host_mid_us
             xs = [ex.host_mid_us - t0 for ex in good]

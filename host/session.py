@@ -298,7 +298,8 @@ class PodSession:
         self.changed()
 
     def _on_pong(self, frame: codec.Frame) -> None:
-        now_us = time.time_ns() // 1000
+        # the instant the bytes arrived, not after the decode and the frames before it
+        now_us = (self.transport.rx_ns or time.time_ns()) // 1000
         f = frame.fields
         sent_us = f["host_time_us"]
         self.state.counters.rtt_ms = round((now_us - sent_us) / 1000, 3)

@@ -139,11 +139,32 @@ class BandPower:
         self.powers = array.array("f", bytes(4 * N_BANDS * self.channels))
         self.gains = [gain] * self.channels
         self.last_seq = 0
+        self._slot0 = 0
+        self._s30 = 0
         self.updates = 0
         self.skipped = 0  # updates without a full window yet
 
     def compute(self):
         """Fill self.powers from the newest window; False if the ring has too few samples yet."""
+        if not self._begin():
+            return False
+        for ch in range(self.channels):
+            self._channel(ch)
+        self.updates += 1
+        return True
+
+    async def compute_sliced(self):
+        """compute(), yielding to the other tasks between channels: one channel's FFT
+        is the longest the render loop can be kept from showing a frame on time."""
+        if not self._begin():
+            return False
+        for ch in range(self.channels):
+            self._channel(ch)
+            await asyncio.sleep_ms(0)
+        self.updates += 1
+        return True
+
+    def _begin(self):
         ring = self.ring
         n = self.n
         if ring.held < n:
@@ -151,29 +172,27 @@ class BandPower:
             return False
         last = ring.newest
         first = (last - n + 1) & 0xFFFFFFFF
-        slot0 = first % ring.capacity
-        s30 = first & _MASK30
+        self._slot0 = first % ring.capacity
+        self._s30 = first & _MASK30
+        self.last_seq = last
+        return True
+
+    def _channel(self, ch):
+        ring = self.ring
         fft = self.fft
-        re = fft.re
-        im = fft.im
         sums = self.sums
         powers = self.powers
-        norm = self._norm
-        sb = ring.sample_bytes
-        for ch in range(self.channels):
-            s = _load(re, im, ring.data, ring.seq30, ring.capacity, slot0, s30, n, ch * 3, sb, self.win, fixfft.SX)
-            e = fft.run()
-            for b in range(N_BANDS):
-                lo, hi = self.bins[b]
-                fft.band_sum(lo, hi, sums, b)
-            uv = _VREF_UV / _FULL_SCALE / self.gains[ch]
-            scale = 4.0 * norm * uv * uv * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
-            k = ch * N_BANDS
-            for b in range(N_BANDS):
-                powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale
-        self.last_seq = last
-        self.updates += 1
-        return True
+        s = _load(fft.re, fft.im, ring.data, ring.seq30, ring.capacity, self._slot0, self._s30, self.n, ch * 3,
+                  ring.sample_bytes, self.win, fixfft.SX)
+        e = fft.run()
+        for b in range(N_BANDS):
+            lo, hi = self.bins[b]
+            fft.band_sum(lo, hi, sums, b)
+        uv = _VREF_UV / _FULL_SCALE / self.gains[ch]
+        scale = 4.0 * self._norm * uv * uv * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
+        k = ch * N_BANDS
+        for b in range(N_BANDS):
+            powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale
 
     def alpha_and_total(self):
         """Alpha and all-band power summed over the channels (4 Hz, for the light)."""
@@ -202,7 +221,7 @@ class BandPower:
             wait = hal.ticks_diff(due, hal.ticks_ms())
             if wait > 0:
                 await asyncio.sleep_ms(wait)
-            if self.compute():
+            if await self.compute_sliced():
                 self.send()
                 if self.on_update is not None:
                     self.on_update(*self.alpha_and_total())

@@ -26,6 +26,9 @@ class Transport(ABC):
 
     #: Human-readable, stable name of the endpoint (e.g. the port path).
     name: str
+    #: CLOCK_REALTIME ns when the bytes of the last ``read()`` arrived, as early as the
+    #: backend can tell (0: not known). PONG's receive instant, for the pod clock.
+    rx_ns: int = 0
 
     @abstractmethod
     async def open(self) -> None:

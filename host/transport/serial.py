@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import termios
+import time
 
 import serial
 
@@ -30,6 +31,7 @@ class SerialTransport(Transport):
         self._fd = -1
         self._closed = False
         self._waiter: asyncio.Future | None = None
+        self.rx_ns = 0  # CLOCK_REALTIME when the bytes of the last read() were seen to arrive
 
     async def open(self) -> None:
         try:
@@ -56,6 +58,8 @@ class SerialTransport(Transport):
         fut = self._waiter = loop.create_future()
 
         def ready() -> None:
+            if not writing:
+                self.rx_ns = time.time_ns()  # as the loop sees the fd readable, not after decoding
             if not fut.done():
                 fut.set_result(None)
 
@@ -69,14 +73,20 @@ class SerialTransport(Transport):
             self._waiter = None
 
     async def read(self) -> bytes:
+        waited = False
         while not self._closed:
             try:
-                return os.read(self._fd, _READ_SIZE)  # b"" is EOF
+                data = os.read(self._fd, _READ_SIZE)  # b"" is EOF
             except BlockingIOError:
                 await self._wait(writing=False)
+                waited = True
+                continue
             except OSError as exc:
                 log.debug("%s: read ended: %s", self.name, exc)  # EIO: the other side is gone
                 return b""
+            if not waited:  # the bytes were already there: they arrived no later than now
+                self.rx_ns = time.time_ns()
+            return data
         return b""
 
     async def write(self, data: bytes) -> None:
