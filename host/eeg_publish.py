@@ -80,6 +80,8 @@ def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
     powers = fields["powers"]
     if len(powers) != ch * len(BANDS):
         raise ValueError(f"eeg_bands: {len(powers)} powers for {ch} channels, expected {ch * len(BANDS)}")
+    nb = len(BANDS)
+    flat = np.round(np.asarray(powers, dtype=np.float64), 4).tolist()  # one numpy call for all channels
     return {
         "last_seq": fields["last_seq"],
         "t_pod_ms": fields["ticks_ms"],
@@ -88,7 +90,7 @@ def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
         "channels": ch,
         "bands": list(BANDS),
         "unit": "uV^2",
-        "powers": np.round(np.asarray(powers, dtype=np.float64).reshape(ch, len(BANDS)), 4).tolist(),
+        "powers": [flat[i:i + nb] for i in range(0, len(flat), nb)],
         "railed": [i + 1 for i in range(ch) if fields["railed"] >> i & 1],
         "near_railed": [i + 1 for i in range(ch) if fields["near_railed"] >> i & 1],
     }
