@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -84,6 +86,8 @@ class SimPod:
                     "eeg_channels": CHANNELS, "sample_rate_hz": RATE}))
                 self.seq += 1
                 self.online = True
+            elif f.name in codec.messages.COMMANDS:  # e.g. the fade to off when hostd stops
+                self.write(self.frame(0x30, struct.pack("<H", f.seq)))
             elif f.name == "ping":
                 self.write(self.frame(0x05, struct.pack("<IQII", f.fields["nonce"], f.fields["host_time_us"], 1, 2)))
 
@@ -208,7 +212,7 @@ def bench(n: int, window: float, profile: Path | None = None) -> None:
             before = {k: p.cpu_times() for k, p in procs.items()}
             t0 = time.monotonic()
             if profile:  # sample hostd's stacks during the window (py-spy; the figure is then pessimistic)
-                subprocess.run(["py-spy", "record", "--format", "raw", "-r", "400", "-o", str(profile), "-d", str(int(window)),
+                subprocess.run(["py-spy", "record", "--nonblocking", "--format", "raw", "-r", "400", "-o", str(profile), "-d", str(int(window)),
                                 "-p", str(hostd.pid)], check=False, capture_output=True)
             else:
                 time.sleep(window)
@@ -247,6 +251,10 @@ def bench(n: int, window: float, profile: Path | None = None) -> None:
               f"held now {held}")
         print(f"samples recorded {samples}, lost {lost}, events dropped {dropped}, recordings {len(files)}, "
               f"log warnings {log.count('WARNING')}")
+        kinds = collections.Counter(re.sub(r"\d+", "N", line.split("WARNING", 1)[1])[:90]
+                                    for line in log.splitlines() if "WARNING" in line)
+        for kind, count in kinds.most_common(5):
+            print(f"  warning x{count}: {kind.strip()}")
         print(f"pods per core: {n / frac:.0f}  (target >= 200)")
 
 

@@ -99,15 +99,27 @@ class CircleCoordinator:
                     async with self._client() as client:
                         await client.subscribe(f"{CIRCLES}/+/definition", qos=1)
                         await client.subscribe(f"{CIRCLES}/+/timeline", qos=1)
-                        await client.subscribe(topics.pod("+", "eeg"), qos=0)
+                        eeg_pods: set[str] = set()  # pods whose raw EEG this connection receives
                         async for msg in client.messages:
                             self.on_message(str(msg.topic), msg.payload)
+                            await self._follow_eeg(client, eeg_pods)
                 except aiomqtt.MqttError as exc:
                     log.warning("circles: broker connection: %s; retrying in %.0f s", exc, _RETRY_S)
                     await asyncio.sleep(_RETRY_S)
         finally:
             drive.cancel()
             await asyncio.gather(drive, return_exceptions=True)
+
+    async def _follow_eeg(self, client: aiomqtt.Client, subscribed: set[str]) -> None:
+        """Receive the raw EEG of the circles' pods only: every pod's EEG on the broker would
+        cost this host a decode per message even with no circle defined."""
+        wanted = {p for c in self.circles.values() if c.definition is not None for p in c.definition.pods}
+        for pod_id in sorted(wanted - subscribed):
+            await client.subscribe(topics.pod(pod_id, "eeg"), qos=0)
+            subscribed.add(pod_id)
+        for pod_id in sorted(subscribed - wanted):
+            await client.unsubscribe(topics.pod(pod_id, "eeg"))
+            subscribed.discard(pod_id)
 
     def on_message(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")

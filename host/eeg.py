@@ -21,7 +21,7 @@ import asyncio
 import bisect
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 from .config import EegConfig
@@ -257,7 +257,7 @@ class EegStream:
 
     # -- state ------------------------------------------------------------------
     def to_json(self) -> dict:
-        d = asdict(self.stats)
+        d = dict(vars(self.stats))  # flat ints: asdict's deep copy is not needed
         d["railed"] = self.railed
         d["near_railed"] = self.near_railed
         d["next_seq"] = None if self._next is None else self._next & 0xFFFFFFFF

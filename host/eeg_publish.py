@@ -6,6 +6,7 @@ samples. Converting to JSON happens once per message, not per batch.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -28,7 +29,7 @@ class EegPublisher:
         self._ticks = 0
         self._t_host = 0.0
         self._gap = False
-        self._ready: list[dict[str, Any]] = []
+        self._ready: list[bytes] = []
 
     def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
         if not self._chunks:
@@ -50,18 +51,27 @@ class EegPublisher:
             return
         counts = codec.eeg_counts({"samples": b"".join(self._chunks), "channels": self.channels})
         self._chunks = []
-        self._ready.append({
+        head = json.dumps({
             "seq": self._seq, "n": len(counts), "channels": self.channels, "rate_hz": self.rate_hz,
             "t_pod_ms": self._ticks, "t_host": round(self._t_host, 3), "gap": self._gap, "scale_uv": SCALE_UV,
-            "samples": counts.tolist(),
-        })
+        }, separators=(",", ":"))
+        self._ready.append(f'{head[:-1]},"samples":{samples_json(counts)}}}'.encode())
         self._gap = False
 
-    def take(self) -> list[dict[str, Any]]:
-        """Payloads ready now (the samples gathered so far become one)."""
+    def take(self) -> list[bytes]:
+        """Payloads ready now, as JSON (the samples gathered so far become one)."""
         self._cut()
         ready, self._ready = self._ready, []
         return ready
+
+
+def samples_json(counts: np.ndarray) -> str:
+    """An (n, channels) integer array as a JSON array of rows, as ``json.dumps(counts.tolist())``
+    with compact separators would give, about four times faster: one %-format of all values
+    (raw EEG JSON was the largest single cost of hostd with many streaming pods)."""
+    n, channels = counts.shape
+    row = "[" + ",".join(("%d",) * channels) + "]"
+    return ("[" + ",".join((row,) * n) + "]") % tuple(counts.ravel().tolist())
 
 
 def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +80,8 @@ def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
     powers = fields["powers"]
     if len(powers) != ch * len(BANDS):
         raise ValueError(f"eeg_bands: {len(powers)} powers for {ch} channels, expected {ch * len(BANDS)}")
+    nb = len(BANDS)
+    flat = np.round(np.asarray(powers, dtype=np.float64), 4).tolist()  # one numpy call for all channels
     return {
         "last_seq": fields["last_seq"],
         "t_pod_ms": fields["ticks_ms"],
@@ -78,7 +90,7 @@ def bands_json(fields: dict[str, Any]) -> dict[str, Any]:
         "channels": ch,
         "bands": list(BANDS),
         "unit": "uV^2",
-        "powers": np.round(np.asarray(powers, dtype=np.float64).reshape(ch, len(BANDS)), 4).tolist(),
+        "powers": [flat[i:i + nb] for i in range(0, len(flat), nb)],
         "railed": [i + 1 for i in range(ch) if fields["railed"] >> i & 1],
         "near_railed": [i + 1 for i in range(ch) if fields["near_railed"] >> i & 1],
     }

@@ -14,6 +14,7 @@ from . import state as st
 from .config import Config
 from .mqtt import MqttBridge
 from .session import CommandError, CommandTimeout, PodSession
+from .state_publish import StatePublisher
 from .streams import EegStreams
 from .transport import TransportError, create
 
@@ -32,6 +33,7 @@ class Hub:
         # never reaches the pod twice
         self._results: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
         self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
+        self.states = StatePublisher(bridge)  # pods/<id>/state: coalesced, latest wins
 
     # -- Claims (see session.Claims) -------------------------------------------
     def claim(self, pod_id: str, session: PodSession) -> PodSession | None:
@@ -101,11 +103,17 @@ class Hub:
                     available = pod_id
                     await self._discover(pod_id, session)
                     self.eeg.online(session)  # (re)attach the pod's EEG stream to this session
-                session.state.eeg = self.eeg.state_of(pod_id)
-                await bridge.publish(topics.pod(pod_id, "state"), session.state.to_json(), qos=1, retain=True)
+                self.states.changed(pod_id, lambda pod_id=pod_id: self._state_json(pod_id, session),
+                                    session.state.link, session.state.reason)
+            if session.claimed:
+                await self.states.final(session.claimed)  # "offline": on the broker before the port closes
         finally:
             if available:
                 bridge.pod_available(available, False)
+
+    def _state_json(self, pod_id: str, session: PodSession) -> dict:
+        session.state.eeg = self.eeg.state_of(pod_id)
+        return session.state.to_json()
 
     async def _discover(self, pod_id: str, session: PodSession) -> None:
         """Home Assistant discovery configs for the pod (retained; re-sent after a broker restart)."""

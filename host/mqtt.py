@@ -221,20 +221,24 @@ class MqttBridge:
             return False
         return True
 
-    def publish_nowait(self, topic: str, payload: Any) -> bool:
-        """Publish QoS-0 telemetry without waiting; False if the broker is not reachable now.
+    def publish_nowait(self, topic: str, payload: Any, *, qos: int = 0, retain: bool = False) -> bool:
+        """Publish without waiting; False if the broker is not reachable now.
 
         aiomqtt's ``publish`` awaits each message's hand-over to the socket (~250 us of
         CPU a message here); for hundreds of pods' EEG and band powers that is most of
         hostd's time. This hands the message to the underlying paho client's outgoing
         queue instead (the same call aiomqtt makes); paho writes queued messages
-        together when the socket is writable.
+        together when the socket is writable. With QoS 1 paho keeps the message until
+        the broker acknowledges it; a retained one is also kept here and republished
+        after a reconnect, as with ``publish``.
         """
+        data = payload if isinstance(payload, bytes) else _json(payload)
+        if retain:
+            self._retained[topic] = data
         client = self._client
         if client is None:
             return False
-        data = payload if isinstance(payload, bytes) else _json(payload)
-        return client._client.publish(topic, data, 0, False).rc == 0  # paho (aiomqtt 2.x pins paho-mqtt 2)
+        return client._client.publish(topic, data, qos, retain).rc == 0  # paho (aiomqtt 2.x pins paho-mqtt 2)
 
     async def reply(self, topic: str, result: dict[str, Any], incoming: Incoming) -> None:
         """Publish a command result on ``topic`` and, for an MQTT 5 request with a

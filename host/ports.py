@@ -18,8 +18,12 @@ from .config import SerialConfig
 log = logging.getLogger(__name__)
 
 
-def expand(patterns: tuple[str, ...]) -> list[str]:
-    """Existing paths matching the patterns; one path per device (symlinks resolved for de-duplication)."""
+def expand(patterns: tuple[str, ...], known: dict[str, str] | None = None) -> list[str]:
+    """Existing paths matching the patterns; one path per device (symlinks resolved for de-duplication).
+
+    ``known`` maps paths to their resolved paths where already known (ports being served),
+    which spares resolving them on every scan."""
+    known = known or {}
     seen: set[str] = set()
     out = []
     for pattern in patterns:
@@ -27,7 +31,7 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
         for path in paths:
             if not os.path.exists(path):  # also false for a dangling symlink
                 continue
-            real = os.path.realpath(path)
+            real = known.get(path) or os.path.realpath(path)
             if real not in seen:
                 seen.add(real)
                 out.append(path)
@@ -39,6 +43,7 @@ class PortScanner:
         self.cfg = cfg
         self.serve = serve
         self.active: dict[str, asyncio.Task] = {}
+        self._real: dict[str, str] = {}  # active path -> the device it resolved to when it was opened
 
     async def run(self) -> None:
         try:
@@ -51,13 +56,17 @@ class PortScanner:
             await asyncio.gather(*self.active.values(), return_exceptions=True)
 
     def scan(self) -> None:
-        busy = {os.path.realpath(p) for p in self.active}
-        for path in expand(self.cfg.ports):
-            if path in self.active or os.path.realpath(path) in busy:
+        busy = set(self._real.values())
+        for path in expand(self.cfg.ports, self._real):
+            if path in self.active:
+                continue
+            real = os.path.realpath(path)
+            if real in busy:
                 continue
             log.debug("port %s appeared", path)
             task = asyncio.create_task(self._serve(path), name=f"port {path}")
             self.active[path] = task
+            self._real[path] = real
 
     async def _serve(self, path: str) -> None:
         try:
@@ -66,3 +75,4 @@ class PortScanner:
             log.exception("port %s: session failed", path)
         finally:
             self.active.pop(path, None)
+            self._real.pop(path, None)

@@ -82,6 +82,8 @@ class PodSession:
         self._online_before = False
         self._nonce = 0
         self.clock = PodClock()  # the pod's ticks_us against the host's CLOCK_REALTIME (PING/PONG)
+        # frame name -> bound handler (_on_<name>), looked up once instead of per frame
+        self._handlers = {name[4:]: getattr(self, name) for name in dir(type(self)) if name.startswith("_on_")}
         self.state.clock = self.clock.state
 
     # -- events -----------------------------------------------------------
@@ -144,10 +146,12 @@ class PodSession:
                 self.state.counters.frames_bad = dict(decoder.errors)
             if decoder.errors.get("version", 0) > version_errors and self.state.link != st.ONLINE:
                 self._refuse(f"protocol version mismatch: {decoder.last_error}")
-            for frame in frames:
+            if frames:
                 self._last_rx = time.monotonic()
-                self.state.counters.frames_rx += 1
-                handler = getattr(self, "_on_" + frame.name, None)
+                self.state.counters.frames_rx += len(frames)
+            handlers = self._handlers
+            for frame in frames:
+                handler = handlers.get(frame.name)
                 if handler is not None:
                     handler(frame)
 

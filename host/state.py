@@ -1,7 +1,7 @@
 """What hostd knows about one pod, and its JSON form for the state topic."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +32,12 @@ class Counters:
     reboots: int = 0
     events_dropped: int = 0
     rtt_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``dataclasses.asdict`` gives it, without its recursive deep copy (once per state message)."""
+        out = dict(vars(self))
+        out["frames_bad"] = dict(self.frames_bad)
+        return out
 
 
 @dataclass
@@ -68,7 +74,7 @@ class PodState:
                 "sample_rate_hz": self.sample_rate_hz,
             },
             "scene": self.scene,
-            "counters": {"host": asdict(self.counters), "pod": dict(self.pod_status)},
+            "counters": {"host": self.counters.to_json(), "pod": dict(self.pod_status)},
             "eeg": self.eeg,
             "clock": self.clock() if self.clock is not None else None,
             "updated": now_iso(),

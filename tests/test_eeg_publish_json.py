@@ -1,0 +1,35 @@
+"""The raw EEG payload is built by hand for speed (host/eeg_publish.py): it must be the JSON
+that json.dumps gives for the same values, for every shape and every 24-bit value."""
+import json
+
+import numpy as np
+import pytest
+
+from hypnolum.host.eeg_publish import EegPublisher, samples_json
+from hypnolum.host.state import SCALE_UV
+
+
+@pytest.mark.parametrize("n,channels", [(1, 1), (1, 8), (10, 8), (125, 8), (63, 16), (0, 8)])
+def test_samples_json_equals_json_dumps(n, channels):
+    rng = np.random.default_rng(n * 100 + channels)
+    counts = rng.integers(-(2**23), 2**23, size=(n, channels), dtype=np.int32)
+    if counts.size:
+        edge = np.array([-(2**23), 2**23 - 1, 0, -1, 1, 9, -10], dtype=np.int32)
+        counts.ravel()[: min(counts.size, len(edge))] = edge[: counts.size]
+    text = samples_json(counts)
+    assert text == json.dumps(counts.tolist(), separators=(",", ":"))
+    assert json.loads(text) == counts.tolist()
+
+
+def test_payload_is_the_documented_json():
+    pub = EegPublisher(channels=2, rate_hz=250)
+    wire = bytes([0x80, 0, 0, 0x7F, 0xFF, 0xFF, 0, 0, 1, 0xFF, 0xFF, 0xFF])  # 2 samples x 2 channels, big-endian
+    pub.samples(0, wire, 2, seq=7, ticks_ms=1234, t_host=1700000000.12345)
+    pub.gap(2, 5, True, "test")
+    pub.samples(7, wire[:6], 1, seq=14, ticks_ms=1262, t_host=1700000000.2)
+    first, second = pub.take()
+    assert json.loads(first) == {"seq": 7, "n": 2, "channels": 2, "rate_hz": 250, "t_pod_ms": 1234,
+                                 "t_host": 1700000000.123, "gap": False, "scale_uv": SCALE_UV,
+                                 "samples": [[-8388608, 8388607], [1, -1]]}
+    assert json.loads(second)["gap"] is True and json.loads(second)["samples"] == [[-8388608, 8388607]]
+    assert first == json.dumps(json.loads(first), separators=(",", ":")).encode()
