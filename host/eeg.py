@@ -10,8 +10,13 @@ to its sinks strictly in sequence order, each sample once:
 - a hole the pod cannot fill (NACK ``unavailable``, no answer, replay too
   slow, reorder buffer full) becomes an unfilled gap: counted, annotated, and,
   up to ``max_pad_s``, kept on the time axis as zeros;
+- a replay hit on the wire is asked for again; of a hole that reaches back past the
+  pod's ring only the part before the ring's start is given up;
 - duplicates (a replay overlapping live data) are dropped and counted;
-- a new boot id restarts the sequence: a discontinuity, annotated.
+- a new boot id restarts the sequence: a discontinuity, annotated, and the samples lost
+  with the pod's ring are estimated from the host clock, counted and padded;
+- a recording a killed hostd left is continued (``resume_at``): the samples since its last
+  record are a hole like any other.
 
 Sequence numbers are 32-bit on the wire and unwrapped to Python ints here.
 """
@@ -37,12 +42,14 @@ _REPLAY_ATTEMPTS = 4  # a hole whose replay was hit on the way (bit errors) is a
 # replayed batch was lost on the wire (waiting for replay_timeout_s would let later holes age
 # out of the pod's ring)
 _LIVE_BATCHES_WAIT = 6
+_EDGE_MARGIN_DIV = 20  # a hole partly outside the ring is asked for from 1/20 s after the ring's edge
 
 # replay answers
 ACK, UNAVAILABLE, FAILED = "ack", "unavailable", "failed"
 TOO_LONG = "too long"  # NACK bad_param: more samples than the pod's ring holds
+BUSY = "busy"  # still busy after retries: the pod is sending an earlier replay (a slow link)
 
-ReplayRequest = Callable[[int, int], Awaitable[str]]  # (from_seq 32-bit, count) -> ACK/UNAVAILABLE/FAILED
+ReplayRequest = Callable[[int, int], Awaitable[str]]  # (from_seq 32-bit, count) -> ACK/UNAVAILABLE/TOO_LONG/BUSY/FAILED
 
 
 class Sink(Protocol):
@@ -255,9 +262,9 @@ class EegStream:
             self._replay = asyncio.get_running_loop().create_task(self._replay_holes(), name=f"replay {self.pod_id}")
 
     async def _replay_holes(self) -> None:
-        attempts, hole = 0, None
+        attempts, hole, span = 0, None, 0
         while self._held_keys and not self._closed:
-            start, end = self._next, self._held_keys[0]
+            start, end = self._next, max(self._held_keys[0], span)
             if hole != start:
                 attempts, hole = 0, start
             attempts += 1
@@ -295,12 +302,19 @@ class EegStream:
                 reason = "replay incomplete"
             elif answer == FAILED and attempts < _REPLAY_ATTEMPTS:
                 continue  # the request itself was lost: ask again
+            elif answer == BUSY:
+                attempts -= 1  # a replay still on its way is no failure (the reorder limit bounds the wait)
+                continue
             elif answer in (UNAVAILABLE, TOO_LONG) and count > 1:
                 # the hole starts before the oldest sample the pod holds, or is longer than its
                 # ring: only its oldest part is gone. Find where the ring begins, then replay the rest
                 held = await self._ring_start(start, start + count)
                 if held > start and self._next == start:
-                    self._give_up(held, "pod cannot replay")
+                    # the oldest held samples are about to leave the ring: ask from a little later,
+                    # for the whole rest of the hole at once (the probes come again as duplicates)
+                    held = min(held + self.rate_hz // _EDGE_MARGIN_DIV, start + count)
+                    self._give_up(held, "pod cannot replay")  # one gap (probe samples inside it are dropped)
+                    span = start + count
                 continue
             else:
                 reason = "pod cannot replay" if answer == UNAVAILABLE else "replay request failed"

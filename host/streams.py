@@ -15,7 +15,7 @@ from typing import Any
 
 from . import topics
 from .config import PARTICIPANT_PATTERN, Config
-from .eeg import ACK, FAILED, TOO_LONG, UNAVAILABLE, EegStream
+from .eeg import ACK, BUSY, FAILED, TOO_LONG, UNAVAILABLE, EegStream
 from .eeg_publish import EegPublisher, bands_json
 from .mqtt import MqttBridge
 from .session import CommandError, PodSession
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 _MAX_MARKER = 200  # characters of marker text kept
 
 
-_BUSY_RETRIES = 20  # NACK busy: the pod is still replaying an earlier range
-_BUSY_WAIT_S = 0.1
+_BUSY_RETRIES = 100  # NACK busy: the pod is still replaying an earlier range
+_BUSY_WAIT_S = 0.02  # (short: the ring ages while hostd waits)
 
 class InputError(ValueError):
     pass
@@ -82,7 +82,7 @@ class EegStreams:
                 if reason != "busy":  # the pod replays one range at a time: ask again shortly
                     break
                 await asyncio.sleep(_BUSY_WAIT_S)
-            return {"unavailable": UNAVAILABLE, "bad_param": TOO_LONG}.get(reason, FAILED)
+            return {"unavailable": UNAVAILABLE, "bad_param": TOO_LONG, "busy": BUSY}.get(reason, FAILED)
 
         stream.request = request
         return stream

@@ -220,8 +220,25 @@ async def test_resumed_stream_asks_for_what_a_killed_hostd_did_not_record():
     stream.new_boot(7)
     stream.resume_at(90)  # the killed hostd's file ended at 90; the pod's ring starts at 100
     stream.push(120, batch(120), 0, 0.0)
-    await wait_until(lambda: stream.stats.held == 0 and stream.stats.samples >= 15, timeout=2, what="resumed")
+    await wait_until(lambda: stream.stats.held == 0, timeout=2, what="resumed")
     assert pod.asked[0] == (90, 30)
-    assert sink.gaps[0][:3] == (0, 10, True) and sink.gaps[0][3] == "pod cannot replay"
+    # the ring's oldest samples are about to go on a live pod: asked for from 1/20 s later
+    assert sink.gaps == [(0, 10 + 250 // 20, True, "pod cannot replay")]
     assert sink.notes[0] == (0.0, "stream: seq 90 (pod pod-t boot 00000007)")  # the file starts where the old one ended
-    assert sink.seqs == list(range(100, 125))
+    assert sink.seqs == list(range(112, 125)) and stream.stats.samples_lost == 22
+
+
+async def test_a_pod_still_busy_replaying_is_waited_for_not_given_up():
+    from hypnolum.host.eeg import BUSY
+
+    stream, sink, pod = make()
+    answers = [BUSY] * 6  # a slow link: the pod is still sending an earlier replay
+
+    async def slow(from_seq, count):
+        return answers.pop() if answers else await pod.request(from_seq, count)
+
+    stream.request = slow
+    stream.push(0, batch(0), 0, 0.0)
+    stream.push(10, batch(10), 0, 0.0)
+    await wait_until(lambda: stream.stats.held == 0, timeout=2, what="hole filled")
+    assert sink.seqs == list(range(15)) and stream.stats.gaps_unfilled == 0 and stream.stats.gaps_filled == 1

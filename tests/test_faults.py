@@ -200,7 +200,7 @@ async def rig(tmp_path, mosquitto):
         await emu.wait_links(20)
         rec = tmp_path / "rec"
         hostd = Hostd(tmp_path, mosquitto.port, pods_dir=tmp_path / "emu",
-                      extra=f'[recorder]\nenabled = true\ndir = "{rec}"\n')
+                      extra=f'[recorder]\nenabled = true\ndir = "{rec}"\n[eeg]\npublish_interval_s = 0.1\n')
         hostd.start()
         try:
             r = Rig(emu, hostd, mosquitto)
@@ -241,6 +241,25 @@ async def test_pod_unplug_and_replug(rig):
     assert states["pod-01"]["gaps_filled"] >= 1 and states["pod-01"]["samples_replayed"] >= RATE, states["pod-01"]
     for pod in PODS:
         rig.lossless(pod, states[pod])
+
+
+async def test_long_unplug_loses_only_what_the_ring_could_not_hold(rig):
+    async with Watcher(rig.broker.port) as watch:
+        await wait_until(lambda: eeg_state(watch, "pod-01").get("samples", 0) > RATE, timeout=20, what="streaming")
+        rig.emu["pod-01"].unplug()
+        await asyncio.sleep(6.0)  # longer than the pod's ring (about 4 s)
+        rig.emu["pod-01"].replug()
+        await rig.recovered(watch, pods=("pod-01",))
+        states = await rig.stop_hostd(watch)
+    state = states["pod-01"]
+    (seg,), notes = rig.one_recording("pod-01")  # one sequence, the gap kept on the time axis
+    gaps = [t for _, _, t in notes if t.startswith("gap")]
+    assert all(t.endswith(" samples lost (pod cannot replay)") for t in gaps), gaps
+    assert seg.lost == state["samples_lost"] and state["gaps_unfilled"] == len(gaps) >= 1
+    # the newest part of the outage came back from the ring, only the oldest part is lost
+    assert state["samples_replayed"] >= 3 * RATE and RATE < state["samples_lost"] < 4 * RATE, state
+    assert state["samples"] + seg.lost == seg.end - seg.first
+    rig.lossless("pod-02", states["pod-02"])
 
 
 async def test_hostd_sigkill_and_restart_with_a_command_queued_meanwhile(rig):
@@ -328,7 +347,7 @@ async def test_bit_errors_at_1e_4(rig):
             rig.emu[pod].to_host_filter, rig.emu[pod].to_pod_filter = up, down
             filters += [up, down]
         # under errors: still online, EEG flowing, commands acknowledged (re-sent when a frame is hit)
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(2.5)
         await rig.recovered(watch)
         assert sum(f.flips for f in filters) >= 10, [(f.bits, f.flips) for f in filters]
         bad = {pod: watch.json(f"{P}/{pod}/state")["counters"]["host"]["frames_bad"] for pod in PODS}
