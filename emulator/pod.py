@@ -132,6 +132,7 @@ class EmulatedPod:
         eeg_channels: int = 8,
         headset_pty: bool = False,
         participant: Participant | None = None,
+        headset_record: int = 0,
     ):
         self.pod_id = pod_id
         self.dir = Path(pod_dir).resolve()
@@ -161,7 +162,9 @@ class EmulatedPod:
         self.signal_seed = self._rng.getrandbits(32)
         self.participant = participant or Participant.from_seed(self.signal_seed)
         daisy = self.config.eeg_channels > 8
-        self.headset = VirtualHeadset(seed=self.signal_seed, participant=self.participant, daisy=daisy)
+        # headset_record > 0: the headset keeps its last packets in headset.cyton.sent, for tests
+        self.headset = VirtualHeadset(seed=self.signal_seed, participant=self.participant, daisy=daisy,
+                                      record=headset_record)
         # the same participant on a pty of its own, for third-party Cyton readers (BrainFlow, the OpenBCI GUI)
         self.headset_pty = (
             HeadsetPty(self.dir.parent / f"{pod_id}-headset.tty", seed=self.signal_seed,

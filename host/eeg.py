@@ -10,8 +10,13 @@ to its sinks strictly in sequence order, each sample once:
 - a hole the pod cannot fill (NACK ``unavailable``, no answer, replay too
   slow, reorder buffer full) becomes an unfilled gap: counted, annotated, and,
   up to ``max_pad_s``, kept on the time axis as zeros;
+- a replay hit on the wire is asked for again; of a hole that reaches back past the
+  pod's ring only the part before the ring's start is given up;
 - duplicates (a replay overlapping live data) are dropped and counted;
-- a new boot id restarts the sequence: a discontinuity, annotated.
+- a new boot id restarts the sequence: a discontinuity, annotated, and the samples lost
+  with the pod's ring are estimated from the host clock, counted and padded;
+- a recording a killed hostd left is continued (``resume_at``): the samples since its last
+  record are a hole like any other.
 
 Sequence numbers are 32-bit on the wire and unwrapped to Python ints here.
 """
@@ -31,10 +36,20 @@ log = logging.getLogger(__name__)
 _WRAP = 1 << 32
 MAX_REPLAY = 0xFFFF  # eeg_replay.count is a u16
 
+_REPLAY_ATTEMPTS = 4  # a hole whose replay was hit on the way (bit errors) is asked for again
+# The pod sends a replay right after its ACK, interleaved with the live stream: when this many
+# live batches came since the ACK (or the last replayed batch) and the hole is still open, a
+# replayed batch was lost on the wire (waiting for replay_timeout_s would let later holes age
+# out of the pod's ring)
+_LIVE_BATCHES_WAIT = 6
+_EDGE_MARGIN_DIV = 20  # a hole partly outside the ring is asked for from 1/20 s after the ring's edge
+
 # replay answers
 ACK, UNAVAILABLE, FAILED = "ack", "unavailable", "failed"
+TOO_LONG = "too long"  # NACK bad_param: more samples than the pod's ring holds
+BUSY = "busy"  # still busy after retries: the pod is sending an earlier replay (a slow link)
 
-ReplayRequest = Callable[[int, int], Awaitable[str]]  # (from_seq 32-bit, count) -> ACK/UNAVAILABLE/FAILED
+ReplayRequest = Callable[[int, int], Awaitable[str]]  # (from_seq 32-bit, count) -> ACK/UNAVAILABLE/TOO_LONG/BUSY/FAILED
 
 
 class Sink(Protocol):
@@ -88,6 +103,9 @@ class EegStream:
         self._last_live: tuple[int, float] | None = None  # (seq after the newest live batch, its t_host)
         self._closed = False
         self._announce = True  # say which pod sequence number the stream (re)starts at
+        self._reboot_from: float | None = None  # host time of the last live batch before a reboot
+        self._replay_end = -1  # unwrapped seq after the newest replayed batch seen
+        self._live_batches = 0  # live batches pushed (a clock for replay waits)
 
     # -- input ------------------------------------------------------------------
     def _unwrap(self, seq: int) -> int:
@@ -105,10 +123,20 @@ class EegStream:
             self._give_up_all("pod rebooted")
             self.stats.discontinuities += 1
             self._annotate_now(f"discontinuity: pod rebooted (boot {boot_id:08x})")
+            if self._last_live is not None:
+                self._reboot_from = self._last_live[1]
             self._next = None
             self._last_live = None
+            self._replay_end = -1
             self._announce = True
         self.boot_id = boot_id
+
+    def resume_at(self, seq: int) -> None:
+        """Continue a recording a killed hostd left at pod sample ``seq`` (same boot): the
+        samples from there on are asked of the pod like any hole, and what it no longer holds
+        becomes a counted, annotated gap."""
+        if self._next is None:
+            self._next = seq
 
     def push(self, first_seq: int, raw: bytes, ticks_ms: int, t_host: float, *, replay: bool = False,
              gap_before: bool = False) -> None:
@@ -117,12 +145,18 @@ class EegStream:
             return
         s = self._unwrap(first_seq)
         n = len(raw) // self.row
-        if not replay:
+        self._progress.set()
+        if replay:
+            self._replay_end = max(self._replay_end, s + n)
+        else:
+            self._live_batches += 1
             if gap_before:
                 self.stats.gaps_pod += 1
             if self._last_live is None or s + n > self._last_live[0]:
                 self._last_live = (s + n, t_host)
         if self._next is None:
+            if self._reboot_from is not None and not replay:
+                self._reboot_loss(n, t_host)
             self._next = s
         if s + n <= self._next:
             self.stats.duplicates += n
@@ -140,6 +174,24 @@ class EegStream:
             return
         self._deliver(s, raw, ticks_ms, t_host, replay)
         self._drain()
+
+    def _reboot_loss(self, n: int, t_host: float) -> None:
+        """The first batch after a reboot: the samples the headset made between the old boot's
+        last batch and this one's first sample were lost with the pod's ring. The sequence
+        restarted, so their number comes from the host clock (batches are stamped on arrival,
+        each about when its last sample was taken): an estimate, counted and marked as a gap."""
+        t_old, self._reboot_from = self._reboot_from, None
+        lost = round((t_host - t_old) * self.rate_hz) - n
+        if lost <= 0:
+            return
+        self.stats.gaps_unfilled += 1
+        self.stats.samples_lost += lost
+        padded = lost <= self.cfg.max_pad_s * self.rate_hz
+        log.warning("pod %s: about %d samples lost in the pod's reboot", self.pod_id, lost)
+        for sink in self.sinks:
+            sink.gap(self._pos, lost, padded, "pod rebooted, count estimated from the host clock")
+        if padded:
+            self._pos += lost
 
     def _drain(self) -> None:
         while self._held_keys and self._held_keys[0] <= self._next:
@@ -162,11 +214,7 @@ class EegStream:
             raw = raw[(self._next - s) * self.row:]
             s = self._next
         n = len(raw) // self.row
-        if self._announce:
-            self._announce = False
-            boot = "?" if self.boot_id is None else f"{self.boot_id:08x}"
-            for sink in self.sinks:
-                sink.annotate(float(self._pos), f"stream: seq {s & 0xFFFFFFFF} (pod {self.pod_id} boot {boot})")
+        self._announce_start(s)
         for sink in self.sinks:
             sink.samples(self._pos, raw, n, s & 0xFFFFFFFF, ticks_ms, t_host)
         self._pos += n
@@ -176,11 +224,19 @@ class EegStream:
             self.stats.samples_replayed += n
         self._progress.set()
 
+    def _announce_start(self, s: int) -> None:
+        if self._announce:
+            self._announce = False
+            boot = "?" if self.boot_id is None else f"{self.boot_id:08x}"
+            for sink in self.sinks:
+                sink.annotate(float(self._pos), f"stream: seq {s & 0xFFFFFFFF} (pod {self.pod_id} boot {boot})")
+
     def _give_up(self, until: int, reason: str) -> None:
         """Declare [next, until) lost and move on."""
         lost = until - self._next
         if lost <= 0:
             return
+        self._announce_start(self._next)  # a stream may begin with a gap (resumed after a crash)
         self.stats.gaps_unfilled += 1
         self.stats.samples_lost += lost
         padded = lost <= self.cfg.max_pad_s * self.rate_hz
@@ -206,10 +262,15 @@ class EegStream:
             self._replay = asyncio.get_running_loop().create_task(self._replay_holes(), name=f"replay {self.pod_id}")
 
     async def _replay_holes(self) -> None:
+        attempts, hole, span = 0, None, 0
         while self._held_keys and not self._closed:
-            start, end = self._next, self._held_keys[0]
+            start, end = self._next, max(self._held_keys[0], span)
+            if hole != start:
+                attempts, hole = 0, start
+            attempts += 1
             count = min(end - start, MAX_REPLAY)
             answer = FAILED
+            self._replay_end = start  # batches of an earlier replay say nothing about this one
             if self.request is not None:
                 self.stats.replays_requested += 1
                 log.info("pod %s: asking for samples %d..%d again", self.pod_id, start & 0xFFFFFFFF, (start + count - 1) & 0xFFFFFFFF)
@@ -217,7 +278,14 @@ class EegStream:
             if answer == ACK:
                 target = start + count
                 deadline = time.monotonic() + self.cfg.replay_timeout_s + count / self.rate_hz
+                mark = (self._live_batches, self._replay_end)
                 while self._next < target and self._held_keys:
+                    if self._replay_end >= target:
+                        break  # the replay's last batch came, so one before it was lost on the way
+                    if self._replay_end != mark[1]:
+                        mark = (self._live_batches, self._replay_end)
+                    elif self._live_batches - mark[0] >= _LIVE_BATCHES_WAIT:
+                        break  # the live stream went on, the replay did not: lost on the way
                     self._progress.clear()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -229,11 +297,45 @@ class EegStream:
                 if self._next >= target or not self._held_keys:
                     self.stats.gaps_filled += 1
                     continue
+                if attempts < _REPLAY_ATTEMPTS:
+                    continue  # ask again for what is still missing (from the new _next)
                 reason = "replay incomplete"
+            elif answer == FAILED and attempts < _REPLAY_ATTEMPTS:
+                continue  # the request itself was lost: ask again
+            elif answer == BUSY:
+                attempts -= 1  # a replay still on its way is no failure (the reorder limit bounds the wait)
+                continue
+            elif answer in (UNAVAILABLE, TOO_LONG) and count > 1:
+                # the hole starts before the oldest sample the pod holds, or is longer than its
+                # ring: only its oldest part is gone. Find where the ring begins, then replay the rest
+                held = await self._ring_start(start, start + count)
+                if held > start and self._next == start:
+                    # the oldest held samples are about to leave the ring: ask from a little later,
+                    # for the whole rest of the hole at once (the probes come again as duplicates)
+                    held = min(held + self.rate_hz // _EDGE_MARGIN_DIV, start + count)
+                    self._give_up(held, "pod cannot replay")  # one gap (probe samples inside it are dropped)
+                    span = start + count
+                continue
             else:
                 reason = "pod cannot replay" if answer == UNAVAILABLE else "replay request failed"
             if self._held_keys:
                 self._give_up(self._held_keys[0], reason)
+
+    async def _ring_start(self, lo: int, hi: int) -> int:
+        """The oldest sample in (lo, hi] the pod can still replay (hi: none), by bisection with
+        one-sample requests: a refused one is older than the ring; an accepted one is replayed
+        (a sample of the hole, held like any other), which costs the pod one small frame."""
+        while hi - lo > 1 and self.request is not None and not self._closed:
+            mid = (lo + hi) // 2
+            self.stats.replays_requested += 1
+            answer = await self.request(mid & 0xFFFFFFFF, 1)
+            if answer == ACK:
+                hi = mid
+            elif answer == UNAVAILABLE:
+                lo = mid
+            else:
+                break
+        return hi
 
     # -- annotations ------------------------------------------------------------
     def position_at(self, t_host: float) -> float:

@@ -12,7 +12,10 @@ code. Files are created 0600 in a 0700 directory.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +26,23 @@ from .bdf import BdfWriter, Signal
 log = logging.getLogger(__name__)
 
 PHYSICAL_MAX_UV = 187500  # full scale at gain 24 (4.5 V / 24)
+
+
+def resume_path(directory: Path, pod_id: str) -> Path:
+    """Where a recorder notes, after each record, the pod sequence number its file has reached."""
+    return Path(directory) / f".{pod_id}.resume.json"
+
+
+def read_resume(directory: Path, pod_id: str) -> tuple[int, int] | None:
+    """(boot_id, next_seq) left by a recorder that did not close (hostd was killed), else None."""
+    try:
+        d = json.loads(resume_path(directory, pod_id).read_text())
+        return int(d["boot_id"]), int(d["next_seq"]) & 0xFFFFFFFF
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("pod %s: ignoring %s: %s", pod_id, resume_path(directory, pod_id), exc)
+        return None
 
 
 class Recorder:
@@ -44,6 +64,10 @@ class Recorder:
         self.writer = BdfWriter(path, signals, rate_hz, start=start.replace(tzinfo=None), patient=participant,
                                 equipment=equipment)
         self.path = path
+        self.boot_id: int | None = None  # set by the hub: the pod boot whose sequence the file follows
+        self._resume = resume_path(directory, pod_id)
+        self._segs: deque[list[int]] = deque()  # [first seq, rows] of the buffered rows, in order
+        self._seq_end: int | None = None  # sequence number after the last sample (or gap) handed in
         self.samples_written = 0  # padding included
         self.clipped = 0
         self._row = 3 * channels
@@ -56,14 +80,16 @@ class Recorder:
 
     # -- Sink -------------------------------------------------------------------
     def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
-        self._put(raw)
+        self._put(raw, seq)
 
     def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None:
         if padded:
             self.writer.annotate(pos / self.rate_hz, f"gap: {lost} samples lost ({reason})", lost / self.rate_hz)
-            self._put(bytes(lost * self._row))
+            self._put(bytes(lost * self._row), self._seq_end)
         else:
             self.writer.annotate(pos / self.rate_hz, f"gap: {lost} samples lost ({reason}), not on the time axis")
+            if self._seq_end is not None:
+                self._seq_end = (self._seq_end + lost) & 0xFFFFFFFF
 
     def annotate(self, pos: float, text: str) -> None:
         self.writer.annotate(pos / self.rate_hz, text)
@@ -73,20 +99,58 @@ class Recorder:
         if fill or self.writer.annotations_pending:
             pad = self.rate_hz - fill  # a whole record of zeros if only annotations wait
             self.writer.annotate(self.samples_written / self.rate_hz, "end of data", pad / self.rate_hz)
-            self._put(bytes(pad * self._row))
+            self._put(bytes(pad * self._row), None)
         self.writer.close()
+        try:
+            self._resume.unlink()  # closed in order: nothing to resume
+        except FileNotFoundError:
+            pass
         log.info("recording %s closed: %d s", self.path, self.writer.records)
 
     # -- records ------------------------------------------------------------------
-    def _put(self, raw: bytes) -> None:
-        """Append wire-format samples; convert and write each record once full."""
+    def _put(self, raw: bytes, seq: int | None) -> None:
+        """Append wire-format samples (the first one pod sample ``seq``; None: padding off the
+        sequence); convert and write each record once full."""
         buf = self._buf
         buf += raw
-        self.samples_written += len(raw) // self._row
+        rows = len(raw) // self._row
+        self.samples_written += rows
+        segs = self._segs
+        if segs and (seq is None and segs[-1][0] is None
+                     or seq is not None and segs[-1][0] is not None and (segs[-1][0] + segs[-1][1]) & 0xFFFFFFFF == seq):
+            segs[-1][1] += rows
+        else:
+            segs.append([seq, rows])
+        if seq is not None:
+            self._seq_end = (seq + rows) & 0xFFFFFFFF
         size = self._record_bytes
+        wrote = None
         while len(buf) >= size:
             self.writer.write_record_bytes(self._to_bdf(buf[:size]))
             del buf[:size]
+            left = self.rate_hz
+            while left:
+                seg = segs[0]
+                take = min(left, seg[1])
+                left -= take
+                seg[1] -= take
+                if seg[0] is not None:
+                    seg[0] = (seg[0] + take) & 0xFFFFFFFF
+                    wrote = seg[0]
+                if not seg[1] and len(segs) > 1:
+                    segs.popleft()
+        if wrote is not None and self.boot_id is not None:
+            self._note_resume(wrote)
+
+    def _note_resume(self, next_seq: int) -> None:
+        """The file holds the pod's samples up to ``next_seq``: if hostd is killed now, the next
+        hostd asks the pod for the rest (what its ring still holds) and counts what it cannot get."""
+        tmp = self._resume.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"boot_id": self.boot_id, "next_seq": next_seq, "file": self.path.name}))
+            os.replace(tmp, self._resume)
+        except OSError as exc:
+            log.warning("cannot note the recording position in %s: %s", self._resume, exc)
 
     def _to_bdf(self, record: bytes) -> bytes:
         """Wire order (sample-major, 24-bit big-endian) -> BDF order (signal-major, 24-bit little-endian).

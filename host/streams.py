@@ -15,7 +15,7 @@ from typing import Any
 
 from . import topics
 from .config import PARTICIPANT_PATTERN, Config
-from .eeg import ACK, FAILED, UNAVAILABLE, EegStream
+from .eeg import ACK, BUSY, FAILED, TOO_LONG, UNAVAILABLE, EegStream
 from .eeg_publish import EegPublisher, bands_json
 from .mqtt import MqttBridge
 from .session import CommandError, PodSession
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 _MAX_MARKER = 200  # characters of marker text kept
 
 
-_BUSY_RETRIES = 20  # NACK busy: the pod is still replaying an earlier range
-_BUSY_WAIT_S = 0.1
+_BUSY_RETRIES = 100  # NACK busy: the pod is still replaying an earlier range
+_BUSY_WAIT_S = 0.02  # (short: the ring ages while hostd waits)
 
 class InputError(ValueError):
     pass
@@ -43,6 +43,7 @@ class EegStreams:
         self._recorders: dict[str, Any] = {}
         self._ended: dict[str, dict[str, Any]] = {}  # last state of streams that ended (shown until a new one)
         self._participants: dict[str, str] = dict(config.recorder.participants)
+        self._resume: dict[str, tuple[int, int]] = {}  # pod id -> (boot id, seq) a killed hostd's recording reached
 
     # -- from sessions --------------------------------------------------------------
     def online(self, session: PodSession) -> EegStream | None:
@@ -56,9 +57,18 @@ class EegStreams:
             log.info("pod %s now has %d channels at %d Hz: new stream", pod_id, s.eeg_channels, s.sample_rate_hz)
             self.end(pod_id)
             stream = None
+        resume = None
         if stream is None:
             stream = self._make(pod_id, s.eeg_channels, s.sample_rate_hz)
+            resume = self._resume.pop(pod_id, None)
         stream.new_boot(s.boot_id)
+        rec = self._recorders.get(pod_id)
+        if rec is not None:
+            rec.boot_id = s.boot_id
+        if resume is not None and resume[0] == s.boot_id:
+            log.info("pod %s: the last recording stopped at seq %d (hostd was not stopped): resuming there",
+                     pod_id, resume[1])
+            stream.resume_at(resume[1])
 
         async def request(from_seq: int, count: int) -> str:
             for _ in range(_BUSY_RETRIES):
@@ -72,7 +82,7 @@ class EegStreams:
                 if reason != "busy":  # the pod replays one range at a time: ask again shortly
                     break
                 await asyncio.sleep(_BUSY_WAIT_S)
-            return UNAVAILABLE if reason == "unavailable" else FAILED
+            return {"unavailable": UNAVAILABLE, "bad_param": TOO_LONG, "busy": BUSY}.get(reason, FAILED)
 
         stream.request = request
         return stream
@@ -117,8 +127,11 @@ class EegStreams:
         publisher = EegPublisher(channels, rate_hz)
         sinks: list[Any] = [publisher]
         if cfg.recorder.enabled:
-            from .recorder import Recorder
+            from .recorder import Recorder, read_resume
 
+            resume = read_resume(cfg.recorder.dir, pod_id)
+            if resume is not None:
+                self._resume[pod_id] = resume
             try:
                 rec = Recorder(cfg.recorder.dir, pod_id, channels, rate_hz,
                                participant=self._participants.get(pod_id, cfg.recorder.participant),

@@ -175,3 +175,70 @@ async def test_reboot_is_a_discontinuity_and_close_closes_sinks():
     assert sink.closed
     stream.push(5, batch(5), 0, 0.0)  # after close: ignored
     assert len(sink.seqs) == 10
+
+
+async def test_replayed_batch_lost_on_the_wire_is_asked_for_again():
+    stream, sink, pod = make()
+    lost_once = []
+
+    def send_but_lose_one(from_seq, count):  # the second replayed batch is hit by a bit error, once
+        for s in range(from_seq, from_seq + count, 4):
+            if s == from_seq + 4 and not lost_once:
+                lost_once.append(s)
+                continue
+            stream.push(s, batch(s, min(4, from_seq + count - s)), s * 4, 0.0, replay=True)
+
+    pod._send = send_but_lose_one
+    stream.push(0, batch(0), 0, 0.0)
+    stream.push(20, batch(20), 0, 0.0)  # 5..19 missing
+    await asyncio.sleep(0.05)
+    for s in range(25, 60, 5):  # the live stream goes on: the lost replayed batch is noticed
+        stream.push(s, batch(s), 0, 0.0)
+        await asyncio.sleep(0.005)
+    await wait_until(lambda: stream.stats.held == 0, timeout=2, what="hole filled")
+    assert sink.seqs == list(range(60))
+    assert pod.asked == [(5, 15), (9, 4)] and lost_once == [9]  # only what is still missing
+    assert stream.stats.gaps_unfilled == 0 and stream.stats.samples_lost == 0
+
+
+async def test_reboot_loss_is_estimated_from_the_host_clock_counted_and_padded():
+    stream, sink, _ = make()
+    stream.new_boot(1)
+    stream.push(1000, batch(1000), 0, 100.0)  # received when its last sample was taken
+    stream.new_boot(2)
+    stream.push(0, batch(0), 0, 100.5)  # 0.5 s later: 125 sample periods, 5 of them this batch's
+    assert stream.stats.samples_lost == 120 and stream.stats.gaps_unfilled == 1
+    assert sink.gaps == [(5, 120, True, "pod rebooted, count estimated from the host clock")]
+    assert sink.seqs == list(range(1000, 1005)) + list(range(5))
+    starts = [(pos, text) for pos, text in sink.notes if text.startswith("stream: seq 0 ")]
+    assert [pos for pos, _ in starts] == [125.0]  # the new sequence after the padding
+
+
+async def test_resumed_stream_asks_for_what_a_killed_hostd_did_not_record():
+    stream, sink, pod = make()
+    pod.ring_from = 100
+    stream.new_boot(7)
+    stream.resume_at(90)  # the killed hostd's file ended at 90; the pod's ring starts at 100
+    stream.push(120, batch(120), 0, 0.0)
+    await wait_until(lambda: stream.stats.held == 0, timeout=2, what="resumed")
+    assert pod.asked[0] == (90, 30)
+    # the ring's oldest samples are about to go on a live pod: asked for from 1/20 s later
+    assert sink.gaps == [(0, 10 + 250 // 20, True, "pod cannot replay")]
+    assert sink.notes[0] == (0.0, "stream: seq 90 (pod pod-t boot 00000007)")  # the file starts where the old one ended
+    assert sink.seqs == list(range(112, 125)) and stream.stats.samples_lost == 22
+
+
+async def test_a_pod_still_busy_replaying_is_waited_for_not_given_up():
+    from hypnolum.host.eeg import BUSY
+
+    stream, sink, pod = make()
+    answers = [BUSY] * 6  # a slow link: the pod is still sending an earlier replay
+
+    async def slow(from_seq, count):
+        return answers.pop() if answers else await pod.request(from_seq, count)
+
+    stream.request = slow
+    stream.push(0, batch(0), 0, 0.0)
+    stream.push(10, batch(10), 0, 0.0)
+    await wait_until(lambda: stream.stats.held == 0, timeout=2, what="hole filled")
+    assert sink.seqs == list(range(15)) and stream.stats.gaps_unfilled == 0 and stream.stats.gaps_filled == 1
