@@ -110,17 +110,6 @@ async def open_headset(baud):
     return asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {})
 
 
-def _led_setup(count, order, kind):
-    # (kind id, order indices, wire buffer); an RGBW strip with a 3-letter order gets W last
-    k = ledwire.KINDS.get(kind)
-    if k is None:
-        raise ValueError("led type " + str(kind))
-    if k == ledwire.KIND_SK6812_RGBW and len(order) == 3:
-        order += "W"
-    elif k != ledwire.KIND_SK6812_RGBW and len(order) == 4:
-        order = order.replace("W", "")
-    return k, ledwire.order_index(order), bytearray(ledwire.wire_size(k, count))
-
 
 class Leds:
     """The LED array: count LEDs, wire colour order, LED type.
@@ -138,7 +127,7 @@ class Leds:
         self.count = count
         self.order = order
         self.kind = kind
-        self._k, self._idx, self.wire = _led_setup(count, order, kind)
+        self._k, self._idx, self.wire = ledwire.setup(count, order, kind)
         if self._k == ledwire.KIND_APA102:
             self._spi = machine.SPI(
                 _LED_SPI, baudrate=_LED_SPI_BAUD, sck=machine.Pin(_LED_SPI_SCK), mosi=machine.Pin(_LED_SPI_MOSI)

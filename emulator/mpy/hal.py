@@ -128,16 +128,6 @@ def _sys_sock():
     return _sys
 
 
-def _led_setup(count, order, kind):
-    k = ledwire.KINDS.get(kind)
-    if k is None:
-        raise ValueError("led type " + str(kind))
-    if k == ledwire.KIND_SK6812_RGBW and len(order) == 3:
-        order += "W"
-    elif k != ledwire.KIND_SK6812_RGBW and len(order) == 4:
-        order = order.replace("W", "")
-    return k, ledwire.order_index(order), bytearray(ledwire.wire_size(k, count))
-
 
 class Leds:
     def __init__(self, count, order="GRB", kind="ws2812"):
@@ -146,7 +136,7 @@ class Leds:
         self.count = count
         self.order = order
         self.kind = kind
-        self._k, self._idx, self.wire = _led_setup(count, order, kind)
+        self._k, self._idx, self.wire = ledwire.setup(count, order, kind)
         self._buf = bytearray(_LED_HDR_SIZE + count * 3)
         self._mv = memoryview(self._buf)
         self._px = self._mv[_LED_HDR_SIZE:]  # sliced once: write() must not allocate

@@ -32,6 +32,7 @@ import micropython
 from micropython import const
 
 from pod import wire
+from pod.mem import copy as _copy  # no allocation per sample
 
 PACKET_SIZE = const(33)
 _START = const(0xA0)
@@ -82,16 +83,6 @@ def _rail_scan(samples, n: int, nch: int, masks):
     m[0] = m[0] | railed
     m[1] = m[1] | near
 
-
-@micropython.viper
-def _copy(dst, d_off: int, src, s_off: int, n: int):
-    # memoryview slices would allocate; a pointer loop does not
-    d = ptr8(dst)
-    s = ptr8(src)
-    i = 0
-    while i < n:
-        d[d_off + i] = s[s_off + i]
-        i += 1
 
 
 class Parser:

@@ -164,3 +164,15 @@ def encode(kind, dst, src, n_bytes, idx):
         encode_rgbw(dst, src, n_bytes, DUTY, idx[0], idx[1], idx[2], idx[3])
     else:
         encode_rgb(dst, src, n_bytes, DUTY, idx[0], idx[1], idx[2])
+
+
+def setup(count, order, kind):
+    """(kind id, order indices, wire buffer) for a Leds; an RGBW strip with a 3-letter order gets W last."""
+    k = KINDS.get(kind)
+    if k is None:
+        raise ValueError("led type " + str(kind))
+    if k == KIND_SK6812_RGBW and len(order) == 3:
+        order += "W"
+    elif k != KIND_SK6812_RGBW and len(order) == 4:
+        order = order.replace("W", "")
+    return k, order_index(order), bytearray(wire_size(k, count))

@@ -25,6 +25,7 @@ import micropython
 from micropython import const
 
 from pod import wire
+from pod.mem import copy as _copy  # no allocation per sample
 
 BUDGET_BYTES = const(24576)
 _MASK30 = const(0x3FFFFFFF)
@@ -35,15 +36,6 @@ _REPLAY_PAYLOAD = const(960)  # sample bytes per replayed frame: 40 x 8 ch, 20 x
 _PACE_MS = const(5)  # between replayed frames: the live stream interleaves
 _BACKLOG_WAIT_MS = const(20)
 
-
-@micropython.viper
-def _copy(dst, d_off: int, src, s_off: int, n: int):
-    d = ptr8(dst)
-    s = ptr8(src)
-    i = 0
-    while i < n:
-        d[d_off + i] = s[s_off + i]
-        i += 1
 
 
 class SampleRing:
