@@ -2,11 +2,16 @@
 
 The firmware's HAL shim sends one datagram per shown frame to ``D/leds.sock``::
 
-    <4sIIHQ  b"LED2", pod ticks_ms, frame number, LED count,
-             host CLOCK_MONOTONIC us when the pod wrote the frame (its true render instant)
+    <4sIIHQQ  b"LED3", pod ticks_ms, frame number, LED count,
+              host CLOCK_MONOTONIC us when the frame lit (its true render instant),
+              host CLOCK_MONOTONIC us when the pod wrote the datagram
     count x 3 bytes R, G, B
 
-(``b"LED1"`` datagrams, without the last field, are still read.)
+A frame shown at a scheduled instant (``Leds.show_at``) lights at that
+instant, as a board's LED output does, even when the emulated pod's process
+wrote it a little later because this machine was busy; the second instant
+says how much later. (``b"LED1"`` and ``b"LED2"`` datagrams, without the last
+field or two, are still read.)
 
 :class:`VirtualLeds` binds that socket, keeps the last frame and a bounded
 history of :class:`LedFrame` records (host monotonic time, pod ticks, frame
@@ -28,6 +33,8 @@ MAGIC = b"LED1"
 HEADER = struct.Struct("<4sIIH")
 MAGIC2 = b"LED2"
 HEADER2 = struct.Struct("<4sIIHQ")
+MAGIC3 = b"LED3"
+HEADER3 = struct.Struct("<4sIIHQQ")
 MAX_DATAGRAM = 65536
 
 
@@ -41,7 +48,8 @@ class LedFrame:
     ticks_ms: int  # pod clock when the frame was shown
     frame_no: int
     rgb: bytes  # count x (R, G, B)
-    shown_us: int | None = None  # host CLOCK_MONOTONIC us when the pod wrote it (LED2)
+    shown_us: int | None = None  # host CLOCK_MONOTONIC us when it lit (LED2, LED3)
+    written_us: int | None = None  # host CLOCK_MONOTONIC us when the pod wrote it (LED3)
 
     @property
     def count(self) -> int:
@@ -63,8 +71,11 @@ def parse_datagram(data: bytes, host_time: float | None = None) -> LedFrame:
     if len(data) < HEADER.size:
         raise LedDatagramError(f"datagram of {len(data)} bytes is shorter than the {HEADER.size}-byte header")
     magic = bytes(data[:4])
-    shown_us = None
-    if magic == MAGIC2 and len(data) >= HEADER2.size:
+    shown_us = written_us = None
+    if magic == MAGIC3 and len(data) >= HEADER3.size:
+        _, ticks_ms, frame_no, count, shown_us, written_us = HEADER3.unpack_from(data)
+        size = HEADER3.size
+    elif magic == MAGIC2 and len(data) >= HEADER2.size:
         _, ticks_ms, frame_no, count, shown_us = HEADER2.unpack_from(data)
         size = HEADER2.size
     elif magic == MAGIC:
@@ -74,7 +85,8 @@ def parse_datagram(data: bytes, host_time: float | None = None) -> LedFrame:
         raise LedDatagramError(f"bad magic {magic!r}")
     if len(data) != size + 3 * count:
         raise LedDatagramError(f"{count} LEDs need {size + 3 * count} bytes, got {len(data)}")
-    return LedFrame(time.monotonic() if host_time is None else host_time, ticks_ms, frame_no, bytes(data[size:]), shown_us)
+    return LedFrame(time.monotonic() if host_time is None else host_time, ticks_ms, frame_no, bytes(data[size:]), shown_us,
+                    written_us)
 
 
 def build_datagram(ticks_ms: int, frame_no: int, rgb: bytes) -> bytes:

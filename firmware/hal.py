@@ -47,6 +47,7 @@ PLATFORM = "esp32"
 
 # time.ticks_* wrap at 2**30 on the ESP32 already; the emulator shim copies this.
 TICKS_PERIOD = const(1 << 30)
+SHOW_AT_AHEAD_US = const(1500)  # Leds.show_at spins: call it no earlier than this before the instant
 ticks_ms = time.ticks_ms
 """ticks_ms() -> int: pod clock in ms, wraps at TICKS_PERIOD. Compare with ticks_diff."""
 ticks_us = time.ticks_us
@@ -120,7 +121,9 @@ class Leds:
     "sk9822" (clock + data on hardware SPI). write(rgb) shows one frame: rgb is
     count * 3 sRGB bytes in R, G, B order, already passed by the safety
     governor; it is gamma-corrected, reordered and framed into a preallocated
-    wire buffer (pod/ledwire.py), so the caller may reuse it at once. No allocation.
+    wire buffer (pod/ledwire.py), so the caller may reuse it at once. show_at(rgb,
+    due_us) does the same at a scheduled instant (the shared timeline of a
+    circle). No allocation.
     """
 
     def __init__(self, count, order="GRB", kind="ws2812"):
@@ -145,6 +148,25 @@ class Leds:
         else:
             machine.bitstream(self._pin, 0, _WS2812_TIMING, self.wire)
         self.frames += 1
+
+    def show_at(self, rgb, due_us):
+        """Show rgb as write() does, with the data starting at pod instant due_us
+        (ticks_us), or at once if that instant has passed. The wire encoding is
+        done first, so the instant does not depend on it. Returns how late rgb
+        was handed over (us; 0 when it came before due_us).
+
+        The CPU spins for the wait: the render loop sleeps until a millisecond or
+        two before and calls this for the last stretch, which is all the board's."""
+        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
+        late = time.ticks_diff(time.ticks_us(), due_us)
+        while time.ticks_diff(due_us, time.ticks_us()) > 0:
+            pass
+        if self._spi is not None:
+            self._spi.write(self.wire)
+        else:
+            machine.bitstream(self._pin, 0, _WS2812_TIMING, self.wire)
+        self.frames += 1
+        return late if late > 0 else 0
 
     @property
     def dropped(self):

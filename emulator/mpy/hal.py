@@ -14,9 +14,11 @@ The pod clock wraps at 2**30 as on the ESP32 and starts at HYPNOLUM_TICKS_MS0
 HYPNOLUM_CLOCK_PPM makes it run fast (> 0) or slow (< 0) by that many parts
 per million of the host's monotonic clock, as a crystal's error does.
 
-Each LED datagram carries, besides the pod's ticks_ms, the host's
-CLOCK_MONOTONIC microseconds at the instant the frame was written: the true
-render instant the emulator measures inter-pod skew with (docs/emulator.md).
+Each LED datagram carries, besides the pod's ticks_ms, two of the host's
+CLOCK_MONOTONIC microsecond instants: when the frame lit (for Leds.show_at,
+the scheduled instant, as a board's LED output starts on time: the true
+render instant the emulator measures inter-pod skew with), and when the
+datagram was written (docs/emulator.md).
 """
 import asyncio
 import binascii
@@ -35,11 +37,12 @@ from pod import ledwire  # pure encoders: gamma, order, framing
 PLATFORM = "emulator"
 
 TICKS_PERIOD = const(1 << 30)
+SHOW_AT_AHEAD_US = const(1000000)  # Leds.show_at sleeps: the render loop may call it at once
 _TICKS_MASK = const((1 << 30) - 1)
 _TICKS_HALF = const(1 << 29)
 
-_LED_HDR = "<4sIIHQ"  # magic, ticks_ms, frame number, LED count, host monotonic us
-_LED_HDR_SIZE = const(22)
+_LED_HDR = "<4sIIHQQ"  # magic, ticks_ms, frame number, LED count, host monotonic us shown, written
+_LED_HDR_SIZE = const(30)
 
 _DIR = os.getenv("HYPNOLUM_POD_DIR") or "."
 
@@ -144,9 +147,30 @@ class Leds:
         self.frames = 0
 
     def write(self, rgb):
+        self._send(rgb, -1)
+
+    def show_at(self, rgb, due_us):
+        # A board's LED output starts at due_us whatever its CPU does meanwhile:
+        # the instant reported is due_us on the host's clock (the inverse of the
+        # pod clock's error), and the wait is a sleep, which leaves the machine's
+        # CPUs to the other emulated pods (a board spins on a CPU of its own).
+        # A frame handed over after due_us lights when it was handed over.
+        left = ticks_diff(due_us, ticks_us())
+        if left <= 0:
+            self._send(rgb, -1)
+            return -left
+        self._send(rgb, time.ticks_us() + left - left * _ppb // 1000000000, left)
+        return 0
+
+    def _send(self, rgb, shown_us, wait_us=0):
+        # shown_us < 0: the frame lights as it is written
         ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        struct.pack_into(_LED_HDR, self._buf, 0, b"LED2", ticks_ms(), self.frames, self.count, time.ticks_us())
         _copy(self._px, rgb, self.count * 3)
+        if wait_us > 0:
+            time.sleep_us(wait_us)
+        written = time.ticks_us()
+        struct.pack_into(_LED_HDR, self._buf, 0, b"LED3", ticks_ms(), self.frames, self.count,
+                         written if shown_us < 0 else shown_us, written)
         self._out.send(self._buf)
         self.frames += 1
 

@@ -2,8 +2,7 @@
 
 Frames are scheduled on hal.ticks_us with ticks_add/ticks_diff (the clock
 wraps at 2**30), never by sleeping a fixed time, so the rate does not drift
-with the time a frame takes. A frame that starts late is an overrun; the
-schedule then restarts from now instead of rendering a burst to catch up.
+with the time a frame takes.
 
 A scene change cross-fades: the old effect keeps rendering into a second
 buffer and the two are blended over transition_ms. Everything then passes the
@@ -14,10 +13,15 @@ the pod to a dim warm glow (an "off" scene stays dark). At boot the pod is
 dark until a scene arrives. The loop is also the pod's heartbeat for the
 watchdog: it feeds it, and only it does.
 
-Shared timeline (circles): a frame is computed ahead and shown (written to the
-LEDs) at its scheduled instant, reached by sleeping to within _SPIN_US and
-then polling ticks_us, so the instant a frame lights does not depend on how
-long the effect took. FRAME_PHASE puts the schedule on the host's grid
+Every frame is computed a lead (3 ms, more after late frames, up to most of
+a period, shrinking again while frames are on time) before its scheduled
+instant, so it shows the newest inputs (the wearer's alpha, the group value),
+and handed to hal's Leds.show_at, which starts the LED data at that instant:
+the instant a frame lights does not depend on how long the effect took. A
+frame the loop wakes for too late is skipped, not drawn in a burst, and the
+schedule keeps its grid.
+
+Shared timeline (circles): FRAME_PHASE puts the schedule on the host's grid
 (anchor + k x period, pod ticks_us): pods of a circle then show frame k
 together. SCENE_AT holds a scene until the first frame scheduled at or after
 its instant (within half a frame: a grid instant estimated a few us late on
@@ -36,7 +40,11 @@ _FEED_EVERY_MS = const(250)  # watchdog feeds: often enough, not a datagram per 
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
 _SAFE_TRANSITION_MS = const(4000)
-_SPIN_US = const(1500)  # poll ticks_us for the last stretch before a frame is shown
+_LEAD_MIN_US = const(3000)  # a frame is computed at least this long before its instant
+_LEAD_STEP_US = const(1000)  # more lead after a late frame; a quarter of it back after
+_LEAD_RELAX_FRAMES = const(256)  # ... this many frames on time
+_LEAD_GAP_US = const(1000)  # the lead stays this much under a period
+_LATE_US = const(100)  # a frame handed to the LEDs later than this after its instant is late
 _PAST_MAX_US = const(1 << 28)  # a SCENE_AT instant further back than this is not believed
 _MIN_PERIOD_US = const(4000)  # FRAME_PHASE periods accepted: 4 ms .. 1 s
 _MAX_PERIOD_US = const(1000000)
@@ -92,7 +100,9 @@ class Renderer:
         self._fade_after_ms = 0
         self.safe = False  # showing the fade-to-safe glow
         self.frames_rendered = 0
-        self.render_overruns = 0
+        self.render_overruns = 0  # frames skipped: the loop woke after their instant
+        self.late_frames = 0  # frames handed to the LEDs more than _LATE_US after their instant
+        self.lead_us = _LEAD_MIN_US
         self.refused_safety = 0
         self._at = None  # a SCENE_AT waiting for its instant: (spec, fields)
         self._at_us = 0
@@ -271,26 +281,43 @@ class Renderer:
         diff = hal.ticks_diff
         add = hal.ticks_add
         sleep_ms = asyncio.sleep_ms
-        due = ticks_us()
+        leds = self.leds
+        ahead = hal.SHOW_AT_AHEAD_US
+        due = add(ticks_us(), self.period_us)
         fed = ticks_ms()
+        on_time = 0
         while True:
+            # wake a lead before the frame's instant: it shows the newest inputs
+            wait_us = diff(due, ticks_us()) - self.lead_us
+            await sleep_ms(wait_us // 1000 if wait_us > 0 else 0)
             late_us = diff(ticks_us(), due)
             if late_us > 0:
-                if late_us > self.period_us >> 2:
-                    self.render_overruns += 1
-                due = ticks_us()  # restart the schedule from now, no burst to catch up
-                await sleep_ms(0)  # let the other tasks run before the next frame
+                # past the instant before even starting: skip to the next slot on
+                # the same grid (no burst to catch up, and the phase is kept)
+                self.render_overruns += 1
+                self._more_lead()
+                on_time = 0
+                due = add(due, (late_us // self.period_us + 1) * self.period_us)
             # the frame is computed for the instant it will be shown
             frame_ms = add(ticks_ms(), diff(due, ticks_us()) // 1000)
             if self._at is not None:
                 self.due_scene(due, frame_ms)
             shown = self.compute(frame_ms)
             wait_us = diff(due, ticks_us())
-            if wait_us > _SPIN_US:
-                await sleep_ms((wait_us - _SPIN_US) // 1000)
-            while diff(due, ticks_us()) > 0:
-                pass  # the last stretch: sleep_ms is only as fine as a millisecond
-            self.show(shown)
+            if wait_us > ahead:
+                await sleep_ms((wait_us - ahead) // 1000)
+            late_us = leds.show_at(shown, due)  # the last stretch: sleep_ms is only as fine as a millisecond
+            self.frames_rendered += 1
+            if late_us > _LATE_US:
+                self.late_frames += 1
+                self._more_lead()
+                on_time = 0
+            else:
+                on_time += 1
+                if on_time >= _LEAD_RELAX_FRAMES:
+                    on_time = 0
+                    if self.lead_us > _LEAD_MIN_US:
+                        self.lead_us -= _LEAD_STEP_US >> 2
             if watchdog is not None and diff(frame_ms, fed) >= _FEED_EVERY_MS:
                 watchdog.feed()
                 fed = frame_ms
@@ -302,3 +329,9 @@ class Renderer:
                 due = add(self._phase_us, (n // period + 1) * period)
             else:
                 due = add(due, period)
+
+    def _more_lead(self):
+        # a frame came too late: start computing earlier, up to most of a period
+        top = self.period_us - _LEAD_GAP_US
+        lead = self.lead_us + _LEAD_STEP_US
+        self.lead_us = lead if lead < top else (top if top > _LEAD_MIN_US else _LEAD_MIN_US)

@@ -38,7 +38,7 @@ class Heartbeat:
             eeg.gaps & _U32,
             eeg.dropped & _U32,
             r.frames_rendered & _U32,
-            r.render_overruns & _U32,
+            (r.render_overruns + r.late_frames) & _U32,  # frames not shown at their instant
             hal.mem_free(),
             r.scene.effect,
             r.scene.brightness,

@@ -85,16 +85,20 @@ def test_leds_datagrams_follow_the_contract_without_allocating():
     frame = bytearray(b"\x01\x02\x03\x04\x05\x06\x07\x08\x09")
     leds.write(frame)
     d = rx.recv(1000)
-    magic, t, n, count, shown_us = struct.unpack_from("<4sIIHQ", d)
-    assert (magic, n, count) == (b"LED2", 0, 3)
+    magic, t, n, count, shown_us, written_us = struct.unpack_from("<4sIIHQQ", d)
+    assert (magic, n, count) == (b"LED3", 0, 3)
     assert hal.ticks_diff(hal.ticks_ms(), t) < 100
     assert 0 <= time.ticks_us() - shown_us < 100000  # the host's monotonic clock, not the pod's
-    assert d[22:] == frame  # R, G, B whatever the wire order
+    assert written_us == shown_us  # write(): lit when written
+    assert d[30:] == frame  # R, G, B whatever the wire order
     gc.collect()
     gc.disable()
     before = gc.mem_alloc()
-    for _ in range(8):  # Linux queues 10 datagrams (net.unix.max_dgram_qlen) unread
-        leds.write(frame)
+    for i in range(8):  # Linux queues 10 datagrams (net.unix.max_dgram_qlen) unread
+        if i & 1:
+            leds.write(frame)
+        else:
+            leds.show_at(frame, hal.ticks_add(hal.ticks_us(), 200))
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
@@ -104,6 +108,26 @@ def test_leds_datagrams_follow_the_contract_without_allocating():
     for _ in range(12):
         leds.write(frame)  # nobody reading: dropped and counted, never blocking
     assert 0 < leds.dropped <= 12, leds.dropped
+    rx.close()
+
+
+def test_show_at_lights_at_the_scheduled_instant_or_says_how_late():
+    import struct
+
+    rx = _bind_dgram("leds.sock")
+    leds = hal.Leds(2, "GRB")
+    frame = bytearray(6)
+    due = hal.ticks_add(hal.ticks_us(), 5000)
+    host_due = time.ticks_us() + 5000
+    assert leds.show_at(frame, due) == 0
+    after = time.ticks_us()
+    _, _, _, _, shown_us, written_us = struct.unpack_from("<4sIIHQQ", rx.recv(1000))
+    assert abs(shown_us - host_due) < 200, shown_us - host_due  # the scheduled instant, on the host clock
+    assert shown_us <= written_us <= after  # written once that instant came
+    late = leds.show_at(frame, hal.ticks_add(hal.ticks_us(), -3000))
+    assert 3000 <= late < 3000 + 50000, late
+    _, _, _, _, shown_us, written_us = struct.unpack_from("<4sIIHQQ", rx.recv(1000))
+    assert shown_us == written_us  # a late frame lights when it is handed over
     rx.close()
 
 

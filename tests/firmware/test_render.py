@@ -17,6 +17,14 @@ class FakeLeds:
         self.last = bytes(rgb)
         self.frames += 1
 
+    def show_at(self, rgb, due_us):
+        # as firmware/hal.py: wait for the instant, then show; say how late it came
+        late = hal.ticks_diff(hal.ticks_us(), due_us)
+        while hal.ticks_diff(due_us, hal.ticks_us()) > 0:
+            pass
+        self.write(rgb)
+        return late if late > 0 else 0
+
 
 class FakeLink:
     heard = False

@@ -20,6 +20,14 @@ class TimedLeds:
         self.shown_us.append(hal.ticks_us())
         self.last = bytes(rgb)
 
+    def show_at(self, rgb, due_us):
+        # as firmware/hal.py: wait for the instant, then show; say how late it came
+        late = hal.ticks_diff(hal.ticks_us(), due_us)
+        while hal.ticks_diff(due_us, hal.ticks_us()) > 0:
+            pass
+        self.write(rgb)
+        return late if late > 0 else 0
+
 
 def make(fps=100):
     leds = TimedLeds(2)
@@ -80,6 +88,30 @@ async def test_frames_land_on_the_phase_grid():
     # the rest are is the machine's scheduling, which bench/circle_skew.py measures)
     assert errs[0] >= 0, errs[0]
     assert errs[len(errs) // 2] < 1000, errs
+
+
+async def test_a_frame_woken_for_too_late_is_skipped_and_the_grid_kept():
+    leds, r = make(fps=100)  # 10 ms
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep_ms(30)
+    anchor = hal.ticks_add(hal.ticks_us(), 2000)
+    r.frame_phase(anchor, 10000)
+    await asyncio.sleep_ms(60)
+    lead0 = r.lead_us
+    t0 = hal.ticks_ms()
+    while hal.ticks_diff(hal.ticks_ms(), t0) < 35:
+        pass  # another task holds the CPU across three frame instants
+    n0 = len(leds.shown_us)
+    await asyncio.sleep_ms(100)
+    task.cancel()
+    await asyncio.sleep_ms(0)
+    assert r.render_overruns + r.late_frames >= 1
+    assert r.lead_us > lead0  # frames are now computed earlier
+    after = leds.shown_us[n0 + 1:]
+    assert len(after) >= 7, len(after)  # no burst of catch-up frames either
+    assert len(after) <= 11, len(after)
+    errs = sorted(hal.ticks_diff(t, anchor) % 10000 for t in after)
+    assert errs[len(errs) // 2] < 1000, errs  # still on the grid
 
 
 async def test_run_applies_a_scheduled_scene_on_the_frame_at_its_instant():
