@@ -8,11 +8,15 @@ microseconds), pod receive t2 and send t3 (pod ``ticks_us``, which wraps at
     delay  = (t4 - t1) - (t3 - t2)            round trip spent on the link
 
 An exchange whose delay is large was held up somewhere on the way, and its
-offset is off by up to half the excess, so only the exchanges whose delay is
-within ``delay_margin_us`` of the window's minimum are used (min-RTT
-filtering; when jitter leaves too few of those, the fastest eighth: a long
-window of frequent exchanges holds enough that were fast both ways). Drift is the slope of a least-squares line through those offsets
-against host time; the offset at any instant comes from the same line.
+offset is off by up to half the excess. Rather than waiting for exchanges
+that were fast both ways (min-RTT filtering), the estimate takes each
+direction's bound separately: every exchange says the offset was at most
+t2 - t1 at t1 and at least t3 - t4 at t4, and the offset line (offset and
+drift) is the one furthest from both sets of bounds (``PodClock._sandwich``).
+The fastest PING and the fastest PONG of a window need not be in the same
+exchange, so with jitter this converges far faster than min-RTT. Should the
+bounds contradict each other, a least-squares line through the exchanges
+within ``delay_margin_us`` of the fastest round trip is used instead.
 
 Pod ticks are unwrapped into a 64-bit count by accumulating wrap-safe
 differences, so the estimate is continuous across the 2**30 wrap as long as
@@ -23,6 +27,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+
+import numpy as np
 
 TICKS_PERIOD = 1 << 30
 _HALF = TICKS_PERIOD // 2
@@ -60,7 +66,7 @@ class PodClock:
     # 100 us of noise give thousands of ppm): drift is estimated only once the used
     # exchanges span min_drift_span_us, and never beyond max_drift (a crystal that far
     # off is broken; the offset line is then anchored at the newest exchanges instead).
-    def __init__(self, window: int = 256, delay_margin_us: int = 500, min_samples: int = 4,
+    def __init__(self, window: int = 512, delay_margin_us: int = 500, min_samples: int = 4,
                  min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6):
         self.window: deque[Exchange] = deque(maxlen=window)
         self.delay_margin_us = delay_margin_us
@@ -100,25 +106,79 @@ class PodClock:
 
     def _solve(self) -> tuple[float, float, float, float] | None:
         if self._fit is None and len(self.window) >= self.min_samples:
-            delays = sorted(ex.delay_us for ex in self.window)
-            best = delays[0]
-            # the fastest eighth (at least min_samples), or all within the margin of the best
-            cut = max(best + self.delay_margin_us, delays[min(len(delays), max(self.min_samples, len(delays) // 8)) - 1])
-            good = [ex for ex in self.window if ex.delay_us <= cut]
-            t0 = good[-1].host_mid_us
-            xs = [ex.host_mid_us - t0 for ex in good]
-            ys = [ex.offset_us for ex in good]
-            n = len(good)
-            mx, my = sum(xs) / n, sum(ys) / n
-            sxx = sum((x - mx) ** 2 for x in xs)
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else 0.0
-            if xs[-1] - xs[0] < self.min_drift_span_us:
-                slope = 0.0
-            slope = max(-self.max_drift, min(self.max_drift, slope))
-            at_t0 = my - slope * mx
-            resid = math.sqrt(sum((y - (at_t0 + slope * x)) ** 2 for x, y in zip(xs, ys)) / n)
-            self._fit = (t0, at_t0, slope, resid + best / 2)
+            self._fit = self._sandwich() or self._regression()
         return self._fit
+
+    def _sandwich(self) -> tuple[float, float, float, float] | None:
+        """The line through the middle of the widest band that every exchange allows.
+
+        Each exchange bounds the offset from both sides: at t1 it is at most
+        t2 - t1 (the PING took some time to arrive), at t4 at least t3 - t4.
+        The two directions' fastest exchanges need not be the same one, so of
+        N exchanges with independent delays, the bounds close in about N times
+        faster than a single exchange's round trip does. The offset line is
+        the one with the widest margin to the bounds on both sides (the slope
+        is the drift, maximised by golden-section search: the margin is a
+        concave function of it), the margin is the uncertainty. Assumes the
+        link's minimum delay is the same both ways, as every two-way method
+        must. None if the bounds contradict each other (an inconsistent
+        exchange): the regression is used then.
+        """
+        ex = self.window
+        t0 = ex[-1].host_mid_us
+        x_up = np.fromiter((e.host_tx_us for e in ex), float, len(ex)) - t0
+        up = np.fromiter((e.pod_rx_us - e.host_tx_us for e in ex), float, len(ex))
+        x_dn = np.fromiter((e.host_rx_us for e in ex), float, len(ex)) - t0
+        dn = np.fromiter((e.pod_tx_us - e.host_rx_us for e in ex), float, len(ex))
+
+        def bounds(b: float) -> tuple[float, float]:
+            return float(np.min(up - b * x_up)), float(np.max(dn - b * x_dn))
+
+        def margin(b: float) -> float:
+            hi, lo = bounds(b)
+            return hi - lo
+
+        b = 0.0
+        if -x_up[0] >= self.min_drift_span_us:
+            lo_b, hi_b = -self.max_drift, self.max_drift
+            g = (math.sqrt(5) - 1) / 2
+            c, d = hi_b - g * (hi_b - lo_b), lo_b + g * (hi_b - lo_b)
+            mc, md = margin(c), margin(d)
+            while hi_b - lo_b > 1e-10:
+                if mc > md:
+                    hi_b, d, md = d, c, mc
+                    c = hi_b - g * (hi_b - lo_b)
+                    mc = margin(c)
+                else:
+                    lo_b, c, mc = c, d, md
+                    d = lo_b + g * (hi_b - lo_b)
+                    md = margin(d)
+            b = (lo_b + hi_b) / 2
+        hi, lo = bounds(b)
+        if hi < lo:
+            return None
+        return (t0, (hi + lo) / 2, b, (hi - lo) / 2)
+
+    def _regression(self) -> tuple[float, float, float, float]:
+        """Least squares through the offsets of the fastest exchanges (min-RTT filtering)."""
+        delays = sorted(ex.delay_us for ex in self.window)
+        best = delays[0]
+        # the fastest eighth (at least min_samples), or all within the margin of the best
+        cut = max(best + self.delay_margin_us, delays[min(len(delays), max(self.min_samples, len(delays) // 8)) - 1])
+        good = [ex for ex in self.window if ex.delay_us <= cut]
+        t0 = good[-1].host_mid_us
+        xs = [ex.host_mid_us - t0 for ex in good]
+        ys = [ex.offset_us for ex in good]
+        n = len(good)
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else 0.0
+        if xs[-1] - xs[0] < self.min_drift_span_us:
+            slope = 0.0
+        slope = max(-self.max_drift, min(self.max_drift, slope))
+        at_t0 = my - slope * mx
+        resid = math.sqrt(sum((y - (at_t0 + slope * x)) ** 2 for x, y in zip(xs, ys)) / n)
+        return (t0, at_t0, slope, resid + best / 2)
 
     @property
     def synced(self) -> bool:
