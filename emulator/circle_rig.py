@@ -47,6 +47,7 @@ class Rig:
     ping_interval_s: float = 0.05  # circle pods: frequent exchanges, so enough are fast both ways
     seed: int = 1
     pod_nice: int | None = -10  # pods ahead of the host processes for the CPU (root only)
+    pod_rt_priority: int | None = None  # or pods at real-time priority (root only)
     eeg_publish_interval_s: float | None = None  # hostd [eeg] publish_interval_s (None: its default)
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
@@ -81,6 +82,7 @@ class Rig:
                               env={"HYPNOLUM_CLOCK_PPM": f"{ppm:.3f}"})
             pod.link_jitter_s = self.jitter_s
             pod.nice = self.pod_nice
+            pod.rt_priority = self.pod_rt_priority
             self.pods.append(RigPod(pod, h, ppm))
         await asyncio.gather(*(p.pod.start() for p in self.pods))
 

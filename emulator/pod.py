@@ -76,6 +76,8 @@ def find_micropython() -> str:
 
 # In the child: SIGKILL if the emulator dies without cleaning up.
 _die_with_parent = die_with_parent(signal.SIGKILL)
+_RELAY_SOCK = "link-relay.sock"  # where the firmware connects when the link has latency
+_RELAY_PRIORITY = 10  # SCHED_FIFO priority of the link relay (root only)
 
 
 @dataclass
@@ -175,16 +177,17 @@ class EmulatedPod:
         # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
         self.to_host_filter: Callable[[bytes], bytes] | None = None
         self.to_pod_filter: Callable[[bytes], bytes] | None = None
-        # link latency injected in both directions, as a USB-UART bridge has it: bytes
-        # wait in the bridge until the far side's next read, which comes a uniform
-        # random (lo, hi) seconds after the first byte of a read arrived; everything
-        # that arrives meanwhile leaves with it (in order, never reordered, and the
-        # delay does not grow with the traffic: the reader takes all that is there)
+        # link latency injected in both directions, as a USB-UART bridge has it
+        # (emulator/link_relay.py, a process of its own between the firmware and
+        # link.sock): set before start()
         self.link_jitter_s: tuple[float, float] | None = None
-        self._jitter_read: dict[str, list[bytes] | None] = {"pod": None, "host": None}
+        self._relay: asyncio.subprocess.Process | None = None
         # scheduling priority of the interpreter (setpriority; < 0 needs root): a board has a
         # CPU of its own, an emulated pod shares the machine's with every other process
         self.nice: int | None = None
+        # or SCHED_FIFO at this priority (root only): the interpreter runs as soon as it
+        # has something to do, as on its own CPU (it sleeps in between: Leds.show_at sleeps)
+        self.rt_priority: int | None = None
         self.ticks_ms0 = 0
         self.ticks_us0 = 0
         self.wdt_timeout_ms: int | None = None  # armed watchdog, None when off
@@ -234,6 +237,8 @@ class EmulatedPod:
             (self.dir / "pod.json").write_text(self.config.to_json())
         self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         self._bind_sockets()
+        if self.link_jitter_s is not None:
+            await self._start_relay()
         self.headset.start()
         if self.headset_pty is not None:
             self.headset_pty.open()
@@ -254,6 +259,11 @@ class EmulatedPod:
                 await self._supervisor
             self._supervisor = None
         await self._kill()
+        if self._relay is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._relay.kill()
+            await self._relay.wait()
+            self._relay = None
         self.unplug()
         self._drop_link()
         await self.headset.stop()
@@ -267,7 +277,7 @@ class EmulatedPod:
                 sock.close()
         self._listen.clear()
         self._sys = None
-        for name in ("link.sock", "headset.sock", "leds.sock", "sys.sock"):
+        for name in ("link.sock", _RELAY_SOCK, "headset.sock", "leds.sock", "sys.sock"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / name).unlink()
         if self._log is not None:
@@ -337,6 +347,22 @@ class EmulatedPod:
             os.kill(self._proc.pid, signal.SIGSTOP)
 
     # ------------------------------------------------------------ sockets
+    async def _start_relay(self) -> None:
+        lo, hi = self.link_jitter_s
+        self._relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hypnolum.emulator.link_relay", str(self.dir / _RELAY_SOCK),
+            str(self.dir / "link.sock"), "--jitter-ms", str(lo * 1000), str(hi * 1000),
+            "--seed", f"{self.seed}:{self.pod_id}",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=self._log,
+            preexec_fn=_die_with_parent,
+        )
+        # real-time priority where allowed: the relay's timers are the injected jitter
+        with contextlib.suppress(PermissionError, ProcessLookupError, AttributeError):
+            os.sched_setscheduler(self._relay.pid, os.SCHED_FIFO, os.sched_param(_RELAY_PRIORITY))
+        line = await asyncio.wait_for(self._relay.stdout.readline(), 10)
+        if line.strip() != b"ready":
+            raise PodError(f"{self.pod_id}: link relay did not start: {line!r}")
+
     def _bind_sockets(self) -> None:
         for name in ("link", "headset"):
             path = self.dir / f"{name}.sock"
@@ -392,25 +418,7 @@ class EmulatedPod:
             return
         if self.to_host_filter is not None:
             data = self.to_host_filter(data)
-        if self.link_jitter_s is not None:
-            self._delayed("host", self._to_host, data)
-            return
         self._to_host(data)
-
-    def _delayed(self, way: str, deliver: Callable[[bytes], None], data: bytes) -> None:
-        waiting = self._jitter_read[way]
-        if waiting is not None:
-            waiting.append(data)  # a read is already due: these bytes go with it
-            return
-        self._jitter_read[way] = [data]
-        lo, hi = self.link_jitter_s
-        self._loop.call_later(self._rng.uniform(lo, hi), self._jitter_deliver, way, deliver)
-
-    def _jitter_deliver(self, way: str, deliver: Callable[[bytes], None]) -> None:
-        chunks = self._jitter_read[way]
-        self._jitter_read[way] = None
-        if chunks:
-            deliver(b"".join(chunks))
 
     def _to_host(self, data: bytes) -> None:
         if self._master is None:
@@ -445,9 +453,6 @@ class EmulatedPod:
         if self.to_pod_filter is not None:
             data = self.to_pod_filter(data)
         if not data:
-            return
-        if self.link_jitter_s is not None:
-            self._delayed("pod", self._to_pod, data)
             return
         self._to_pod(data)
 
@@ -499,6 +504,8 @@ class EmulatedPod:
             HYPNOLUM_TICKS_US0=str(self.ticks_us0),
             HYPNOLUM_UID=self.uid,
         )
+        if self.link_jitter_s is not None:
+            env["HYPNOLUM_LINK_SOCK"] = _RELAY_SOCK
         env.update(self.extra_env)
         return env
 
@@ -527,6 +534,9 @@ class EmulatedPod:
         if self.nice is not None:
             with contextlib.suppress(PermissionError, ProcessLookupError):
                 os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
+        if self.rt_priority is not None:
+            with contextlib.suppress(PermissionError, ProcessLookupError):
+                os.sched_setscheduler(self._proc.pid, os.SCHED_FIFO, os.sched_param(self.rt_priority))
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
         self._booted.set()

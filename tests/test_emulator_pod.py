@@ -191,3 +191,41 @@ async def test_missing_launch_script_is_an_error(tmp_path):
     p = EmulatedPod("pod-10", tmp_path / "pod-10", launch=tmp_path / "nope.py")
     with pytest.raises(PodError, match="no launch script"):
         await p.start()
+
+
+async def test_link_latency_relay_delays_each_way_in_order(tmp_path):
+    script = tmp_path / "idle.py"
+    script.write_text(IDLE)
+    p = EmulatedPod("pod-09", tmp_path / "emu" / "pod-09", seed=5, launch=script, micropypath=[".frozen"])
+    p.link_jitter_s = (0.004, 0.006)
+    await p.start()
+    loop = asyncio.get_running_loop()
+    try:
+        env = open(f"/proc/{p.pid}/environ", "rb").read().split(b"\0")
+        env = dict(e.decode().split("=", 1) for e in env if b"=" in e)
+        assert env["HYPNOLUM_LINK_SOCK"] == "link-relay.sock"
+        fw = connect(p.dir / "link-relay.sock")  # the firmware's end, through the relay
+        await p.wait_link(3)
+        host = serial.Serial(str(p.tty_path), timeout=0)
+        try:
+            for _ in range(5):
+                t0 = time.monotonic()
+                host.write(b"ping")
+                assert await asyncio.wait_for(loop.sock_recv(fw, 100), 3) == b"ping"
+                down = time.monotonic() - t0
+                assert 0.004 <= down < 0.006 + 0.05, down
+                t0 = time.monotonic()
+                fw.send(b"po")
+                fw.send(b"ng")  # arrives while the first bytes wait: leaves with them
+                assert await read_serial(host, 4) == b"pong"
+                up = time.monotonic() - t0
+                assert 0.004 <= up < 0.006 + 0.05, up
+        finally:
+            host.close()
+            fw.close()
+        relay = p._relay.pid
+    finally:
+        await p.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(relay, 0)
+    assert not (p.dir / "link-relay.sock").exists()

@@ -91,7 +91,8 @@ def _connect(name, kind):
 
 
 async def open_link():
-    s = _connect("link.sock", socket.SOCK_STREAM)
+    # HYPNOLUM_LINK_SOCK: the emulator put a relay with latency in between
+    s = _connect(os.getenv("HYPNOLUM_LINK_SOCK") or "link.sock", socket.SOCK_STREAM)
     return asyncio.StreamReader(s), asyncio.StreamWriter(s, {})
 
 
