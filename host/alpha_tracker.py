@@ -4,11 +4,12 @@ Complex demodulation: each sample is multiplied by ``exp(-i 2 pi 10 Hz t)`` at
 its wall-clock instant ``t``, which moves the alpha band to 0 Hz, and the
 product is low-passed. The low-pass is a second-order Butterworth on I and Q
 (two cascaded one-pole sections with complex-conjugate poles at radius
-``1/tau``): flat to within 3 % over 9-11 Hz and -3 dB at 10 +/- 1/(2 pi tau)
-Hz (8-12 Hz for tau = 0.08 s), 22 dB down at 3 and 17 Hz. Two real poles of
+``1/tau``): -3 dB at 10 +/- 1/(2 pi tau) Hz (8-12 Hz for tau = 0.08 s),
+about 3 % low at 9 and 11 Hz, 22 dB down at 3 and 17 Hz. Two real poles of
 the same bandwidth would lose 20 % of an 11 Hz rhythm or let 3 Hz through;
-the price of the flat band is a 4 % overshoot after a step, about 0.35 s
-after it. The output starts to move with the first sample of a step.
+the price of the flat band is an overshoot of about 5 % of the amplitude,
+some 0.4 s after a step. The output starts to move with the first sample of
+a step.
 
 A slow one-pole mean (1 s) is taken off first: an electrode's DC offset can
 be thousands of uV, and what of it remains 10 Hz away from the demodulation
