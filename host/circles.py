@@ -13,9 +13,20 @@ about twice a second, from that pod's clock estimate), gives it every scene of
 the timeline ahead of time as SCENE_AT, and again to a pod that reconnects or
 reboots (its current scene with the phase it would have had). It also reads
 the raw EEG of all the circle's pods, wherever they are attached, computes the
-group features (host/group_eeg.py) at ``rate_hz`` and sends the group value to
-its pods; it publishes what it computed on
-``hypnolum/v1/circles/<c>/group/<host_id>``. There is no election and no
+group features (host/group_eeg.py) and sends the group value to its pods; it
+publishes each value it sends, with the features it came from, on
+``hypnolum/v1/circles/<c>/group/<host_id>``.
+
+When the value is sent: with drive "alpha", as soon as new EEG of a circle pod
+has moved the tracked alpha power, but at most every ``MIN_GAP_S`` per circle
+(the first new batch after a quiet spell is sent at once; later ones wait for
+the gap to pass and then the newest value goes); with drive "plv", when the
+windowed PLV is computed, ``rate_hz`` times a second. Either way at least
+``rate_hz`` times a second, even when the value has not changed. Each pod gets
+the value from its own writer task, so a slow link delays no other pod, and
+a pod that is still being written to gets only the newest value next.
+
+There is no election and no
 home-made consensus: every host reads the same retained topics and the same
 EEG, and the instants are wall-clock ones.
 """
@@ -24,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Literal
 
@@ -32,15 +44,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import state as st
 from . import topics
-from .group_eeg import EegPayloadError, PodSignal, features, group_value
+from .group_eeg import EegPayloadError, PodSignal, group_features, group_value, phase_locking
 from .timeline import Scheduled, Timeline, TimelineError, frame_phase_fields, scene_at_fields
 
 log = logging.getLogger(__name__)
 
 CIRCLES = f"{topics.PREFIX}/circles"
-_TICK_S = 0.01  # how often pods are checked for something to send (and group values computed)
+_TICK_S = 0.01  # how often pods are checked for something to send (and the rate_hz group updates)
 _PHASE_EVERY_NS = 500 * 10**6
 _RETRY_S = 1.0
+MIN_GAP_S = 0.02  # drive "alpha": at most 50 group values a second per circle
 
 
 def circle_topic(circle: str, leaf: str) -> str:
@@ -55,6 +68,9 @@ class CircleDef(BaseModel):
     rate_hz: float = Field(10.0, ge=4.0, le=50.0)  # group value updates per second
     window_s: float = Field(1.0, ge=0.25, le=4.0)
     alpha_full_uv2: float = Field(100.0, gt=0)
+    # low-pass time constant of the per-sample alpha tracker: 1/(2 pi tau) is the half-width of the
+    # band around 10 Hz (0.08 s: 8-12 Hz at -3 dB); longer is steadier and slower
+    alpha_tau_s: float = Field(0.08, ge=0.04, le=1.0)
     lead_ms: int = Field(500, ge=0)  # how far ahead a start must be published
 
 
@@ -67,6 +83,18 @@ class Circle:
         self.features = None
         self.value: int | None = None
         self.updates = 0
+        self.plv: float | None = None  # the windowed PLV, computed rate_hz times a second
+        self.plv_at = -math.inf  # time.monotonic() of that computation
+        self.sent_at = -math.inf  # ... and of the last group value sent
+        self.pending: asyncio.TimerHandle | None = None  # a throttled send waiting for MIN_GAP_S
+
+    def define(self, definition: CircleDef | None) -> None:
+        old, self.definition = self.definition, definition
+        if definition is None or old is None or old.alpha_tau_s != definition.alpha_tau_s:
+            self.signals.clear()
+        else:
+            for pod_id in [p for p in self.signals if p not in definition.pods]:
+                del self.signals[pod_id]
 
 
 class CircleCoordinator:
@@ -80,6 +108,8 @@ class CircleCoordinator:
         self.late_events = 0  # events that reached a pod after their instant (it caught up)
         self.group_values_sent = 0
         self._inflight: set[tuple[int, int]] = set()
+        self._value_next: dict[int, tuple[object, dict]] = {}  # id(session) -> (session, newest fields to write)
+        self._tasks: set[asyncio.Task] = set()
 
     # -- MQTT ------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -128,13 +158,18 @@ class CircleCoordinator:
                 circle = self.circles.setdefault(parts[3], Circle(parts[3]))
                 where = topic
                 if parts[4] == "definition":
-                    circle.definition = None if not payload else CircleDef.model_validate(json.loads(payload))
+                    circle.define(None if not payload else CircleDef.model_validate(json.loads(payload)))
                 elif parts[4] == "timeline":
                     circle.timeline = None if not payload else Timeline.parse(payload, where)
             elif len(parts) == 5 and parts[2] == "pods" and parts[4] == "eeg":
+                batch = None
                 for circle in self.circles.values():
-                    if circle.definition is not None and parts[3] in circle.definition.pods:
-                        circle.signals.setdefault(parts[3], PodSignal()).add(json.loads(payload))
+                    d = circle.definition
+                    if d is not None and parts[3] in d.pods:
+                        batch = json.loads(payload) if batch is None else batch
+                        circle.signals.setdefault(parts[3], PodSignal(d.alpha_tau_s)).add(batch)
+                        if d.drive == "alpha":
+                            self._new_alpha(circle)
         except (ValueError, ValidationError, TimelineError, EegPayloadError) as exc:
             self.bad_payloads += 1
             log.warning("circles: %s ignored: %s", topic, str(exc).splitlines()[0])
@@ -148,7 +183,6 @@ class CircleCoordinator:
                 yield session
 
     async def _drive(self) -> None:
-        last_group = {}
         while True:
             now = time.time_ns()
             for circle in list(self.circles.values()):
@@ -157,10 +191,7 @@ class CircleCoordinator:
                 if circle.timeline is not None:
                     for session in self._local(circle):
                         self._schedule(circle, session, now)
-                period_ns = 1e9 / circle.definition.rate_hz
-                if now - last_group.get(circle.name, 0) >= period_ns:
-                    last_group[circle.name] = now
-                    await self._group(circle)
+                self._group_tick(circle)
             live = {id(s) for s in self.hub.pods.values()}
             for key in [k for k in self.scheduled if k not in live]:
                 del self.scheduled[key]
@@ -198,21 +229,75 @@ class CircleCoordinator:
         finally:
             self._inflight.discard(key)
 
-    async def _group(self, circle: Circle) -> None:
+    # -- the group value ------------------------------------------------------------
+    def _group_tick(self, circle: Circle) -> None:
+        """The windowed PLV at rate_hz (then the value, with drive "plv"); with drive "alpha",
+        the value if none went for 1/rate_hz."""
         d = circle.definition
-        f = features({k: v for k, v in circle.signals.items() if k in d.pods}, d.window_s)
+        now, period = time.monotonic(), 1 / d.rate_hz
+        if now - circle.plv_at >= period:
+            circle.plv_at = now
+            circle.plv = phase_locking({k: v for k, v in circle.signals.items() if k in d.pods}, d.window_s)
+            if d.drive == "plv":
+                self._send_group(circle)
+        if d.drive == "alpha" and now - circle.sent_at >= period:
+            self._send_group(circle)
+
+    def _new_alpha(self, circle: Circle) -> None:
+        """New EEG moved a pod's tracked alpha: send now, or once MIN_GAP_S after the last send."""
+        if circle.pending is not None:
+            return  # a send is already due; it will take the newest value
+        wait = circle.sent_at + MIN_GAP_S - time.monotonic()
+        if wait <= 0:
+            self._send_group(circle)
+        else:
+            circle.pending = asyncio.get_running_loop().call_later(wait, self._send_due, circle)
+
+    def _send_due(self, circle: Circle) -> None:
+        circle.pending = None
+        if circle.definition is not None and self.circles.get(circle.name) is circle:
+            self._send_group(circle)
+
+    def _send_group(self, circle: Circle) -> None:
+        d = circle.definition
+        if circle.pending is not None:
+            circle.pending.cancel()
+            circle.pending = None
+        f = group_features({k: v for k, v in circle.signals.items() if k in d.pods}, circle.plv)
         if f is None:
             return
+        circle.sent_at = time.monotonic()
         circle.features = f
         circle.value = value = group_value(f, d.drive, d.alpha_full_uv2)
         circle.updates += 1
+        fields = {"group_id": d.group_id, "value": value}
         for pod_id in d.pods:
             session = self.hub.pods.get(pod_id)
             if session is not None and session.state.link == st.ONLINE:
+                self._send_value(session, fields)
+        self.hub.bridge.publish_nowait(circle_topic(circle.name, f"group/{self.host_id}"),
+                                       {**f.to_json(), "value": value, "host_id": self.host_id})
+
+    def _send_value(self, session, fields: dict) -> None:
+        """GROUP_VALUE to one pod without waiting: its writer task sends the newest fields next."""
+        key = id(session)
+        writing = key in self._value_next
+        self._value_next[key] = (session, fields)
+        if not writing:
+            task = asyncio.create_task(self._write_values(key), name="group value")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write_values(self, key: int) -> None:
+        try:
+            while True:
+                session, fields = self._value_next[key]
                 try:
-                    await session.send("group_value", {"group_id": d.group_id, "value": value})
+                    await session.send("group_value", fields)
                     self.group_values_sent += 1
                 except Exception as exc:  # noqa: BLE001  (the session notices a dead port itself)
-                    log.debug("group_value to %s: %r", pod_id, exc)
-        await self.hub.bridge.publish(circle_topic(circle.name, f"group/{self.host_id}"),
-                                      {**f.to_json(), "value": value, "host_id": self.host_id})
+                    log.debug("group_value to %s: %r", session.state.pod_id, exc)
+                if self._value_next[key][1] is fields:
+                    break
+        finally:
+            del self._value_next[key]

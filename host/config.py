@@ -109,7 +109,9 @@ PARTICIPANT_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
 
 class EegConfig(_Section):
-    publish_interval_s: float = Field(0.5, gt=0, le=5)  # raw samples on MQTT: one message per interval
+    # raw samples on MQTT: one message per interval; 0: each batch as soon as it is in sequence
+    # (circle hosts: the group EEG waits for it), at the cost of one message per pod batch
+    publish_interval_s: float = Field(0.5, ge=0, le=5)
     replay_timeout_s: float = Field(2.0, gt=0)  # after the ACK, time for the replayed batches to arrive
     reorder_limit_s: float = Field(10.0, gt=0, le=60)  # live data held back while a replay is outstanding
     max_pad_s: float = Field(60.0, ge=0)  # unfilled gaps up to this long keep the recording's time axis (zeros)

@@ -1,4 +1,5 @@
-"""EEG on MQTT: in-order samples gathered into one message per interval, band powers as JSON.
+"""EEG on MQTT: in-order samples gathered into one message per interval (or one per batch,
+as soon as it is handed on: ``pending`` wakes the publisher), band powers as JSON.
 
 A message never spans a gap: samples after a lost stretch start a new
 message whose ``gap`` is true, so ``seq``/``n`` always describe contiguous
@@ -6,6 +7,7 @@ samples. Converting to JSON happens once per message, not per batch.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -30,15 +32,18 @@ class EegPublisher:
         self._t_host = 0.0
         self._gap = False
         self._ready: list[bytes] = []
+        self.pending = asyncio.Event()  # set when something was handed on since the last take()
 
     def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
         if not self._chunks:
             self._seq, self._ticks, self._t_host = seq, ticks_ms, t_host
         self._chunks.append(raw)
+        self.pending.set()
 
     def gap(self, pos: int, lost: int, padded: bool, reason: str) -> None:
         self._cut()
         self._gap = True
+        self.pending.set()
 
     def annotate(self, pos: float, text: str) -> None:
         pass  # markers and scene changes have their own topics
@@ -60,6 +65,7 @@ class EegPublisher:
 
     def take(self) -> list[bytes]:
         """Payloads ready now, as JSON (the samples gathered so far become one)."""
+        self.pending.clear()
         self._cut()
         ready, self._ready = self._ready, []
         return ready

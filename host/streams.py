@@ -157,7 +157,10 @@ class EegStreams:
         interval = self.config.eeg.publish_interval_s
         try:
             while True:
-                await asyncio.sleep(interval)
+                if interval > 0:
+                    await asyncio.sleep(interval)
+                else:  # each batch as soon as the stream hands it on
+                    await publisher.pending.wait()
                 for payload in publisher.take():
                     self.telemetry.put(topic, payload)
         finally:

@@ -2,13 +2,14 @@
 real mosquitto, coordinated through retained circle topics only."""
 import asyncio
 import json
+import statistics
 import time
 
 import aiomqtt
 import pytest
 
 from hypnolum.emulator.circle_rig import Rig, lit, realtime_to_monotonic_us
-from hypnolum.host.circles import circle_topic
+from hypnolum.host.circles import MIN_GAP_S, circle_topic
 from hypnolum.host.commands import SceneSpec
 
 pytestmark = [pytest.mark.micropython, pytest.mark.timeout(120)]
@@ -16,8 +17,8 @@ pytestmark = [pytest.mark.micropython, pytest.mark.timeout(120)]
 WARM = SceneSpec(effect="solid", brightness=1.0, color=(255, 160, 60))
 
 
-async def _rig(tmp_path, mosquitto, n_pods=3):
-    rig = Rig(tmp_path, [mosquitto.port], n_pods=n_pods, n_hosts=2, jitter_s=(0.0, 0.004), pod_nice=None)
+async def _rig(tmp_path, mosquitto, n_pods=3, **kw):
+    rig = Rig(tmp_path, [mosquitto.port], n_pods=n_pods, n_hosts=2, jitter_s=(0.0, 0.004), pod_nice=None, **kw)
     await rig.start()
     await rig.wait_synced(30)
     return rig
@@ -80,5 +81,35 @@ async def test_group_value_from_everyones_eeg_reaches_every_pod(tmp_path, mosqui
             assert span <= 2.0, (host, span)
         # the circle effect follows the group value: every pod lights up
         await asyncio.gather(*(p.pod.leds.wait_for(lit, timeout=10) for p in rig.pods))
+    finally:
+        await rig.stop()
+
+
+async def test_alpha_group_value_follows_each_eeg_batch_at_most_50_times_a_second(tmp_path, mosquitto):
+    """Hosts publishing each EEG batch at once ([eeg] publish_interval_s = 0): with drive "alpha" the
+    group value goes out when new EEG arrives, far more often than rate_hz, never more often than
+    every MIN_GAP_S, computed from samples only a batch or two old."""
+    rig = await _rig(tmp_path, mosquitto, eeg_publish_interval_s=0)
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.subscribe(circle_topic("fast", "group/+"))
+            await rig.define("fast", drive="alpha", rate_hz=4)
+            got: dict[str, list[tuple[float, dict]]] = {}
+            async with asyncio.timeout(20):
+                async for msg in c.messages:
+                    host = str(msg.topic).rsplit("/", 1)[1]
+                    f = json.loads(msg.payload)
+                    if f["pods"] == 3:  # every pod's tracker settled
+                        got.setdefault(host, []).append((time.time(), f))
+                    if len(got) == 2 and all(len(v) >= 100 for v in got.values()):
+                        break
+        for host, seen in got.items():
+            span = seen[-1][0] - seen[0][0]
+            rate = (len(seen) - 1) / span
+            assert rate > 4 * 4, (host, rate)  # follows the EEG batches, not rate_hz = 4
+            assert len(seen) - 1 <= (span + 0.1) / MIN_GAP_S, (host, len(seen), span)  # throttled
+            lag = statistics.median(t - f["t_end"] for t, f in seen)
+            assert lag < 0.15, (host, lag)  # the newest sample all three pods have, not 0.5 s old data
+            assert all(f["value"] > 0 and f["host_id"] == host for _, f in seen)
     finally:
         await rig.stop()

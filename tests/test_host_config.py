@@ -15,6 +15,8 @@ def test_defaults():
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.keepalive) == ("127.0.0.1", 1883, 30)
     assert cfg.serial.baudrate == 921600 and cfg.serial.scan_interval_s == 0.5
     assert cfg.pods.command_retries == 3 and cfg.pods.heartbeat_timeout_s == 3.0
+    assert cfg.eeg.publish_interval_s == 0.5
+    assert parse({"eeg": {"publish_interval_s": 0}}).eeg.publish_interval_s == 0  # each batch at once
 
 
 def test_full_file_loads_frozen(tmp_path):
@@ -35,6 +37,7 @@ def test_full_file_loads_frozen(tmp_path):
     ({"serial": {"ports": "/dev/ttyUSB0"}}, "serial.ports"),
     ({"pods": {"command_timeout_s": 0}}, "pods.command_timeout_s"),
     ({"host": {"id": "has space"}}, "host.id"),
+    ({"eeg": {"publish_interval_s": -0.1}}, "eeg.publish_interval_s"),
     ({"extra": {}}, "extra"),
 ])
 def test_errors_name_the_key(data, key):

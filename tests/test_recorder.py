@@ -3,10 +3,13 @@ subprocess; recordings opened with MNE (and pyedflib), LSL read with a pylsl inl
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import stat
+import statistics
 import time
 
+import aiomqtt
 import mne
 import numpy as np
 import pyedflib
@@ -180,6 +183,41 @@ async def test_one_second_unplug_loses_no_sample(tmp_path, mosquitto, watch):
     assert state["samples"] == made - first
     np.testing.assert_allclose(uv[:, :made - first], expected_uv(first, made - first), atol=1e-6)
     assert not [d for d in raw.annotations.description if d.startswith("gap")]
+
+
+async def test_publish_interval_zero_sends_each_batch_as_it_comes(tmp_path, mosquitto, watch):
+    """[eeg] publish_interval_s = 0: one message per pod batch, out within a few ms of the batch,
+    every sample once, a replayed hole included."""
+    h = Hostd(tmp_path, mosquitto.port, extra="[eeg]\npublish_interval_s = 0\n")
+    h.start()
+    pod = FakePod(h.pods_dir / "a.tty", pod_id="pod-a")  # a batch of 5 samples every 50 ms
+    received: list[tuple[float, dict]] = []
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            await client.subscribe(f"{P}/pod-a/eeg")
+            pod.plug()
+            async with asyncio.timeout(20):
+                async for msg in client.messages:
+                    received.append((time.time(), json.loads(msg.payload)))
+                    if len(received) == 20:
+                        pod.eeg_lose = 2  # a hole, filled by a replay
+                    if len(received) >= 60:
+                        break
+            pod.stop_eeg()
+            made = pod.samples_made
+            await wait_until(lambda: eeg_state(watch).get("next_seq") == made, timeout=10, what="all samples in")
+            await asyncio.sleep(0.3)  # the last message
+    finally:
+        h.kill()
+        pod.close()
+    assert eeg_state(watch)["gaps_filled"] >= 1
+    sizes = [m["n"] for _, m in received]
+    assert statistics.median(sizes) == pod.batch, sizes  # one message per batch, not per interval
+    delays = [t - m["t_host"] for t, m in received]
+    assert statistics.median(delays) < 0.05, delays  # hostd received its first row -> on MQTT
+    seqs, _ = mqtt_seqs(watch)
+    first = seqs[0]
+    assert seqs == list(range(first, made))  # every sample once, in order
 
 
 async def test_unreplayable_hole_is_a_counted_annotated_gap(tmp_path, mosquitto, watch):
