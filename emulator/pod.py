@@ -90,9 +90,10 @@ class PodConfig:
     eeg_channels: int = 8
     sample_rate_hz: int = 250
     headset_baud: int = 115200
+    eeg_batch_ms: int | None = None  # None: the firmware's default
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2) + "\n"
+        return json.dumps({k: v for k, v in self.__dict__.items() if v is not None}, indent=2) + "\n"
 
 
 @dataclass

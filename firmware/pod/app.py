@@ -51,7 +51,8 @@ class Pod:
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
         lk.register(wire.T_SCENE_AT, self.renderer.scene_at)
         lk.register(wire.T_FRAME_PHASE, self.renderer.frame_phase, command=False)
-        self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz)
+        self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz,
+                                                cfg.eeg_batch_ms)
         # EEG store and forward, and band powers read from the same ring
         rate = cfg.sample_rate_hz  # per channel (125 Hz with the Daisy)
         hs.ring = samples = ring.SampleRing(cfg.eeg_channels, rate)

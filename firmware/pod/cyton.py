@@ -41,7 +41,7 @@ _FOOTER_MAX = const(0xC6)
 _CYTON_CHANNELS = const(8)
 _SAMPLES_OFF = const(2)  # first channel byte in a packet
 BATCH_SAMPLES = const(10)
-BATCH_MS = const(40)  # batching latency: the wire efficiency target holds at this
+BATCH_MS = const(40)  # default batching latency (pod.json eeg_batch_ms): the wire efficiency target holds at this
 _READY_TIMEOUT_MS = const(3000)  # the banner takes ~1 s after 'v' on a real board
 _RETRY_PAUSE_MS = const(2000)
 _CHUNK = const(512)
@@ -248,12 +248,12 @@ class Parser:
 class Headset:
     """Runs a Cyton on hal.open_headset() and sends its batches over the link."""
 
-    def __init__(self, link, channels, baud, sample_rate_hz=250):
+    def __init__(self, link, channels, baud, sample_rate_hz=250, batch_ms=BATCH_MS):
         self.link = link
         self.channels = channels
         self.baud = baud
-        # a batch spans BATCH_MS whatever the rate: 10 samples at 250 Hz, 5 at 125 Hz (Daisy)
-        self.parser = Parser(channels, self._on_batch, max(1, sample_rate_hz * BATCH_MS // 1000))
+        # a batch spans batch_ms whatever the rate: at 40 ms, 10 samples at 250 Hz, 5 at 125 Hz (Daisy)
+        self.parser = Parser(channels, self._on_batch, max(1, sample_rate_hz * batch_ms // 1000))
         self.dropped = 0  # samples parsed but not sent (link backlog); still in the ring
         self.ready = False
         self.start_retries = 0

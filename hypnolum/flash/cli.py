@@ -23,7 +23,7 @@ from .image import load_image
 from .job import Options, Outcome, run_board
 
 _SETTINGS = ("pod_id", "led_type", "led_count", "led_order", "psu_ma", "headset", "eeg_channels",
-             "sample_rate_hz", "headset_baud")
+             "sample_rate_hz", "headset_baud", "eeg_batch_ms")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     cfg.add_argument("--eeg-channels", type=int)
     cfg.add_argument("--sample-rate-hz", type=int)
     cfg.add_argument("--headset-baud", type=int)
+    cfg.add_argument("--eeg-batch-ms", type=int)
     cfg.add_argument("--strobe", action="store_true", help="enable strobe effects on this pod (commands must still opt in)")
     link = p.add_argument_group("connection")
     link.add_argument("--baud", type=int, default=921600, help="flashing baud rate (default 921600)")

@@ -25,3 +25,14 @@ def test_bad_values_fall_back_and_are_reported():
 def test_not_json():
     c = config.parse(b"{nope", UID)
     assert c.led_count == 16 and c.errors == ["pod.json is not JSON"]
+
+
+def test_eeg_batch_ms_sets_the_headset_batch():
+    from pod import cyton
+
+    c = config.parse(b'{"eeg_batch_ms": 20}', UID)
+    assert c.eeg_batch_ms == 20 and c.errors == []
+    assert config.parse(b'{"eeg_batch_ms": 2}', UID).eeg_batch_ms == 40  # out of bounds: the default
+    assert cyton.Headset(None, 8, 115200, 250, c.eeg_batch_ms).parser.batch_samples == 5
+    assert cyton.Headset(None, 16, 115200, 125, 20).parser.batch_samples == 2
+    assert cyton.Headset(None, 8, 115200, 250).parser.batch_samples == 10
