@@ -21,7 +21,7 @@ new data). Effects run with smoothing 1 (no low-pass of their own).
 Latency = light - arrival, one figure per pod and step.
 
     .venv/bin/python bench/circle_latency.py [--loops local,group] [--pods 4] [--steps 10]
-        [--publish-interval-s 0.5] [--rate-hz 10]
+        [--publish-interval-s 0] [--rate-hz 10]
 """
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ async def main() -> None:
     ap.add_argument("--loops", default="local,group")
     ap.add_argument("--pods", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--publish-interval-s", type=float, default=0.5, help="hostd [eeg] publish_interval_s")
+    ap.add_argument("--publish-interval-s", type=float, default=0.0,
+                    help="hostd [eeg] publish_interval_s (0: each batch at once, as circle hosts run)")
     ap.add_argument("--rate-hz", type=float, default=10.0, help="the circle's group value rate")
     args = ap.parse_args()
     for name in args.loops.split(","):

@@ -33,12 +33,13 @@ def brokers(work: Path, layout: str) -> list[PrivateBroker]:
     return [a, b]
 
 
-async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: float, ppm: float, verbose: bool = False) -> None:
+async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: float, ppm: float, verbose: bool = False,
+              pod_rt: int | None = None) -> None:
     n_hosts = 1 if layout == "one" else (3 if layout == "three" else 2)
     bs = brokers(work, layout)
     # with a bridge, host 0 on broker a and host 1 on broker b
     rig = Rig(work, [b.port for b in bs], n_pods=n_pods, n_hosts=n_hosts, ppm_max=ppm,
-              jitter_s=(0.0, jitter_ms / 1000) if jitter_ms > 0 else None)
+              jitter_s=(0.0, jitter_ms / 1000) if jitter_ms > 0 else None, pod_rt_priority=pod_rt)
     try:
         await rig.start()
         await asyncio.sleep(1.0)
@@ -54,6 +55,8 @@ async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: f
         clocks = await rig.wait_synced(10)  # the estimates as they are now
         spreads = skew(pods, realtime_to_monotonic_us(at_ns) + 2e6, tl.period_us)
         p50, p99, mx = percentiles(spreads)
+        # the same frames by when each emulated pod's process wrote them (this machine's scheduling)
+        w50, w99, wmx = percentiles(skew(pods, realtime_to_monotonic_us(at_ns) + 2e6, tl.period_us, written=True))
         ok_starts = [s for s in starts if not math.isnan(s)]
         # what the clock estimates add and what the scheduling adds (see split_errors)
         epoch = realtime_to_monotonic_us(tl.epoch_ns)
@@ -82,7 +85,9 @@ async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: f
               f"{min(ok_starts, default=math.nan):.0f}..{max(ok_starts, default=math.nan):.0f} us\n"
               f"        of which clock estimates (spread of the pods' grid placement): p50 {c50:.0f} us, "
               f"p99 {c99:.0f} us, max {cmx:.0f} us; show error per pod |p50| {s50:.0f} us, |p99| {s99:.0f} us, "
-              f"max {smx:.0f} us; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+              f"max {smx:.0f} us; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+              f"        by the instants the emulated pods' processes wrote the frames: p50 {w50:.0f} us, "
+              f"p99 {w99:.0f} us, max {wmx:.0f} us", flush=True)
     finally:
         await rig.stop()
         for b in bs:
@@ -97,10 +102,12 @@ async def main() -> None:
     ap.add_argument("--jitter-ms", type=float, default=8.0, help="link jitter, uniform 0..this, each way")
     ap.add_argument("--ppm", type=float, default=100.0, help="pod clock errors uniform in +-this")
     ap.add_argument("-v", "--verbose", action="store_true", help="per pod: error against the grid")
+    ap.add_argument("--pod-rt", type=int, default=None, metavar="PRIO",
+                    help="run the emulated pods at SCHED_FIFO priority PRIO (root only)")
     args = ap.parse_args()
     for layout in args.layouts.split(","):
         with tempfile.TemporaryDirectory(prefix=f"circle-{layout}-") as tmp:
-            await run(layout, args.pods, args.seconds, Path(tmp), args.jitter_ms, args.ppm, args.verbose)
+            await run(layout, args.pods, args.seconds, Path(tmp), args.jitter_ms, args.ppm, args.verbose, args.pod_rt)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class Rig:
     n_hosts: int = 1
     ppm_max: float = 100.0
     jitter_s: tuple[float, float] | None = (0.0, 0.008)
-    ping_interval_s: float = 0.05  # circle pods: frequent exchanges, so enough are fast both ways
+    ping_interval_s: float = 0.02  # circle pods: frequent exchanges, so enough are fast both ways
     seed: int = 1
     pod_nice: int | None = -10  # pods ahead of the host processes for the CPU (root only)
     pod_rt_priority: int | None = None  # or pods at real-time priority (root only)
@@ -156,11 +156,13 @@ def start_errors_us(pods: list[EmulatedPod], at_ns: int) -> list[float]:
     return out
 
 
-def skew(pods: list[EmulatedPod], since_mono_us: float, period_us: float) -> list[float]:
+def skew(pods: list[EmulatedPod], since_mono_us: float, period_us: float, written: bool = False) -> list[float]:
     """For each frame shown by every pod after ``since_mono_us``: the spread (us)
     between the earliest and the latest pod showing it. Frames are matched by
-    their slot on the grid, taken from the first pod's frames."""
-    series = [[f.shown_us for f in p.leds.history if f.shown_us is not None and f.shown_us >= since_mono_us]
+    their slot on the grid, taken from the first pod's frames. ``written``: by
+    the instants the pods' processes wrote the frames instead of when they lit."""
+    series = [[(f.written_us if written else f.shown_us) for f in p.leds.history
+               if f.shown_us is not None and f.shown_us >= since_mono_us and (f.written_us or not written)]
               for p in pods]
     if not all(series):
         return []

@@ -66,13 +66,14 @@ class PodClock:
     # 100 us of noise give thousands of ppm): drift is estimated only once the used
     # exchanges span min_drift_span_us, and never beyond max_drift (a crystal that far
     # off is broken; the offset line is then anchored at the newest exchanges instead).
-    def __init__(self, window: int = 512, delay_margin_us: int = 500, min_samples: int = 4,
-                 min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6):
+    def __init__(self, window: int = 1024, delay_margin_us: int = 500, min_samples: int = 4,
+                 min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6, max_age_us: int = 60_000_000):
         self.window: deque[Exchange] = deque(maxlen=window)
         self.delay_margin_us = delay_margin_us
         self.min_samples = min_samples
         self.min_drift_span_us = min_drift_span_us
         self.max_drift = max_drift
+        self.max_age_us = max_age_us  # a line holds for a minute or so: a crystal's drift wanders with temperature
         self._last_raw: int | None = None
         self._unwrapped = 0
         self.rejected = 0  # exchanges that were inconsistent (negative delay)
@@ -101,6 +102,8 @@ class PodClock:
             self.rejected += 1
             return False
         self.window.append(ex)
+        while host_rx_us - self.window[0].host_rx_us > self.max_age_us:
+            self.window.popleft()
         self._fit = None
         return True
 

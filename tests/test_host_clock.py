@@ -114,3 +114,12 @@ def test_contradicting_bounds_fall_back_to_round_trip_filtering():
     assert clock._sandwich() is None  # no line fits between every bound
     st = clock.state()
     assert st["synced"] and st["uncertainty_us"] > 500, st  # an estimate, and it says it is unsure
+
+
+def test_exchanges_older_than_a_minute_are_dropped():
+    pod = SimPod(offset_us=0.0, drift_ppm=20.0, seed=6)
+    clock = PodClock()
+    for k in range(100):  # one a second for 100 s
+        pod.exchange(clock, 1e6 * k, 0.0)
+    span = clock.window[-1].host_rx_us - clock.window[0].host_rx_us
+    assert 59e6 <= span <= 60e6 and len(clock.window) == 61, (span, len(clock.window))
