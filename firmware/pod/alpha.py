@@ -63,8 +63,9 @@ where ptr32 loads zero-extend: every signed load is sign-extended with
   that >> (14 - g), <= 2**(15 + g); the ring sums are <= L x 2**(15 + g),
   g chosen at construction as the largest with L x 2**(15 + g) < 2**31
   (g = 11 for L = 25); the sum is updated by (new - old), <= 2**(16 + g);
-* I, Q = sums // L; both shifted right by e until each is < 2**14, so
-  alpha = 2 (I**2 + Q**2) < 2**30;
+* I, Q = sums // L; both shifted right by e until the larger magnitude is
+  < 2**14 (a negative one floors to at most 2**14), so
+  alpha = 2 (I**2 + Q**2) <= 2**30;
 * x**2 < 2**30; the clipped value 16 x total is only formed when
   total < x**2 / 16 < 2**26; total <= 2**30; P_s <= 2**(30 + kt) + 2**kt
   is held as hi (<= 2**(14 + kt) + 1, kt <= 10) and lo (< 2**16); an
