@@ -13,7 +13,7 @@ import struct
 import hal
 from micropython import const
 
-from pod import bands, config, cyton, link, render, ring, status, wire
+from pod import alpha, bands, config, cyton, link, render, ring, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
 
@@ -58,12 +58,20 @@ class Pod:
         hs.ring = samples = ring.SampleRing(cfg.eeg_channels, rate)
         self.replayer = ring.Replayer(lk, samples)
         lk.register(wire.T_EEG_REPLAY, self.replayer.request)  # answered before the replay starts
-        self.bands = bands.BandPower(samples, rate, hs.parser.take_masks, lk, hs.gain)
-        self.bands.on_update = self.renderer.set_alpha  # alpha_bloom follows the wearer's alpha
+        self.bands = bands.BandPower(samples, rate, hs.parser.take_masks, lk, hs.gain)  # EEG_BANDS telemetry
+        # alpha_bloom follows the wearer's alpha, updated with every sample as the parser takes it in
+        self.alpha = None
+        alpha_error = None
+        try:
+            self.alpha = hs.parser.tap = alpha.Tracker(cfg.eeg_channels, rate, self.renderer.inputs, hs.gain)
+        except ValueError as e:  # a sample rate it cannot track: alpha_bloom stays dark
+            alpha_error = str(e)
         self.heartbeat = status.Heartbeat(lk, self.headset, self.renderer)
         lk.send_hello()
         for err in cfg.errors:
             lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
+        if alpha_error:
+            lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
         wdt = hal.Watchdog(cfg.watchdog_ms)
         await asyncio.gather(
             self._guard("link tx", lk.tx_task()),

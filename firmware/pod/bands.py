@@ -30,7 +30,6 @@ from pod import fixfft, wire
 
 UPDATE_MS = const(250)
 N_BANDS = const(5)
-_ALPHA = const(2)  # index of alpha in delta, theta, alpha, beta, gamma
 BANDS_HZ = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
 _MASK30 = const(0x3FFFFFFF)
 _HDR = const(4)
@@ -110,7 +109,6 @@ class BandPower:
     def __init__(self, ring, sample_rate_hz, take_masks=None, link=None, gain=24):
         self.ring = ring
         self.link = link
-        self.on_update = None  # called with (alpha, total) power after each update
         self.take_masks = take_masks  # () -> (railed, near_railed) bits since the last call
         self.channels = ring.channels
         self.fs = sample_rate_hz
@@ -194,17 +192,6 @@ class BandPower:
         for b in range(N_BANDS):
             powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale
 
-    def alpha_and_total(self):
-        """Alpha and all-band power summed over the channels (4 Hz, for the light)."""
-        powers = self.powers
-        alpha = 0.0
-        total = 0.0
-        for k in range(0, self.channels * N_BANDS, N_BANDS):
-            alpha += powers[k + _ALPHA]
-            for b in range(N_BANDS):
-                total += powers[k + b]
-        return alpha, total
-
     def send(self):
         ring = self.ring
         railed, near = self.take_masks() if self.take_masks is not None else (0, 0)
@@ -223,8 +210,6 @@ class BandPower:
                 await asyncio.sleep_ms(wait)
             if await self.compute_sliced():
                 self.send()
-                if self.on_update is not None:
-                    self.on_update(*self.alpha_and_total())
             due = hal.ticks_add(due, UPDATE_MS)
             if hal.ticks_diff(due, hal.ticks_ms()) < 0:
                 due = hal.ticks_ms()  # fell behind: do not burst

@@ -88,7 +88,9 @@ def _rail_scan(samples, n: int, nch: int, masks):
 class Parser:
     """Cyton byte stream -> batches. on_batch(first_seq, ticks_ms, flags, samples, n_bytes).
 
-    samples is the parser's batch buffer, valid during the call only.
+    samples is the parser's batch buffer, valid during the call only. tap, if
+    set, sees each sample at once: tap(batch, byte offset of the sample), the
+    sample's channels as 24-bit big-endian counts (pod/alpha.py follows them).
     channels > 8 means the Daisy: packets are paired into 16-channel samples.
     """
 
@@ -96,6 +98,7 @@ class Parser:
         self.channels = channels
         self.daisy = channels > _CYTON_CHANNELS
         self.on_batch = on_batch
+        self.tap = None  # tap(batch, byte offset): called with every sample as it enters the batch
         self.batch_samples = batch_samples
         self.sample_bytes = channels * 3
         self.pkt = bytearray(PACKET_SIZE)
@@ -121,9 +124,13 @@ class Parser:
         self.garbage = 0  # bytes skipped to resync
 
     def restart(self):
-        """Forget the counter (the stream was restarted); the next sample is a gap."""
+        """Forget the counter (the stream was restarted); the next sample is a gap.
+        A tap with a reset() forgets the signal too (a new session, new offsets)."""
         self._pos = 0
         self._even = -1
+        tap = self.tap
+        if tap is not None and hasattr(tap, "reset"):
+            tap.reset()
         if self._last_counter >= 0:
             self.flush()
             self._last_counter = -1
@@ -231,6 +238,9 @@ class Parser:
             _copy(self.batch, n * sb + _DAISY_OFF, self.half, 0, sb - _DAISY_OFF)  # the even one before: 9-16
         else:
             _copy(self.batch, n * sb, self.pkt, _SAMPLES_OFF, sb)
+        tap = self.tap
+        if tap is not None:
+            tap(self.batch, n * sb)
         n += 1
         self._n = n
         if n >= self.batch_samples:

@@ -214,12 +214,6 @@ class Renderer:
         self.inputs.group = value
         return 0
 
-    def set_alpha(self, alpha_power, total_power):
-        """The pod's EEG band powers (a few times a second): alpha_bloom follows alpha / total."""
-        if total_power > 0:
-            v = int(255 * alpha_power / total_power)
-            self.inputs.alpha = 0 if v < 0 else (255 if v > 255 else v)
-
     def _go_safe(self):
         c = SAFE_COLOR
         self._set(effects.REGISTRY[wire.EFFECT_SOLID], wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, c,

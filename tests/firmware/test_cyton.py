@@ -196,3 +196,31 @@ def test_no_allocation_per_sample_with_the_daisy():
     gc.enable()
     assert used == 0, used
     assert batches[0] >= 19
+
+
+class Tap:
+    def __init__(self, sb):
+        self.sb = sb
+        self.seen = []
+        self.resets = 0
+
+    def __call__(self, buf, off):
+        self.seen.append(bytes(buf[off:off + self.sb]))
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_tap_sees_every_sample_once_as_it_enters_the_batch():
+    for channels, stream in ((8, b"".join(packet(c) for c in range(5, 28))),
+                             (16, b"".join(daisy_packet(c, c * 1000) for c in range(0, 14)))):
+        r = Rec(channels=channels, batch=4)
+        tap = r.p.tap = Tap(channels * 3)
+        r.feed(stream[:70])  # two packets: two samples, or one with the Daisy
+        assert len(tap.seen) == (2 if channels == 8 else 1) and not r.batches  # at once, before the batch is full
+        r.feed(stream[70:])
+        r.p.flush()
+        assert b"".join(tap.seen) == b"".join(b[3] for b in r.batches)
+        assert len(tap.seen) == r.p.samples
+        r.p.restart()
+        assert tap.resets == 1

@@ -196,19 +196,6 @@ def test_fade_to_safe_after_link_silence_and_off_stays_dark():
     assert not r.safe and leds.last == bytes(6)
 
 
-def test_alpha_bloom_follows_the_alpha_share_of_band_power():
-    leds, r = make(8)
-    r.apply(wire.EFFECT_ALPHA_BLOOM, 255, (0, 0, 0), 0, 0, wire.PALETTE_WARM, 0, (4,))
-    r.set_alpha(1.0, 10.0)  # 10 % alpha
-    t = run_for(r, hal.ticks_ms(), 8000)
-    dim = sum(leds.last)
-    r.set_alpha(6.0, 10.0)  # 60 % alpha: brighter, further along the palette
-    run_for(r, t, 8000)
-    assert r.inputs.alpha == 153 and sum(leds.last) > 2 * dim, (dim, leds.last)
-    r.set_alpha(5.0, 0.0)  # no power at all (headset off): keep the last value
-    assert r.inputs.alpha == 153
-
-
 def test_night_mode_caps_blue_and_brightness():
     leds, r = make(2, night_blue_max=10, night_brightness_max=60)
     assert r.night(wire.NIGHT_MODE_ON, 0, 0, 0) == 0
