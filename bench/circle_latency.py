@@ -12,12 +12,15 @@ Two loops:
 Method: every pod's emulated headset adds a strong 10 Hz wave to all channels
 for 1 s, then stops for 3 s (so the alpha window and the light settle), repeatedly. The
 step's "arrival" is the instant the headset sent the first burst holding a
-boosted sample to the pod; its "light" is the first frame (the instant the pod
-wrote it, on this machine's clock) whose level rose above everything the pod
-showed in the 0.3 s before the step by a quarter of the way to the boosted
-level, walked back to the first frame of that rise (the safety governor ramps
-a change over a few frames, so the first rising frame is the one showing the
-new data). Effects run with smoothing 1 (no low-pass of their own).
+boosted sample to the pod; its "light" is the first frame (the instant it lit,
+on this machine's clock) that rose above everything the pod showed in the
+0.3 s before the step, by 2 % of the way to the top the step reaches: the
+dead time of the step response. How fast the light then climbs is the
+safety governor's (docs/light.md: a flash-sized change takes >= ~235 ms), not
+the data path's. The wearers are awake with eyes open (little alpha, no
+blinks, spindles or K-complexes), so the light is steady before the step and
+its first rise is the step's: the step is the onset of alpha as eyes close.
+Effects run with smoothing 1 (no low-pass of their own).
 Latency = light - arrival, one figure per pod and step.
 
     .venv/bin/python bench/circle_latency.py [--loops local,group] [--pods 4] [--steps 10]
@@ -38,8 +41,11 @@ import numpy as np
 from hypnolum.broker import PrivateBroker
 from hypnolum.emulator import cyton_protocol, headset
 from hypnolum.emulator.circle_rig import Rig, percentiles
+from hypnolum.emulator.signals import Participant
 from hypnolum.host.commands import SceneSpec
 
+EYES_OPEN = Participant(alpha_uv=2.0, blinks_per_min=0.0, spindles_per_min=0.0, kcomplexes_per_min=0.0,
+                        script=(("wake", 3600.0),))
 _ON_S = 1.0
 _OFF_S = 3.0
 _BOOST_UV = 200.0
@@ -95,21 +101,18 @@ def latencies(rig: Rig, steps: int) -> list[float]:
             if top <= base:
                 out.append(math.nan)  # the step never showed
                 continue
-            cut = base + (top - base) / 4
+            cut = base + (top - base) / 50
             i = next(i for i, (t, lv) in enumerate(frames) if t >= a and lv > cut)
-            # back to where that rise began (the governor ramps a change over a few frames)
-            while i > 0 and frames[i - 1][0] >= a and frames[i - 1][1] < frames[i][1]:
-                i -= 1
-            if i > 0 and frames[i - 1][0] >= a:
-                i += 1  # frames[i] is the low point before the rise
             out.append(frames[i][0] - a)
     return out
 
 
-async def run(loop_name: str, n_pods: int, steps: int, work: Path, publish_s: float, rate_hz: float) -> None:
+async def run(loop_name: str, n_pods: int, steps: int, work: Path, publish_s: float, rate_hz: float,
+              verbose: bool = False) -> None:
     global _boost, _step_no
     broker = PrivateBroker(work / "broker").start()
-    rig = Rig(work, [broker.port], n_pods=n_pods, n_hosts=1, jitter_s=None, eeg_publish_interval_s=publish_s)
+    rig = Rig(work, [broker.port], n_pods=n_pods, n_hosts=1, jitter_s=None, eeg_publish_interval_s=publish_s,
+              participant=EYES_OPEN)
     _arrivals.clear()
     try:
         await rig.start()
@@ -127,6 +130,8 @@ async def run(loop_name: str, n_pods: int, steps: int, work: Path, publish_s: fl
             await asyncio.sleep(_OFF_S)
         lat = latencies(rig, steps)
         ok = [x / 1000 for x in lat if not math.isnan(x)]
+        if verbose:
+            print("  latencies (ms, per pod and step):", " ".join(f"{x / 1000:.1f}" for x in lat))
         p50, p99, mx = percentiles(ok)
         load = os.getloadavg()
         target = 25 if loop_name == "local" else 60
@@ -146,10 +151,11 @@ async def main() -> None:
     ap.add_argument("--publish-interval-s", type=float, default=0.0,
                     help="hostd [eeg] publish_interval_s (0: each batch at once, as circle hosts run)")
     ap.add_argument("--rate-hz", type=float, default=10.0, help="the circle's group value rate")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every latency")
     args = ap.parse_args()
     for name in args.loops.split(","):
         with tempfile.TemporaryDirectory(prefix=f"circle-lat-{name}-") as tmp:
-            await run(name, args.pods, args.steps, Path(tmp), args.publish_interval_s, args.rate_hz)
+            await run(name, args.pods, args.steps, Path(tmp), args.publish_interval_s, args.rate_hz, args.verbose)
 
 
 if __name__ == "__main__":

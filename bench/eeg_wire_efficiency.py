@@ -12,7 +12,7 @@ at the frame delimiter (0x00), decodes every frame and prints:
 * the whole link: sample bytes / every byte on the wire (band powers at
   4 Hz and the 1 Hz status included), for the record.
 
-    .venv/bin/python bench/eeg_wire_efficiency.py [--seconds 10]
+    .venv/bin/python bench/eeg_wire_efficiency.py [--seconds 10] [--batch-ms 12]
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from hypnolum.protocol import codec
 CYTON = 24 / 33
 
 
-async def measure(channels: int, seconds: float) -> dict:
+async def measure(channels: int, seconds: float, batch_ms: int | None = None) -> dict:
     rate = 125 if channels == 16 else 250
     with tempfile.TemporaryDirectory(prefix="hypnolum-wire-") as d:
-        async with Emulator(1, d, seed=1, eeg_channels=channels) as emu:
+        async with Emulator(1, d, seed=1, eeg_channels=channels, eeg_batch_ms=batch_ms) as emu:
             await emu.wait_links(15)
             pod = emu.pods[0]
             fd = os.open(pod.tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -85,9 +85,9 @@ async def measure(channels: int, seconds: float) -> dict:
     }
 
 
-async def main(seconds: float) -> None:
+async def main(seconds: float, batch_ms: int | None) -> None:
     for channels in (8, 16):
-        r = await measure(channels, seconds)
+        r = await measure(channels, seconds, batch_ms)
         eff = r["sample_bytes"] / r["eeg_wire"]
         whole = r["sample_bytes"] / r["total_wire"]
         print(
@@ -102,4 +102,7 @@ async def main(seconds: float) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="measuring time per configuration (default 10)")
-    asyncio.run(main(ap.parse_args().seconds))
+    ap.add_argument("--batch-ms", type=int, default=None,
+                    help="pod.json eeg_batch_ms (default: the firmware's, 40; circle pods use 12)")
+    args = ap.parse_args()
+    asyncio.run(main(args.seconds, args.batch_ms))

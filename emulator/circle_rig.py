@@ -26,7 +26,8 @@ from hypnolum.host.circles import circle_topic
 from hypnolum.host.commands import SceneSpec
 from hypnolum.host.timeline import Event, Timeline
 
-from .pod import EmulatedPod, PodConfig
+from .pod import EmulatedPod
+from .signals import Participant
 
 
 @dataclass
@@ -49,7 +50,8 @@ class Rig:
     pod_nice: int | None = -10  # pods ahead of the host processes for the CPU (root only)
     pod_rt_priority: int | None = None  # or pods at real-time priority (root only)
     eeg_publish_interval_s: float | None = None  # hostd [eeg] publish_interval_s (None: its default)
-    eeg_batch_ms: int | None = 20  # pod.json eeg_batch_ms: circle pods send EEG every 20 ms
+    eeg_batch_ms: int | None = 12  # pod.json eeg_batch_ms: circle pods send EEG every 12 ms (3 samples)
+    participant: Participant | None = None  # every wearer's signal model (None: one drawn per pod)
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
 
@@ -78,8 +80,9 @@ class Rig:
             h = i % self.n_hosts
             ppm = rng.uniform(-self.ppm_max, self.ppm_max)
             pod_id = f"pod{i}"
-            cfg = PodConfig(pod_id=pod_id, led_count=8, eeg_batch_ms=self.eeg_batch_ms)
-            pod = EmulatedPod(pod_id, self.workdir / f"host{h}" / "state" / pod_id, seed=self.seed, config=cfg,
+            pod = EmulatedPod(pod_id, self.workdir / f"host{h}" / "state" / pod_id, seed=self.seed, led_count=8,
+                              eeg_batch_ms=self.eeg_batch_ms,
+                              participant=self.participant,
                               tty_link=self.workdir / f"host{h}" / "pods" / f"{pod_id}.tty",
                               env={"HYPNOLUM_CLOCK_PPM": f"{ppm:.3f}"})
             pod.link_jitter_s = self.jitter_s

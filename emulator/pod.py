@@ -136,12 +136,14 @@ class EmulatedPod:
         headset_pty: bool = False,
         participant: Participant | None = None,
         headset_record: int = 0,
+        eeg_batch_ms: int | None = None,
     ):
         self.pod_id = pod_id
         self.dir = Path(pod_dir).resolve()
         self.seed = seed
         self.config = config or PodConfig(
-            pod_id=pod_id, led_count=led_count, eeg_channels=eeg_channels, sample_rate_hz=125 if eeg_channels > 8 else 250
+            pod_id=pod_id, led_count=led_count, eeg_channels=eeg_channels, sample_rate_hz=125 if eeg_channels > 8 else 250,
+            eeg_batch_ms=eeg_batch_ms,
         )
         self.tty_path = Path(tty_link) if tty_link is not None else self.dir.parent / f"{pod_id}.tty"
         self._rng = random.Random(f"{seed}:{pod_id}")

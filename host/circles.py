@@ -53,7 +53,9 @@ CIRCLES = f"{topics.PREFIX}/circles"
 _TICK_S = 0.01  # how often pods are checked for something to send (and the rate_hz group updates)
 _PHASE_EVERY_NS = 500 * 10**6
 _RETRY_S = 1.0
-MIN_GAP_S = 0.02  # drive "alpha": at most 50 group values a second per circle
+MIN_GAP_S = 0.01  # drive "alpha": at most 100 group values a second per circle ...
+JUMP = 1024  # ... unless the value moved by this much (1/64 of full scale) since the last one sent,
+JUMP_GAP_S = 0.004  # which goes at once, if at least this long after the last
 
 
 def circle_topic(circle: str, leaf: str) -> str:
@@ -244,14 +246,20 @@ class CircleCoordinator:
             self._send_group(circle)
 
     def _new_alpha(self, circle: Circle) -> None:
-        """New EEG moved a pod's tracked alpha: send now, or once MIN_GAP_S after the last send."""
-        if circle.pending is not None:
-            return  # a send is already due; it will take the newest value
-        wait = circle.sent_at + MIN_GAP_S - time.monotonic()
-        if wait <= 0:
+        """New EEG moved a pod's tracked alpha: send now, or once MIN_GAP_S after the last
+        send; a large move (JUMP) goes at once: the onset of alpha must not wait."""
+        since = time.monotonic() - circle.sent_at
+        if since >= MIN_GAP_S:
             self._send_group(circle)
-        else:
-            circle.pending = asyncio.get_running_loop().call_later(wait, self._send_due, circle)
+            return
+        if since >= JUMP_GAP_S and circle.value is not None:
+            d = circle.definition
+            f = group_features({k: v for k, v in circle.signals.items() if k in d.pods}, circle.plv)
+            if f is not None and abs(group_value(f, d.drive, d.alpha_full_uv2) - circle.value) >= JUMP:
+                self._send_group(circle)
+                return
+        if circle.pending is None:  # otherwise a send is due already; it takes the newest value
+            circle.pending = asyncio.get_running_loop().call_later(MIN_GAP_S - since, self._send_due, circle)
 
     def _send_due(self, circle: Circle) -> None:
         circle.pending = None

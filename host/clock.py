@@ -67,13 +67,15 @@ class PodClock:
     # exchanges span min_drift_span_us, and never beyond max_drift (a crystal that far
     # off is broken; the offset line is then anchored at the newest exchanges instead).
     def __init__(self, window: int = 1024, delay_margin_us: int = 500, min_samples: int = 4,
-                 min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6, max_age_us: int = 60_000_000):
+                 min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6, max_age_us: int = 60_000_000,
+                 refit_us: int = 200_000):
         self.window: deque[Exchange] = deque(maxlen=window)
         self.delay_margin_us = delay_margin_us
         self.min_samples = min_samples
         self.min_drift_span_us = min_drift_span_us
         self.max_drift = max_drift
-        self.max_age_us = max_age_us  # a line holds for a minute or so: a crystal's drift wanders with temperature
+        self.max_age_us = max_age_us
+        self.refit_us = refit_us  # a line holds for a minute or so: a crystal's drift wanders with temperature
         self._last_raw: int | None = None
         self._unwrapped = 0
         self.rejected = 0  # exchanges that were inconsistent (negative delay)
@@ -104,7 +106,10 @@ class PodClock:
         self.window.append(ex)
         while host_rx_us - self.window[0].host_rx_us > self.max_age_us:
             self.window.popleft()
-        self._fit = None
+        # a fit a moment old still holds (the drift carries it): frequent pings do not mean a
+        # solve per exchange
+        if self._fit is None or host_rx_us - self._fit[0] >= self.refit_us or len(self.window) < 64:
+            self._fit = None
         return True
 
     def _solve(self) -> tuple[float, float, float, float] | None:

@@ -9,7 +9,7 @@ import aiomqtt
 import pytest
 
 from hypnolum.emulator.circle_rig import Rig, lit, realtime_to_monotonic_us
-from hypnolum.host.circles import MIN_GAP_S, circle_topic
+from hypnolum.host.circles import JUMP, MIN_GAP_S, circle_topic
 from hypnolum.host.commands import SceneSpec
 
 pytestmark = [pytest.mark.micropython, pytest.mark.timeout(120)]
@@ -85,10 +85,10 @@ async def test_group_value_from_everyones_eeg_reaches_every_pod(tmp_path, mosqui
         await rig.stop()
 
 
-async def test_alpha_group_value_follows_each_eeg_batch_at_most_50_times_a_second(tmp_path, mosquitto):
+async def test_alpha_group_value_follows_each_eeg_batch_throttled(tmp_path, mosquitto):
     """Hosts publishing each EEG batch at once ([eeg] publish_interval_s = 0): with drive "alpha" the
-    group value goes out when new EEG arrives, far more often than rate_hz, never more often than
-    every MIN_GAP_S, computed from samples only a batch or two old."""
+    group value goes out when new EEG arrives, far more often than rate_hz, not more often than
+    every MIN_GAP_S unless it jumped, computed from samples only a batch or two old."""
     rig = await _rig(tmp_path, mosquitto, eeg_publish_interval_s=0)
     try:
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
@@ -107,7 +107,9 @@ async def test_alpha_group_value_follows_each_eeg_batch_at_most_50_times_a_secon
             span = seen[-1][0] - seen[0][0]
             rate = (len(seen) - 1) / span
             assert rate > 4 * 4, (host, rate)  # follows the EEG batches, not rate_hz = 4
-            assert len(seen) - 1 <= (span + 0.1) / MIN_GAP_S, (host, len(seen), span)  # throttled
+            # throttled: MIN_GAP_S apart, unless the value jumped (arrival instants carry the broker's jitter)
+            jumps = sum(abs(f1["value"] - f0["value"]) >= JUMP for (_, f0), (_, f1) in zip(seen, seen[1:]))
+            assert len(seen) - 1 <= (span + 0.1) / MIN_GAP_S + jumps, (host, len(seen), span, jumps)
             lag = statistics.median(t - f["t_end"] for t, f in seen)
             assert lag < 0.15, (host, lag)  # the newest sample all three pods have, not 0.5 s old data
             assert all(f["value"] > 0 and f["host_id"] == host for _, f in seen)

@@ -123,3 +123,18 @@ def test_exchanges_older_than_a_minute_are_dropped():
         pod.exchange(clock, 1e6 * k, 0.0)
     span = clock.window[-1].host_rx_us - clock.window[0].host_rx_us
     assert 59e6 <= span <= 60e6 and len(clock.window) == 61, (span, len(clock.window))
+
+
+def test_a_fresh_fit_is_kept_for_a_moment_under_frequent_pings():
+    pod = SimPod(offset_us=0.0, drift_ppm=30.0, seed=7)
+    clock = PodClock()
+    for k in range(100):
+        pod.exchange(clock, 20_000.0 * k, 0.0)
+    clock.state()
+    fit = clock._fit
+    pod.exchange(clock, 20_000.0 * 100, 0.0)  # 20 ms later: the same line still holds
+    assert clock._fit is fit
+    for k in range(101, 112):  # 200 ms on: solved again, with the new exchanges
+        pod.exchange(clock, 20_000.0 * k, 0.0)
+    assert clock._fit is None
+    assert abs(ticks_diff(clock.pod_ticks_us(2.3e6), pod.ticks(2.3e6))) < 50

@@ -1,4 +1,4 @@
-"""Per-sample alpha tracker: the wearer's relative alpha power, 0..255, for alpha_bloom.
+"""Per-sample alpha tracker: the wearer's relative alpha amplitude, 0..255, for alpha_bloom.
 
 The Cyton parser calls the tracker (its ``tap``) with every sample as it is
 copied into the batch, so the light follows the newest sample, not a 4 Hz
@@ -32,10 +32,12 @@ Per sample, integers only (@micropython.viper: no float, no allocation):
    the first nulls at 10 +- 10 Hz (+- 5 Hz at 125 Hz), sidelobes -13 dB.
 4. Alpha mean square = 2 (I**2 + Q**2) (A**2 / 2 for a 10 Hz wave of
    amplitude A); total = a slow one-pole mean of x**2 (2**kt samples, ~2 s);
-   output = 255 x alpha / total, clamped to 0..255. The total is slow on
-   purpose: a burst of alpha shows at once and the ratio follows the alpha
-   power's rise (a fast total would rise with the burst and make the ratio
-   dip first).
+   output = 255 x sqrt(alpha / total), clamped to 0..255: the alpha
+   amplitude relative to the signal's, which follows the boxcar's linear
+   rise (a power ratio would follow its square, barely moving on the first
+   frame of a burst). The total is slow on purpose: a burst of alpha shows
+   at once and the ratio follows the alpha's rise (a fast total would rise
+   with the burst and make the ratio dip first).
 
 Beyond a plain one-pole mean square, the total:
 
@@ -72,8 +74,8 @@ where ptr32 loads zero-extend: every signed load is sign-extended with
   update adds (delta >> 16) << w to hi and (delta & 0xFFFF) << w to lo,
   |delta| <= 2**30, w <= kt: both < 2**27;
 * the ratio: alpha and total are each brought to one word < 2**30 with an
-  exponent, aligned by right shifts, and shifted until total < 2**23, so
-  255 x alpha < 255 x total < 2**31.
+  exponent, aligned by right shifts, and both are then halved until total < 2**15, so 65025 x alpha < 2**31, and the
+  square root is taken bit by bit (8 steps).
 """
 import array
 import math
@@ -222,10 +224,18 @@ def _track(st, buf, off: int, tab, ring) -> int:
     elif alpha >= tot:
         out = 255
     else:
-        while tot >= 8388608:
+        while tot >= 32768:
             tot >>= 1
             alpha >>= 1
-        out = 255 * alpha // tot
+        # 255 x sqrt(alpha / total): 65025 x alpha < 65025 x 2**15 < 2**31
+        r2 = 65025 * alpha // tot if tot > 0 else 0
+        out = 0
+        bit = 128
+        while bit:
+            c = out + bit
+            if c * c <= r2:
+                out = c
+            bit >>= 1
     s[_OUT] = out
     return out
 

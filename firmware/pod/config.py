@@ -19,7 +19,7 @@ _SCHEMA = {
     "eeg_channels": (8, int, 1, 16),  # 9..16: the Cyton with its Daisy
     "sample_rate_hz": (250, int, 1, 16000),  # per channel: 125 with the Daisy
     "headset_baud": (115200, int, 1200, 4000000),
-    "eeg_batch_ms": (40, int, 4, 40),  # EEG_BATCH every this many ms: 20 for circle pods (latency)
+    "eeg_batch_ms": (40, int, 4, 40),  # EEG_BATCH every this many ms: 12 for circle pods (latency)
     "render_fps": (60, int, 1, 200),
     "watchdog_ms": (5000, int, 1000, 60000),
     "headset": ("cyton", str, 1, 16),  # cyton | none
