@@ -68,14 +68,16 @@ class PodClock:
     # off is broken; the offset line is then anchored at the newest exchanges instead).
     def __init__(self, window: int = 1024, delay_margin_us: int = 500, min_samples: int = 4,
                  min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6, max_age_us: int = 60_000_000,
-                 refit_us: int = 200_000):
+                 refit_us: int = 200_000, state_refit_us: int = 10_000_000):
         self.window: deque[Exchange] = deque(maxlen=window)
         self.delay_margin_us = delay_margin_us
         self.min_samples = min_samples
         self.min_drift_span_us = min_drift_span_us
         self.max_drift = max_drift
         self.max_age_us = max_age_us
-        self.refit_us = refit_us  # a line holds for a minute or so: a crystal's drift wanders with temperature
+        self.refit_us = refit_us
+        self.state_refit_us = state_refit_us
+        self._shown: tuple[float, float, float, float] | None = None  # the last fit, for state()  # a line holds for a minute or so: a crystal's drift wanders with temperature
         self._last_raw: int | None = None
         self._unwrapped = 0
         self.rejected = 0  # exchanges that were inconsistent (negative delay)
@@ -84,6 +86,7 @@ class PodClock:
     def reset(self) -> None:
         """Forget everything: the pod rebooted, its clock restarted."""
         self.window.clear()
+        self._shown = None
         self._last_raw = None
         self._fit = None
 
@@ -114,7 +117,7 @@ class PodClock:
 
     def _solve(self) -> tuple[float, float, float, float] | None:
         if self._fit is None and len(self.window) >= self.min_samples:
-            self._fit = self._sandwich() or self._regression()
+            self._fit = self._shown = self._sandwich() or self._regression()
         return self._fit
 
     def _sandwich(self) -> tuple[float, float, float, float] | None:
@@ -190,7 +193,7 @@ class PodClock:
 
     @property
     def synced(self) -> bool:
-        return self._solve() is not None
+        return len(self.window) >= self.min_samples  # enough to solve (no solve needed to say so)
 
     def offset_us(self, host_us: float) -> float:
         """Pod clock minus host clock at host instant ``host_us`` (unwrapped)."""
@@ -212,8 +215,14 @@ class PodClock:
         return round(host_us + self.offset_us(host_us)) % TICKS_PERIOD
 
     def state(self) -> dict:
-        """For the pod's state JSON."""
-        fit = self._solve()
+        """For the pod's state JSON: the estimate as of at most ``state_refit_us`` ago (a
+        state published every second does not cost a solve every second)."""
+        shown = self._shown
+        if self._fit is None and shown is not None and self.window and \
+                self.window[-1].host_rx_us - shown[0] < self.state_refit_us:
+            fit = shown
+        else:
+            fit = self._solve()
         if fit is None:
             return {"synced": False, "exchanges": len(self.window)}
         t0, at_t0, slope, uncertainty = fit
