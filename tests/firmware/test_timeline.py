@@ -6,27 +6,19 @@ import gc
 import asyncio
 import hal
 from pod import config, render, wire
+from test_render import FakeLeds  # show_at as firmware/hal.py does it
 
 WHITE = (255, 255, 255)
 
 
-class TimedLeds:
+class TimedLeds(FakeLeds):
     def __init__(self, count):
-        self.count = count
+        super().__init__(count)
         self.shown_us = []  # pod ticks_us at each write
-        self.last = None
 
     def write(self, rgb):
         self.shown_us.append(hal.ticks_us())
-        self.last = bytes(rgb)
-
-    def show_at(self, rgb, due_us):
-        # as firmware/hal.py: wait for the instant, then show; say how late it came
-        late = hal.ticks_diff(hal.ticks_us(), due_us)
-        while hal.ticks_diff(due_us, hal.ticks_us()) > 0:
-            pass
-        self.write(rgb)
-        return late if late > 0 else 0
+        super().write(rgb)
 
 
 def make(fps=100):
