@@ -5,7 +5,7 @@ mosquitto brokers joined by a bridge. Prints, per layout, the spread between
 the first and the last pod showing the same frame (p50 / p99 / max, us), and
 how far each pod's scheduled start landed from its instant.
 
-    .venv/bin/python bench/circle_skew.py [--seconds 20] [--pods 8] [--layouts one,three,bridge]
+    .venv/bin/python bench/circle_skew.py [--seconds 20] [--pods 8] [--layouts one,three,bridge] [--warmup 20]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def brokers(work: Path, layout: str) -> list[PrivateBroker]:
 
 
 async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: float, ppm: float, verbose: bool = False,
-              pod_rt: int | None = None) -> None:
+              pod_rt: int | None = None, warmup: float = 20.0) -> None:
     n_hosts = 1 if layout == "one" else (3 if layout == "three" else 2)
     bs = brokers(work, layout)
     # with a bridge, host 0 on broker a and host 1 on broker b
@@ -44,6 +44,7 @@ async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: f
         await rig.start()
         await asyncio.sleep(1.0)
         clocks = await rig.wait_synced(60)
+        await asyncio.sleep(warmup)  # pods online a while before a session: full clock windows
         await rig.define("bench")
         await asyncio.sleep(1.0)  # retained definition reaches every host (and across the bridge)
         scene = SceneSpec(effect="solid", brightness=1.0, color=(255, 180, 90))
@@ -102,12 +103,16 @@ async def main() -> None:
     ap.add_argument("--jitter-ms", type=float, default=8.0, help="link jitter, uniform 0..this, each way")
     ap.add_argument("--ppm", type=float, default=100.0, help="pod clock errors uniform in +-this")
     ap.add_argument("-v", "--verbose", action="store_true", help="per pod: error against the grid")
+    ap.add_argument("--warmup", type=float, default=20.0,
+                    help="seconds between the pods' clocks syncing and the circle starting (default 20: "
+                         "a full clock window at 50 pings a second)")
     ap.add_argument("--pod-rt", type=int, default=None, metavar="PRIO",
                     help="run the emulated pods at SCHED_FIFO priority PRIO (root only)")
     args = ap.parse_args()
     for layout in args.layouts.split(","):
         with tempfile.TemporaryDirectory(prefix=f"circle-{layout}-") as tmp:
-            await run(layout, args.pods, args.seconds, Path(tmp), args.jitter_ms, args.ppm, args.verbose, args.pod_rt)
+            await run(layout, args.pods, args.seconds, Path(tmp), args.jitter_ms, args.ppm, args.verbose, args.pod_rt,
+                      args.warmup)
 
 
 if __name__ == "__main__":
