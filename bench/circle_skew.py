@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from hypnolum.broker import PrivateBroker
-from hypnolum.emulator.circle_rig import (Rig, grid_errors, percentiles, realtime_to_monotonic_us, skew, split_errors,
-                                          start_errors_us)
+from hypnolum.emulator.circle_rig import (Rig, grid_errors, percentiles, realtime_to_monotonic_us, skew,
+                                          slot_spread, split_errors, start_errors_us)
 from hypnolum.host.commands import SceneSpec
 
 
@@ -69,13 +69,12 @@ async def run(layout: str, n_pods: int, seconds: float, work: Path, jitter_ms: f
             fasts.append(fast)
             if verbose:
                 c = clocks.get(p.pod.pod_id, {})
-                fs = sorted(abs(v) for v in fast.values()) or [math.nan]
+                f50, f99, _ = percentiles([abs(v) for v in fast.values()])
                 ss = sorted(slow.values()) or [math.nan]
                 print(f"  {p.pod.pod_id} host{p.host} ppm {p.ppm:+.1f} (est {c.get('drift_ppm')}) "
                       f"unc {c.get('uncertainty_us')} us: grid placement {ss[0]:.0f}..{ss[-1]:.0f} us, "
-                      f"show error |p50| {fs[len(fs) // 2]:.0f} |p99| {fs[len(fs) * 99 // 100]:.0f} us")
-        common = set(slows[0]).intersection(*slows[1:]) if slows else set()
-        clock_spread = [max(s[k] for s in slows) - min(s[k] for s in slows) for k in common]
+                      f"show error |p50| {f50:.0f} |p99| {f99:.0f} us")
+        clock_spread = slot_spread(slows)
         show_abs = [abs(v) for f in fasts for v in f.values()]
         c50, c99, cmx = percentiles(clock_spread)
         s50, s99, smx = percentiles(show_abs)

@@ -35,6 +35,7 @@ import psutil
 from cobs import cobs
 
 from hypnolum.broker import PrivateBroker
+from hypnolum.procs import die_with_parent
 from hypnolum.protocol import codec
 
 CHANNELS, RATE, BATCH = 8, 250, 10  # 10 samples = 40 ms
@@ -195,10 +196,11 @@ def bench(n: int, window: float, profile: Path | None = None) -> None:
                           f'[serial]\nports = ["{pods_dir}/*.tty"]\nscan_interval_s = 0.5\n'
                           f'[recorder]\nenabled = true\ndir = "{rec}"\nparticipant = "BENCH"\n')
         sim = subprocess.Popen([sys.executable, __file__, "--simulate", str(n), "--dir", str(pods_dir)],
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent())
         time.sleep(0.5)
         hostd = subprocess.Popen([sys.executable, "-m", "hypnolum", "hostd", "--config", str(config),
-                                  "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=open(tmp / "hostd.log", "wb"))
+                                  "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=open(tmp / "hostd.log", "wb"),
+                                 preexec_fn=die_with_parent())
         try:
             try:
                 asyncio.run(wait_streaming(broker.port, n, 30 + n * 0.2))

@@ -50,9 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypnolum import paths
+from hypnolum.procs import die_with_parent
 
 from .esp_rom import ESP32_MAGIC, ESP8266_MAGIC, FakeEspRom, FlashFile
 from .pod import EmulatedPod, find_micropython
+from .ptys import linked_pty
 
 HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/machine.py)
 APP_OFFSET = 0x1000  # MicroPython's ESP32 image starts with the 2nd-stage bootloader here
@@ -125,16 +127,8 @@ class EmulatedBoard:
         self._loop = asyncio.get_running_loop()
         self.fs_dir.mkdir(parents=True, exist_ok=True)
         self.flash = FlashFile(self.dir / "flash.bin")
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        tmp = self.port.with_name(self.port.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.symlink(os.ttyname(slave), tmp)
-        os.replace(tmp, self.port)
-        self._loop.add_reader(master, self._on_host)
+        self._master, self._slave, _ = linked_pty(self.port)
+        self._loop.add_reader(self._master, self._on_host)
         await self._enter("download" if download else self._boot_mode(False))
 
     async def stop(self) -> None:
@@ -258,6 +252,7 @@ class EmulatedBoard:
         os.set_blocking(master, False)
 
         def child() -> None:
+            die_with_parent(signal.SIGKILL)()  # no REPL outlives the board
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # stdin's pty becomes the controlling terminal
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import aiomqtt
 
 from hypnolum.host.circles import circle_topic
+from hypnolum.procs import die_with_parent
 from hypnolum.host.commands import SceneSpec
 from hypnolum.host.timeline import Event, Timeline
 
@@ -75,7 +76,7 @@ class Rig:
             with open(d / "hostd.log", "ab") as log:
                 self.hostds.append(subprocess.Popen(
                     [sys.executable, "-m", "hypnolum", "hostd", "--config", str(cfg)],
-                    stdout=subprocess.DEVNULL, stderr=log))
+                    stdout=subprocess.DEVNULL, stderr=log, preexec_fn=die_with_parent()))
         for i in range(self.n_pods):
             h = i % self.n_hosts
             ppm = rng.uniform(-self.ppm_max, self.ppm_max)
@@ -176,6 +177,13 @@ def skew(pods: list[EmulatedPod], since_mono_us: float, period_us: float, writte
         for t in s:
             d.setdefault(round((t - ref) / period_us), t)
         slots.append(d)
+    return slot_spread(slots)
+
+
+def slot_spread(slots: list[dict[int, float]]) -> list[float]:
+    """For each frame slot every pod has: the spread between the pods' values (us)."""
+    if not slots:
+        return []
     common = set(slots[0]).intersection(*slots[1:])
     return [max(d[k] for d in slots) - min(d[k] for d in slots) for k in sorted(common)]
 

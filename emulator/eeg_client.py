@@ -52,6 +52,7 @@ class EegClient:
         self.ask_replay = ask_replay
         self.stats = EegClientStats()
         self.received: set[int] = set()  # sample sequence numbers seen
+        self._missing: set[int] = set()  # holes between the first and the newest live sample
         self.samples: dict[int, bytes] = {}  # seq -> raw sample bytes, when keep_samples
         self.channels = 0
         self.first: int | None = None
@@ -95,8 +96,10 @@ class EegClient:
         """Samples missing between the first one seen and ``upto`` (default: the newest seen)."""
         if self.first is None:
             return 0
-        last = (self.next_expected - 1) if upto is None else upto
-        return sum(1 for s in range(self.first, last + 1) if s not in self.received)
+        newest = self.next_expected - 1
+        last = newest if upto is None else upto
+        lost = sum(1 for s in self._missing if s <= last)
+        return lost + sum(1 for s in range(newest + 1, last + 1) if s not in self.received)
 
     # -- port ------------------------------------------------------------------
     async def _keep_open(self) -> None:
@@ -196,6 +199,7 @@ class EegClient:
                     self.stats.mismatches += 1
                 continue
             self.received.add(seq)
+            self._missing.discard(seq)
             if self.keep_samples:
                 self.samples[seq] = bytes(samples[i * sb : (i + 1) * sb])
             if replay:
@@ -208,6 +212,7 @@ class EegClient:
             self.first = first
             self.next_expected = first
         if first > self.next_expected:
+            self._missing.update(s for s in range(self.next_expected, first) if s not in self.received)
             self.stats.gaps_seen += 1
             if self.ask_replay:
                 self._ask(self.next_expected, first - self.next_expected)

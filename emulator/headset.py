@@ -19,7 +19,6 @@ import contextlib
 import os
 import socket
 import time
-import tty
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from .cyton_protocol import (  # noqa: F401  (re-exported: the headset's public 
     HeadsetStats,
     uv_per_count,
 )
+from .ptys import linked_pty
 from .signals import Participant  # noqa: F401
 
 SAMPLE_RATE_HZ = 250
@@ -209,17 +209,8 @@ class HeadsetPty:
         return self.headset.cyton
 
     def open(self) -> str:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.pts_path = os.ttyname(slave)
-        tmp = self.link.with_name(self.link.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.symlink(self.pts_path, tmp)
-        os.replace(tmp, self.link)
-        self.headset.attach(_FdConn(master))
+        self._master, self._slave, self.pts_path = linked_pty(self.link)
+        self.headset.attach(_FdConn(self._master))
         return self.pts_path
 
     async def close(self) -> None:

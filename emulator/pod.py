@@ -52,6 +52,7 @@ from hypnolum.procs import die_with_parent
 from .headset import HeadsetPty, VirtualHeadset
 from .signals import Participant
 from .leds import VirtualLeds
+from .ptys import linked_pty
 
 TICKS_PERIOD = 1 << 30  # ticks_ms / ticks_us wrap here on the ESP32
 _SLAVE_BACKLOG = 4095  # bytes unread at the slave that mean "nobody is reading"
@@ -78,6 +79,15 @@ def find_micropython() -> str:
 _die_with_parent = die_with_parent(signal.SIGKILL)
 _RELAY_SOCK = "link-relay.sock"  # where the firmware connects when the link has latency
 _RELAY_PRIORITY = 10  # SCHED_FIFO priority of the link relay (root only)
+
+
+def _prioritise(pid: int, nice: int | None = None, rt: int | None = None) -> None:
+    """Raise a child's scheduling priority where allowed (a negative nice and SCHED_FIFO need root)."""
+    with contextlib.suppress(PermissionError, ProcessLookupError, AttributeError):
+        if nice is not None:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if rt is not None:
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(rt))
 
 
 @dataclass
@@ -332,17 +342,8 @@ class EmulatedPod:
     def replug(self) -> None:
         """Plug the cable in again: a new pty, the stable symlink re-pointed."""
         self.unplug()
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.pts_path = os.ttyname(slave)
-        tmp = self.tty_path.with_name(self.tty_path.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.symlink(self.pts_path, tmp)
-        os.replace(tmp, self.tty_path)  # atomic: the link never dangles half-made
-        self._loop.add_reader(master, self._on_master)
+        self._master, self._slave, self.pts_path = linked_pty(self.tty_path)
+        self._loop.add_reader(self._master, self._on_master)
 
     def pause(self) -> None:
         """Freeze the interpreter (SIGSTOP): the watchdog will fire if armed."""
@@ -359,9 +360,7 @@ class EmulatedPod:
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=self._log,
             preexec_fn=_die_with_parent,
         )
-        # real-time priority where allowed: the relay's timers are the injected jitter
-        with contextlib.suppress(PermissionError, ProcessLookupError, AttributeError):
-            os.sched_setscheduler(self._relay.pid, os.SCHED_FIFO, os.sched_param(_RELAY_PRIORITY))
+        _prioritise(self._relay.pid, rt=_RELAY_PRIORITY)  # its timers are the injected jitter
         line = await asyncio.wait_for(self._relay.stdout.readline(), 10)
         if line.strip() != b"ready":
             raise PodError(f"{self.pod_id}: link relay did not start: {line!r}")
@@ -534,12 +533,7 @@ class EmulatedPod:
             start_new_session=True,  # its own process group: killed as one
             preexec_fn=_die_with_parent,
         )
-        if self.nice is not None:
-            with contextlib.suppress(PermissionError, ProcessLookupError):
-                os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
-        if self.rt_priority is not None:
-            with contextlib.suppress(PermissionError, ProcessLookupError):
-                os.sched_setscheduler(self._proc.pid, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+        _prioritise(self._proc.pid, self.nice, self.rt_priority)
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
         self._booted.set()

@@ -143,11 +143,7 @@ class Leds:
 
     def write(self, rgb):
         ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        if self._spi is not None:
-            self._spi.write(self.wire)
-        else:
-            machine.bitstream(self._pin, 0, _WS2812_TIMING, self.wire)
-        self.frames += 1
+        self._out()
 
     def show_at(self, rgb, due_us):
         """Show rgb as write() does, with the data starting at pod instant due_us
@@ -158,15 +154,20 @@ class Leds:
         The CPU spins for the wait: the render loop sleeps until a millisecond or
         two before and calls this for the last stretch, which is all the board's."""
         ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        late = time.ticks_diff(time.ticks_us(), due_us)
-        while time.ticks_diff(due_us, time.ticks_us()) > 0:
+        diff = time.ticks_diff
+        now = time.ticks_us
+        late = diff(now(), due_us)
+        while diff(due_us, now()) > 0:
             pass
+        self._out()
+        return late if late > 0 else 0
+
+    def _out(self):
         if self._spi is not None:
             self._spi.write(self.wire)
         else:
             machine.bitstream(self._pin, 0, _WS2812_TIMING, self.wire)
         self.frames += 1
-        return late if late > 0 else 0
 
     @property
     def dropped(self):

@@ -115,12 +115,7 @@ class CircleCoordinator:
 
     # -- MQTT ------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
-        cfg, bridge = self.config.mqtt, self.hub.bridge
-        return aiomqtt.Client(
-            cfg.host, cfg.port, identifier=f"hypnolum-{self.host_id}-circles", username=cfg.username,
-            password=cfg.secret(), protocol=bridge.protocol, tls_context=bridge._tls, keepalive=cfg.keepalive,
-            timeout=cfg.timeout_s,
-        )
+        return self.hub.bridge.client_for(None, f"hypnolum-{self.host_id}-circles")
 
     async def run(self) -> None:
         """Forever: read the circles' topics (reconnecting), and drive the local pods."""
@@ -133,8 +128,10 @@ class CircleCoordinator:
                         await client.subscribe(f"{CIRCLES}/+/timeline", qos=1)
                         eeg_pods: set[str] = set()  # pods whose raw EEG this connection receives
                         async for msg in client.messages:
-                            self.on_message(str(msg.topic), msg.payload)
-                            await self._follow_eeg(client, eeg_pods)
+                            topic = str(msg.topic)
+                            self.on_message(topic, msg.payload)
+                            if topic.endswith("/definition"):  # only a definition changes the pods followed
+                                await self._follow_eeg(client, eeg_pods)
                 except aiomqtt.MqttError as exc:
                     log.warning("circles: broker connection: %s; retrying in %.0f s", exc, _RETRY_S)
                     await asyncio.sleep(_RETRY_S)
@@ -191,15 +188,16 @@ class CircleCoordinator:
                 if circle.definition is None:
                     continue
                 if circle.timeline is not None:
+                    due = circle.timeline.due(now)  # the same for every pod of the circle
                     for session in self._local(circle):
-                        self._schedule(circle, session, now)
+                        self._schedule(circle, session, now, due)
                 self._group_tick(circle)
             live = {id(s) for s in self.hub.pods.values()}
             for key in [k for k in self.scheduled if k not in live]:
                 del self.scheduled[key]
             await asyncio.sleep(_TICK_S)
 
-    def _schedule(self, circle: Circle, session, now_ns: int) -> None:
+    def _schedule(self, circle: Circle, session, now_ns: int, due: list) -> None:
         tl = circle.timeline
         boot = session.state.boot_id
         sch = self.scheduled.get(id(session))
@@ -208,7 +206,7 @@ class CircleCoordinator:
         if now_ns - sch.phase_sent_ns >= _PHASE_EVERY_NS:
             sch.phase_sent_ns = now_ns
             asyncio.create_task(session.send("frame_phase", frame_phase_fields(session.clock, tl, now_ns)))
-        for event in tl.due(now_ns):
+        for event in due:
             key = (id(session), event.at_ns)
             if event.at_ns in sch.delivered or key in self._inflight:
                 continue
@@ -256,7 +254,7 @@ class CircleCoordinator:
             d = circle.definition
             f = group_features({k: v for k, v in circle.signals.items() if k in d.pods}, circle.plv)
             if f is not None and abs(group_value(f, d.drive, d.alpha_full_uv2) - circle.value) >= JUMP:
-                self._send_group(circle)
+                self._send_group(circle, f)
                 return
         if circle.pending is None:  # otherwise a send is due already; it takes the newest value
             circle.pending = asyncio.get_running_loop().call_later(MIN_GAP_S - since, self._send_due, circle)
@@ -266,12 +264,14 @@ class CircleCoordinator:
         if circle.definition is not None and self.circles.get(circle.name) is circle:
             self._send_group(circle)
 
-    def _send_group(self, circle: Circle) -> None:
+    def _send_group(self, circle: Circle, f=None) -> None:
+        """Send (and publish) the group value from features f, computed now if not given."""
         d = circle.definition
         if circle.pending is not None:
             circle.pending.cancel()
             circle.pending = None
-        f = group_features({k: v for k, v in circle.signals.items() if k in d.pods}, circle.plv)
+        if f is None:
+            f = group_features({k: v for k, v in circle.signals.items() if k in d.pods}, circle.plv)
         if f is None:
             return
         circle.sent_at = time.monotonic()

@@ -70,6 +70,7 @@ class PodClock:
                  min_drift_span_us: int = 2_000_000, max_drift: float = 500e-6, max_age_us: int = 60_000_000,
                  refit_us: int = 200_000, state_refit_us: int = 10_000_000):
         self.window: deque[Exchange] = deque(maxlen=window)
+        self._delays: deque[int] = deque(maxlen=window)  # each exchange's delay_us, as window
         self.delay_margin_us = delay_margin_us
         self.min_samples = min_samples
         self.min_drift_span_us = min_drift_span_us
@@ -86,6 +87,7 @@ class PodClock:
     def reset(self) -> None:
         """Forget everything: the pod rebooted, its clock restarted."""
         self.window.clear()
+        self._delays.clear()
         self._shown = None
         self._last_raw = None
         self._fit = None
@@ -107,8 +109,10 @@ class PodClock:
             self.rejected += 1
             return False
         self.window.append(ex)
+        self._delays.append(ex.delay_us)
         while host_rx_us - self.window[0].host_rx_us > self.max_age_us:
             self.window.popleft()
+            self._delays.popleft()
         # a fit a moment old still holds (the drift carries it): frequent pings do not mean a
         # solve per exchange
         if self._fit is None or host_rx_us - self._fit[0] >= self.refit_us or len(self.window) < 64:
@@ -172,7 +176,7 @@ class PodClock:
 
     def _regression(self) -> tuple[float, float, float, float]:
         """Least squares through the offsets of the fastest exchanges (min-RTT filtering)."""
-        delays = sorted(ex.delay_us for ex in self.window)
+        delays = sorted(self._delays)
         best = delays[0]
         # the fastest eighth (at least min_samples), or all within the margin of the best
         cut = max(best + self.delay_margin_us, delays[min(len(delays), max(self.min_samples, len(delays) // 8)) - 1])
@@ -231,7 +235,7 @@ class PodClock:
             "offset_us": round(at_t0),
             "drift_ppm": round(slope * 1e6, 3),
             "uncertainty_us": round(uncertainty, 1),
-            "min_delay_us": min(ex.delay_us for ex in self.window),
+            "min_delay_us": min(self._delays),
             "exchanges": len(self.window),
             "rejected": self.rejected,
         }

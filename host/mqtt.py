@@ -82,7 +82,10 @@ class MqttBridge:
     def v5(self) -> bool:
         return self.protocol == aiomqtt.ProtocolVersion.V5
 
-    def _client_for(self, will_topic: str, client_id: str | None = None, persistent: bool = False) -> aiomqtt.Client:
+    def client_for(self, will_topic: str | None, client_id: str | None = None,
+                   persistent: bool = False) -> aiomqtt.Client:
+        """A client with this bridge's broker, credentials, TLS and protocol; with a will
+        (``offline``, retained) on ``will_topic`` unless it is None."""
         kw: dict[str, Any] = {}
         if persistent:
             if self.v5:
@@ -101,7 +104,7 @@ class MqttBridge:
             tls_context=self._tls,
             keepalive=self.cfg.keepalive,
             timeout=self.cfg.timeout_s,
-            will=aiomqtt.Will(will_topic, b"offline", qos=1, retain=True),
+            will=aiomqtt.Will(will_topic, b"offline", qos=1, retain=True) if will_topic else None,
             **kw,
         )
 
@@ -136,7 +139,7 @@ class MqttBridge:
         backoff = self.cfg.backoff_min_s
         while not self._stop.is_set():
             try:
-                async with self._client_for(host_topic, self.client_id, persistent=self.cfg.persistent_session) as client:
+                async with self.client_for(host_topic, self.client_id, persistent=self.cfg.persistent_session) as client:
                     await client.subscribe(topics.SET_FILTER, qos=1)
                     for input_filter in topics.INPUT_FILTERS:
                         await client.subscribe(input_filter, qos=1)
@@ -299,7 +302,7 @@ class MqttBridge:
         backoff = self.cfg.backoff_min_s
         while not stop.is_set():
             try:
-                async with self._client_for(topic, f"{self.client_id}-pod-{pod_id}"[:64]) as client:
+                async with self.client_for(topic, f"{self.client_id}-pod-{pod_id}"[:64]) as client:
                     await client.publish(topic, b"online", qos=1, retain=True)
                     if await self._stopped_or_lost(client, stop):
                         await client.publish(topic, b"offline", qos=1, retain=True)

@@ -29,10 +29,10 @@ import struct
 import sys
 import time
 
-import micropython
 from micropython import const
 
 from pod import ledwire  # pure encoders: gamma, order, framing
+from pod.mem import copy as _copy  # no allocation per frame
 
 PLATFORM = "emulator"
 
@@ -142,8 +142,6 @@ class Leds:
         self.kind = kind
         self._k, self._idx, self.wire = ledwire.setup(count, order, kind)
         self._buf = bytearray(_LED_HDR_SIZE + count * 3)
-        self._mv = memoryview(self._buf)
-        self._px = self._mv[_LED_HDR_SIZE:]  # sliced once: write() must not allocate
         self._out = _Datagrams("leds.sock")
         self.frames = 0
 
@@ -166,7 +164,7 @@ class Leds:
     def _send(self, rgb, shown_us, wait_us=0):
         # shown_us < 0: the frame lights as it is written
         ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        _copy(self._px, rgb, self.count * 3)
+        _copy(self._buf, _LED_HDR_SIZE, rgb, 0, self.count * 3)
         if wait_us > 0:
             time.sleep_us(wait_us)
         written = time.ticks_us()
@@ -178,16 +176,6 @@ class Leds:
     @property
     def dropped(self):
         return self._out.dropped
-
-
-@micropython.viper
-def _copy(dst, src, n: int):
-    d = ptr8(dst)
-    s = ptr8(src)
-    i = 0
-    while i < n:
-        d[i] = s[i]
-        i += 1
 
 
 class Watchdog:

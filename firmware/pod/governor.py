@@ -285,7 +285,10 @@ class Governor:
                 else:
                     hi = mid - 1
             level = lo
-        _scale_into(tgt, frame, nb, level)
+        if level < 256:
+            _scale_into(tgt, frame, nb, level)
+        else:
+            tgt = frame  # x 256 / 256: no copy (_slew only reads its target)
         if dt_ms > _MAX_DT_MS:
             dt_ms = _MAX_DT_MS
         elif dt_ms < 0:

@@ -33,7 +33,6 @@ class Link:
         self._reader = reader
         self._writer = writer
         self._hello = hello_fields
-        self._scene_sink = scene_sink
         self._dec = framing.Decoder(self._on_frame)
         self._enc = framing.Encoder()
         self.body = self._enc.body  # senders pack payloads at body[HEADER_SIZE:]
@@ -55,8 +54,8 @@ class Link:
         self._handlers = {
             wire.T_CONNECT: self._on_connect,
             wire.T_PING: self._on_ping,
-            wire.T_SCENE: self._on_scene,
         }
+        self.register(wire.T_SCENE, scene_sink)
         # (from_seq, count) -> 0 or a NACK reason; set by the app once the ring exists
 
     # -- counters for STATUS ------------------------------------------------
@@ -158,17 +157,6 @@ class Link:
         end = wire.pack_pong(self.body, _HDR, nonce, host_time_us, rx_us, hal.ticks_us())
         self.send(wire.T_PONG, end)
 
-    def _on_scene(self, seq, frame, end):
-        if seq == self._last_cmd_seq and self._last_cmd_type == wire.T_SCENE:
-            self._answer(wire.T_SCENE, seq, self._last_cmd_reason)  # retry: answer again only
-            return
-        fields = wire.unpack_scene(frame, _HDR, end)
-        reason = self._scene_sink(*fields)
-        self._last_cmd_seq = seq
-        self._last_cmd_type = wire.T_SCENE
-        self._last_cmd_reason = reason
-        self._answer(wire.T_SCENE, seq, reason)
-
     # -- more messages, registered by the app --------------------------------
     def register(self, type_, sink, command=True):
         """Route message type_ to sink(*fields). A command's sink returns 0 or a
@@ -185,7 +173,7 @@ class Link:
 
     def _on_command(self, type_, sink, unpack, seq, frame, end):
         if seq == self._last_cmd_seq and self._last_cmd_type == type_:
-            self._answer(type_, seq, self._last_cmd_reason)
+            self._answer(type_, seq, self._last_cmd_reason)  # retry: answer again only
             return
         reason = sink(*unpack(frame, _HDR, end))
         self._last_cmd_seq = seq

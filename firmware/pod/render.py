@@ -117,29 +117,33 @@ class Renderer:
         self._link = link
         self._fade_after_ms = fade_after_ms
 
-    def apply(self, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
-        """Switch scene; returns 0, or the wire.NACK_REASON_* refusing it (scene unchanged)."""
+    def _refuse(self, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+        """0 if the scene may be shown, else the wire.NACK_REASON_* refusing it."""
         reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
         if reason:
             return reason
-        spec = effects.REGISTRY[effect]
-        if spec.strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
+        if effects.REGISTRY[effect].strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
             self.refused_safety += 1
             return wire.NACK_REASON_SAFETY
-        self._set(spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        return 0
+
+    def apply(self, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
+        """Switch scene; returns 0, or the wire.NACK_REASON_* refusing it (scene unchanged)."""
+        reason = self._refuse(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        if reason:
+            return reason
+        self._set(effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
+                  params)
         self.safe = False
         return 0
 
     def scene_at(self, at_us, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
         """SCENE_AT command: check now, apply at pod instant at_us (see the module doc)."""
-        reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        reason = self._refuse(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
         if reason:
             return reason
-        spec = effects.REGISTRY[effect]
-        if spec.strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
-            self.refused_safety += 1
-            return wire.NACK_REASON_SAFETY
-        self._at = (spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        self._at = (effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
+                    params)
         self._at_us = at_us
         return 0
 
@@ -173,6 +177,7 @@ class Renderer:
     def _set(self, spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
         s = self.scene
         same = effect == s.effect and transition_ms == 0
+        old_bri = s.brightness
         s.effect = effect
         s.brightness = brightness
         s.color[0] = color[0]
@@ -190,7 +195,7 @@ class Renderer:
             if transition_ms:
                 self._old = self._fx
                 self._old_start_ms = self._start_ms
-                self._old_bri = self._bri
+                self._old_bri = old_bri
             else:
                 self._old = None
                 self._fx.stop()
@@ -198,10 +203,7 @@ class Renderer:
             fx.start(s)
             self._fx = fx
             self._start_ms = now
-        self._bri = brightness
         self._strobe = spec.strobe
-
-    _bri = 0
 
     def night(self, mode, start_min, end_min, now_min):
         """NIGHT_MODE command: 0 or wire.NACK_REASON_BAD_PARAM."""
