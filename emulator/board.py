@@ -165,7 +165,8 @@ class EmulatedBoard:
                 self._mode_changed.clear()
                 await self._mode_changed.wait()
         try:
-            await asyncio.wait_for(until(), timeout)
+            async with asyncio.timeout(timeout):
+                await until()
         except TimeoutError:
             raise BoardError(f"{self.name}: still {self.mode!r} after {timeout} s, expected {mode!r}") from None
 

@@ -90,7 +90,8 @@ class EegClient:
                 raise TimeoutError(f"{self.port.name}: condition not met within {timeout} s; {self.stats}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+                async with asyncio.timeout(min(left, 0.2)):
+                    await self._changed.wait()
 
     def lost(self, upto: int | None = None) -> int:
         """Samples missing between the first one seen and ``upto`` (default: the newest seen)."""

@@ -200,7 +200,8 @@ class VirtualLeds:
                 raise TimeoutError(f"no LED frame matched within {timeout} s (last: {seen})")
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
 

@@ -311,12 +311,14 @@ class EmulatedPod:
                 raise PodError(f"{self.pod_id}: {self.counters.boots} boots, wanted {n} within {timeout} s")
             self._booted.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._booted.wait(), max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._booted.wait()
 
     async def wait_link(self, timeout: float = 10.0) -> None:
         """Until the firmware has connected to link.sock."""
         try:
-            await asyncio.wait_for(self._link_up.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._link_up.wait()
         except TimeoutError:
             raise PodError(
                 f"{self.pod_id}: firmware did not open link.sock within {timeout} s; log tail:\n{self.tail()}"
@@ -361,7 +363,8 @@ class EmulatedPod:
             preexec_fn=_die_with_parent,
         )
         _prioritise(self._relay.pid, rt=_RELAY_PRIORITY)  # its timers are the injected jitter
-        line = await asyncio.wait_for(self._relay.stdout.readline(), 10)
+        async with asyncio.timeout(10):
+            line = await self._relay.stdout.readline()
         if line.strip() != b"ready":
             raise PodError(f"{self.pod_id}: link relay did not start: {line!r}")
 
@@ -576,7 +579,8 @@ class EmulatedPod:
             if self.wdt_timeout_ms is not None and time.monotonic() > self._wdt_deadline:
                 return "watchdog"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reset.wait(), _POLL_S)
+                async with asyncio.timeout(_POLL_S):
+                    await self._reset.wait()
 
     async def _supervise(self) -> None:
         backoff = _CRASH_BACKOFF_S[0]

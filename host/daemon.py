@@ -88,15 +88,18 @@ async def run(config: Config, stop: asyncio.Event | None = None, notifier: Notif
         log.info("hostd %s stopping", config.host.id)
         notifier.notify(STOPPING=1, STATUS="stopping: fading pods to off")
         try:
-            await asyncio.wait_for(hub.fade_all(), config.pods.stop_fade_ms / 1000 + _SHUTDOWN_S)
+            async with asyncio.timeout(config.pods.stop_fade_ms / 1000 + _SHUTDOWN_S):
+                await hub.fade_all()
         except TimeoutError:
             log.warning("fading pods to off did not finish in time")
         for task in (*tasks, stopper):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await asyncio.wait_for(bridge.close(), _SHUTDOWN_S)
-            await asyncio.wait_for(bridge_task, _SHUTDOWN_S)
+            async with asyncio.timeout(_SHUTDOWN_S):
+                await bridge.close()
+            async with asyncio.timeout(_SHUTDOWN_S):
+                await bridge_task
         except (TimeoutError, Exception) as exc:  # noqa: BLE001
             log.warning("MQTT shutdown incomplete: %r", exc)
             bridge_task.cancel()

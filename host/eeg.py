@@ -291,7 +291,8 @@ class EegStream:
                     if remaining <= 0:
                         break
                     try:
-                        await asyncio.wait_for(self._progress.wait(), remaining)
+                        async with asyncio.timeout(remaining):
+                            await self._progress.wait()
                     except TimeoutError:
                         break
                 if self._next >= target or not self._held_keys:

@@ -71,7 +71,8 @@ class Hub:
         finally:
             # also on shutdown: let the pump publish the final "offline" state
             try:
-                await asyncio.wait_for(pump, 3.0)
+                async with asyncio.timeout(3.0):
+                    await pump
             except Exception as exc:  # noqa: BLE001  (a stuck broker must not stop the port closing)
                 log.debug("pump %s: %r", path, exc)
                 if session.claimed:  # the pump fell behind: the final state must still be said

@@ -110,7 +110,8 @@ class MqttBridge:
 
     async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
         try:
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
         except TimeoutError:
             pass
 

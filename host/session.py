@@ -176,7 +176,8 @@ class PodSession:
                 {"protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT, "host_id": self.host_id},
             )
             try:
-                await asyncio.wait_for(self._hello_evt.wait(), self.cfg.connect_interval_s)
+                async with asyncio.timeout(self.cfg.connect_interval_s):
+                    await self._hello_evt.wait()
             except TimeoutError:
                 continue
             self._hello_evt.clear()
@@ -231,7 +232,8 @@ class PodSession:
             # ping fast until the clock estimate stands on enough exchanges
             fast = len(self.clock.window) < _SYNC_EXCHANGES
             try:
-                await asyncio.wait_for(self._hello_evt.wait(), _SYNC_PING_S if fast else self.cfg.ping_interval_s)
+                async with asyncio.timeout(_SYNC_PING_S if fast else self.cfg.ping_interval_s):
+                    await self._hello_evt.wait()
             except TimeoutError:
                 pass
             else:
@@ -274,7 +276,8 @@ class PodSession:
                 if attempt:
                     c.commands_retried += 1
                 try:
-                    answer = await asyncio.wait_for(asyncio.shield(fut), self.cfg.command_timeout_s)
+                    async with asyncio.timeout(self.cfg.command_timeout_s):
+                        answer = await asyncio.shield(fut)
                 except TimeoutError:
                     continue
                 if answer[0] == "ack" and name == "scene":

@@ -238,7 +238,8 @@ class Demo:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), HOSTD_STOP_S)
+                async with asyncio.timeout(HOSTD_STOP_S):
+                    await proc.wait()
             except TimeoutError:
                 self.say(f"hostd did not stop within {HOSTD_STOP_S:.0f} s of SIGTERM: killing it")
                 with contextlib.suppress(ProcessLookupError):
@@ -373,7 +374,8 @@ class Demo:
     async def _sleep(self) -> bool:
         """One refresh period; True if a stop was requested."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), REFRESH_S)
+            async with asyncio.timeout(REFRESH_S):
+                await self.stop.wait()
         return self.stop.is_set()
 
     def _check(self, consumer: asyncio.Task) -> None:

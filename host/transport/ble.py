@@ -36,6 +36,7 @@ ATT_HEADER = 3  # opcode + handle in every ATT write/notification
 ATT_DEFAULT_MTU = 23
 _STABLE_S = 10.0  # a link that lasted this long resets the reconnect backoff
 _QUEUE = 1024  # notifications buffered before the oldest are dropped (counted)
+_END_S = 2.0  # how long an abandoned connection attempt gets to end after its link is dropped
 
 
 class GattLink(ABC):
@@ -154,16 +155,48 @@ class BleTransport(Transport):
 
     async def open(self) -> None:
         self.link.on_disconnect(self._on_drop)
+        # The attempt runs as its own task and is waited on with asyncio.wait, which never waits
+        # for a cancelled task to end: a GATT client that loses a cancellation (Python 3.11's
+        # wait_for can) must not hold the supervisor, or hostd's shutdown, forever.
+        attempt = asyncio.ensure_future(self._connect())
         try:
-            await asyncio.wait_for(self.link.connect(self.connect_timeout_s), self.connect_timeout_s)
-            await self.link.subscribe(NUS_TX, self._on_data)
-        except TimeoutError:
-            await self.link.disconnect()
-            raise TransportError(f"{self.name}: no connection within {self.connect_timeout_s} s") from None
-        except TransportError:
-            await self.link.disconnect()
+            await asyncio.wait({attempt}, timeout=self.connect_timeout_s)
+        except asyncio.CancelledError:
+            await self._abandon(attempt)
+            raise
+        if not attempt.done():
+            await self._abandon(attempt)
+            raise TransportError(f"{self.name}: no connection within {self.connect_timeout_s} s")
+        try:
+            attempt.result()
+        except BaseException:
+            await self._bounded(self.link.disconnect(), "disconnect")
             raise
         log.info("%s: connected, ATT MTU %d", self.name, self.link.mtu)
+
+    async def _connect(self) -> None:
+        await self.link.connect(self.connect_timeout_s)
+        await self.link.subscribe(NUS_TX, self._on_data)
+
+    async def _abandon(self, attempt: asyncio.Future) -> None:
+        """Stop a connection attempt: cancel it, drop the link (which also ends a client that
+        ignored the cancellation), and wait a bounded time for it to end."""
+        attempt.cancel()
+        await self._bounded(self.link.disconnect(), "disconnect")
+        await asyncio.wait({attempt}, timeout=_END_S)
+        if not attempt.done():
+            log.warning("%s: a cancelled connection attempt did not end in %.1f s; left behind", self.name, _END_S)
+        elif not attempt.cancelled() and attempt.exception() is not None:
+            log.debug("%s: abandoned attempt: %r", self.name, attempt.exception())
+
+    async def _bounded(self, work, what: str) -> None:
+        task = asyncio.ensure_future(work)
+        await asyncio.wait({task}, timeout=self.connect_timeout_s)
+        if not task.done():
+            task.cancel()
+            log.warning("%s: %s did not finish in %.1f s", self.name, what, self.connect_timeout_s)
+        elif not task.cancelled() and task.exception() is not None:
+            log.debug("%s: %s: %r", self.name, what, task.exception())
 
     async def read(self) -> bytes:
         if self._closed and self._rx.empty():
@@ -186,10 +219,7 @@ class BleTransport(Transport):
     async def close(self) -> None:
         if not self._closed:
             self._end()
-        try:
-            await asyncio.wait_for(self.link.disconnect(), self.connect_timeout_s)
-        except TimeoutError:
-            log.warning("%s: disconnect did not finish in %.1f s", self.name, self.connect_timeout_s)
+        await self._bounded(self.link.disconnect(), "disconnect")
 
 
 async def supervise(address: str, cfg, serve: Callable[[Transport], Awaitable[None]],
