@@ -132,7 +132,7 @@ async def test_silent_pod_replay_times_out_and_live_data_is_not_lost():
     stream.push(0, batch(0), 0, 0.0)
     stream.push(10, batch(10), 0, 0.0)
     assert sink.seqs == list(range(5))  # held back
-    await wait_until(lambda: stream.stats.gaps_unfilled == 1, timeout=2, what="timeout")
+    await wait_until(lambda: stream.stats.gaps_unfilled == 1, timeout=10, what="timeout")
     assert sink.seqs == list(range(5)) + list(range(10, 15))
     assert sink.gaps[0][3] == "replay incomplete"
 
