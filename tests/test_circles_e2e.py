@@ -50,9 +50,11 @@ async def test_scheduled_start_and_rejoin_after_a_reboot(tmp_path, mosquitto):
         assert back.host_time - rebooted < 2.0
         # and its frames sit on the others' grid again
         await asyncio.sleep(1.0)
-        ref = pods[0].leds.last.shown_us
-        grid_err = (victim.leds.last.shown_us - ref) % tl.period_us
-        assert min(grid_err, tl.period_us - grid_err) < tl.period_us / 4, grid_err
+        # (the median over recent frames: one frame handed over late on a busy machine says nothing)
+        ours = [f.shown_us for f in list(victim.leds.history)[-20:] if f.shown_us]
+        refs = [f.shown_us for f in list(pods[0].leds.history)[-20:] if f.shown_us]
+        errs = sorted(min(e, tl.period_us - e) for e in ((a - b) % tl.period_us for a in ours for b in refs))
+        assert errs[len(errs) // 2] < tl.period_us / 4, errs[len(errs) // 2]
     finally:
         await rig.stop()
 
