@@ -30,6 +30,7 @@ class EegPublisher:
         self._seq = 0
         self._ticks = 0
         self._t_host = 0.0
+        self._t_last = 0.0
         self._gap = False
         self._ready: list[bytes] = []
         self.pending = asyncio.Event()  # set when something was handed on since the last take()
@@ -37,6 +38,7 @@ class EegPublisher:
     def samples(self, pos: int, raw: bytes, n: int, seq: int, ticks_ms: int, t_host: float) -> None:
         if not self._chunks:
             self._seq, self._ticks, self._t_host = seq, ticks_ms, t_host
+        self._t_last = t_host
         self._chunks.append(raw)
         self.pending.set()
 
@@ -58,7 +60,8 @@ class EegPublisher:
         self._chunks = []
         head = json.dumps({
             "seq": self._seq, "n": len(counts), "channels": self.channels, "rate_hz": self.rate_hz,
-            "t_pod_ms": self._ticks, "t_host": round(self._t_host, 3), "gap": self._gap, "scale_uv": SCALE_UV,
+            "t_pod_ms": self._ticks, "t_host": round(self._t_host, 3),
+            "t_host_last": round(self._t_last, 3), "gap": self._gap, "scale_uv": SCALE_UV,
         }, separators=(",", ":"))
         self._ready.append(f'{head[:-1]},"samples":{samples_json(counts)}}}'.encode())
         self._gap = False

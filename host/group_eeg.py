@@ -8,8 +8,11 @@ the broker for every pod of every host, so any host computes the same features
 without a protocol change and without adding per-pod phase telemetry, and the
 alpha power comes from the same samples.
 
-Time base: a batch's samples are placed on the wall clock by its sequence
-numbers and the instant the publishing host received it; per pod, the
+Time base: a message's samples are placed on the wall clock by their sequence
+numbers and the instant the publishing host received the batch holding the
+last of them (``t_host_last``; each batch arrives about when its last sample
+was taken, and a message gathers several batches when the host publishes at
+an interval); per pod, the
 earliest-arriving batches (a running minimum of arrival minus sample time)
 fix the offset, so transport jitter does not smear the phase.
 
@@ -73,7 +76,9 @@ class PodSignal:
     def add(self, payload: dict) -> None:
         try:
             seq, n, rate = int(payload["seq"]), int(payload["n"]), float(payload["rate_hz"])
-            scale, t_host = float(payload["scale_uv"]), float(payload["t_host"])
+            scale = float(payload["scale_uv"])
+            # older hosts send only t_host (the first batch's arrival): right for one batch a message
+            t_host = float(payload.get("t_host_last", payload["t_host"]))
             samples = np.asarray(payload["samples"], dtype=float)
         except (KeyError, TypeError, ValueError) as exc:
             raise EegPayloadError(f"eeg batch: {exc!r}") from None

@@ -29,7 +29,18 @@ def test_payload_is_the_documented_json():
     pub.samples(7, wire[:6], 1, seq=14, ticks_ms=1262, t_host=1700000000.2)
     first, second = pub.take()
     assert json.loads(first) == {"seq": 7, "n": 2, "channels": 2, "rate_hz": 250, "t_pod_ms": 1234,
-                                 "t_host": 1700000000.123, "gap": False, "scale_uv": SCALE_UV,
+                                 "t_host": 1700000000.123, "t_host_last": 1700000000.123, "gap": False, "scale_uv": SCALE_UV,
                                  "samples": [[-8388608, 8388607], [1, -1]]}
     assert json.loads(second)["gap"] is True and json.loads(second)["samples"] == [[-8388608, 8388607]]
     assert first == json.dumps(json.loads(first), separators=(",", ":")).encode()
+
+
+def test_a_message_of_several_batches_says_when_its_first_and_last_batch_came():
+    pub = EegPublisher(channels=2, rate_hz=250)
+    wire = bytes(12)  # 2 samples x 2 channels
+    pub.samples(0, wire, 2, seq=0, ticks_ms=0, t_host=1700000000.008)
+    pub.samples(2, wire, 2, seq=2, ticks_ms=8, t_host=1700000000.016)
+    pub.samples(4, wire, 2, seq=4, ticks_ms=16, t_host=1700000000.024)
+    (one,) = pub.take()
+    msg = json.loads(one)
+    assert (msg["n"], msg["t_host"], msg["t_host_last"]) == (6, 1700000000.008, 1700000000.024)

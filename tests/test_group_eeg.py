@@ -19,6 +19,13 @@ def payload(seq: int, n: int = 5, amp_uv: float = 20.0, hz: float = 10.0, phase:
             "t_host": round(t[-1] + delay_s, 3), "gap": gap, "scale_uv": SCALE_UV, "samples": counts.tolist()}
 
 
+def joined(batches: list[dict]) -> dict:
+    """Batches gathered into one message, as a host publishing at an interval sends them."""
+    msg = dict(batches[0], n=sum(b["n"] for b in batches), samples=sum((b["samples"] for b in batches), []))
+    msg["t_host_last"] = batches[-1]["t_host"]
+    return msg
+
+
 def feed(sig: PodSignal, first: int, count: int, **kw) -> None:
     for seq in range(first, first + count, 5):
         sig.add(payload(seq, **kw))
@@ -98,3 +105,15 @@ def test_bad_batches_are_refused_and_change_nothing(bad):
     with pytest.raises(EegPayloadError):
         a.add({**payload(50), **bad})
     assert (a.batches, a.alpha.samples, a.alpha.analytic) == before
+
+
+def test_messages_of_several_batches_land_on_the_same_time_base_as_single_batches():
+    """One host publishes each batch, another every 0.5 s: the same samples, the same instants."""
+    each, gathered = PodSignal(), PodSignal()
+    for seq in range(0, 4 * RATE, 5):
+        each.add(payload(seq))
+    for first in range(0, 4 * RATE, 125):
+        gathered.add(joined([payload(seq) for seq in range(first, first + 125, 5)]))
+    assert gathered.span == pytest.approx(each.span, abs=0.002)
+    grid = np.linspace(*each.span, 500)
+    assert np.allclose(gathered.on_grid(grid), each.on_grid(grid), atol=0.5)  # µV: one wave, in step
