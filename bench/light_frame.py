@@ -67,7 +67,8 @@ for eid, spec in sorted(effects.REGISTRY.items()):
     print("%-14s %7.1f us/frame  %5.2f bytes/frame" % (spec.name, us / FRAMES, alloc / FRAMES))
 print("all effects    %7.1f us/frame mean, %.1f worst (300 LEDs, render + governor + WS2812 encode)" % (total_us / total_frames, worst))
 cfg2 = config.Config()
-cfg2.set("led_count", N)  # default 2000 mA PSU: a bright array is power-limited every frame
+cfg2.set("led_count", N)
+cfg2.set("psu_ma", 1200)  # a bright array on a small supply: power-limited every frame
 r2 = render.Renderer(leds, 60, cfg2)
 t, us, alloc = one(r2, t, effects.REGISTRY[wire.EFFECT_SLOW_WAVE], wire.EFFECT_SLOW_WAVE)
 print("slow_wave, power-limited   %7.1f us/frame  %5.2f bytes/frame (%d frames limited)" % (us / FRAMES, alloc / FRAMES, r2.governor.power_limited))

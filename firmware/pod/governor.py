@@ -226,6 +226,7 @@ class Governor:
         self._clock_min = 0  # minute of day at _clock_ms
         self._clock_ms = 0
         self.power_limited = 0  # frames scaled by the power limit
+        self._limit_level = 0  # the level the last power-limited frame got (x/256)
         self.slewed = 0  # frames where the flash limit held an LED back
         self.last_held = 0
 
@@ -275,16 +276,29 @@ class Governor:
         s = _duty_sum(frame, nb, ledwire.DUTY, level)
         if s > self.duty_max:
             self.power_limited += 1
-            # shrink until the driven duties fit (a few steps at most)
+            # the highest level whose driven duties fit. Start from the last limited frame's:
+            # a scene changes little from frame to frame, so that level usually fits and one
+            # more does not (two sums, not a bisection's nine)
+            duty = ledwire.DUTY
+            dmax = self.duty_max
             lo = 0
             hi = level
+            g = self._limit_level
+            if 0 < g < level:
+                if _duty_sum(frame, nb, duty, g) <= dmax:
+                    lo = g
+                    if _duty_sum(frame, nb, duty, g + 1) > dmax:
+                        hi = g
+                else:
+                    hi = g - 1
             while lo < hi:
                 mid = (lo + hi + 1) >> 1
-                if _duty_sum(frame, nb, ledwire.DUTY, mid) <= self.duty_max:
+                if _duty_sum(frame, nb, duty, mid) <= dmax:
                     lo = mid
                 else:
                     hi = mid - 1
             level = lo
+            self._limit_level = lo
         if level < 256:
             _scale_into(tgt, frame, nb, level)
         else:

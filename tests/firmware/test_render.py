@@ -237,6 +237,32 @@ def test_power_limit_keeps_the_estimate_under_budget():
     assert r.governor.power_limited > 0
 
 
+def test_power_limit_takes_the_highest_level_that_fits_frame_after_frame():
+    from pod import governor
+    cfg = config.Config()
+    for k, v in (("led_count", 50), ("psu_ma", 1000), ("board_reserve_ma", 0), ("led_ma", 20)):
+        assert cfg.set(k, v), k
+    g = governor.Governor(50, cfg)
+    seed = 12345
+    frame = bytearray(150)
+    t = 0
+    for i in range(300):
+        # a bright frame drifting slowly, then jumps up and down (the last level as a bad guess)
+        for k in range(150):
+            seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+            frame[k] = 255 - (seed >> 16) % (40 if i % 50 else 250)
+        t += 17
+        g.govern(frame, t, 17, False, False)
+        limited = governor._duty_sum(frame, 150, ledwire.DUTY, 256) > g.duty_max
+        best = 256
+        if limited:
+            best = 0
+            while best < 256 and governor._duty_sum(frame, 150, ledwire.DUTY, best + 1) <= g.duty_max:
+                best += 1
+            assert g._limit_level == best, (i, g._limit_level, best)
+    assert g.power_limited > 250
+
+
 def test_brightness_cap_from_pod_json():
     leds, r = make(2, brightness_max=100)
     r.apply(wire.EFFECT_SOLID, 255, (255, 40, 255), 0, 0)
