@@ -170,7 +170,7 @@ class BleTransport(Transport):
         try:
             attempt.result()
         except BaseException:
-            await self._bounded(self.link.disconnect(), "disconnect")
+            await self._disconnect()
             raise
         log.info("%s: connected, ATT MTU %d", self.name, self.link.mtu)
 
@@ -182,21 +182,11 @@ class BleTransport(Transport):
         """Stop a connection attempt: cancel it, drop the link (which also ends a client that
         ignored the cancellation), and wait a bounded time for it to end."""
         attempt.cancel()
-        await self._bounded(self.link.disconnect(), "disconnect")
-        await asyncio.wait({attempt}, timeout=_END_S)
-        if not attempt.done():
-            log.warning("%s: a cancelled connection attempt did not end in %.1f s; left behind", self.name, _END_S)
-        elif not attempt.cancelled() and attempt.exception() is not None:
-            log.debug("%s: abandoned attempt: %r", self.name, attempt.exception())
+        await self._disconnect()
+        await _settle(attempt, _END_S, f"{self.name}: the cancelled connection attempt")
 
-    async def _bounded(self, work, what: str) -> None:
-        task = asyncio.ensure_future(work)
-        await asyncio.wait({task}, timeout=self.connect_timeout_s)
-        if not task.done():
-            task.cancel()
-            log.warning("%s: %s did not finish in %.1f s", self.name, what, self.connect_timeout_s)
-        elif not task.cancelled() and task.exception() is not None:
-            log.debug("%s: %s: %r", self.name, what, task.exception())
+    async def _disconnect(self) -> None:
+        await _settle(asyncio.ensure_future(self.link.disconnect()), self.connect_timeout_s, f"{self.name}: disconnect")
 
     async def read(self) -> bytes:
         if self._closed and self._rx.empty():
@@ -219,7 +209,18 @@ class BleTransport(Transport):
     async def close(self) -> None:
         if not self._closed:
             self._end()
-        await self._bounded(self.link.disconnect(), "disconnect")
+        await self._disconnect()
+
+
+async def _settle(task: asyncio.Future, timeout_s: float, what: str) -> None:
+    """Wait up to ``timeout_s`` for ``task`` to end, never longer (``asyncio.wait`` does not wait
+    for a cancelled task); a task still running is cancelled and left behind. Errors are logged."""
+    await asyncio.wait({task}, timeout=timeout_s)
+    if not task.done():
+        task.cancel()
+        log.warning("%s did not end in %.1f s; left behind", what, timeout_s)
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("%s: %r", what, task.exception())
 
 
 async def supervise(address: str, cfg, serve: Callable[[Transport], Awaitable[None]],

@@ -14,20 +14,18 @@ WHITE = (255, 255, 255)
 class TimedLeds(FakeLeds):
     def __init__(self, count):
         super().__init__(count)
-        self.shown_us = []  # pod ticks_us at each write
-        self.timed = []  # (due, shown) pod ticks_us of each frame handed over with show_at
-        self.lit = []  # whether that frame lit any LED
-        self.handed_late = []  # how late the loop handed that frame over (what show_at returned)
+        self.written_us = 0  # pod ticks_us of the last write
+        # per frame handed over with show_at: (due, written) pod ticks_us, how late the loop
+        # handed it over (what show_at returned), whether it lit any LED
+        self.timed = []
 
     def write(self, rgb):
-        self.shown_us.append(hal.ticks_us())
+        self.written_us = hal.ticks_us()
         super().write(rgb)
 
     def show_at(self, rgb, due_us):
         late = super().show_at(rgb, due_us)
-        self.timed.append((due_us, self.shown_us[-1]))
-        self.lit.append(any(rgb))
-        self.handed_late.append(late)
+        self.timed.append((due_us, self.written_us, late, any(rgb)))
         return late
 
 
@@ -76,14 +74,13 @@ async def test_frames_land_on_the_phase_grid():
     r.frame_phase(anchor, 8000)
     await asyncio.sleep_ms(50)
     leds.timed.clear()
-    leds.handed_late.clear()
     await asyncio.sleep_ms(400)
     task.cancel()
     await asyncio.sleep_ms(0)
     assert r.period_us == 8000
     assert len(leds.timed) >= 40, len(leds.timed)
     late = []
-    for due, shown in leds.timed:
+    for due, shown, _, _ in leds.timed:
         assert hal.ticks_diff(due, anchor) % 8000 == 0, hal.ticks_diff(due, anchor)  # on the grid
         late.append(hal.ticks_diff(shown, due))
     late.sort()
@@ -91,7 +88,7 @@ async def test_frames_land_on_the_phase_grid():
     # and most frames handed over before their instant, as the loop's lead is meant to do (how
     # late a frame is written after that is this machine's scheduling of the spin, not the
     # firmware's: bench/circle_skew.py measures it)
-    handed = sorted(leds.handed_late)
+    handed = sorted(late for _, _, late, _ in leds.timed)
     assert handed[len(handed) // 2] == 0, handed
 
 
@@ -116,7 +113,7 @@ async def test_a_frame_woken_for_too_late_is_skipped_and_the_grid_kept():
     after = leds.timed[n0 + 1:]
     assert len(after) >= 7, len(after)  # no burst of catch-up frames either
     assert len(after) <= 11, len(after)
-    for due, shown in after:  # still on the grid, none early
+    for due, shown, _, _ in after:  # still on the grid, none early
         assert hal.ticks_diff(due, anchor) % 10000 == 0, hal.ticks_diff(due, anchor)
         assert hal.ticks_diff(shown, due) >= 0
 
@@ -134,7 +131,7 @@ async def test_run_applies_a_scheduled_scene_on_the_frame_at_its_instant():
     # dark on every frame before the instant, lit from the first frame at it (the frame at the
     # instant itself unless the machine made the loop skip it, which keeps the grid)
     first = None
-    for (due, shown), lit in zip(leds.timed, leds.lit):
+    for due, shown, _, lit in leds.timed:
         assert hal.ticks_diff(shown, due) >= 0
         if hal.ticks_diff(due, at) < 0:
             assert not lit, hal.ticks_diff(due, at)
