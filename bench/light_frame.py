@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
-import gc, time
 import hal
 from pod import config, effects, render, wire
+from frametime import best_of, scene, settle  # bench/mpy/frametime.py, shared with bench/pod_cpu.py
 N = 300
 FRAMES = 1000
 REPEATS = 5
@@ -27,32 +27,13 @@ cfg.set("led_count", N)
 cfg.set("psu_ma", 20000)  # the power limit only where the frame is really bright
 cfg.set("strobe_enabled", True)
 leds = hal.Leds(N, "GRB", "ws2812")
+leds.transfer_us = 0  # the interpreter's work per frame; the driver's board time is in bench/pod_cpu.py
 r = render.Renderer(leds, 60, cfg)
 
 def one(r, t, spec, eid):
-    per = min(spec.period[1], max(spec.period[0], 4000)) if spec.period else 0
-    r.apply(eid, 220, (255, 150, 80), 0, per, wire.PALETTE_AURORA, wire.SCENE_FLAG_STROBE_OPT_IN)
-    r.inputs.alpha = 150
-    r.inputs.group = 40000
-    for i in range(200):  # settle: slews done, buffers built
-        t = hal.ticks_add(t, 17)
-        r.render(t)
-    best = 1 << 30
-    alloc = 0
-    for rep in range(REPEATS):  # best of REPEATS: other processes share this machine
-        gc.collect()
-        gc.disable()
-        a0 = gc.mem_alloc()  # locals only from here: a new global would grow the module dict
-        t0 = time.ticks_us()
-        for i in range(FRAMES):
-            t = hal.ticks_add(t, 17)
-            r.render(t)
-        us = time.ticks_diff(time.ticks_us(), t0)
-        alloc += gc.mem_alloc() - a0
-        gc.enable()
-        if us < best:
-            best = us
-    return t, best, alloc // REPEATS
+    scene(r, spec, eid)
+    t = settle(r.render, t)
+    return best_of(r.render, t, FRAMES, REPEATS)
 
 
 t = hal.ticks_ms()
@@ -80,7 +61,8 @@ print("aurora, night schedule on  %7.1f us/frame  %5.2f bytes/frame" % (us / FRA
 
 def main() -> int:
     exe = Path(sys.executable).parent / "micropython"
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / "emulator" / "mpy"), str(ROOT / "firmware"), ".frozen"]))
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / "emulator" / "mpy"), str(ROOT / "firmware"),
+                                                        str(ROOT / "bench" / "mpy"), ".frozen"]))
     with tempfile.TemporaryDirectory() as tmp:
         env["HYPNOLUM_POD_DIR"] = tmp
         script = Path(tmp) / "bench.py"

@@ -1,21 +1,27 @@
-"""An emulated pod board as the flash tool meets it: one USB-UART, three faces.
+"""An emulated pod board as the flash tool meets it: one USB serial port, three faces.
 
-A real ESP32 pod board has one USB-UART, and what answers on it depends on
-what the chip is doing:
+A real pod board (ESP32-S3-WROOM-1-N16R8) has one USB-C port wired to the
+S3's native USB, and what answers on it depends on what the chip is doing:
 
-* **download mode** (BOOT held at reset, or a blank board brought up that
-  way): the ROM serial bootloader, which esptool talks to;
-* **MicroPython, no firmware** (no ``main.py`` yet, or BOOT held for safe
-  mode): the REPL, which mpremote talks to (raw REPL, raw-paste);
+* **download mode** (BOOT held while plugging in or pressing RESET, or
+  ``machine.bootloader()``): the ROM serial bootloader over the S3's
+  USB-Serial/JTAG (303a:1001), which esptool talks to;
+* **MicroPython, no firmware** (no ``main.py`` yet, or SAFE held at reset
+  for safe mode): the REPL on MicroPython's USB CDC (303a:4001), which
+  mpremote talks to (raw REPL, raw-paste);
 * **the pod firmware** (``main.py`` started it after a hard reset): the pod
-  link, which the flash tool's verify step and hostd talk to.
+  link on the same USB CDC, which the flash tool's verify step and hostd
+  talk to.
 
-:class:`EmulatedBoard` gives one stable port path (a symlink to a pty, as
-udev's /dev/serial/by-id/ gives a USB-UART) that lives as long as the board,
-and routes its bytes to the face of the moment:
+:class:`EmulatedBoard` gives one stable port path (a symlink to a pty) that
+lives as long as the board, and routes its bytes to the face of the moment
+(a real S3 re-enumerates between the ROM's USB-Serial/JTAG and MicroPython's
+CDC; a /dev/ttyACM path usually comes back, a /dev/serial/by-id name does
+not, since the two carry different product strings):
 
-* download mode: :class:`~hypnolum.emulator.esp_rom.FakeEspRom` over the
-  file-backed 4 MB flash ``<dir>/flash.bin``; esptool's "run user code"
+* download mode: :class:`~hypnolum.emulator.esp_rom.FakeEspRom` (an
+  ESP32-S3 ROM unless ``chip`` says otherwise) over the file-backed 16 MB
+  flash ``<dir>/flash.bin``; esptool's "run user code"
   (``--after soft-reset``) leaves it;
 * REPL: the MicroPython unix interpreter on a pty of its own, with that pty
   as controlling terminal (``setsid`` + ``TIOCSCTTY``) in raw mode with ISIG,
@@ -31,7 +37,8 @@ and routes its bytes to the face of the moment:
 
 The flashed image is not executed (the unix port stands in for it), but the
 board only leaves download mode for an application if ``flash.bin`` holds
-an ESP image header (0xE9) at 0x1000, where MicroPython's image starts.
+an ESP image header (0xE9) at 0x0, where an ESP32-S3 image starts (its
+second-stage bootloader; an ESP32's starts at 0x1000).
 """
 from __future__ import annotations
 
@@ -52,12 +59,13 @@ from pathlib import Path
 from hypnolum import paths
 from hypnolum.procs import die_with_parent
 
-from .esp_rom import ESP32_MAGIC, ESP8266_MAGIC, FakeEspRom, FlashFile
+from . import image
+from .esp_rom import CHIPS, FakeEspRom, FlashFile
 from .pod import EmulatedPod, find_micropython
 from .ptys import linked_pty
 
 HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/machine.py)
-APP_OFFSET = 0x1000  # MicroPython's ESP32 image starts with the 2nd-stage bootloader here
+APP_OFFSET = 0x0  # an ESP32-S3 image starts with the 2nd-stage bootloader here (ESP32: 0x1000)
 REPL_SHIMS = paths.ROOT / "emulator" / "mpy_repl"
 _BACKLOG = 4095  # bytes unread at the port that mean "nobody is reading"
 
@@ -79,21 +87,22 @@ class EmulatedBoard:
     """One emulated board ``name`` with its files in ``workdir/<name>/`` and port ``workdir/<name>.tty``.
 
     ``mac`` (6 bytes) is the base MAC the ROM reports and ``unique_id()``
-    returns; ``chip="esp8266"`` makes the ROM answer as a wrong chip would.
+    returns; ``chip="esp32"`` or ``"esp8266"`` makes the ROM answer as a
+    wrong chip would (pods are ESP32-S3).
     """
 
     def __init__(self, name: str, workdir: str | os.PathLike, *, mac: bytes | None = None,
-                 chip: str = "esp32", seed: int = 0, heapsize: str = "2M"):
+                 chip: str = "esp32s3", seed: int = 0, heapsize: str | None = None):
         self.name = name
         self.dir = Path(workdir).resolve() / name
         self.fs_dir = self.dir / "fs"
         self.port = Path(workdir).resolve() / f"{name}.tty"
-        self.mac = mac if mac is not None else bytes([0x24, 0x6F, 0x28, 0x10, seed & 0xFF, sum(name.encode()) & 0xFF])
-        if chip not in ("esp32", "esp8266"):
-            raise ValueError(f"chip must be esp32 or esp8266, not {chip!r}")
+        self.mac = mac if mac is not None else bytes([0x7C, 0xDF, 0xA1, 0x10, seed & 0xFF, sum(name.encode()) & 0xFF])
+        if chip not in CHIPS:
+            raise ValueError(f"chip must be one of {', '.join(CHIPS)}, not {chip!r}")
         self.chip = chip
         self.seed = seed
-        self.heapsize = heapsize
+        self.heapsize = heapsize or str(image.heap_budget())  # the firmware's committed heap
         self.mode = "off"  # off | download | no-image | repl | firmware
         self.counters = BoardCounters()
         self.flash: FlashFile | None = None
@@ -156,7 +165,7 @@ class EmulatedBoard:
         self.mode = "off"
 
     async def reset(self, *, download: bool = False, safe_mode: bool = False) -> None:
-        """Press EN: with BOOT held (``download``) into the ROM loader; ``safe_mode``: REPL only."""
+        """Press RESET: with BOOT held (``download``) into the ROM loader; with SAFE held (``safe_mode``): REPL only."""
         await self._enter("download" if download else self._boot_mode(safe_mode))
 
     async def wait_mode(self, mode: str, timeout: float = 10.0) -> None:
@@ -185,11 +194,11 @@ class EmulatedBoard:
         await self._leave()
         self.counters.resets.append(mode)
         if mode == "download":
-            magic = ESP32_MAGIC if self.chip == "esp32" else ESP8266_MAGIC
-            self.rom = FakeEspRom(self.flash, self.mac, magic=magic, on_run=self._rom_run)
+            self.rom = FakeEspRom(self.flash, self.mac, chip=CHIPS[self.chip], on_run=self._rom_run)
         elif mode == "no-image":
-            # what the ROM prints when the flash holds no bootloader, reset after reset
-            self._to_host(b"ets Jun  8 2016 00:22:57\r\n\r\ninvalid header: 0xffffffff\r\n")
+            # what the S3 ROM prints when the flash holds no bootloader, reset after reset
+            self._to_host(b"ESP-ROM:esp32s3-20210327\r\nBuild:Mar 27 2021\r\n"
+                          b"rst:0x1 (POWERON),boot:0x8 (SPI_FAST_FLASH_BOOT)\r\ninvalid header: 0xffffffff\r\n")
         elif mode == "repl":
             await self._spawn_repl(raw=False)
         elif mode == "firmware":
@@ -353,7 +362,7 @@ class EmulatedBoard:
     async def _start_firmware(self) -> None:
         self.pod = EmulatedPod(
             self.name, self.fs_dir, seed=self.seed, uid=self.uid, tty_link=self.dir / "firmware.tty",
-            micropypath=[paths.EMULATOR_SHIMS, self.fs_dir, ".frozen"], heapsize=self.heapsize,
+            micropypath=[image.build([paths.EMULATOR_SHIMS])[0], self.fs_dir, ".frozen"], heapsize=self.heapsize,
             write_config=False,
         )
         await self.pod.start()
@@ -424,13 +433,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--boards", type=int, default=1, help="number of boards (default 1)")
     p.add_argument("--dir", type=Path, required=True, help="working directory (ports are DIR/board-NN.tty)")
-    p.add_argument("--wrong-chip", type=int, default=0, metavar="N", help="make board N answer as an ESP8266")
+    p.add_argument("--wrong-chip", type=int, default=0, metavar="N", help="make board N answer as an ESP32 (not an S3)")
     return p
 
 
 async def _run(args: argparse.Namespace) -> int:
     boards = [
-        EmulatedBoard(f"board-{i:02d}", args.dir, seed=i, chip="esp8266" if i == args.wrong_chip else "esp32")
+        EmulatedBoard(f"board-{i:02d}", args.dir, seed=i, chip="esp32" if i == args.wrong_chip else "esp32s3")
         for i in range(1, args.boards + 1)
     ]
     stop = asyncio.Event()

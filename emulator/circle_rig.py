@@ -53,6 +53,8 @@ class Rig:
     eeg_publish_interval_s: float | None = None  # hostd [eeg] publish_interval_s (None: its default)
     eeg_batch_ms: int | None = 12  # pod.json eeg_batch_ms: circle pods send EEG every 12 ms (3 samples)
     participant: Participant | None = None  # every wearer's signal model (None: one drawn per pod)
+    led_count: int = 8
+    eeg_channels: tuple[int, ...] = (8,)  # pod i has eeg_channels[i % len]: 8 at 250 Hz, 16 at 125 Hz
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
 
@@ -81,7 +83,8 @@ class Rig:
             h = i % self.n_hosts
             ppm = rng.uniform(-self.ppm_max, self.ppm_max)
             pod_id = f"pod{i}"
-            pod = EmulatedPod(pod_id, self.workdir / f"host{h}" / "state" / pod_id, seed=self.seed, led_count=8,
+            pod = EmulatedPod(pod_id, self.workdir / f"host{h}" / "state" / pod_id, seed=self.seed,
+                              led_count=self.led_count, eeg_channels=self.eeg_channels[i % len(self.eeg_channels)],
                               eeg_batch_ms=self.eeg_batch_ms,
                               participant=self.participant,
                               tty_link=self.workdir / f"host{h}" / "pods" / f"{pod_id}.tty",

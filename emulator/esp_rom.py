@@ -1,35 +1,49 @@
-"""A fake ESP32 ROM serial bootloader: esptool's SLIP command set over a pty.
+"""A fake ESP32-S3 ROM serial bootloader: esptool's SLIP command set over a pty.
 
-What a real ESP32 answers in download mode (BOOT held at reset), enough for
-the real esptool to detect an ESP32, read its MAC, write a firmware image
-into a file-backed SPI flash and verify it by MD5, all with ``--no-stub``
-(the ROM loader itself, no flasher stub uploaded to RAM).
+What a real ESP32-S3 answers in download mode (BOOT held at reset, or
+``machine.bootloader()``), enough for the real esptool to detect an
+ESP32-S3, read its MAC, write a firmware image into a file-backed 16 MB SPI
+flash (the -N16R8 module's) and verify it by MD5, all with ``--no-stub``
+(the ROM loader itself, no flasher stub uploaded to RAM). The older ESP32
+and the ESP8266 are kept as "wrong chip" boards.
 
 Packets are SLIP-framed (0xC0 ends, 0xDB 0xDC / 0xDB 0xDD escape 0xC0 / 0xDB).
 A request is ``<BBHI`` (0x00, command, data length, checksum) + data; a reply
 is ``<BBHI`` (0x01, command, data length, value) + data, where data ends
-with the ESP32 ROM's four status bytes (status, error, 0, 0).
+with the ROM's four status bytes (status, error, 0, 0).
+
+How esptool 5 tells the chips apart (``esptool.cmds.detect_chip``): it first
+sends GET_SECURITY_INFO. An ESP32-S3 ROM answers with 20 bytes whose
+``chip_id`` word is 9 (``ESP32S3ROM.IMAGE_CHIP_ID``, the same id an S3 image
+carries in its header); an ESP32 ROM answers "invalid message", and esptool
+falls back to reading the chip-detect magic at 0x40001000 (0x00F01D83 for an
+ESP32, 0xFFF0C101 for an ESP8266). The registers esptool then reads differ
+per chip, so each chip here is a :class:`Chip` profile: eFuse base and MAC
+words (S3: 0x60007044/0x60007048, BLOCK1), the SPI controller that runs the
+flash-id command (S3: SPI1 at 0x60002000, USR2 at +0x20, W0 at +0x58), and
+the UART clock divider the ESP32 derives its crystal from.
 
 Commands served (ids as esptool names them):
 
-============  ====  ==========================================================
-SYNC          0x08  eight replies, as the ROM's autobaud answers
-READ_REG      0x0A  chip magic, eFuses (MAC, package), UART divider, SPI regs
-WRITE_REG     0x09  SPI user-command registers: RDID, RDSR, SFDP are executed
-SPI_ATTACH    0x0D  accepted
-SPI_SET_PARAMS 0x0B accepted (flash size noted)
-CHANGE_BAUD   0x0F  accepted (a pty has no baud rate)
-FLASH_BEGIN   0x02  erases the rounded-up region to 0xFF, as the ROM does
-FLASH_DATA    0x03  checks the XOR checksum (seed 0xEF) and the sequence
-FLASH_END     0x04  ``run user code`` (0 in the payload means reboot) calls
-                    :attr:`FakeEspRom.on_run`: the board leaves download mode
-FLASH_DEFL_*  0x10-0x12  the same with zlib-compressed blocks
-SPI_FLASH_MD5 0x13  32 hex digits of the region's MD5
-============  ====  ==========================================================
+=================  ====  =====================================================
+SYNC               0x08  eight replies, as the ROM's autobaud answers
+GET_SECURITY_INFO  0x14  ESP32-S3 only: flags 0, chip id 9
+READ_REG           0x0A  chip magic, eFuses (MAC, package, revision), SPI regs
+WRITE_REG          0x09  SPI user-command registers: RDID, RDSR, SFDP are executed
+SPI_ATTACH         0x0D  accepted
+SPI_SET_PARAMS     0x0B  accepted (flash size noted)
+CHANGE_BAUD        0x0F  accepted (a pty has no baud rate)
+FLASH_BEGIN        0x02  erases the rounded-up region to 0xFF, as the ROM does
+FLASH_DATA         0x03  checks the XOR checksum (seed 0xEF) and the sequence
+FLASH_END          0x04  ``run user code`` (0 in the payload means reboot) calls
+                         :attr:`FakeEspRom.on_run`: the board leaves download mode
+FLASH_DEFL_*       0x10-0x12  the same with zlib-compressed blocks
+SPI_FLASH_MD5      0x13  32 hex digits of the region's MD5
+=================  ====  =====================================================
 
-Anything else (GET_SECURITY_INFO 0x14, MEM_BEGIN 0x05 for a stub, ERASE_FLASH
-0xD0 which only the stub has) gets the ROM's "invalid message" error (status
-1, error 0x05), so esptool reports it as unsupported.
+Anything else (GET_SECURITY_INFO on an ESP32, MEM_BEGIN 0x05 for a stub,
+ERASE_FLASH 0xD0 which only the stub has) gets the ROM's "invalid message"
+error (status 1, error 0x05), so esptool reports it as unsupported.
 """
 from __future__ import annotations
 
@@ -42,27 +56,50 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-FLASH_SIZE = 4 * 1024 * 1024
+FLASH_SIZE = 16 * 1024 * 1024  # ESP32-S3-WROOM-1-N16R8: 16 MB quad SPI flash
 SECTOR = 4096
 
-ESP32_MAGIC = 0x00F01D83  # value esptool reads at CHIP_DETECT_MAGIC_REG_ADDR
-ESP8266_MAGIC = 0xFFF0C101  # for a "wrong chip" board
+ESP32S3_CHIP_ID = 9  # GET_SECURITY_INFO chip_id; also the chip id in an S3 image header
+ESP32_MAGIC = 0x00F01D83  # value esptool reads at CHIP_DETECT_MAGIC_REG_ADDR (ESP32, ESP8266 only)
+ESP8266_MAGIC = 0xFFF0C101
 _MAGIC_REG = 0x40001000
-_EFUSE_BASE = 0x3FF5A000
-_APB_CTL_DATE = 0x3FF6607C
-_UART_CLKDIV = 0x3FF40014
-_SPI_BASE = 0x3FF42000
-_SPI_CMD = _SPI_BASE + 0x00
-_SPI_USR2 = _SPI_BASE + 0x24
-_SPI_W0 = _SPI_BASE + 0x80
 _SPI_CMD_USR = 1 << 18
 _XTAL_HZ = 40_000_000
-# Winbond W25Q32: manufacturer 0xEF, device 0x4016 -> esptool's size id 0x16 = 4 MB
-_FLASH_ID = 0x1640EF
+
+
+@dataclass(frozen=True)
+class Chip:
+    """What one chip's ROM answers where esptool looks (esptool/targets/<chip>.py)."""
+
+    name: str
+    magic: int  # at 0x40001000
+    chip_id: int | None  # GET_SECURITY_INFO's chip id; None: the ROM lacks the command
+    efuse_base: int
+    mac_word: int  # eFuse word (from efuse_base) holding MAC bytes 2-5; the next word holds bytes 0-1
+    spi_base: int  # SPI controller that talks to the flash
+    spi_usr2: int  # offset of SPI_USR2 (the command byte)
+    spi_w0: int  # offset of SPI_W0 (the data read back)
+    uart_clkdiv: int | None  # UART0 clock divider (the ESP32 derives its crystal from it)
+    flash_id: int  # JEDEC id the RDID command returns
+
+
+# ESP32-S3 (esptool/targets/esp32s3.py): EFUSE_BASE 0x60007000, MAC_EFUSE_REG
+# = EFUSE_BASE + 0x44 (BLOCK1 words 0 and 1), SPI_REG_BASE 0x60002000 with
+# USR2 at +0x20 and W0 at +0x58; the crystal is fixed at 40 MHz.
+# Winbond W25Q128JV: 0xEF 0x4018 -> esptool's size id 0x18 = 16 MB.
+ESP32S3 = Chip("esp32s3", magic=0x00000009, chip_id=ESP32S3_CHIP_ID, efuse_base=0x60007000, mac_word=0x44 // 4,
+               spi_base=0x60002000, spi_usr2=0x20, spi_w0=0x58, uart_clkdiv=None, flash_id=0x1840EF)
+# ESP32 (esptool/targets/esp32.py): eFuses at 0x3FF5A000, MAC in words 1-2,
+# SPI at 0x3FF42000 (USR2 +0x24, W0 +0x80), crystal from UART_CLKDIV 0x3FF40014.
+ESP32 = Chip("esp32", magic=ESP32_MAGIC, chip_id=None, efuse_base=0x3FF5A000, mac_word=1,
+             spi_base=0x3FF42000, spi_usr2=0x24, spi_w0=0x80, uart_clkdiv=0x3FF40014, flash_id=0x1640EF)
+ESP8266 = Chip("esp8266", magic=ESP8266_MAGIC, chip_id=None, efuse_base=0x3FF00050, mac_word=1,
+               spi_base=0x60000200, spi_usr2=0x24, spi_w0=0x40, uart_clkdiv=None, flash_id=0x1640EF)
+CHIPS = {c.name: c for c in (ESP32S3, ESP32, ESP8266)}
 
 SYNC, FLASH_BEGIN, FLASH_DATA, FLASH_END = 0x08, 0x02, 0x03, 0x04
 READ_REG, WRITE_REG, SPI_SET_PARAMS, SPI_ATTACH, CHANGE_BAUD = 0x0A, 0x09, 0x0B, 0x0D, 0x0F
-DEFL_BEGIN, DEFL_DATA, DEFL_END, FLASH_MD5 = 0x10, 0x11, 0x12, 0x13
+DEFL_BEGIN, DEFL_DATA, DEFL_END, FLASH_MD5, GET_SECURITY_INFO = 0x10, 0x11, 0x12, 0x13, 0x14
 
 _OK = b"\x00\x00\x00\x00"
 _ERR_INVALID = b"\x01\x05\x00\x00"  # "received message is invalid": unsupported
@@ -136,19 +173,20 @@ class RomCounters:
 class FakeEspRom:
     """The ROM loader as a byte-stream state machine: :meth:`feed` in, :meth:`take` out.
 
-    ``mac`` is the board's 6-byte base MAC (stored in eFuse words 1 and 2 as
-    the ESP32 does); ``magic`` the chip-detect value (an ESP8266's makes a
-    "wrong chip" board). ``on_run`` is called after FLASH_END / FLASH_DEFL_END
-    asks to run the flashed application.
+    ``mac`` is the board's 6-byte base MAC (in the chip's MAC eFuse words);
+    ``chip`` the ROM's :class:`Chip` (ESP32-S3 by default; an ESP32 or
+    ESP8266 makes a "wrong chip" board). ``on_run`` is called after
+    FLASH_END / FLASH_DEFL_END asks to run the flashed application.
     """
 
-    def __init__(self, flash: FlashFile, mac: bytes, *, magic: int = ESP32_MAGIC,
+    def __init__(self, flash: FlashFile, mac: bytes, *, chip: Chip = ESP32S3,
                  on_run: Callable[[], None] | None = None):
         if len(mac) != 6:
             raise ValueError("mac must be 6 bytes")
         self.flash = flash
         self.mac = bytes(mac)
-        self.magic = magic
+        self.chip = chip
+        self.magic = chip.magic
         self.on_run = on_run
         self.counters = RomCounters(unsupported=[])
         self.baud = 115200
@@ -209,24 +247,39 @@ class FakeEspRom:
         for _ in range(8):  # the ROM answers a SYNC eight times
             self._reply(op, 0x20120707)
 
+    def _security_info(self, op, data, chk):
+        if self.chip.chip_id is None:  # the ESP32's ROM has no such command
+            self.counters.unsupported.append(op)
+            self._reply(op, 0, _ERR_INVALID)
+            return
+        # flags (no secure boot / download mode), flash_crypt_cnt, 7 key purposes, chip id, eco version
+        info = struct.pack("<IBBBBBBBBII", 0, 0, 0, 0, 0, 0, 0, 0, 0, self.chip.chip_id, 0)
+        self._reply(op, 0, info + _OK)
+
     def read_reg(self, addr: int) -> int:
+        chip = self.chip
         if addr == _MAGIC_REG:
             return self.magic
-        if _EFUSE_BASE <= addr < _EFUSE_BASE + 0x80:
-            return self._efuse((addr - _EFUSE_BASE) // 4)
-        if addr == _UART_CLKDIV:
+        if chip.efuse_base <= addr < chip.efuse_base + 0x100:
+            return self._efuse((addr - chip.efuse_base) // 4)
+        if chip.uart_clkdiv is not None and addr == chip.uart_clkdiv:
             return _XTAL_HZ // self.baud  # esptool derives the 40 MHz crystal from it
-        if addr == _APB_CTL_DATE:
-            return 0
         return self._regs.get(addr, 0)
 
     def _efuse(self, word: int) -> int:
-        m = self.mac
-        if word == 1:
+        m, chip = self.mac, self.chip
+        if word == chip.mac_word:
             return int.from_bytes(m[2:6], "big")
-        if word == 2:
-            return (m[0] << 8) | m[1]  # bits 16-23 hold a CRC that esptool does not read
-        if word == 3:
+        if word == chip.mac_word + 1:
+            return (m[0] << 8) | m[1]  # the bits above hold a CRC / pad config esptool does not read here
+        if chip is ESP32S3:
+            block1 = word - chip.mac_word  # esptool reads BLOCK1 word n at EFUSE_BASE + 0x44 + 4n
+            if block1 == 3:
+                return 2 << 18  # pkg 0 (QFN56), minor revision 2: "ESP32-S3 (QFN56) (revision v0.2)"
+            if block1 == 4:
+                return (1 << 3) | (1 << 7)  # in-package PSRAM: 8 MB (psram_cap 1), vendor AP_3v3
+            return 0
+        if chip is ESP32 and word == 3:
             return 1 << 9  # package 1: ESP32-D0WD
         return 0
 
@@ -245,15 +298,16 @@ class FakeEspRom:
             addr, value, mask, _delay = struct.unpack_from("<IIII", data, i)
             old = self._regs.get(addr, 0)
             self._regs[addr] = (old & ~mask) | (value & mask)
-            if addr == _SPI_CMD and value & _SPI_CMD_USR:
+            if addr == self.chip.spi_base and value & _SPI_CMD_USR:
                 self._spi_user_command()
         self._reply(op)
 
     def _spi_user_command(self) -> None:
-        command = self._regs.get(_SPI_USR2, 0) & 0xFF
-        result = {0x9F: _FLASH_ID}.get(command, 0)  # RDID; RDSR/SFDP read as 0
-        self._regs[_SPI_W0] = result
-        self._regs[_SPI_CMD] = self._regs.get(_SPI_CMD, 0) & ~_SPI_CMD_USR  # done at once
+        base = self.chip.spi_base
+        command = self._regs.get(base + self.chip.spi_usr2, 0) & 0xFF
+        result = {0x9F: self.chip.flash_id}.get(command, 0)  # RDID; RDSR/SFDP read as 0
+        self._regs[base + self.chip.spi_w0] = result
+        self._regs[base] = self._regs.get(base, 0) & ~_SPI_CMD_USR  # SPI_CMD: done at once
 
     def _accept(self, op, data, chk):
         self._reply(op)
@@ -342,6 +396,7 @@ class FakeEspRom:
 
     _HANDLERS = {
         SYNC: _sync,
+        GET_SECURITY_INFO: _security_info,
         READ_REG: _read_reg,
         WRITE_REG: _write_reg,
         SPI_ATTACH: _accept,
@@ -358,24 +413,30 @@ class FakeEspRom:
 
 
 
-def make_image(size: int, seed: int = 0, payload: bytes | None = None) -> bytes:
-    """A well-formed ESP32 application image of about ``size`` bytes, for tests and benchmarks.
+def make_image(size: int, seed: int = 0, payload: bytes | None = None, chip: str = "esp32s3") -> bytes:
+    """A well-formed application image of about ``size`` bytes, for tests and benchmarks.
 
     Built with esptool's own image writer (header 0xE9, extended header with
-    chip id 0, checksum, SHA-256 digest), so esptool and the flash tool take
-    it as an ESP32 image. ``payload`` fills a DRAM-mapped segment; by default
-    it is deterministic pseudo-random bytes (which deflate cannot shrink).
+    the chip id: 9 for an ESP32-S3, 0 for an ESP32; checksum, SHA-256
+    digest), so esptool and the flash tool take it as an image for that chip.
+    ``payload`` fills a DRAM-mapped segment; by default it is deterministic
+    pseudo-random bytes (which deflate cannot shrink).
     """
     import random
 
-    from esptool.bin_image import ESP32FirmwareImage, ImageSegment
+    from esptool.bin_image import ESP32FirmwareImage, ESP32S3FirmwareImage, ImageSegment
 
     if payload is None:
         payload = random.Random(seed).randbytes(max(16, size - 64))
     payload = payload + b"\x00" * (-len(payload) % 4)
-    img = ESP32FirmwareImage()
-    img.entrypoint = 0x40080000
-    segment = ImageSegment(0x3FFB0000, payload)
+    if chip == "esp32s3":
+        img, entry, dram = ESP32S3FirmwareImage(), 0x40375000, 0x3FC88000
+    elif chip == "esp32":
+        img, entry, dram = ESP32FirmwareImage(), 0x40080000, 0x3FFB0000
+    else:
+        raise ValueError(f"no image format for {chip!r}")
+    img.entrypoint = entry
+    segment = ImageSegment(dram, payload)
     segment.name = ".dram0.data"
     img.segments = [segment]
     return img.save(None)

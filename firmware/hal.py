@@ -9,20 +9,16 @@ Board wiring comes from pod/board.py, generated from the pin map in
 hardware/schematics/: one-wire LEDs on LED output 0; APA102/SK9822 use both
 outputs (clock on output 0, data on output 1); the headset on UART2; BOOT.
 
-Pod link: the USB-UART that also carries the REPL. open_link() turns Ctrl-C
-into data (micropython.kbd_intr(-1)) because 0x03 is an ordinary byte of a
-frame. To get a REPL back, hold BOOT while resetting: boot.py then reports
-safe_mode() and main.py does not start the firmware.
+Pod link: a USB CDC-ACM interface of its own (pod/usbcdc.py), beside the
+REPL's CDC, so link bytes never go through stdio. The REPL stays on the first
+port; hold BOOT while resetting to keep the firmware from starting there.
 """
 import asyncio
 import gc
 import os
-import select
-import sys
 import time
 
 import machine
-import micropython
 from micropython import const
 
 from pod import board  # the pin map, generated from hardware/schematics/pinmap.toml
@@ -30,18 +26,16 @@ from pod import ledwire  # pure encoders: gamma, order, framing
 
 # Pins come from the board's pin map and are used here only.
 _LED_PIN = board.LED0_PIN  # one-wire LEDs (WS2812/SK6812) data, LED output 0
-_LED_SPI = const(1)  # APA102/SK9822 on HSPI through the GPIO matrix:
+_LED_SPI = const(1)  # APA102/SK9822 on SPI(1) (IDF SPI2), every pin given: defaults can be PSRAM's
 _LED_SPI_SCK = board.LED0_PIN  # clock on LED output 0's data line
 _LED_SPI_MOSI = board.LED1_PIN  # data on LED output 1's data line
-_LED_SPI_BAUD = const(4000000)
+_LED_SPI_BAUD = const(8000000)  # 1.2 ms a 300-LED frame; long APA102 chains fail near 24 MHz (board-port.md)
 _HEADSET_UART = board.HEADSET_UART
 _HEADSET_TX = board.HEADSET_TX_PIN
 _HEADSET_RX = board.HEADSET_RX_PIN
 _HEADSET_RXBUF = const(4096)  # ~0.5 s of Cyton packets: rides out a long GC pause
 _BOOT_PIN = board.BOOT_PIN
 
-# 800 kHz WS2812 bit timing in ns (high0, low0, high1, low1), as neopixel.py uses
-_WS2812_TIMING = (400, 850, 800, 450)
 
 PLATFORM = "esp32"
 
@@ -58,48 +52,20 @@ ticks_add = time.ticks_add
 """ticks_add(t, delta) -> t + delta, wrapped."""
 
 
-class _StdinReader:
-    """Non-blocking reader over sys.stdin.buffer.
-
-    The stdio stream's readinto() blocks until the whole buffer is full, which
-    would stall the event loop, so read one byte when poll says readable and
-    then only as many more as poll keeps promising.
-    """
-
-    def __init__(self):
-        self._s = sys.stdin.buffer
-        self._stream = asyncio.StreamReader(self._s)
-        self._poll = select.poll()
-        self._poll.register(self._s, select.POLLIN)
-
-    async def readinto(self, buf):
-        mv = memoryview(buf)
-        n = await self._stream.readinto(mv[:1])
-        if not n:
-            return n
-        ipoll = self._poll.ipoll
-        read = self._s.readinto
-        size = len(buf)
-        while n < size:
-            ready = False
-            for _ in ipoll(0):
-                ready = True
-            if not ready:
-                break
-            read(mv[n:n + 1])
-            n += 1
-        return n
-
-
 async def open_link():
-    """Open the pod link. Returns (reader, writer) asyncio streams.
+    """Open the pod link: a non-blocking byte pipe (a pod.usbcdc.Port).
 
-    reader.readinto(buf) -> bytes read (0 = link closed); writer.write(buf)
-    then await writer.drain(). On the ESP32 this is the USB-UART (REPL port);
-    Ctrl-C is disabled so 0x03 bytes reach the firmware as data.
+    port.write(buf, n) -> bytes of buf[0:n] taken into the TX ring (what fits;
+    never waits: the caller keeps the rest); port.tx_free() -> bytes write()
+    would take now; port.readinto(buf) -> bytes copied from what has arrived,
+    0 if none (never waits); await port.wait() returns once bytes arrived since
+    the last wait (one waiter). None of them allocates. On the ESP32 this is
+    machine.USBDevice with a second CDC-ACM interface (interfaces 2-3); the
+    emulator runs the same pod/usbcdc.py over its stand-in USBDevice.
     """
-    micropython.kbd_intr(-1)
-    return _StdinReader(), asyncio.StreamWriter(sys.stdout.buffer, {})
+    from pod import usbcdc
+
+    return usbcdc.open(machine.USBDevice())
 
 
 async def open_headset(baud):
@@ -116,34 +82,85 @@ class Leds:
     """The LED array: count LEDs, wire colour order, LED type.
 
     order: "GRB" etc., or four letters with W for RGBW strips; kind: "ws2812",
-    "sk6812" (RGB), "sk6812_rgbw" (one-wire, on _LED_PIN through
-    machine.bitstream, as the neopixel module drives them) or "apa102",
-    "sk9822" (clock + data on hardware SPI). write(rgb) shows one frame: rgb is
-    count * 3 sRGB bytes in R, G, B order, already passed by the safety
-    governor; it is gamma-corrected, reordered and framed into a preallocated
-    wire buffer (pod/ledwire.py), so the caller may reuse it at once. show_at(rgb,
-    due_us) does the same at a scheduled instant (the shared timeline of a
-    circle). No allocation.
+    "sk6812" (RGB), "sk6812_rgbw" (one-wire on _LED_PIN) or "apa102", "sk9822"
+    (clock + data). write(rgb) shows one frame: rgb is count * 3 sRGB bytes in
+    R, G, B order, already passed by the safety governor; it is gamma-corrected,
+    reordered and framed into a preallocated wire buffer (pod/ledwire.py), so
+    the caller may reuse it at once. show_at(rgb, due_us) does the same at a
+    scheduled instant (the shared timeline of a circle). No allocation.
+
+    The transfer does not hold the interpreter (docs/board-port.md "LED output"):
+    every kind goes out on SPI with DMA (one-wire LEDs as 4 SPI bits per LED bit
+    at 3.2 MHz, ledwire.spread_onewire), and SPI.write releases the interpreter
+    while the DMA runs (ports/esp32/machine_hw_spi.c:378-392), so a thread of
+    its own makes the write. A frame is encoded into one of two buffers and
+    handed to that thread; the thread starts it within a GIL hand-over of the
+    instant. machine.bitstream would hold the interpreter 30 us per LED (9 ms a
+    300-LED frame, machine_bitstream.c:151-154).
     """
 
     def __init__(self, count, order="GRB", kind="ws2812"):
+        import _thread
+
         self.count = count
         self.order = order
         self.kind = kind
         self._k, self._idx, self.wire = ledwire.setup(count, order, kind)
+        n = len(self.wire)
+        pin = machine.Pin
         if self._k == ledwire.KIND_APA102:
-            self._spi = machine.SPI(
-                _LED_SPI, baudrate=_LED_SPI_BAUD, sck=machine.Pin(_LED_SPI_SCK), mosi=machine.Pin(_LED_SPI_MOSI)
-            )
-            self._pin = None
+            # miso=None: left out, SPI(1) would claim its IO MUX MISO pin (GPIO 13) as well
+            self._spi = machine.SPI(_LED_SPI, baudrate=_LED_SPI_BAUD, sck=pin(_LED_SPI_SCK), mosi=pin(_LED_SPI_MOSI),
+                                    miso=None)
+            self._onewire = False
         else:
-            self._spi = None
-            self._pin = machine.Pin(_LED_PIN, machine.Pin.OUT, value=0)
+            # data only: no clock pin (sck=None), the line idles low between frames (the latch)
+            self._spi = machine.SPI(_LED_SPI, baudrate=ledwire.SPI_ONEWIRE_BAUD, sck=None, mosi=pin(_LED_PIN),
+                                    miso=None)
+            n = ledwire.spi_onewire_size(n)
+            self._onewire = True
+        self._bufs = (bytearray(n), bytearray(n))
+        self._next = 0  # the buffer the writer thread sends next
+        self._sending = -1  # the buffer on the wire, -1: none
         self.frames = 0
+        self.replaced = 0  # frames handed over before the writer had started the one before
+        self._go = _thread.allocate_lock()
+        self._go.acquire()  # held: the writer waits on it; released to hand a frame over
+        _thread.start_new_thread(self._writer, ())
+
+    def _writer(self):
+        go = self._go
+        write = self._spi.write
+        bufs = self._bufs
+        while True:
+            go.acquire()
+            b = self._next
+            self._sending = b
+            write(bufs[b])  # DMA; the interpreter runs meanwhile
+            self._sending = -1
+
+    def _encode(self, rgb):
+        # into the buffer not handed over last; wait only if the wire still carries it
+        b = self._next ^ 1
+        while self._sending == b:
+            pass
+        if self._onewire:
+            ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
+            ledwire.spread_onewire(self._bufs[b], self.wire, len(self.wire))
+        else:
+            ledwire.encode(self._k, self._bufs[b], rgb, self.count * 3, self._idx)
+        return b
+
+    def _hand(self, b):
+        self._next = b
+        if self._go.locked():
+            self._go.release()
+        else:
+            self.replaced += 1  # the writer has not taken the last one yet: this one goes instead
+        self.frames += 1
 
     def write(self, rgb):
-        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        self._out()
+        self._hand(self._encode(rgb))
 
     def show_at(self, rgb, due_us):
         """Show rgb as write() does, with the data starting at pod instant due_us
@@ -151,28 +168,82 @@ class Leds:
         done first, so the instant does not depend on it. Returns how late rgb
         was handed over (us; 0 when it came before due_us).
 
-        The CPU spins for the wait: the render loop sleeps until a millisecond or
-        two before and calls this for the last stretch, which is all the board's."""
-        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
+        The CPU spins for the wait, holding the interpreter: call it at most
+        SHOW_AT_AHEAD_US before due_us (the render loop wakes on a FrameTimer
+        then; an asyncio sleep would end only at the next 10 ms RTOS tick)."""
+        b = self._encode(rgb)
         diff = time.ticks_diff
         now = time.ticks_us
         late = diff(now(), due_us)
         while diff(due_us, now()) > 0:
             pass
-        self._out()
+        self._hand(b)
         return late if late > 0 else 0
-
-    def _out(self):
-        if self._spi is not None:
-            self._spi.write(self.wire)
-        else:
-            machine.bitstream(self._pin, 0, _WS2812_TIMING, self.wire)
-        self.frames += 1
 
     @property
     def dropped(self):
-        """Frames that could not be shown (always 0 here; the emulator's can be)."""
-        return 0
+        """Frames that could not be shown: replaced before they went out."""
+        return self.replaced
+
+
+_FRAME_TIMER = const(0)  # hardware timer 0 of the S3's 4 (ports/esp32/machine_timer.c:124-127)
+_TIMER_MIN_US = const(50)  # nearer than this: no alarm, the flag is set at once
+
+
+class FrameTimer:
+    """A one-shot wake-up at a pod instant, for the render loop.
+
+    arm(due_us) sets it for pod instant due_us (ticks_us), replacing any earlier
+    arming; await wait() returns once that instant has come (at once if it has).
+    An asyncio sleep ends only at the next 10 ms FreeRTOS tick; this is a
+    one-shot machine.Timer whose callback (scheduled from its ISR, which also
+    wakes the main task: ports/esp32/machine_timer.c:169-171) sets an
+    asyncio.ThreadSafeFlag, so the loop resumes within an ISR and a task
+    switch of the instant. Period in us (tick_hz=1_000_000; the timer counts at
+    10 MHz). No allocation: the flag is awaited through this object itself.
+    """
+
+    def __init__(self, timer_id=_FRAME_TIMER):
+        from asyncio import core
+
+        self._core = core
+        self._flag = asyncio.ThreadSafeFlag()
+        self._t = machine.Timer(timer_id)
+        self._one_shot = machine.Timer.ONE_SHOT
+        self._cb = self._fire  # one bound method, made here: the ISR path allocates nothing
+        self._waiting = False
+        self._stop = StopIteration()
+
+    def _fire(self, _t):
+        self._flag.set()
+
+    def arm(self, due_us):
+        self._flag.clear()
+        self._waiting = False
+        left = time.ticks_diff(due_us, time.ticks_us())
+        if left < _TIMER_MIN_US:
+            self._t.deinit()
+            self._flag.set()
+            return
+        self._t.init(mode=self._one_shot, period=left, tick_hz=1000000, callback=self._cb)
+
+    def wait(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        # await: park on the flag's poll entry once, then finish (as asyncio's sleep_ms does)
+        f = self._flag
+        if not self._waiting and not f.state:
+            self._waiting = True
+            self._core._io_queue.queue_read(f)
+            return None
+        self._waiting = False
+        f.state = 0
+        self._stop.__traceback__ = None
+        raise self._stop
 
 
 class Watchdog:
@@ -228,16 +299,165 @@ _safe = None
 
 
 def safe_mode():
-    """True when the BOOT button was held at reset: keep the REPL, start nothing.
+    """True when this boot is in safe mode: keep the REPL, start nothing, LEDs dark.
 
-    Sampled once (boot.py asks first), so releasing the button later changes nothing.
+    Safe mode is the SAFE button (board.SAFE_PIN, else BOOT) held at reset, or the
+    one-shot flag request_safe_mode() left (the SAFE_MODE command), which this
+    consumes. Sampled once (boot.py asks first), so releasing the button later
+    changes nothing. In safe mode the LEDs are sent a dark frame: WS2812s keep
+    their last frame through a reset of the ESP32.
     """
     global _safe
     if _safe is None:
-        _safe = machine.Pin(_BOOT_PIN, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+        pin = getattr(board, "SAFE_PIN", None)  # the SAFE button on newer pin maps
+        held = machine.Pin(_BOOT_PIN if pin is None else pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+        _safe = _take_safe_flag() or held
+        if _safe:
+            _dark_for_safe_mode()
+            print("hypnolum: safe mode, firmware not started")
     return _safe
 
 
 def mem_free():
     """Free heap in bytes."""
     return gc.mem_free()
+
+
+# ---------------------------------------------------------------------------
+# Safe mode on command, and the board's sensors (pod/derate.py reads them)
+
+SAFE_MODE_FLAG = "safe_mode.flag"  # one-shot: the next boot is in safe mode
+
+
+def request_safe_mode():
+    """Make the next boot a safe-mode boot (then reset()); safe_mode() consumes the flag."""
+    write_file(SAFE_MODE_FLAG, b"1")
+
+
+def _take_safe_flag():
+    try:
+        os.remove(SAFE_MODE_FLAG)
+    except OSError:
+        return False
+    return True
+
+
+def _dark_for_safe_mode():
+    # the LED type and count from pod.json (no pod.config here: it imports hal);
+    # without them 300 dark LEDs, the most pod.json allows: extra data runs off the strip's end
+    import json
+
+    count, order, kind = 300, "GRB", "ws2812"
+    try:
+        cfg = json.loads(read_file("pod.json") or "{}")
+        count = cfg.get("led_count", count)
+        kind = cfg.get("led_type", kind)
+        order = cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else order)
+        Leds(count, order, kind).write(bytearray(count * 3))
+    except Exception:  # noqa: a bad pod.json must not cost the REPL; try the default chain
+        try:
+            Leds(300).write(bytearray(900))
+        except Exception:  # noqa: nothing more to try
+            pass
+
+
+_TEMP_PIN = board.TEMP_1WIRE_PIN
+_VIN_PIN = board.VIN_SENSE_PIN
+_VIN_RTOP = board.VIN_SENSE_RTOP_OHM
+_VIN_RBOT = board.VIN_SENSE_RBOT_OHM
+_OW_MATCH_ROM = const(0x55)
+_OW_SKIP_ROM = const(0xCC)
+_DS_CONVERT_T = const(0x44)
+_DS_READ_SCRATCH = const(0xBE)
+_DS_MAX_SENSORS = const(4)
+
+
+class Thermometer:
+    """The board's DS18B20s on the 1-Wire bus (board.TEMP_1WIRE_PIN): U5 beside the
+    LED connectors and an optional second on J6, taped to a strip.
+
+    await convert() starts a conversion on all of them (SKIP ROM, CONVERT T) and
+    returns at once; a 12-bit result is ready 750 ms later. await read_c16() is the
+    hottest sensor's last conversion in 1/16 degC, or None when a sensor found at
+    start-up does not answer, fails its CRC or reads as a shorted bus (no sensor
+    found: None too). The bus is worked a byte at a time with a yield between
+    bytes (1-Wire has no timeout between time slots), so no task waits more than
+    a byte (~0.6 ms). onewire and ds18x20 are frozen in the ESP32 port
+    (ports/esp32/boards/manifest.py). No allocation once the sensors are found.
+    """
+
+    def __init__(self):
+        import onewire
+
+        self._ow = onewire.OneWire(machine.Pin(_TEMP_PIN))
+        self._buf = bytearray(9)
+        self._roms = ()
+        self._scan()
+
+    def _scan(self):
+        import ds18x20
+
+        try:
+            self._roms = tuple(ds18x20.DS18X20(self._ow).scan()[:_DS_MAX_SENSORS])
+        except Exception:  # noqa: OneWireError or a bus fault: no sensors, read_c16() says None
+            self._roms = ()
+
+    async def convert(self):
+        """Start a conversion; False if no sensor answered (rescans then, allocating)."""
+        if not self._roms:
+            self._scan()
+            if not self._roms:
+                return False
+        ow = self._ow
+        if not ow.reset():
+            return False
+        ow.writebyte(_OW_SKIP_ROM)
+        ow.writebyte(_DS_CONVERT_T)
+        return True
+
+    async def read_c16(self):
+        ow = self._ow
+        buf = self._buf
+        hot = None
+        for rom in self._roms:
+            if not ow.reset():
+                return None
+            ow.writebyte(_OW_MATCH_ROM)
+            for j in range(8):  # by index: iterating the bytearray would allocate an iterator
+                ow.writebyte(rom[j])
+            ow.writebyte(_DS_READ_SCRATCH)
+            for i in range(9):
+                await asyncio.sleep_ms(0)
+                buf[i] = ow.readbyte()
+            # all zeros passes the CRC: a DQ line held low; the config byte's low bits are 1s
+            if ow.crc8(buf) or (rom[0] == 0x28 and buf[4] & 0x1F != 0x1F) or not (buf[0] | buf[1] | buf[4]):
+                return None
+            t = buf[1] << 8 | buf[0]
+            if t & 0x8000:
+                t -= 0x10000
+            if rom[0] == 0x10:  # DS18S20: half degrees
+                t <<= 3
+            if hot is None or t > hot:
+                hot = t
+        return hot
+
+
+class VinSense:
+    """The 5 V LED rail through the board's divider (VIN_SENSE_RTOP/RBOT_OHM) on an ADC1
+    pin at 11 dB, the widest range (~3.1 V on the S3, ~2.5 V on the ESP32): 5 V reads 1.6 V.
+
+    read_mv() -> the rail in mV, or None if the pin has no ADC. machine.ADC.read_uv()
+    is calibrated by ESP-IDF (curve or line fitting, ports/esp32/adc.c).
+    """
+
+    def __init__(self):
+        try:
+            self._adc = machine.ADC(machine.Pin(_VIN_PIN), atten=machine.ADC.ATTN_11DB)
+        except (ValueError, OSError):  # the pin map names a GPIO without an ADC on this chip
+            self._adc = None
+
+    def read_mv(self):
+        if self._adc is None:
+            return None
+        # mV first: uV x (RTOP + RBOT) would leave the small ints (an allocation)
+        return self._adc.read_uv() // 1000 * (_VIN_RTOP + _VIN_RBOT) // _VIN_RBOT

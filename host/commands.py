@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
 from ..protocol import schema
+from ..protocol.messages import SAFE_MODE_CONFIRM
 
 _EFFECTS = tuple(schema.ENUMS["effect"])  # names from the protocol definition
 _PALETTES = tuple(schema.ENUMS["palette"])
@@ -73,16 +74,26 @@ class SetCommand(BaseModel):
     id: Annotated[str, Field(max_length=64)] | None = None
     scene: SceneSpec | None = None
     night: NightSpec | None = None
+    # reset the pod into safe mode (REPL only, LEDs dark, firmware not started); alone
+    safe_mode: StrictBool = None  # type: ignore[assignment]  # true only (null and false refused)
 
     @model_validator(mode="after")
     def _something(self) -> SetCommand:
+        if self.safe_mode is False:
+            raise ValueError("safe_mode: only true")
+        if self.safe_mode:
+            if self.scene is not None or self.night is not None:
+                raise ValueError("safe_mode goes alone: the pod resets, it shows no scene")
+            return self
         if self.scene is None and self.night is None:
-            raise ValueError("a set command needs scene and/or night")
+            raise ValueError("a set command needs scene and/or night (or safe_mode)")
         return self
 
     def messages(self, now_min: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         """The pod commands to send, in order: night limits first, then the scene."""
         out: list[tuple[str, dict[str, Any]]] = []
+        if self.safe_mode:
+            return [("safe_mode", {"confirm": SAFE_MODE_CONFIRM})]
         if self.night is not None:
             if now_min is None:
                 import time

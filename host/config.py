@@ -69,7 +69,7 @@ class MqttConfig(_Section):
 
 class SerialConfig(_Section):
     ports: tuple[str, ...] = ()  # paths or glob patterns
-    baudrate: int = Field(921600, gt=0)
+    baudrate: int = Field(921600, gt=0)  # USB CDC (ESP32-S3 pods) ignores it; tools/flash.py verify opens at it too
     scan_interval_s: float = Field(0.5, gt=0)
 
 

@@ -233,6 +233,8 @@ class Hub:
                 return commands.error_result(cmd.id, str(exc), "pod_id")
             if answer != "ack":
                 return commands.nack_result(cmd.id, reason)
+        if cmd.safe_mode:
+            self.eeg.annotate(pod_id, "safe mode: the pod resets, its firmware stays stopped")
         if cmd.night is not None:
             nt = cmd.night
             self.eeg.annotate(pod_id, f"night: {nt.mode} {nt.start_min}-{nt.end_min} min")

@@ -304,6 +304,10 @@ class PodSession:
         self.state.pod_status = dict(frame.fields)
         self.changed()
 
+    def _on_power(self, frame: codec.Frame) -> None:
+        self.state.power = dict(frame.fields)  # the LED current limit and why (docs/light.md)
+        self.changed()
+
     def _on_pong(self, frame: codec.Frame) -> None:
         # the instant the bytes arrived, not after the decode and the frames before it
         now_us = (self.transport.rx_ns or time.time_ns()) // 1000

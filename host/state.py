@@ -56,6 +56,7 @@ class PodState:
     scene: dict[str, Any] | None = None
     counters: Counters = field(default_factory=Counters)
     pod_status: dict[str, Any] = field(default_factory=dict)
+    power: dict[str, Any] = field(default_factory=dict)  # the pod's last POWER frame
     eeg: dict[str, Any] = field(default_factory=dict)  # the pod's EegStream (see eeg.py), kept across sessions
     clock: Any = None  # () -> dict: the pod clock estimate (host/clock.py PodClock.state)
 
@@ -75,6 +76,7 @@ class PodState:
             },
             "scene": self.scene,
             "counters": {"host": self.counters.to_json(), "pod": dict(self.pod_status)},
+            "power": dict(self.power) or None,
             "eeg": self.eeg,
             "clock": self.clock() if self.clock is not None else None,
             "updated": now_iso(),

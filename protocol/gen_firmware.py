@@ -6,7 +6,16 @@ functions:
     pack_<name>(buf, off, *fields) -> end      writes the payload at buf[off:]
     unpack_<name>(buf, off, end) -> tuple      reads it back, checking bounds
 
-Consecutive fixed-size fields are packed with one struct call. Usage:
+Consecutive fixed-size fields are packed with one struct call.
+
+The board's small ints are 31-bit: a u32 at or above 2**30 is a heap object,
+so the u32 fields the firmware computes per sample or per second never pass
+through one. A SPLIT32 field is held by the firmware as its low 30 bits plus
+the two bits above them (`<name>_hi`, how often the 30 bits wrapped) and
+packed as two u16 halves; unpacked, it gives the low 30 bits (the pod compares
+sequence numbers and ticks modulo 2**30). A TICKS30 field (a pod ticks_us
+instant from the host) is unpacked masked to the 2**30 tick period the same way.
+The bytes on the wire do not change. Usage:
     python -m hypnolum.protocol.gen_firmware            # rewrite the file
     python -m hypnolum.protocol.gen_firmware --check    # exit 1 if it is stale
 """
@@ -20,6 +29,17 @@ from . import messages, schema
 from .schema import ARRAY, BYTES, ENUM, INT, LIST, STR
 
 TARGET = Path(__file__).resolve().parent.parent / "firmware" / "pod" / "wire.py"
+
+SPLIT32 = {("eeg_batch", "first_seq"), ("eeg_bands", "last_seq"), ("eeg_replay", "from_seq"), ("status", "uptime_ms")}
+TICKS30 = {("scene_at", "at_us"), ("frame_phase", "anchor_us")}
+
+
+def _is_split(msg, f) -> bool:
+    return f.kind == INT and f.fmt == "I" and (msg.name, f.name) in SPLIT32
+
+
+def _is_low30(msg, f) -> bool:
+    return f.kind == INT and f.fmt == "I" and ((msg.name, f.name) in SPLIT32 or (msg.name, f.name) in TICKS30)
 
 
 def _groups(fields):
@@ -37,19 +57,40 @@ def _groups(fields):
         yield "fixed", run
 
 
-def _fixed_fmt(run) -> str:
-    return "<" + "".join(f.fmt * (f.count if f.kind == ARRAY else 1) for f in run)
+def _fixed_fmt(run, msg=None, halves=None) -> str:
+    """The struct format of a run; a u32 for which halves(msg, f) holds is two u16, 'HH'."""
+    out = []
+    for f in run:
+        if halves is not None and halves(msg, f):
+            out.append("HH")
+        else:
+            out.append(f.fmt * (f.count if f.kind == ARRAY else 1))
+    return "<" + "".join(out)
+
+
+def _pack_args(msg: schema.Message) -> list[str]:
+    out = []
+    for f in msg.fields:
+        out.append(f.name)
+        if _is_split(msg, f):
+            out.append(f"{f.name}_hi")
+    return out
 
 
 def _pack_fn(msg: schema.Message) -> list[str]:
-    args = ", ".join(f.name for f in msg.fields)
+    args = ", ".join(_pack_args(msg))
     out = [f"def pack_{msg.name}(buf, off, {args}):"]
     for kind, item in _groups(msg.fields):
         if kind == "fixed":
-            fmt = _fixed_fmt(item)
+            fmt = _fixed_fmt(item, msg, _is_split)
             vals = []
             for f in item:
-                vals += [f"{f.name}[{i}]" for i in range(f.count)] if f.kind == ARRAY else [f.name]
+                if _is_split(msg, f):
+                    vals += [f"{f.name} & 0xFFFF", f"(({f.name} >> 16) & 0x3FFF) | ({f.name}_hi << 14)"]
+                elif f.kind == ARRAY:
+                    vals += [f"{f.name}[{i}]" for i in range(f.count)]
+                else:
+                    vals.append(f.name)
             out.append(f"    struct.pack_into({fmt!r}, buf, off, {', '.join(vals)})")
             out.append(f"    off += {struct.calcsize(fmt)}")
         elif item.kind == STR:
@@ -67,12 +108,14 @@ def _unpack_fn(msg: schema.Message) -> list[str]:
     names = []
     for kind, item in _groups(msg.fields):
         if kind == "fixed":
-            fmt = _fixed_fmt(item)
+            fmt = _fixed_fmt(item, msg, _is_low30)
             size = struct.calcsize(fmt)
             targets = []
             for f in item:
                 if f.kind == ARRAY:
                     targets += [f"_{f.name}{i}" for i in range(f.count)]
+                elif _is_low30(msg, f):
+                    targets += [f"_{f.name}_lo", f"_{f.name}_hi"]
                 else:
                     targets.append(f.name)
             out.append(f"    if off + {size} > end:")
@@ -83,6 +126,8 @@ def _unpack_fn(msg: schema.Message) -> list[str]:
             for f in item:
                 if f.kind == ARRAY:
                     out.append(f"    {f.name} = ({', '.join(f'_{f.name}{i}' for i in range(f.count))},)")
+                elif _is_low30(msg, f):
+                    out.append(f"    {f.name} = _{f.name}_lo | (_{f.name}_hi & 0x3FFF) << 16  # low 30 bits")
             names += [f.name for f in item]
         elif item.kind == STR:
             out.append(f"    {item.name}, off = _unpack_str(buf, off, end, {item.prefix!r})")

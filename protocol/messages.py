@@ -84,6 +84,17 @@ LogLevel = Enum(Int8ul, debug=10, info=20, warning=30, error=40)
 EEG_FLAG_GAP_BEFORE = 0x01  # samples were lost between the previous batch and this one
 EEG_FLAG_REPLAY = 0x02  # re-sent from the pod's ring in answer to EEG_REPLAY
 
+# Bits of Power.flags
+POWER_FLAG_TEMP_FAULT = 0x01  # no valid DS18B20 reading within a few seconds: derated to the floor
+POWER_FLAG_THERMAL = 0x02  # derating for temperature (above LED_DERATE_START_C)
+POWER_FLAG_HOT_OFF = 0x04  # at or above LED_OFF_C: dark
+POWER_FLAG_UNDERVOLT = 0x08  # the 5 V rail sagged: the current limit is lowered until it recovers
+POWER_FLAG_VIN_CUTOFF = 0x10  # the 5 V rail fell below the cut-off: dark
+POWER_FLAG_VIN_FAULT = 0x20  # VIN sense unreadable: no under-voltage limit
+
+# SafeMode.confirm: a frame must carry this to send a pod into safe mode
+SAFE_MODE_CONFIRM = 0x5AFE
+
 # Bits of Scene.flags
 SCENE_FLAG_STROBE_OPT_IN = 0x01  # the sender explicitly asks for a stroboscopic effect
 
@@ -122,6 +133,18 @@ Status = Struct(  # pod -> host, heartbeat once a second
     "mem_free" / Int32ul,
     "effect" / Effect,
     "brightness" / Int8ul,
+)
+
+Power = Struct(  # pod -> host, telemetry once a second: the LED current limit and why (docs/light.md)
+    "temp_c16" / Int16sl,  # hottest DS18B20, 1/16 degC; -32768: no valid reading
+    "vin_mv" / Int16ul,  # the 5 V rail (VIN sense); 0: unreadable
+    "limit_ma" / Int16ul,  # the governor's current cap now (lowest of psu, per output, thermal, supply)
+    "full_ma" / Int16ul,  # the cap with no derating (lower of psu_ma - board_reserve_ma and the per-output limit)
+    "flags" / Int8ul,  # POWER_FLAG_*
+)
+
+SafeMode = Struct(  # host -> pod, command: ACK, then reset into safe mode (REPL only, LEDs dark)
+    "confirm" / Int16ul,  # SAFE_MODE_CONFIRM, else NACK bad_param (a confused sender cannot reset a pod)
 )
 
 Ping = Struct(  # host -> pod, keepalive and clock-sync probe
@@ -231,19 +254,21 @@ MESSAGES = (
     ("pong", 0x05, Pong),
     ("eeg_batch", 0x10, EegBatch),
     ("eeg_bands", 0x11, EegBands),
+    ("power", 0x12, Power),
     ("scene", 0x20, Scene),
     ("eeg_replay", 0x21, EegReplay),
     ("night_mode", 0x22, NightModeSet),
     ("group_value", 0x23, GroupValue),
     ("scene_at", 0x24, SceneAt),
     ("frame_phase", 0x25, FramePhase),
+    ("safe_mode", 0x26, SafeMode),
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
 )
 
 # Commands the pod must answer with ACK or NACK.
-COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at"})
+COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode"})
 
 # Largest item count of each PrefixedArray field, checked by both codecs.
 LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("eeg_bands", "powers"): 16 * 5}
@@ -265,6 +290,13 @@ CONSTANTS = (
     ("EEG_FLAG_GAP_BEFORE", EEG_FLAG_GAP_BEFORE),
     ("EEG_FLAG_REPLAY", EEG_FLAG_REPLAY),
     ("SCENE_FLAG_STROBE_OPT_IN", SCENE_FLAG_STROBE_OPT_IN),
+    ("POWER_FLAG_TEMP_FAULT", POWER_FLAG_TEMP_FAULT),
+    ("POWER_FLAG_THERMAL", POWER_FLAG_THERMAL),
+    ("POWER_FLAG_HOT_OFF", POWER_FLAG_HOT_OFF),
+    ("POWER_FLAG_UNDERVOLT", POWER_FLAG_UNDERVOLT),
+    ("POWER_FLAG_VIN_CUTOFF", POWER_FLAG_VIN_CUTOFF),
+    ("POWER_FLAG_VIN_FAULT", POWER_FLAG_VIN_FAULT),
+    ("SAFE_MODE_CONFIRM", SAFE_MODE_CONFIRM),
     ("N_BANDS", 5),
     ("MAX_SCENE_PARAMS", 8),
 )

@@ -6,6 +6,8 @@
 # in:  {"config": {key: value}, "leds": n, "seqs": [{"events": [[t_ms, kind, data]], "end_ms": ms}]}
 #      kinds: "rx" (hex of bytes arriving on the link), "alpha" (0..255 from the EEG side),
 #             "stall" (ms the next frame is late)
+#      the pod's ticks_us is T0_US + 1000 x ms since the sequence began (wrapping): SCENE_AT
+#      instants are given on it, and a waiting one is applied as the render loop does
 # out: {"results": [{"answers": [[type, ack_seq, reason]], "frames": hex}]}
 #      frames: per frame, u32 little-endian ms since the sequence began + n x (R, G, B) as driven
 import binascii
@@ -17,6 +19,7 @@ import hal
 from pod import config, framing, link, render, wire
 
 _T0 = hal.TICKS_PERIOD - 1500  # every sequence crosses the tick wrap
+T0_US = hal.TICKS_PERIOD - 1500000  # ... on ticks_us too
 _clock = [0]
 
 
@@ -38,13 +41,16 @@ class Capture:
         self.out.extend(rgb)
 
 
-class Writer:
+class Writer:  # hal.open_link()'s port, TX side: always room
     def __init__(self):
         self.out = bytearray()
-        self.out_buf = b""
 
-    def write(self, data):
+    def tx_free(self):
+        return 4096
+
+    def write(self, data, n):
         self.out.extend(data)
+        return n
 
 
 def run_seq(cfg, n, seq):
@@ -52,10 +58,12 @@ def run_seq(cfg, n, seq):
     _clock[0] = _T0
     r = render.Renderer(leds, 60, cfg)
     w = Writer()
-    lk = link.Link(None, w, ("pod-prop", "0", 1, n, 8, 250), r.apply)
+    lk = link.Link(w, ("pod-prop", "0", 1, n, 8, 250), r.apply)
     r.watch(lk, cfg.fade_after_ms)
     lk.register(wire.T_NIGHT_MODE, r.night)
     lk.register(wire.T_GROUP_VALUE, r.group, command=False)
+    lk.register(wire.T_SCENE_AT, r.scene_at)
+    lk.register(wire.T_FRAME_PHASE, r.frame_phase, command=False)
     events = seq["events"]
     k = 0
     elapsed = 0
@@ -78,6 +86,8 @@ def run_seq(cfg, n, seq):
         late = 0
         _clock[0] = hal.ticks_add(_T0, elapsed)
         leds.elapsed = elapsed
+        if r._at is not None:  # as Renderer.run: a SCENE_AT due at this frame's instant
+            r.due_scene(hal.ticks_add(T0_US, elapsed * 1000), _clock[0])
         r.render(_clock[0])
     answers = []
 

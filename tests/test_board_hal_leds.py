@@ -1,7 +1,10 @@
-"""The board HAL's LED output (firmware/hal.py) under micropython, with the
-hardware faked at the `machine` boundary: a machine.py earlier on
-MICROPYPATH records what the HAL sends to bitstream() and SPI.write()."""
+"""The board HAL's LED output and frame timer (firmware/hal.py) under
+micropython, with the hardware faked at the `machine` boundary: a machine.py
+earlier on MICROPYPATH records what the HAL sends to bitstream(), SPI.write()
+and Timer.init(). And the emulator shim's timing constants are the board's."""
+import ast
 import json
+import re
 import os
 import subprocess
 import sys
@@ -25,11 +28,34 @@ class Pin:
         self.n = n
 
 class SPI:
-    def __init__(self, bus, baudrate=0, sck=None, mosi=None):
-        self.bus, self.baud, self.sck, self.mosi = bus, baudrate, sck.n, mosi.n
+    def __init__(self, bus, baudrate=0, sck=-1, mosi=-1, miso=-1):
+        # -1: not given (the port then takes SPI(1)'s IO MUX pins); None: no pin
+        self.bus, self.baud, self.miso = bus, baudrate, miso
+        self.sck = sck.n if isinstance(sck, Pin) else sck
+        self.mosi = mosi.n if isinstance(mosi, Pin) else mosi
 
     def write(self, buf):
-        SENT.append(["spi", self.bus, self.sck, self.mosi, bytes(buf).hex()])
+        import _thread
+        SENT.append(["spi", self.bus, self.sck, self.mosi, bytes(buf).hex(), self.baud, self.miso,
+                     _thread.get_ident() != MAIN])
+
+MAIN = __import__("_thread").get_ident()
+
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+    MADE = []
+
+    def __init__(self, n):
+        self.n = n
+        self.kw = None
+        Timer.MADE.append(self)
+
+    def init(self, **kw):
+        self.kw = kw
+
+    def deinit(self):
+        self.kw = None
 
 def bitstream(pin, encoding, timing, buf):
     SENT.append(["bitstream", pin.n, encoding, list(timing), bytes(buf).hex()])
@@ -40,9 +66,14 @@ import json
 import machine
 import hal
 src = bytearray((255, 128, 0, 10, 20, 30))
+import time
 for kind, order in (("ws2812", "GRB"), ("sk6812_rgbw", "GRBW"), ("apa102", "BGR")):
     leds = hal.Leds(2, order, kind)
     leds.write(src)
+    for _ in range(200):  # the writer thread sends it
+        if len(machine.SENT) == 1 + ("ws2812", "sk6812_rgbw", "apa102").index(kind):
+            break
+        time.sleep_ms(5)
 print(json.dumps(machine.SENT))
 '''
 
@@ -51,6 +82,15 @@ def duty(v):  # sRGB -> PWM duty, written out here from the sRGB definition
     c = v / 255
     lin = c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
     return int(lin * 255 + 0.5)
+
+
+def onewire_bits(hexbytes):
+    """SPI bytes back to LED bytes: every 4 SPI bits are 1000 (a 0) or 1110 (a 1), nothing else."""
+    bits = "".join(f"{b:08b}" for b in bytes.fromhex(hexbytes))
+    nibbles = [bits[i:i + 4] for i in range(0, len(bits), 4)]
+    assert set(nibbles) <= {"1000", "1110"}, set(nibbles)
+    led = "".join("1" if n == "1110" else "0" for n in nibbles)
+    return bytes(int(led[i:i + 8], 2) for i in range(0, len(led), 8))
 
 
 def test_board_hal_drives_each_led_type(tmp_path):
@@ -63,9 +103,78 @@ def test_board_hal_drives_each_led_type(tmp_path):
     ws, rgbw, apa = json.loads(out.stdout.strip().splitlines()[-1])
     d = duty
     # pins from the board's pin map: LED output 0 = GPIO 18, output 1 = GPIO 19
-    assert ws[:4] == ["bitstream", 18, 0, [400, 850, 800, 450]]
-    assert bytes.fromhex(ws[4]) == bytes((d(128), 255, 0, d(20), d(10), d(30)))
+    pins = dict(re.findall(r"^(LED[01]_PIN) = const\((\d+)\)", (ROOT / "firmware/pod/board.py").read_text(), re.M))
+    led0, led1 = int(pins["LED0_PIN"]), int(pins["LED1_PIN"])
+    # one-wire LEDs: SPI data only, 3.2 MHz, each LED bit as 4 SPI bits (1000 = 0, 1110 = 1)
+    assert ws[:4] == ["spi", 1, None, led0] and ws[5:] == [3_200_000, None, True]
+    assert onewire_bits(ws[4]) == bytes((d(128), 255, 0, d(20), d(10), d(30)))
     w = d(10)  # second LED: the common part of (10, 20, 30) moves to white
-    assert bytes.fromhex(rgbw[4]) == bytes((d(128), 255, 0, 0, d(20) - w, 0, d(30) - w, w))
-    assert apa[:4] == ["spi", 1, 18, 19]
+    assert onewire_bits(rgbw[4]) == bytes((d(128), 255, 0, 0, d(20) - w, 0, d(30) - w, w))
+    assert apa[:4] == ["spi", 1, led0, led1]
+    assert apa[5:] == [8_000_000, None, True]  # 8 MHz; no MISO pin claimed; sent from the writer thread
     assert bytes.fromhex(apa[4]) == bytes((0, 0, 0, 0, 0xFF, 0, d(128), 255, 0xFF, d(30), d(20), d(10), 0xFF))
+
+
+FRAME_TIMER_SCRIPT = '''
+import json
+import time
+import asyncio
+import machine
+import hal
+
+ft = hal.FrameTimer()
+t = machine.Timer.MADE[0]
+due = time.ticks_add(time.ticks_us(), 5000)
+ft.arm(due)
+kw = t.kw
+out = {"id": t.n, "mode": kw["mode"], "tick_hz": kw["tick_hz"], "period": kw["period"]}
+
+async def isr_later():
+    await asyncio.sleep_ms(20)
+    kw["callback"](t)  # what the port's scheduled callback does (machine_timer.c:169-171)
+
+async def main():
+    asyncio.create_task(isr_later())
+    t0 = time.ticks_ms()
+    await ft.wait()
+    out["waited_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+    ft.arm(time.ticks_add(time.ticks_us(), -10))  # past: no alarm, at once
+    out["past_kw"] = t.kw
+    t0 = time.ticks_ms()
+    await ft.wait()
+    out["past_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+
+asyncio.run(main())
+print(json.dumps(out))
+'''
+
+
+def test_board_frame_timer_is_a_one_shot_machine_timer_in_us(tmp_path):
+    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
+    (tmp_path / "run.py").write_text(FRAME_TIMER_SCRIPT)
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(tmp_path), str(ROOT / "firmware"), ".frozen"]))
+    exe = Path(sys.executable).parent / "micropython"
+    out = subprocess.run([str(exe), str(tmp_path / "run.py")], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    # ports/esp32/machine_timer.c: period in units of 1/tick_hz, mode ONE_SHOT = 0
+    assert (got["id"], got["mode"], got["tick_hz"]) == (0, 0, 1_000_000)
+    assert 4000 < got["period"] <= 5000, got
+    assert 15 <= got["waited_ms"] < 200, got  # returned once the callback set the flag
+    assert got["past_kw"] is None and got["past_ms"] < 50, got
+
+
+def _consts(path):
+    out = {}
+    for node in ast.parse(path.read_text()).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "const"):
+            out[node.targets[0].id] = eval(compile(ast.Expression(node.value.args[0]), str(path), "eval"))  # noqa: S307
+    return out
+
+
+def test_the_shims_timing_constants_are_the_boards():
+    board = _consts(ROOT / "firmware" / "hal.py")
+    shim = _consts(ROOT / "emulator" / "mpy" / "hal.py")
+    for name in ("SHOW_AT_AHEAD_US", "TICKS_PERIOD", "_LED_SPI_BAUD"):
+        assert shim[name] == board[name], (name, shim[name], board[name])

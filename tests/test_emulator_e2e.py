@@ -192,7 +192,11 @@ def test_cli_prints_ptys_and_cleans_up_on_sigterm(tmp_path):
         children = _children(proc.pid)
         assert len(children) == 2
         for pid in children:
-            assert b"micropython" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            # the board's interpreter: 32-bit v1.28.0, at the firmware's committed heap
+            assert argv[0].endswith(b"micropython") and b"heapsize=262144" in argv, argv
+            exe = Path(f"/proc/{pid}/exe").read_bytes()[:5]
+            assert exe[:4] == b"\x7fELF" and exe[4] == 1, "the pods' interpreter is not a 32-bit ELF"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -116,6 +116,11 @@ def _public_api(path: Path) -> dict[str, str]:
             for t in node.targets:
                 if isinstance(t, ast.Name):
                     value = node.value
+                    sibling = (path.parent / f"{value.value.id}.py" if isinstance(value, ast.Attribute)
+                               and isinstance(value.value, ast.Name) else None)
+                    if sibling is not None and sibling.is_file() and value.attr in _public_api(sibling):
+                        api[t.id] = _public_api(sibling)[value.attr]  # an alias of a helper module's name
+                        continue
                     is_fn = isinstance(value, ast.Attribute) and value.attr.startswith("ticks_")
                     api[t.id] = "callable" if is_fn else "value"
     return {k: v for k, v in api.items() if not k.startswith("_")}

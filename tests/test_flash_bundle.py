@@ -31,8 +31,8 @@ def _pod_hash(fs: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def x64():
-    return bundle.build(paths.FIRMWARE, "x64")
+def x86():
+    return bundle.build(paths.FIRMWARE, "x86")
 
 
 @pytest.mark.parametrize("fmt", bundle.FORMATS)
@@ -47,22 +47,22 @@ def test_layout_per_format(fmt):
     assert b.build_hash == bundle.build_hash(list(b.files))
 
 
-def test_pod_computes_the_same_build_hash(x64, tmp_path):
-    _install(x64, tmp_path)
+def test_pod_computes_the_same_build_hash(x86, tmp_path):
+    _install(x86, tmp_path)
     (tmp_path / "pod.json").write_text("{}")  # config is not part of the build
-    assert _pod_hash(tmp_path) == x64.build_hash != 0
+    assert _pod_hash(tmp_path) == x86.build_hash != 0
 
 
-def test_a_changed_or_extra_file_changes_the_pod_hash(x64, tmp_path):
-    _install(x64, tmp_path)
+def test_a_changed_or_extra_file_changes_the_pod_hash(x86, tmp_path):
+    _install(x86, tmp_path)
     target = tmp_path / "pod" / "render.mpy"
     data = bytearray(target.read_bytes())
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
-    assert _pod_hash(tmp_path) != x64.build_hash
-    _install(x64, tmp_path)
+    assert _pod_hash(tmp_path) != x86.build_hash
+    _install(x86, tmp_path)
     (tmp_path / "pod" / "old_module.mpy").write_bytes(b"M")  # left over from an older build
-    assert _pod_hash(tmp_path) != x64.build_hash
+    assert _pod_hash(tmp_path) != x86.build_hash
 
 
 def test_no_app_files_means_unknown(tmp_path):

@@ -1,8 +1,8 @@
 """tools/flash.py end to end against emulated boards: real esptool, real mpremote, real firmware.
 
-Each board starts in download mode with a blank 4 MB flash and an empty
-filesystem. The tool runs as a subprocess exactly as a technician runs it
-(``--emulator``: no DTR/RTS on a pty, ROM loader without stub, x64 .mpy).
+Each board is an emulated ESP32-S3 that starts in download mode with a blank
+16 MB flash and an empty filesystem. The tool runs as a subprocess exactly as a technician runs it
+(``--emulator``: no DTR/RTS on a pty, ROM loader without stub, x86 .mpy).
 """
 from __future__ import annotations
 
@@ -36,14 +36,14 @@ async def flash(*args: str, timeout: float = 90) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("image") / "micropython-esp32.bin"
+    path = tmp_path_factory.mktemp("image") / "ESP32_GENERIC_S3-SPIRAM_OCT-20260101-v1.28.0.bin"
     path.write_bytes(esp_rom.make_image(150_000, seed=1))
     return path
 
 
 @pytest.fixture(scope="module")
-def app_x64():
-    return bundle.build(paths.FIRMWARE, "x64")
+def app_x86():
+    return bundle.build(paths.FIRMWARE, "x86")
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ async def boards(tmp_path):
 
     async def make(n: int = 1, wrong_chip: int = 0) -> list[EmulatedBoard]:
         for i in range(1, n + 1):
-            b = EmulatedBoard(f"board-{i}", tmp_path, seed=i, chip="esp8266" if i == wrong_chip else "esp32")
+            b = EmulatedBoard(f"board-{i}", tmp_path, seed=i, chip="esp32" if i == wrong_chip else "esp32s3")
             await b.start(download=True)
             made.append(b)
         return made
@@ -62,28 +62,28 @@ async def boards(tmp_path):
         await b.stop()
 
 
-async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x64, tmp_path):
+async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86, tmp_path):
     (board,) = await boards(1)
     log = tmp_path / "flash-log.jsonl"
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--pod-id", "pod-07",
                           "--led-count", "12", "--psu-ma", "3000", "--log", str(log))
     assert rc == 0, out
     assert re.search(r"1 ok, 0 failed", out)
-    assert board.flash.read(0x1000, image.stat().st_size) == image.read_bytes()
+    assert board.flash.read(0x0, image.stat().st_size) == image.read_bytes()  # the S3 offset
     assert board.mode == "firmware"
     # every app file went into the board's filesystem, whole, with no temp file left behind
-    for f in app_x64.files:
+    for f in app_x86.files:
         assert (board.fs_dir / f.path).read_bytes() == f.data
     assert not list(board.fs_dir.rglob("*.tmp"))
     (rec,) = flashlog.read(log)
     assert rec["result"] == "ok" and rec["pod_id"] == "pod-07" and rec["port"] == str(board.port)
-    assert rec["mac"] == board.mac_text and rec["chip"] == "ESP32"
-    assert rec["app_hash"] == f"{app_x64.build_hash:#010x}" and rec["app_format"] == "x64"
+    assert rec["mac"] == board.mac_text and rec["chip"] == "ESP32-S3"
+    assert rec["app_hash"] == f"{app_x86.build_hash:#010x}" and rec["app_format"] == "x86"
     assert rec["fingerprint"] == f"{codec.FINGERPRINT:#010x}"
     assert len(rec["image_sha256"]) == 64 and rec["time"].endswith("+00:00")
     # the pod on the port is what was uploaded, and its LEDs run with the provisioned count
     hello = await asyncio.to_thread(verify.hello, str(board.port), 10)
-    assert (hello["pod_id"], hello["build_hash"], hello["led_count"]) == ("pod-07", app_x64.build_hash, 12)
+    assert (hello["pod_id"], hello["build_hash"], hello["led_count"]) == ("pod-07", app_x86.build_hash, 12)
     frame = await board.pod.leds.wait_frames(1)
     assert board.pod.leds.last_rgb() is not None and len(board.pod.leds.last_rgb()) == 12 * 3, frame
 
@@ -100,7 +100,7 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x64
     assert rc == 1, out
     last = flashlog.read(log)[-1]
     assert last["result"] == "failed" and last["kind"] == "verify-mismatch" and last["step"] == "verify"
-    assert f"expected {app_x64.build_hash:#010x}" in last["error"] and "build_hash is" in last["error"]
+    assert f"expected {app_x86.build_hash:#010x}" in last["error"] and "build_hash is" in last["error"]
 
 
 async def test_mismatched_firmware_build_fails_verify(boards, image, tmp_path):
@@ -114,7 +114,7 @@ async def test_mismatched_firmware_build_fails_verify(boards, image, tmp_path):
     wire.write_text(text)
     log = tmp_path / "log.jsonl"
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--firmware", str(fw),
-                          "--app-format", "py", "--log", str(log))
+                          "--app-format", "x86", "--log", str(log))
     assert rc == 1, out
     (rec,) = flashlog.read(log)
     assert rec["kind"] == "verify-mismatch"
@@ -122,7 +122,7 @@ async def test_mismatched_firmware_build_fails_verify(boards, image, tmp_path):
     assert rec["pod_id"] == "pod-" + board.mac.hex()  # the default id comes from the MAC
 
 
-async def test_batch_one_failure_does_not_stop_the_others(boards, image, app_x64, tmp_path):
+async def test_batch_one_failure_does_not_stop_the_others(boards, image, app_x86, tmp_path):
     made = await boards(3, wrong_chip=2)
     log = tmp_path / "log.jsonl"
     args = [a for b in made for a in ("--port", str(b.port))]
@@ -132,7 +132,8 @@ async def test_batch_one_failure_does_not_stop_the_others(boards, image, app_x64
     recs = {r["port"]: r for r in flashlog.read(log)}
     assert len(recs) == 3
     bad = recs[str(made[1].port)]
-    assert bad["result"] == "failed" and bad["kind"] == "wrong-chip" and "ESP8266" in bad["error"]
+    assert bad["result"] == "failed" and bad["kind"] == "wrong-chip"
+    assert "this board is an ESP32, pods use an ESP32-S3" in bad["error"], bad
     for b in (made[0], made[2]):
         r = recs[str(b.port)]
         assert r["result"] == "ok" and r["pod_id"] == "pod-" + b.mac.hex(), r
@@ -149,6 +150,10 @@ async def test_clear_errors(boards, image, tmp_path):
     junk.write_bytes(b"PK\x03\x04 not an image")
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(junk))
     assert rc == 2 and "not an ESP image" in out, out
+    esp32 = tmp_path / "ESP32_GENERIC-v1.28.0.bin"  # the old pods' image: chip id 0
+    esp32.write_bytes(esp_rom.make_image(4000, chip="esp32"))
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(esp32))
+    assert rc == 2 and "chip id 0 (ESP32), not an ESP32-S3 (9)" in out, out
     rc, out = await flash("--emulator", "--port", str(tmp_path / "ttyUSB9"), "--image", str(image))
     assert rc == 2 and "ttyUSB9: no such port" in out, out
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--led-order", "XYZ")
@@ -184,14 +189,14 @@ async def test_running_firmware_holds_the_repl(boards, image, tmp_path):
     assert rc == 1
     rec = flashlog.read(log)[-1]
     assert rec["step"] == "upload" and "safe mode" in rec["error"], rec
-    await board.reset(safe_mode=True)  # BOOT held at reset: the REPL stays
+    await board.reset(safe_mode=True)  # SAFE held at reset: the REPL stays
     rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--pod-id", "pod-99",
                           "--log", str(log))
     assert rc == 0, out
     assert flashlog.read(log)[-1]["pod_id"] == "pod-99"
 
 
-async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x64, tmp_path):
+async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x86, tmp_path):
     """The cable goes at the 5th chunk: every file under its real name is whole (old or new), never half."""
     from hypnolum.flash import upload
     from hypnolum.flash.image import flash_image, load_image
@@ -212,8 +217,8 @@ async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x64
             raise Unplugged
 
     with pytest.raises(Unplugged):
-        await asyncio.to_thread(upload.upload, str(board.port), app_x64, lambda mac: b"{}", progress=cut)
-    by_path = {f.path: f.data for f in app_x64.files}
+        await asyncio.to_thread(upload.upload, str(board.port), app_x86, lambda mac: b"{}", progress=cut)
+    by_path = {f.path: f.data for f in app_x86.files}
     written = [p for p in board.fs_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".tmp" for p in written)  # the interrupted one
     finals = [p for p in written if p.suffix != ".tmp"]

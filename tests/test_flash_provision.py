@@ -66,12 +66,22 @@ def test_discovery_keeps_known_usb_uarts_only():
         info.vid, info.pid, info.serial_number = vid, pid, "SN" + device[-1]
         return info
 
+    # an ESP32-S3 pod is 303a:1001 in the ROM loader and 303a:4001 while MicroPython runs
     infos = [port("/dev/ttyUSB1", 0x1A86, 0x7523), port("/dev/ttyACM0", 0x303A, 0x1001),
              port("/dev/ttyUSB0", 0x10C4, 0xEA60), port("/dev/ttyACM1", 0x2341, 0x0043),  # an Arduino
-             port("/dev/ttyS0", None, None)]
+             port("/dev/ttyACM2", 0x303A, 0x4001), port("/dev/ttyS0", None, None)]
     found = boards.from_port_infos(infos)
     assert [(b.port, b.bridge) for b in found] == [
-        ("/dev/ttyACM0", "ESP32-S3 native USB (serial/JTAG)"),
+        ("/dev/ttyACM0", "ESP32-S3 USB-Serial/JTAG (ROM loader)"),
+        ("/dev/ttyACM2", "ESP32-S3 USB CDC (MicroPython)"),
         ("/dev/ttyUSB0", "Silicon Labs CP210x"),
         ("/dev/ttyUSB1", "WCH CH340"),
     ]
+
+
+def test_verify_opens_the_link_at_hostds_baud():
+    """One setting for the pod link: the flash tool's verify uses hostd's serial default (CDC ignores it)."""
+    from hypnolum.flash import verify
+    from hypnolum.host.config import SerialConfig
+
+    assert verify.LINK_BAUD == SerialConfig().baudrate

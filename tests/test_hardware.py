@@ -1,4 +1,4 @@
-"""The pod board: schematic nets vs the pin map, ESP32 pin rules, BOM, power budget,
+"""The pod board: schematic nets vs the pin map, ESP32-S3 pin rules, BOM, power budget,
 and the generated firmware/pod/board.py (hardware/schematics/check.py does the work)."""
 from __future__ import annotations
 
@@ -55,14 +55,15 @@ def test_schematic_is_kicad6_and_has_the_required_parts(sch):
     head = check.parse_sexpr(check.SCHEMATIC.read_text())
     assert head[0] == "kicad_sch" and check._item(head, "version")[1] == "20211123"  # KiCad 6.0
     values = {p.ref: p.value for p in sch.parts.values()}
-    assert values["U1"] == "ESP32-WROOM-32E-N4"
+    assert values["U1"] == "ESP32-S3-WROOM-1-N16R8"
     assert values["U2"] == "AP2112K-3.3"
-    assert values["U3"] == "CP2102N-A02-GQFN24"
     assert values["U4"] == "74AHCT125"
     assert values["U5"] == "DS18B20"
-    assert values["Q1"] == values["Q2"] == "MMBT3904"
+    assert values["U7"] == "ISO7721DWVR"  # the reinforced (wide-body) ISO7721, not the basic narrow ISO7721DR
     assert values["F1"].startswith("5A") and values["C1"].startswith("1000uF")
-    assert {values["SW1"], values["SW2"]} == {"RESET", "BOOT"}
+    assert {values["SW1"], values["SW2"], values["SW3"]} == {"RESET", "BOOT", "SAFE"}
+    # native USB: no USB-UART bridge, no auto-reset transistors
+    assert not any(v.startswith(("CP210", "CH340", "MMBT")) for v in values.values())
 
 
 def test_netlist_has_no_dangling_pins_or_label_typos(sch):
@@ -73,18 +74,34 @@ def test_netlist_joins_by_wire_and_label(sch):
     # spot checks a reader can verify on the sheet
     assert ("U4", "2") in sch.nets["LED_DATA_0"] and ("U4", "3") in sch.nets["LED_BUF_0"]
     assert {("J3", "2"), ("R12", "2")} == sch.nets["LED_DOUT_0"]
-    assert sch.net_of("U3", "20") == "U0TXD" and sch.net_of("U3", "21") == "U0RXD"  # crossed
     assert sch.net_of("U7", "2") == "HEADSET_TX" and sch.net_of("J5", "2") == "ISO_TX"
     assert "GND" not in {sch.net_of("J5", p) for p in "1234"}  # the headset stays isolated
 
 
-def test_auto_reset_pair_is_the_esptool_circuit(sch):
-    # Q1: base from DTR, emitter on RTS, collector on EN; Q2 the mirror image onto GPIO0
-    assert {sch.net_of("R3", "1"), sch.net_of("R3", "2")} == {"CP_DTR", sch.net_of("Q1", "1")}
-    assert (sch.net_of("Q1", "2"), sch.net_of("Q1", "3")) == ("CP_RTS", "EN")
-    assert {sch.net_of("R4", "1"), sch.net_of("R4", "2")} == {"CP_RTS", sch.net_of("Q2", "1")}
-    assert (sch.net_of("Q2", "2"), sch.net_of("Q2", "3")) == ("CP_DTR", "BOOT")
-    assert sch.net_of("U3", "19") == "CP_RTS" and sch.net_of("U3", "23") == "CP_DTR"
+def test_native_usb_goes_straight_to_the_s3(sch, pinmap):
+    """J2's D-/D+ reach GPIO19/20 (module pins 13/14) through the ESD array only; UART0 is not the link."""
+    assert check.check_native_usb(sch, pinmap) == []
+    assert sch.nets["USB_DN"] == {("U1", "13"), ("J2", "A7"), ("J2", "B7"), ("U6", "3"), ("U6", "4")}
+    assert sch.nets["USB_DP"] == {("U1", "14"), ("J2", "A6"), ("J2", "B6"), ("U6", "1"), ("U6", "6")}
+    assert sch.net_of("U1", "36") is None and sch.net_of("U1", "37") is None  # U0RXD/U0TXD left open
+
+
+def test_native_usb_check_catches_a_stray_load(sch, pinmap):
+    bad = copy.deepcopy(sch)
+    bad.nets["USB_DP"] = set(bad.nets["USB_DP"]) | {("R5", "1")}
+    assert any("also goes to ['R5']" in p for p in check.check_native_usb(bad, pinmap))
+
+
+def test_buttons_reset_boot_and_safe(sch, pinmap):
+    # EN: 10 k up, 1 uF down, RESET to GND; BOOT on GPIO0 (strapping) with its pull-up; SAFE on a plain GPIO
+    assert {sch.net_of("R1", "1"), sch.net_of("R1", "2")} == {"+3V3", "EN"}
+    assert {sch.net_of("SW1", "1"), sch.net_of("SW1", "2")} == {"EN", "GND"}
+    assert {sch.net_of("SW2", "1"), sch.net_of("SW2", "2")} == {"BOOT", "GND"}
+    assert {sch.net_of("SW3", "1"), sch.net_of("SW3", "2")} == {"SAFE", "GND"}
+    assert {sch.net_of("R17", "1"), sch.net_of("R17", "2")} == {"+3V3", "SAFE"}
+    safe = pinmap["signal"]["SAFE"]["gpio"]
+    assert safe not in check.STRAPPING and safe not in check.USB_GPIOS and safe in check.WROOM1_PIN
+    assert sch.net_of("U1", str(check.WROOM1_PIN[safe])) == "SAFE"
 
 
 def test_power_path(sch):
@@ -96,48 +113,88 @@ def test_power_path(sch):
     assert sch.net_of("U4", "14") == "+5V"  # the shifter runs from the LEDs' own 5 V
 
 
-# ---------------------------------------------------------------- pin map and ESP32 rules
+# ---------------------------------------------------------------- pin map and ESP32-S3 rules
 
-def test_pinmap_obeys_esp32_rules(pinmap):
+def test_pinmap_obeys_esp32s3_rules(pinmap):
+    assert pinmap["module"] == "ESP32-S3-WROOM-1-N16R8"
     assert check.check_pinmap_rules(pinmap) == []
 
 
 @pytest.mark.parametrize("signal, change, complaint", [
-    ("LED_DATA_0", {"gpio": 7}, "SPI flash"),
-    ("LED_DATA_0", {"gpio": 35}, "input-only"),
-    ("TEMP_1WIRE", {"gpio": 36}, "input-only"),
-    ("VIN_SENSE", {"gpio": 25}, "ADC1"),
-    ("LED_DATA_1", {"gpio": 12}, "strapping pin GPIO12"),
-    ("LED_DATA_1", {"gpio": 5}, "strapping pin GPIO5"),
+    # SPI flash (GPIO26-32) and the N16R8's octal flash/PSRAM (GPIO33-37): refused, hold or not
+    ("LED_DATA_0", {"gpio": 30}, "SPI flash"),
+    ("LED_DATA_0", {"gpio": 35}, "octal flash/PSRAM"),
+    ("TEMP_1WIRE", {"gpio": 36}, "octal flash/PSRAM"),
+    ("SAFE", {"gpio": 37}, "octal flash/PSRAM"),
+    ("HEADSET_RX", {"gpio": 33}, "octal flash/PSRAM"),
+    ("LED_DATA_1", {"gpio": 37, "strap": "low", "strap_why": "a hold does not help"}, "octal flash/PSRAM"),
+    # strapping pins 0, 3, 45, 46 without the board holding their boot level
+    ("LED_DATA_1", {"gpio": 3}, "strapping pin GPIO3"),
+    ("LED_DATA_1", {"gpio": 45}, "strapping pin GPIO45"),
+    ("LED_DATA_1", {"gpio": 46}, "strapping pin GPIO46"),
+    ("TEMP_1WIRE", {"gpio": 46, "strap": "high", "strap_why": "x"}, "must be held low"),
     ("BOOT", {"strap": "low"}, "must be held high"),
+    ("BOOT", {"strap_why": ""}, "needs strap_why"),
+    ("HEADSET_TX", {"strap": "high"}, "not a strapping pin"),
+    # the native USB pair is the pod link: nothing else on GPIO19/20
+    ("LED_DATA_0", {"gpio": 19}, "reserved for USB"),
+    ("USB_DP", {"gpio": 19}, "already carries"),
+    ("USB_DN", {"dir": "in"}, "reserved for USB"),
+    ("VIN_SENSE", {"gpio": 15}, "ADC1"),  # ADC2_CH4
+    ("VIN_SENSE", {"gpio": 11}, "ADC1"),
     ("HEADSET_RX", {"gpio": 17}, "already carries"),
-    ("HEADSET_RX", {"gpio": 20}, "not brought out"),
+    ("HEADSET_RX", {"gpio": 22}, "not brought out"),
 ])
 def test_pinmap_rules_catch(pinmap, signal, change, complaint):
     bad = copy.deepcopy(pinmap)
     bad["signal"][signal].update(change)
-    assert any(complaint in p for p in check.check_pinmap_rules(bad))
+    assert any(complaint in p for p in check.check_pinmap_rules(bad)), check.check_pinmap_rules(bad)
+
+
+def test_pinmap_needs_a_safe_button_off_the_strapping_pins(pinmap):
+    bad = copy.deepcopy(pinmap)
+    del bad["signal"]["SAFE"]
+    assert any("no safe-mode button" in p for p in check.check_pinmap_rules(bad))
+    bad = copy.deepcopy(pinmap)
+    bad["signal"]["SAFE"].update(gpio=46, strap="low", strap_why="pulled down")
+    assert any("must not sit on a strapping pin" in p for p in check.check_pinmap_rules(bad))
+
+
+def test_strapping_pins_in_use_are_held_with_a_reason(pinmap):
+    for name, sig in pinmap["signal"].items():
+        if sig["gpio"] in check.STRAPPING:
+            assert sig["strap"] == check.STRAPPING[sig["gpio"]] and len(sig["strap_why"]) > 20, name
+    assert check.STRAPPING == {0: "high", 3: "high", 45: "low", 46: "low"}
 
 
 def test_every_pinmap_signal_is_on_its_module_pin(sch, pinmap):
     assert check.check_schematic_pins(sch, pinmap) == []
     for name, sig in pinmap["signal"].items():
-        assert sch.net_of("U1", str(check.WROOM32E_PIN[sig["gpio"]])) == name
+        assert sch.net_of("U1", str(check.WROOM1_PIN[sig["gpio"]])) == name
 
 
 def test_module_pin_table_matches_the_schematic_symbol(sch):
     # the symbol's pin names come from the datasheet too: two transcriptions agree
     root = check.parse_sexpr(check.SCHEMATIC.read_text())
-    sym = next(s for s in check._items(check._item(root, "lib_symbols"), "symbol") if s[1].endswith("ESP32-WROOM-32E"))
+    sym = next(s for s in check._items(check._item(root, "lib_symbols"), "symbol") if s[1].endswith("ESP32-S3-WROOM-1"))
     names = {check._item(p, "number")[1]: check._item(p, "name")[1]
              for unit in check._items(sym, "symbol") for p in check._items(unit, "pin")}
-    for gpio, pin in check.WROOM32E_PIN.items():
+    for gpio, pin in check.WROOM1_PIN.items():
         assert re.search(rf"IO{gpio}$", names[str(pin)]), (gpio, pin, names[str(pin)])
-    assert all(names[str(p)] == "NC" for p in check.WROOM32E_NC)
+    assert {names[str(p)] for p in check.WROOM1_POWER} == {"GND", "3V3", "EN"}
+    assert len(names) == 41  # 40 castellated pins and the exposed pad
+    assert not set(check.WROOM1_PIN) & set(check.FLASH_GPIOS)  # the SPI flash is not brought out
 
 
-def test_flash_pins_are_not_wired(sch):
-    assert all(sch.net_of("U1", str(p)) is None for p in check.WROOM32E_NC)
+def test_octal_psram_pins_are_not_wired(sch):
+    assert check.RESERVED_MODULE_PINS == (28, 29, 30)  # IO35, IO36, IO37
+    assert all(sch.net_of("U1", str(p)) is None for p in check.RESERVED_MODULE_PINS)
+
+
+def test_schematic_check_refuses_a_wired_psram_pin(sch, pinmap):
+    bad = copy.deepcopy(sch)
+    bad.parts["U1"].pins["29"] = "LED_DATA_0"  # IO36
+    assert any("pin 29 is the octal PSRAM's" in p for p in check.check_schematic_pins(bad, pinmap))
 
 
 def test_schematic_swap_is_caught(pinmap, tmp_path):
@@ -148,14 +205,24 @@ def test_schematic_swap_is_caught(pinmap, tmp_path):
     path = tmp_path / "swapped.kicad_sch"
     path.write_text(text)
     problems = check.check_schematic_pins(check.load_schematic(path), pinmap)
-    assert any("pin 27 should be HEADSET_RX" in p for p in problems), problems
+    assert any("pin 11 should be HEADSET_RX" in p for p in problems), problems
 
 
 def test_strapping_pins_are_held_at_their_boot_level(sch, pinmap):
     assert check.check_strapping(sch, pinmap) == []
-    # GPIO0 is the only strapping pin in use; 2, 5, 12 and 15 are left to their internal pulls
-    used = {g for g in check.STRAPPING if sch.net_of("U1", str(check.WROOM32E_PIN[g])) is not None}
+    # GPIO0 is the only strapping pin in use; 3, 45 and 46 are left to their internal pulls
+    used = {g for g in check.STRAPPING if sch.net_of("U1", str(check.WROOM1_PIN[g])) is not None}
     assert used == {0}
+
+
+def test_strapping_check_catches_gpio45_pulled_high(sch, pinmap):
+    """GPIO45 high selects 1.8 V VDD_SPI: the N16R8's 3.3 V flash and PSRAM would brown out."""
+    bad = copy.deepcopy(sch)
+    bad.parts["U1"].pins["26"] = "LED_DATA_0"  # IO45 on the LED line ...
+    bad.parts["R10"].pins = {"1": "LED_DATA_0", "2": "+3V3"}  # ... pulled up instead of down
+    problems = check.check_strapping(bad, pinmap)
+    assert any("GPIO45" in p and "needs a resistor to GND" in p for p in problems), problems
+    assert any("GPIO45" in p and "wrong boot level" in p for p in problems), problems
 
 
 def test_strapping_check_catches_a_missing_pull_up(sch, pinmap):
@@ -169,14 +236,23 @@ def test_strapping_check_catches_a_missing_pull_up(sch, pinmap):
 def test_vin_sense_divider_matches_the_pinmap(sch, pinmap):
     assert check.check_vin_divider(sch, pinmap) == []
     top, bottom = pinmap["signal"]["VIN_SENSE"]["divider_ohm"]
-    # 5.5 V, a hot PSU, stays inside the ADC's 11 dB range (about 2.45 V)
+    # 5.5 V, a hot PSU, stays inside the S3 ADC's 11 dB (12 dB) range (about 2.9 V; 2.45 V kept as margin)
     assert 5.5 * bottom / (top + bottom) < 2.45
+    assert pinmap["signal"]["VIN_SENSE"]["gpio"] in check.ADC1_GPIOS
 
 
 # ---------------------------------------------------------------- BOM
 
 def test_bom_matches_the_schematic(sch):
     assert check.check_bom(sch) == []
+
+
+def test_bom_names_the_isolators_reinforced_rating():
+    import csv
+
+    with check.BOM.open(newline="") as fh:
+        u7 = next(r for r in csv.DictReader(fh) if r["reference"] == "U7")
+    assert u7["manufacturer_part"] == "ISO7721DWVR" and "REINFORCED" in u7["notes"]
 
 
 # ---------------------------------------------------------------- power budget
@@ -196,6 +272,8 @@ def test_power_budget_figures(power):
     assert b["led_limit_per_output_ma"] <= power["connector"]["led"]["rated_ma"]
     assert b["led_limit_per_output_ma"] <= b["branch_trace_ma"]
     assert b["trunk_trace_ma"] >= psu["rated_ma"]
+    # the S3 module's 500 mA, and no USB-UART bridge any more
+    assert power["logic"]["esp32s3_peak_ma"] == 500 and "cp2102n_ma" not in power["logic"]
 
 
 def test_ipc2221_trace_formula():
@@ -240,10 +318,24 @@ def test_board_py_imports_under_micropython(power):
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / "firmware"), ".frozen"]))
     proc = subprocess.run(
         [_tool("micropython"), "-c",
-         "from pod import board; print(board.LED_LIMIT_MA, board.LED_PINS, board.HEADSET_UART)"],
+         "from pod import board; print(board.LED_LIMIT_MA, board.SAFE_PIN, board.HEADSET_UART, board.LED_PINS)"],
         env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == str(check.budget(power)["led_limit_ma"])
+    limit, safe, uart = proc.stdout.split()[:3]
+    assert limit == str(check.budget(power)["led_limit_ma"])
+    assert (int(safe), int(uart)) == (21, 1)
+
+
+def test_board_py_keeps_the_names_the_firmware_reads():
+    text = check.BOARD_PY.read_text()
+    for name in ("LED0_PIN", "LED1_PIN", "HEADSET_TX_PIN", "HEADSET_RX_PIN", "HEADSET_UART", "TEMP_1WIRE_PIN",
+                 "VIN_SENSE_PIN", "VIN_SENSE_RTOP_OHM", "VIN_SENSE_RBOT_OHM", "LED_LIMIT_MA", "LED_LIMIT_MA_PER_OUTPUT",
+                 "LED_MA_PER_CHANNEL", "LED_IDLE_MA_PER_LED", "LED_DERATE_START_C", "LED_DERATE_FULL_C",
+                 "LED_DERATE_FLOOR_PCT", "LED_OFF_C", "SAFE_PIN", "BOOT_PIN"):
+        assert re.search(rf"^{name} = ", text, re.M), name
+    used = set(re.findall(r"\bboard\.([A-Z_0-9]+)", "".join(
+        p.read_text() for p in (ROOT / "firmware").rglob("*.py") if p.name != "board.py")))
+    assert used <= set(re.findall(r"^([A-Z_0-9]+) = ", text, re.M)), used
 
 
 @pytest.mark.micropython

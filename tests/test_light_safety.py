@@ -48,7 +48,8 @@ CONFIG = {
 BUDGET_MA = CONFIG["psu_ma"] - CONFIG["board_reserve_ma"]
 BATCH = 25
 EXAMPLES = int(os.environ.get("HYPNOLUM_LIGHT_EXAMPLES", "400"))  # x BATCH = 10 000 sequences
-T_SCENE, T_NIGHT, T_GROUP, T_PING = 0x20, 0x22, 0x23, 0x04
+T_SCENE, T_NIGHT, T_GROUP, T_PING, T_SCENE_AT, T_FRAME_PHASE = 0x20, 0x22, 0x23, 0x04, 0x24, 0x25
+T0_US = (1 << 30) - 1_500_000  # the driver's pod ticks_us when a sequence begins (light_driver_mpy.py)
 T_ACK, T_NACK = 0x30, 0x31
 NACK_SAFETY = 7
 EFFECT_STROBE = 13
@@ -88,9 +89,15 @@ strobes = st.tuples(  # well-formed strobe requests, with and without the opt-in
     st.just(EFFECT_STROBE), st.integers(0, 255), st.tuples(*[st.integers(0, 255)] * 3), st.just(0),
     st.integers(77, 125), st.integers(0, 6), st.integers(0, 3), st.just([]),
 )
+u32 = st.integers(0, 0xFFFFFFFF)
+# a SCENE_AT instant: ms after the command on the pod's ticks_us (past ones too) plus k x 2**30
+# (a host value at or past the tick period), or any u32 at all
+instants = st.one_of(st.tuples(st.integers(-3000, 3000), st.integers(0, 3)), u32)
 events = st.one_of(
     st.tuples(st.just("scene"), scenes),
     st.tuples(st.just("scene"), strobes),
+    st.tuples(st.just("scene_at"), st.tuples(instants, scenes | strobes)),
+    st.tuples(st.just("frame_phase"), st.tuples(u32 | st.integers(0, 1 << 30), st.sampled_from([0, 3999, 4000, 16666, 1000000, 1000001]) | u32)),
     st.tuples(st.just("night"), st.tuples(st.integers(0, 3), st.integers(0, 1500), st.integers(0, 1500), st.integers(0, 1500))),
     st.tuples(st.just("group"), u16),
     st.tuples(st.just("alpha"), st.integers(0, 255)),
@@ -117,6 +124,16 @@ def to_driver(seq) -> tuple[dict, list]:
         if kind == "scene":
             out.append([t, "rx", frame(T_SCENE, n, scene_payload(*data)).hex()])
             sent.append((n, kind, data))
+        elif kind == "scene_at":
+            when, sc = data
+            if isinstance(when, tuple):
+                at = (T0_US + (t + when[0]) * 1000 + when[1] * (1 << 30)) & 0xFFFFFFFF
+            else:
+                at = when
+            out.append([t, "rx", frame(T_SCENE_AT, n, struct.pack("<I", at) + scene_payload(*sc)).hex()])
+            sent.append((n, kind, sc))
+        elif kind == "frame_phase":
+            out.append([t, "rx", frame(T_FRAME_PHASE, n, struct.pack("<II", *data)).hex()])
         elif kind == "night":
             out.append([t, "rx", frame(T_NIGHT, n, struct.pack("<BHHH", *data)).hex()])
             sent.append((n, kind, data))
@@ -196,7 +213,7 @@ def decode_frames(hexdata: str) -> tuple[np.ndarray, np.ndarray]:
 
 def strobe_accepted(result: dict, sent: list) -> bool:
     acked = {a[1] for a in result["answers"] if a[0] == T_ACK}
-    return any(k == "scene" and d[0] == EFFECT_STROBE and n in acked for n, k, d in sent)
+    return any(k in ("scene", "scene_at") and d[0] == EFFECT_STROBE and n in acked for n, k, d in sent)
 
 
 def check_sequence(result: dict, sent: list, strobe_enabled: bool) -> list[str]:
@@ -213,7 +230,7 @@ def check_sequence(result: dict, sent: list, strobe_enabled: bool) -> list[str]:
         if n not in answers:
             problems.append(f"command {n} ({kind}) not answered")
             continue
-        if kind == "scene" and data[0] == EFFECT_STROBE and 77 <= data[4] <= 125 and not data[7]:
+        if kind in ("scene", "scene_at") and data[0] == EFFECT_STROBE and 77 <= data[4] <= 125 and not data[7]:
             want_safety = not (strobe_enabled and data[6] & 1)
             got = answers[n]
             if want_safety and not (got[0] == T_NACK and got[2] == NACK_SAFETY):
@@ -221,7 +238,7 @@ def check_sequence(result: dict, sent: list, strobe_enabled: bool) -> list[str]:
     return problems
 
 
-STATS = {"sequences": 0, "frames": 0, "scenes": 0, "refused_strobe": 0}
+STATS = {"sequences": 0, "frames": 0, "scenes": 0, "scenes_at": 0, "refused_strobe": 0}
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -235,6 +252,7 @@ def test_no_command_sequence_breaks_a_limit(pod, batch):
         STATS["sequences"] += 1
         STATS["frames"] += len(res["frames"]) // (2 * (4 + 3 * N_LEDS))
         STATS["scenes"] += sum(1 for s in sent if s[1] == "scene")
+        STATS["scenes_at"] += sum(1 for s in sent if s[1] == "scene_at")
         STATS["refused_strobe"] += sum(1 for a in res["answers"] if a[0] == T_NACK and a[2] == NACK_SAFETY)
 
 
@@ -260,6 +278,7 @@ def test_the_property_run_covered_enough(pod):
     print("light property run:", STATS)
     assert STATS["sequences"] >= EXAMPLES * BATCH >= 10_000, STATS
     assert STATS["refused_strobe"] > 0 and STATS["frames"] > 1_000_000, STATS
+    assert STATS["scenes_at"] > 1000, STATS
     print("with strobe provisioned:", STROBE_STATS)
     assert STROBE_STATS["strobes_accepted"] > 0, STROBE_STATS
 

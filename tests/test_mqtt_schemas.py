@@ -51,6 +51,10 @@ def test_every_schema_is_valid_and_documented():
     {"night": {"mode": "on", "start_min": 1440}},
     {"id": "s", "scene": {"effect": "aurora", "palette": "ocean", "strobe_opt_in": True}},
     {"id": "e"},
+    {"id": "sm", "safe_mode": True},
+    {"safe_mode": False},
+    {"safe_mode": 1},
+    {"safe_mode": True, "scene": {"effect": "off"}},
 ])
 def test_set_schema_agrees_with_hostds_parser(payload):
     by_schema = validator("set").is_valid(payload)

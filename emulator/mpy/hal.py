@@ -14,6 +14,12 @@ The pod clock wraps at 2**30 as on the ESP32 and starts at HYPNOLUM_TICKS_MS0
 HYPNOLUM_CLOCK_PPM makes it run fast (> 0) or slow (< 0) by that many parts
 per million of the host's monotonic clock, as a crystal's error does.
 
+The board's timing is modelled (emutime.py; docs/emulator.md "Timing model"):
+asyncio waits end on the 10 ms RTOS tick, FrameTimer wakes at its instant,
+show_at blocks up to SHOW_AT_AHEAD_US as the board's spin does, and an LED
+frame keeps the wire busy for its transfer time while the interpreter goes on
+(the board's SPI writer thread), and a frame waits for the wire to be free.
+
 Each LED datagram carries, besides the pod's ticks_ms, two of the host's
 CLOCK_MONOTONIC microsecond instants: when the frame lit (for Leds.show_at,
 the scheduled instant, as a board's LED output starts on time: the true
@@ -31,47 +37,39 @@ import time
 
 from micropython import const
 
+import emutime  # the board's timing: pod clock, RTOS tick, frame timer
 from pod import ledwire  # pure encoders: gamma, order, framing
 from pod.mem import copy as _copy  # no allocation per frame
 
 PLATFORM = "emulator"
 
 TICKS_PERIOD = const(1 << 30)
-SHOW_AT_AHEAD_US = const(1000000)  # Leds.show_at sleeps: the render loop may call it at once
+SHOW_AT_AHEAD_US = const(1500)  # the board's: Leds.show_at blocks the interpreter up to this long
 _TICKS_MASK = const((1 << 30) - 1)
 _TICKS_HALF = const(1 << 29)
+_LED_SPI_BAUD = const(8000000)  # the board's APA102/SK9822 clock (firmware/hal.py)
 
-_LED_HDR = "<4sIIHQQ"  # magic, ticks_ms, frame number, LED count, host monotonic us shown, written
+_LED_HDR = "<4sIIH"  # magic, ticks_ms, frame number, LED count; then u64 host us shown, written
 _LED_HDR_SIZE = const(30)
+_LED_SHOWN = const(14)  # offsets of the two u64 host instants
+_LED_WRITTEN = const(22)
 
 _DIR = os.getenv("HYPNOLUM_POD_DIR") or "."
 
-# Host clock readings at import, paired with the pod clock's first readings.
-_host_ms0 = time.ticks_ms()
-_host_us0 = time.ticks_us()
-_pod_ms0 = int(os.getenv("HYPNOLUM_TICKS_MS0") or "0") & _TICKS_MASK
-_pod_us0 = int(os.getenv("HYPNOLUM_TICKS_US0") or "0") & _TICKS_MASK
-# clock error in parts per billion (small ints on the unix port: no allocation)
-_ppb = int(float(os.getenv("HYPNOLUM_CLOCK_PPM") or "0") * 1000)
-
-
-def ticks_ms():
-    # host ticks wrap at 2**62 here: their difference is exact, then wrap at 2**30
-    d = time.ticks_diff(time.ticks_us(), _host_us0)
-    return (_pod_ms0 + (d + d * _ppb // 1000000000) // 1000) & _TICKS_MASK
-
-
-def ticks_us():
-    d = time.ticks_diff(time.ticks_us(), _host_us0)
-    return (_pod_us0 + d + d * _ppb // 1000000000) & _TICKS_MASK
+# The pod clock and the RTOS tick (emutime.py): asyncio waits on the tick from here on.
+ticks_ms = emutime.ticks_ms
+ticks_us = emutime.ticks_us
+FrameTimer = emutime.FrameTimer
+emutime.install()
 
 
 def ticks_diff(a, b):
-    return ((a - b + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
+    # the sum a - b + 2**29 may leave the small ints (an allocation): xor instead
+    return (((a - b) & _TICKS_MASK) ^ _TICKS_HALF) - _TICKS_HALF
 
 
 def ticks_add(t, delta):
-    return (t + delta) & _TICKS_MASK
+    return ((t - _TICKS_HALF + delta) & _TICKS_MASK) ^ _TICKS_HALF
 
 
 def _path(name):
@@ -91,9 +89,12 @@ def _connect(name, kind):
 
 
 async def open_link():
-    # HYPNOLUM_LINK_SOCK: the emulator put a relay with latency in between
-    s = _connect(os.getenv("HYPNOLUM_LINK_SOCK") or "link.sock", socket.SOCK_STREAM)
-    return asyncio.StreamReader(s), asyncio.StreamWriter(s, {})
+    # the firmware's own USB CDC code over the stand-in USBDevice (emulator/mpy/machine.py),
+    # whose bulk endpoints carry link.sock (docs/emulator.md, "The pod link")
+    import machine
+    from pod import usbcdc
+
+    return usbcdc.open(machine.USBDevice())
 
 
 async def open_headset(baud):
@@ -141,36 +142,74 @@ class Leds:
         self.order = order
         self.kind = kind
         self._k, self._idx, self.wire = ledwire.setup(count, order, kind)
+        n = len(self.wire)
+        # the board sends every kind on SPI with DMA from a writer thread (firmware/hal.py
+        # Leds): the interpreter goes on while the wire is busy this long per frame
+        if self._k == ledwire.KIND_APA102:
+            self.transfer_us = (n * 8000 + _LED_SPI_BAUD // 1000 - 1) // (_LED_SPI_BAUD // 1000)
+        else:
+            baud_k = ledwire.SPI_ONEWIRE_BAUD // 1000
+            self.transfer_us = (ledwire.spi_onewire_size(n) * 8000 + baud_k - 1) // baud_k
+        self._ends = [0, 0]  # pod us when each of the two buffers' transfers end
+        self._back = 0  # the buffer the next frame is encoded into
+        self._wire_free = 0  # pod us when the wire has sent everything handed over
         self._buf = bytearray(_LED_HDR_SIZE + count * 3)
         self._out = _Datagrams("leds.sock")
         self.frames = 0
 
+    def _encode(self, rgb):
+        # as the board: the buffer about to be reused must be off the wire (it waits, spinning)
+        c = emutime.clock
+        c.advance()
+        left = ticks_diff(self._ends[self._back], c.us)
+        if 0 < left < self.transfer_us + 1000:
+            time.sleep_us(emutime.host_delta(left))
+            c.advance()
+        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
+
     def write(self, rgb):
-        self._send(rgb, -1)
+        self._encode(rgb)
+        emutime.clock.advance()
+        self._hand(rgb, 0)
 
     def show_at(self, rgb, due_us):
-        # A board's LED output starts at due_us whatever its CPU does meanwhile:
-        # the instant reported is due_us on the host's clock (the inverse of the
-        # pod clock's error), and the wait is a sleep, which leaves the machine's
-        # CPUs to the other emulated pods (a board spins on a CPU of its own).
-        # A frame handed over after due_us lights when it was handed over.
-        left = ticks_diff(due_us, ticks_us())
+        # As the board: encode, then hold the interpreter until due_us (the board
+        # spins; a sleep here leaves the host's CPUs to the other pods), then hand
+        # the frame to the writer. The instant reported as lit is due_us on the
+        # host's clock (the pod clock's error undone), as the board's output starts
+        # on time; a frame handed over after due_us lights when it was handed over.
+        self._encode(rgb)
+        c = emutime.clock
+        c.advance()
+        left = ticks_diff(due_us, c.us)
         if left <= 0:
-            self._send(rgb, -1)
+            self._hand(rgb, 0)
             return -left
-        self._send(rgb, time.ticks_us() + left - left * _ppb // 1000000000, left)
+        time.sleep_us(emutime.host_delta(left))
+        c.advance()
+        over = ticks_diff(c.us, due_us)  # the host's sleep overshot the instant by this much
+        self._hand(rgb, -emutime.host_delta(over) if over > 0 else 0)
         return 0
 
-    def _send(self, rgb, shown_us, wait_us=0):
-        # shown_us < 0: the frame lights as it is written
-        ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
-        _copy(self._buf, _LED_HDR_SIZE, rgb, 0, self.count * 3)
-        if wait_us > 0:
-            time.sleep_us(wait_us)
-        written = time.ticks_us()
-        struct.pack_into(_LED_HDR, self._buf, 0, b"LED3", ticks_ms(), self.frames, self.count,
-                         written if shown_us < 0 else shown_us, written)
-        self._out.send(self._buf)
+    def _hand(self, rgb, lit_us):
+        # lit_us (<= 0): host us from the clock's last reading back to the hand-over;
+        # the frame lights then, or once the wire has sent the frame before it
+        c = emutime.clock
+        now = ticks_add(c.us, lit_us)
+        wait = ticks_diff(self._wire_free, now)
+        if 0 < wait < self.transfer_us + 1000:
+            lit_us += emutime.host_delta(wait)
+            now = self._wire_free
+        self._wire_free = end = ticks_add(now, self.transfer_us)
+        b = self._back
+        self._ends[b] = end
+        self._back = b ^ 1
+        buf = self._buf
+        _copy(buf, _LED_HDR_SIZE, rgb, 0, self.count * 3)
+        struct.pack_into(_LED_HDR, buf, 0, b"LED3", c.ms, self.frames, self.count)
+        emutime.put_host_us(buf, _LED_SHOWN, lit_us)
+        emutime.put_host_us(buf, _LED_WRITTEN, 0)
+        self._out.send(buf)
         self.frames += 1
 
     @property
@@ -223,10 +262,107 @@ def reset():
     sys.exit(0)
 
 
+_safe = None
+
+
 def safe_mode():
-    # stands for the BOOT button held at reset
-    return os.getenv("HYPNOLUM_SAFE_MODE") == "1"
+    # HYPNOLUM_SAFE_MODE=1 stands for the SAFE button held at reset; the flag file is the
+    # SAFE_MODE command's (consumed, as on the board); sampled once per boot
+    global _safe
+    if _safe is None:
+        _safe = _take_safe_flag() or os.getenv("HYPNOLUM_SAFE_MODE") == "1"
+        if _safe:
+            _dark_for_safe_mode()
+            print("hypnolum: safe mode, firmware not started")
+    return _safe
 
 
 def mem_free():
     return gc.mem_free()
+
+
+# ---------------------------------------------------------------------------
+# Safe mode on command, and the board's sensors (firmware/hal.py is the contract)
+
+SAFE_MODE_FLAG = "safe_mode.flag"
+
+
+def request_safe_mode():
+    write_file(SAFE_MODE_FLAG, b"1")
+
+
+def _take_safe_flag():
+    try:
+        os.remove(_path(SAFE_MODE_FLAG))
+    except OSError:
+        return False
+    return True
+
+
+def _dark_for_safe_mode():
+    import json
+
+    count, order, kind = 300, "GRB", "ws2812"
+    try:
+        cfg = json.loads(read_file("pod.json") or "{}")
+        count = cfg.get("led_count", count)
+        kind = cfg.get("led_type", kind)
+        order = cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else order)
+        Leds(count, order, kind).write(bytearray(count * 3))
+    except Exception:  # noqa: as on the board, a bad pod.json must not cost the REPL
+        try:
+            Leds(300).write(bytearray(900))
+        except Exception:  # noqa: nothing more to try
+            pass
+
+
+# The virtual sensors: D/sensors.bin, 5 bytes <hHB = DS18B20 reading in 1/16 degC,
+# VIN in mV, flags (_SNS_*), rewritten in place by the emulator
+# (emulator/pod.py EmulatedPod.set_sensors) while the pod runs. The file stays open
+# and is re-read into one buffer: no allocation per read. No file: a healthy board
+# at 25 degC and 5.0 V.
+_SNS_NAME = "sensors.bin"
+_SNS_SIZE = const(5)
+_SNS_NO_THERMOMETER = const(1)  # the DS18B20 does not answer (absent, bus fault)
+_SNS_CRC_ERROR = const(2)  # it answers with a scratchpad that fails its CRC
+_SNS_NO_VIN = const(4)  # the VIN pin has no ADC
+_sns = bytearray(b"\x90\x01\x88\x13\x00")  # 400/16 = 25 degC, 5000 mV, no faults
+_sns_file = None
+
+
+def _sensors():
+    global _sns_file
+    if _sns_file is None:
+        try:
+            _sns_file = open(_path(_SNS_NAME), "rb")
+        except OSError:
+            return _sns  # not written (yet): the defaults
+    _sns_file.seek(0)
+    _sns_file.readinto(_sns)
+    return _sns
+
+
+class Thermometer:
+    def __init__(self):
+        pass
+
+    async def convert(self):
+        return not _sensors()[4] & _SNS_NO_THERMOMETER
+
+    async def read_c16(self):
+        b = _sensors()
+        if b[4] & (_SNS_NO_THERMOMETER | _SNS_CRC_ERROR):
+            return None
+        t = b[0] | b[1] << 8
+        return t - 0x10000 if t & 0x8000 else t
+
+
+class VinSense:
+    def __init__(self):
+        pass
+
+    def read_mv(self):
+        b = _sensors()
+        if b[4] & _SNS_NO_VIN:
+            return None
+        return b[2] | b[3] << 8

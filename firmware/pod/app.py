@@ -7,15 +7,17 @@ A task that dies is reported over the link and the pod resets, as a hung
 task would otherwise go unnoticed while the renderer keeps feeding the watchdog.
 """
 import asyncio
+import gc
 import os
 import struct
 
 import hal
 from micropython import const
 
-from pod import alpha, bands, config, cyton, link, render, ring, status, wire
+from pod import alpha, bands, config, cyton, derate, link, render, ring, safemode, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
+_GC_EVERY = const(16384)  # bytes allocated between collections
 
 
 def _boot_id():
@@ -43,14 +45,18 @@ class Pod:
 
     async def run(self):
         cfg = self.cfg
-        reader, writer = await hal.open_link()
+        port = await hal.open_link()
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
-        self.link = lk = link.Link(reader, writer, hello, self.renderer.apply)
+        self.link = lk = link.Link(port, hello, self.renderer.apply)
         self.renderer.watch(lk, cfg.fade_after_ms)
         lk.register(wire.T_NIGHT_MODE, self.renderer.night)
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
         lk.register(wire.T_SCENE_AT, self.renderer.scene_at)
         lk.register(wire.T_FRAME_PHASE, self.renderer.frame_phase, command=False)
+        self.safe_mode = safemode.SafeModeCommand()
+        lk.register(wire.T_SAFE_MODE, self.safe_mode.request)
+        # the governor's current cap from heat, supply and the per-output limit (POWER telemetry)
+        self.derate = derate.Derate(self.renderer.governor, cfg, lk)
         self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz,
                                                 cfg.eeg_batch_ms)
         # EEG store and forward, and band powers read from the same ring
@@ -74,15 +80,20 @@ class Pod:
             lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
         wdt = hal.Watchdog(cfg.watchdog_ms)
         await asyncio.gather(
-            self._guard("link tx", lk.tx_task()),
             self._guard("link rx", lk.rx_task()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
             self._guard("replay", self.replayer.run()),
             self._guard("bands", self.bands.run()),
             self._guard("status", self.heartbeat.run()),
+            self._guard("derate", self.derate.run()),
         )
 
 
 def main():
+    # Collect after every _GC_EVERY bytes allocated rather than when the heap is
+    # full: each pause stays short, and free memory never falls further than
+    # that below what the live set leaves (the budget's floor, pod/budget.py).
+    gc.collect()
+    gc.threshold(_GC_EVERY)
     asyncio.run(Pod(config.load()).run())

@@ -40,13 +40,13 @@ _FULL_SCALE = 8388607.0
 
 
 @micropython.viper
-def _load(re, im, data, seq30, cap: int, slot0: int, s30: int, n: int, off: int, sb: int, win, sx: int) -> int:
-    # channel at byte `off` of samples s30.. (ring slots slot0..) -> mean removed,
+def _load(re, im, data, meta, cap: int, slot0: int, n: int, off: int, sb: int, win, sx: int) -> int:
+    # channel at byte `off` of the n samples in ring slots slot0.. -> mean removed,
     # normalised and windowed into re (im zeroed); returns the exponent s: true = re * 2**s / w
     r = ptr32(re)
     m = ptr32(im)
     d = ptr8(data)
-    q = ptr32(seq30)
+    q = ptr16(meta)
     w = ptr32(win)
     prev = 0
     hi = 0
@@ -54,7 +54,7 @@ def _load(re, im, data, seq30, cap: int, slot0: int, s30: int, n: int, off: int,
     slot = slot0
     i = 0
     while i < n:
-        if ((q[slot] << sx) >> sx) == ((s30 + i) & _MASK30):
+        if q[slot] & 0x8000:  # the slot holds its sample (ring.py)
             p = slot * sb + off
             v = (d[p] << 16) | (d[p + 1] << 8) | d[p + 2]
             if v & 0x800000:
@@ -138,7 +138,7 @@ class BandPower:
         self.gains = [gain] * self.channels
         self.last_seq = 0
         self._slot0 = 0
-        self._s30 = 0
+        self.last_hi = 0
         self.updates = 0
         self.skipped = 0  # updates without a full window yet
 
@@ -169,10 +169,9 @@ class BandPower:
             self.skipped += 1
             return False
         last = ring.newest
-        first = (last - n + 1) & 0xFFFFFFFF
-        self._slot0 = first % ring.capacity
-        self._s30 = first & _MASK30
-        self.last_seq = last
+        self._slot0 = ring.slot((last - n + 1) & _MASK30)
+        self.last_seq = last  # low 30 bits, and the 2 above:
+        self.last_hi = ring.newest_hi
         return True
 
     def _channel(self, ch):
@@ -180,7 +179,7 @@ class BandPower:
         fft = self.fft
         sums = self.sums
         powers = self.powers
-        s = _load(fft.re, fft.im, ring.data, ring.seq30, ring.capacity, self._slot0, self._s30, self.n, ch * 3,
+        s = _load(fft.re, fft.im, ring.data, ring.meta, ring.capacity, self._slot0, self.n, ch * 3,
                   ring.sample_bytes, self.win, fixfft.SX)
         e = fft.run()
         for b in range(N_BANDS):
@@ -196,9 +195,9 @@ class BandPower:
         ring = self.ring
         railed, near = self.take_masks() if self.take_masks is not None else (0, 0)
         link = self.link
-        ticks = ring.ticks[ring.slot(self.last_seq)]
         end = wire.pack_eeg_bands(
-            link.body, _HDR, self.last_seq, ticks, self.channels, self.window_ms, railed, near, self.powers
+            link.body, _HDR, self.last_seq, self.last_hi, ring.ticks(self.last_seq), self.channels, self.window_ms,
+            railed, near, self.powers
         )
         link.send_telemetry(wire.T_EEG_BANDS, end)
 

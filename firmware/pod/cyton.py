@@ -20,8 +20,9 @@ accumulate until the band-power task reports and clears them.
 Stream packet, 33 bytes: 0xA0, sample counter u8, 8 channels x int24
 big-endian, 6 aux bytes, footer 0xC0..0xC6. The parser resyncs after garbage
 at the next 0xA0 whose footer checks out. The 8-bit counter is widened into a
-32-bit sample sequence; a jump in it is a gap (counted, and the next batch
-carries EEG_FLAG_GAP_BEFORE). Samples are batched (10 = 40 ms at 250 Hz) and
+32-bit sample sequence, held as its low 30 bits and the 2 bits above (small
+ints on the board: a u32 past 2**30 would be a heap int per sample); a jump in
+it is a gap (counted, and the next batch carries EEG_FLAG_GAP_BEFORE). Samples are batched (10 = 40 ms at 250 Hz) and
 copied as the raw 24-bit big-endian bytes: no conversion, no allocation per sample.
 """
 import array
@@ -47,7 +48,7 @@ _RETRY_PAUSE_MS = const(2000)
 _CHUNK = const(512)
 _FIXED = const(10)  # eeg_batch fixed part: first_seq u32, ticks_ms u32, channels u8, flags u8
 _HDR = const(4)  # wire.HEADER_SIZE
-_SEQ_MASK = const(0xFFFFFFFF)
+_MASK30 = const(0x3FFFFFFF)  # sequences: low 30 bits here, the bits above counted apart
 RAILED_COUNTS = const(7549746)  # 90 % of full scale (2**23 - 1 counts)
 NEAR_RAILED_COUNTS = const(6291455)  # 75 % of full scale
 _DAISY_OFF = const(24)  # Daisy channels' bytes in a 16-channel sample
@@ -88,6 +89,8 @@ def _rail_scan(samples, n: int, nch: int, masks):
 class Parser:
     """Cyton byte stream -> batches. on_batch(first_seq, ticks_ms, flags, samples, n_bytes).
 
+    first_seq is the low 30 bits; self.batch_hi the two above, during the call.
+
     samples is the parser's batch buffer, valid during the call only. tap, if
     set, sees each sample at once: tap(batch, byte offset of the sample), the
     sample's channels as 24-bit big-endian counts (pod/alpha.py follows them).
@@ -108,16 +111,21 @@ class Parser:
         self._pos = 0  # bytes of the current packet held in pkt
         self._n = 0  # samples in the batch
         self._first_seq = 0
+        self._first_hi = 0
         self._first_ms = 0
         self._flags = 0
         self._gap_pending = False
         self._last_counter = -1  # none yet since (re)start
-        self._pseq = 0  # widened packet sequence
+        self._pseq = 0  # widened packet sequence, low 30 bits
+        self._pseq_hi = 0  # its bits 30-32 (a Daisy sample's seq is the packet's / 2)
         self._started = False  # a packet was ever seen
         self._even = -1  # Daisy: packet seq of the held even packet
+        self._even_hi = 0
         self._even_ms = 0
         self._emitted = False  # a sample was ever emitted
-        self.seq = 0  # sequence number of the last sample (32-bit, wraps)
+        self.seq = 0  # sequence number of the last sample: low 30 bits
+        self.seq_hi = 0  # ... and bits 30-31
+        self.batch_hi = 0  # bits 30-31 of the first sample of the batch being handed over
         self.samples = 0
         self.gaps = 0
         self.lost = 0  # samples missing in gaps
@@ -186,49 +194,61 @@ class Parser:
     def _packet(self, now_ms):
         counter = self.pkt[1]
         last = self._last_counter
+        pseq = self._pseq
         if last >= 0:
             delta = (counter - last) & 0xFF
             # delta 0: a repeat or a whole 256-packet wrap; either way packets are missing
-            pseq = self._pseq + (delta if delta else 256)
+            step = delta if delta else 256
         elif self._started:
             # after a restart the counter is not trusted: the sequence just continues
-            pseq = self._pseq + 1
-            if self.daisy and (pseq ^ counter) & 1:
-                pseq += 1  # keep the parity: odd packets carry channels 1-8
+            step = 1
+            if self.daisy and (pseq ^ counter ^ 1) & 1:
+                step = 2  # keep the parity: odd packets carry channels 1-8 (2**30 is even)
         else:
             pseq = counter
-        pseq &= _SEQ_MASK
+            step = 0
+        if pseq <= _MASK30 - step:
+            pseq += step
+        else:  # carry into the high bits without forming 2**30
+            pseq -= _MASK30 - step + 1
+            self._pseq_hi = (self._pseq_hi + 1) & 7
         self._pseq = pseq
         self._last_counter = counter
         self._started = True
         if not self.daisy:
-            self._sample(pseq, now_ms)
+            self._sample(pseq, self._pseq_hi & 3, now_ms)
             return
         if not counter & 1:
             _copy(self.half, 0, self.pkt, _SAMPLES_OFF, _DAISY_OFF)
             self._even = pseq
+            self._even_hi = self._pseq_hi
             self._even_ms = now_ms
             return
         even = self._even
         self._even = -1
-        if even >= 0 and ((pseq - even) & _SEQ_MASK) == 1:
-            self._sample(even >> 1, self._even_ms)
+        if even >= 0 and ((pseq - even) & _MASK30) == 1:
+            # sample seq = 33-bit packet seq / 2: bit 30 of the packet's moves to bit 29
+            h = self._even_hi
+            self._sample((even >> 1) | (h & 1) << 29, h >> 1, self._even_ms)
         # an odd packet without its even partner: that sample is lost (counted at the next one)
 
-    def _sample(self, sseq, now_ms):
+    def _sample(self, sseq, shi, now_ms):
         if self._emitted:
-            missing = (sseq - self.seq - 1) & _SEQ_MASK
+            missing = (sseq - self.seq - 1) & _MASK30
             if missing:
                 self.gaps += 1
                 self.lost += missing
                 self.flush()
                 self._gap_pending = True
         self.seq = sseq
+        self.seq_hi = shi
         self._emitted = True
-        self.samples += 1
+        c = self.samples
+        self.samples = c + 1 if c < _MASK30 else 0  # a counter, wrapping at 2**30 (no heap int)
         n = self._n
         if n == 0:
             self._first_seq = sseq
+            self._first_hi = shi
             self._first_ms = now_ms
             self._flags = wire.EEG_FLAG_GAP_BEFORE if self._gap_pending else 0
             self._gap_pending = False
@@ -252,6 +272,7 @@ class Parser:
         if n:
             self._n = 0
             _rail_scan(self.batch, n, self.channels, self.masks)
+            self.batch_hi = self._first_hi
             self.on_batch(self._first_seq, self._first_ms, self._flags, self.batch, n * self.sample_bytes)
 
 
@@ -280,15 +301,16 @@ class Headset:
         return self.parser.gaps
 
     def _on_batch(self, first_seq, ticks_ms, flags, samples, nbytes):
+        hi = self.parser.batch_hi
         if self.ring is not None:
-            self.ring.put(first_seq, ticks_ms, samples, nbytes)
+            self.ring.put(first_seq, ticks_ms, samples, nbytes, hi)
         link = self.link
         if link.backlogged():
             self.dropped += nbytes // (self.channels * 3)
             return
         body = link.body
         _copy(body, _HDR + _FIXED, samples, 0, nbytes)  # samples first: pack writes only the fixed part
-        end = wire.pack_eeg_batch(body, _HDR, first_seq, ticks_ms, self.channels, flags, nbytes)
+        end = wire.pack_eeg_batch(body, _HDR, first_seq, hi, ticks_ms, self.channels, flags, nbytes)
         link.send(wire.T_EEG_BATCH, end)
 
     async def _wait_ready(self, reader, buf, tail=None):

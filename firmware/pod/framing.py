@@ -7,10 +7,9 @@ step at the next 0x00.
 
 Both directions work in buffers allocated once: the decoder un-COBSes byte by
 byte straight into its frame buffer, the encoder writes into its output buffer.
+The CRC is a viper table kernel that reads and writes the four CRC bytes in
+place: binascii.crc32 returns a u32, a heap int on the board 3 times in 4.
 """
-import struct
-from binascii import crc32
-
 import micropython
 from micropython import const
 
@@ -24,6 +23,63 @@ MAX_ENCODED = const(_MAX_FRAME + _MAX_FRAME // 254 + 2)
 
 if wire.MAX_FRAME != _MAX_FRAME or wire.HEADER_SIZE != _HDR or wire.CRC_SIZE != _CRC:
     raise ImportError("framing constants do not match wire.py")
+
+_POLY = 0xEDB88320  # CRC-32/IEEE, reflected; heap ints on a 32-bit port: created once,
+_ONES = 0xFFFFFFFF  # read by viper as uint arguments (truncated to the word, never boxed)
+_VIEWS = const(8)  # encoded lengths whose memoryview the encoder keeps
+
+
+@micropython.viper
+def _crc_table(tab, poly: uint):
+    t = ptr32(tab)
+    i = 0
+    while i < 256:
+        c = uint(i)
+        k = 0
+        while k < 8:
+            if c & 1:
+                c = (c >> 1) ^ poly
+            else:
+                c = c >> 1
+            k += 1
+        t[i] = c
+        i += 1
+
+
+@micropython.viper
+def _crc(buf, n: int, tab, ones: uint, check: int) -> int:
+    # CRC-32 of buf[0:n]; check 0: write it little-endian at buf[n:n+4]; check 1: 1 if it equals those bytes
+    b = ptr8(buf)
+    t = ptr32(tab)
+    c = ones
+    i = 0
+    while i < n:
+        c = uint(t[(c ^ uint(b[i])) & 0xFF]) ^ (c >> 8)  # uint: logical shifts on any word size
+        i += 1
+    c = c ^ ones
+    if check:
+        return int(uint(b[n]) == (c & 0xFF) and uint(b[n + 1]) == ((c >> 8) & 0xFF)
+                   and uint(b[n + 2]) == ((c >> 16) & 0xFF) and uint(b[n + 3]) == ((c >> 24) & 0xFF))
+    b[n] = c & 0xFF
+    b[n + 1] = (c >> 8) & 0xFF
+    b[n + 2] = (c >> 16) & 0xFF
+    b[n + 3] = (c >> 24) & 0xFF
+    return 1
+
+
+CRC_TABLE = bytearray(1024)
+_crc_table(CRC_TABLE, _POLY)
+
+
+def crc32_into(buf, n):
+    """Write CRC-32/IEEE of buf[0:n] little-endian at buf[n:n+4] (no allocation)."""
+    _crc(buf, n, CRC_TABLE, _ONES, 0)
+
+
+def crc32_ok(buf, n):
+    """True if buf[n:n+4] holds the CRC-32/IEEE of buf[0:n], little-endian (no allocation)."""
+    return _crc(buf, n, CRC_TABLE, _ONES, 1) == 1
+
 
 # errors counted by the decoder, by kind (index into Decoder.errors)
 ERR_COBS = const(0)  # a frame ended inside a COBS block
@@ -115,7 +171,7 @@ class Decoder:
             self._error(ERR_SHORT)
             return
         end = n - _CRC
-        if crc32(memoryview(frame)[:end]) != struct.unpack_from("<I", frame, end)[0]:
+        if _crc(frame, end, CRC_TABLE, _ONES, 1) != 1:
             self._error(ERR_CRC)
             return
         if frame[0] != wire.PROTOCOL_VERSION:
@@ -167,14 +223,17 @@ def cobs_encode(src, n, dst):
 class Encoder:
     """Builds frames in place: pack a payload into body at HEADER_SIZE, then encode().
 
-    body and out are allocated once; encode() returns a memoryview of out.
+    body and out are allocated once; encode() returns a memoryview of out, kept
+    per length (the last _VIEWS lengths), so a stream of like frames allocates nothing.
     """
 
     def __init__(self):
         self.body = bytearray(_MAX_FRAME)
-        self._bmv = memoryview(self.body)
         self.out = bytearray(MAX_ENCODED)
         self._omv = memoryview(self.out)
+        self._lens = [-1] * _VIEWS
+        self._views = [None] * _VIEWS
+        self._next = 0
 
     def encode(self, type_, seq, end):
         """Frame the payload body[HEADER_SIZE:end]; returns the encoded bytes (a view of out)."""
@@ -185,6 +244,14 @@ class Encoder:
         body[1] = type_
         body[2] = seq & 0xFF
         body[3] = (seq >> 8) & 0xFF
-        struct.pack_into("<I", body, end, crc32(self._bmv[:end]))
+        _crc(body, end, CRC_TABLE, _ONES, 0)
         n = cobs_encode(body, end + _CRC, self.out)
-        return self._omv[:n]
+        lens = self._lens
+        for i in range(_VIEWS):
+            if lens[i] == n:
+                return self._views[i]
+        i = self._next
+        self._next = (i + 1) % _VIEWS
+        lens[i] = n
+        v = self._views[i] = self._omv[:n]
+        return v

@@ -39,6 +39,8 @@ _RATE_R = const(278)  # 1/16 x 0.85 / 200 ms of R-G-B: 4096 x 0.85 / 200 x 16
 _CAP = const(20970)  # carried credit: 0.02 (above one byte step at the top of the scale)
 _FREE = const(1 << 28)  # luminance credit in a strobe scene: unlimited
 _MAX_DT_MS = const(100)
+_MASK30 = const(0x3FFFFFFF)  # stored credits: 30-bit two's complement, the same on 32- and 64-bit
+_SIGN30 = const(0x20000000)
 _DAY_MIN = const(1440)
 _HOUR_MS = const(3600000)
 
@@ -95,12 +97,14 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
     i = 0
     k = 0
     while k < n:
-        a = int(cl[i]) + add_l
+        # credits are stored as 30-bit two's complement and sign-extended here: a ptr32
+        # load zero-extends on a 64-bit port, so a raw negative credit read back huge
+        a = ((int(cl[i]) ^ _SIGN30) - _SIGN30) + add_l
         if a > _CAP:
             a = _CAP
         if free:
             a = _FREE
-        b = int(cr[i]) + add_r
+        b = ((int(cr[i]) ^ _SIGN30) - _SIGN30) + add_r
         if b > _CAP:
             b = _CAP
         r0 = int(t[sh[k]])
@@ -192,11 +196,21 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
             held += 1
         if free:
             a = 0
-        cl[i] = a
-        cr[i] = b
+        cl[i] = a & _MASK30
+        cr[i] = b & _MASK30
         i += 1
         k += 3
     return held
+
+
+def credits(gov):
+    """[luminance credits..., red credits...] of every LED, signed (a debt is negative). Diagnostics."""
+    out = []
+    for buf in (gov.cred_l, gov.cred_r):
+        for i in range(gov.n):
+            v = (buf[4 * i] | buf[4 * i + 1] << 8 | buf[4 * i + 2] << 16 | buf[4 * i + 3] << 24) & _MASK30
+            out.append((v ^ _SIGN30) - _SIGN30)
+    return out
 
 
 class Governor:
@@ -210,11 +224,10 @@ class Governor:
         self.night_blue_max = cfg.night_blue_max
         self.strobe_enabled = cfg.strobe_enabled
         self.led_ma = cfg.led_ma
-        budget = cfg.psu_ma - cfg.board_reserve_ma - cfg.led_idle_ma * n
-        # duty units; minus one per channel for the slew's rounding (see _slew)
-        smax = budget * 255 // cfg.led_ma - self.nb if budget > 0 else 0
-        self.duty_max = smax if smax > 0 else 0
+        self.idle_ma = cfg.led_idle_ma * n
         self.budget_ma = cfg.psu_ma - cfg.board_reserve_ma
+        self.cap_ma = self.budget_ma
+        self.set_cap_ma(self.budget_ma)
         self.tgt = bytearray(self.nb)  # the capped, power-limited target
         self.shown = bytearray(self.nb)  # what the LEDs show (boot: dark)
         self.cred_l = bytearray(4 * n)  # int32 per LED (ptr32)
@@ -229,6 +242,23 @@ class Governor:
         self._limit_level = 0  # the level the last power-limited frame got (x/256)
         self.slewed = 0  # frames where the flash limit held an LED back
         self.last_held = 0
+
+    def set_cap_ma(self, cap_ma):
+        """Power limit: the lower of cap_ma (pod/derate.py: heat, supply, per output) and
+        psu_ma - board_reserve_ma. 0 or less: dark. Frames reach it at the flash limit's pace."""
+        if cap_ma > self.budget_ma:
+            cap_ma = self.budget_ma
+        self.cap_ma = cap_ma
+        budget = cap_ma - self.idle_ma
+        # duty units; minus one per channel for the slew's rounding (see _slew)
+        smax = budget * 255 // self.led_ma - self.nb if budget > 0 else 0
+        self.duty_max = smax if smax > 0 else 0
+        if cap_ma <= 0:
+            self.duty_max = -1  # dark: every byte to 0, not only those whose duty rounds to 0
+
+    def estimate_ma(self):
+        """Estimated current of the frame shown now (idle + driven duties), in mA."""
+        return self.idle_ma + _duty_sum(self.shown, self.nb, ledwire.DUTY, 256) * self.led_ma // 255
 
     # -- night -----------------------------------------------------------
     def set_night(self, mode, start_min, end_min, now_min, now_ms):

@@ -176,3 +176,34 @@ def setup(count, order, kind):
     elif k != KIND_SK6812_RGBW and len(order) == 4:
         order = order.replace("W", "")
     return k, order_index(order), bytearray(wire_size(k, count))
+
+
+# One-wire LEDs (WS2812/SK6812) through SPI: 4 SPI bits per LED bit at 3.2 MHz,
+# 1000 for a 0 (312 ns high) and 1110 for a 1 (937 ns high), a 1.25 us bit as the
+# LEDs expect. An SPI transfer runs on DMA, so the HAL can send it from a thread
+# while the interpreter goes on (docs/board-port.md "LED output").
+SPI_ONEWIRE_BAUD = const(3200000)
+_SPI_PAIR = b"\x88\x8e\xe8\xee"  # two LED bits -> one SPI byte
+
+
+def spi_onewire_size(wire_len):
+    """SPI bytes for a one-wire frame of wire_len bytes."""
+    return 4 * wire_len
+
+
+@micropython.viper
+def spread_onewire(dst, src, n: int):
+    """n wire bytes -> 4n SPI bytes (two LED bits a byte, most significant first)."""
+    d = ptr8(dst)
+    s = ptr8(src)
+    t = ptr8(_SPI_PAIR)
+    j = 0
+    k = 0
+    while k < n:
+        b = int(s[k])
+        d[j] = t[(b >> 6) & 3]
+        d[j + 1] = t[(b >> 4) & 3]
+        d[j + 2] = t[(b >> 2) & 3]
+        d[j + 3] = t[b & 3]
+        j += 4
+        k += 1

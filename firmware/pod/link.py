@@ -6,41 +6,44 @@ chain of ifs). tx: every frame gets the next u16 sequence number. Commands
 handled is a host retry: its answer is sent again, the command is not applied
 twice. Telemetry is never acknowledged.
 
-Sending is synchronous (pack into the encoder's body, encode, writer.write),
-so one sender cannot interleave with another between awaits; the tx task
-drains the writer. When the host stops reading and the writer's backlog grows,
-telemetry is dropped (and counted) rather than letting memory run out.
+The port (hal.open_link) never blocks: a frame is copied whole into its TX
+ring or not at all, so a send costs a copy and the render loop never waits
+for the host. The ring is the backlog. Telemetry stops going in while less
+than _RESERVE is free (dropped and counted in tx_dropped), so answers, HELLO
+and LOG still fit when the host stops reading; they are lost (tx_lost) only
+when the ring is truly full. Neither direction allocates per frame.
 """
-import asyncio
-
 import hal
 from micropython import const
 
 from pod import build, framing, wire
 
 _RX_CHUNK = const(256)
-_BACKLOG_MAX = const(4096)  # bytes queued in the writer before telemetry is dropped
+_MAX_ENCODED = const(1030)  # == framing.MAX_ENCODED, checked below
+_RESERVE = const(2 * _MAX_ENCODED)  # free TX bytes kept for answers: telemetry stops short of it
 _HDR = const(4)  # wire.HEADER_SIZE
+
+if framing.MAX_ENCODED != _MAX_ENCODED:
+    raise ImportError("link: MAX_ENCODED does not match framing.py")
 
 
 class Link:
-    def __init__(self, reader, writer, hello_fields, scene_sink):
-        """hello_fields: (pod_id, fw_version, boot_id, led_count, eeg_channels, sample_rate_hz).
+    def __init__(self, port, hello_fields, scene_sink):
+        """port: hal.open_link()'s. hello_fields: (pod_id, fw_version, boot_id, led_count, eeg_channels, sample_rate_hz).
 
         scene_sink(effect, brightness, color, transition_ms, period_ms, params)
         applies a scene and returns 0, or a wire.NACK_REASON_* refusing it.
         """
-        self._reader = reader
-        self._writer = writer
+        self._port = port
         self._hello = hello_fields
         self._dec = framing.Decoder(self._on_frame)
         self._enc = framing.Encoder()
         self.body = self._enc.body  # senders pack payloads at body[HEADER_SIZE:]
         self._rxbuf = bytearray(_RX_CHUNK)
         self._tx_seq = 0
-        self._wake = asyncio.Event()
         self.tx_frames = 0
-        self.tx_dropped = 0
+        self.tx_dropped = 0  # telemetry not sent: the host is not keeping up
+        self.tx_lost = 0  # answers, HELLO, LOG not sent: the TX ring was full
         self.unknown_types = 0
         self.bad_messages = 0
         self.host_id = ""
@@ -69,24 +72,30 @@ class Link:
 
     # -- tx -----------------------------------------------------------------
     def backlogged(self):
-        # asyncio.StreamWriter keeps what it could not write at once in out_buf
-        return len(getattr(self._writer, "out_buf", b"")) > _BACKLOG_MAX
+        """True while telemetry must wait or be dropped: the host is not reading fast enough."""
+        return self._port.tx_free() < _RESERVE
 
     def send(self, type_, end):
-        """Frame and queue the payload already packed at body[HEADER_SIZE:end]."""
-        seq = self._tx_seq
-        self._tx_seq = (seq + 1) & 0xFFFF
-        self._writer.write(self._enc.encode(type_, seq, end))
+        """Frame and queue the payload already packed at body[HEADER_SIZE:end].
+
+        False if the TX ring cannot take the whole frame (counted in tx_lost)."""
+        port = self._port
+        frame = self._enc.encode(type_, self._tx_seq, end)
+        n = len(frame)
+        if port.tx_free() < n:
+            self.tx_lost += 1  # no sequence number used: the host sees no gap it could wait for
+            return False
+        port.write(frame, n)
+        self._tx_seq = (self._tx_seq + 1) & 0xFFFF
         self.tx_frames += 1
-        self._wake.set()
+        return True
 
     def send_telemetry(self, type_, end):
         """send() unless the host is not keeping up; returns False if dropped."""
         if self.backlogged():
             self.tx_dropped += 1
             return False
-        self.send(type_, end)
-        return True
+        return self.send(type_, end)
 
     def send_hello(self):
         h = self._hello
@@ -105,27 +114,19 @@ class Link:
         else:
             self.send(wire.T_ACK, wire.pack_ack(self.body, _HDR, seq))
 
-    async def tx_task(self):
-        wake = self._wake
-        while True:
-            await wake.wait()
-            wake.clear()
-            await self._writer.drain()
-
     # -- rx -----------------------------------------------------------------
     async def rx_task(self):
         buf = self._rxbuf
-        readinto = self._reader.readinto
+        port = self._port
+        readinto = port.readinto
         feed = self._dec.feed
         while True:
-            n = await readinto(buf)
-            if not n:
-                # the link's far end closed: a board's UART never does this, an
-                # emulator shutting down does; restart as the chip would
-                hal.reset()
-                return
-            self._rx_us = hal.ticks_us()
-            feed(buf, n)
+            n = readinto(buf)  # what has arrived, without waiting: no allocation per frame
+            if n:
+                self._rx_us = hal.ticks_us()
+                feed(buf, n)
+            else:
+                await port.wait()  # only an idle link costs asyncio's wait
 
     def _on_frame(self, type_, seq, frame, end):
         self.last_rx_ms = hal.ticks_ms()

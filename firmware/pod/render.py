@@ -48,7 +48,11 @@ _LATE_US = const(100)  # a frame handed to the LEDs later than this after its in
 _PAST_MAX_US = const(1 << 28)  # a SCENE_AT instant further back than this is not believed
 _MIN_PERIOD_US = const(4000)  # FRAME_PHASE periods accepted: 4 ms .. 1 s
 _MAX_PERIOD_US = const(1000000)
+_TICKS_MASK = const(0x3FFFFFFF)  # hal.TICKS_PERIOD - 1: host instants are u32, pod ticks wrap at 2**30
 SAFE_COLOR = (255, 120, 36)  # a warm glow, ~2200 K
+
+if hal.TICKS_PERIOD - 1 != _TICKS_MASK:
+    raise ImportError("render: tick mask does not match hal.TICKS_PERIOD")
 
 
 @micropython.viper
@@ -144,14 +148,14 @@ class Renderer:
             return reason
         self._at = (effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
                     params)
-        self._at_us = at_us
+        self._at_us = at_us & _TICKS_MASK  # ticks_diff needs a value inside the tick period
         return 0
 
     def frame_phase(self, anchor_us, period_us):
         """FRAME_PHASE message: show frames at anchor_us + k x period (pod ticks_us)."""
         if _MIN_PERIOD_US <= period_us <= _MAX_PERIOD_US:
             self.period_us = period_us
-        self._phase_us = anchor_us
+        self._phase_us = anchor_us & _TICKS_MASK  # ticks_add/ticks_diff need it inside the period
         self._phase_new = True
         self.phase_updates += 1
 
@@ -276,7 +280,9 @@ class Renderer:
         ticks_ms = hal.ticks_ms
         diff = hal.ticks_diff
         add = hal.ticks_add
-        sleep_ms = asyncio.sleep_ms
+        # frames wake on a hardware timer: an asyncio sleep ends only at the next
+        # 10 ms RTOS tick, too coarse for a 16.7 ms frame with a 3 ms lead
+        timer = hal.FrameTimer()
         leds = self.leds
         ahead = hal.SHOW_AT_AHEAD_US
         due = add(ticks_us(), self.period_us)
@@ -284,8 +290,8 @@ class Renderer:
         on_time = 0
         while True:
             # wake a lead before the frame's instant: it shows the newest inputs
-            wait_us = diff(due, ticks_us()) - self.lead_us
-            await sleep_ms(wait_us // 1000 if wait_us > 0 else 0)
+            timer.arm(add(due, -self.lead_us))
+            await timer.wait()
             late_us = diff(ticks_us(), due)
             if late_us > 0:
                 # past the instant before even starting: skip to the next slot on
@@ -299,10 +305,10 @@ class Renderer:
             if self._at is not None:
                 self.due_scene(due, frame_ms)
             shown = self.compute(frame_ms)
-            wait_us = diff(due, ticks_us())
-            if wait_us > ahead:
-                await sleep_ms((wait_us - ahead) // 1000)
-            late_us = leds.show_at(shown, due)  # the last stretch: sleep_ms is only as fine as a millisecond
+            if diff(due, ticks_us()) > ahead:
+                timer.arm(add(due, -ahead))
+                await timer.wait()
+            late_us = leds.show_at(shown, due)  # spins the last stretch (<= ahead) for an exact start
             self.frames_rendered += 1
             if late_us > _LATE_US:
                 self.late_frames += 1

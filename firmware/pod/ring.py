@@ -1,15 +1,20 @@
 """Store and forward: the last seconds of samples, and replaying them on request.
 
 SampleRing keeps every sample the headset delivered in one preallocated
-buffer, slot = seq % capacity, beside the slot's sequence number (its low 30
-bits, so the array holds small ints on the ESP32) and pod time. A slot whose
-stored sequence differs from the one asked for no longer holds it (or never
-did: a sample lost before the pod saw it). The band-power task reads its
-window from here too, so the samples are held once.
+buffer of raw 24-bit samples, addressed relative to the newest one (so any
+capacity works across the sequence wrap), with 2 bytes per slot beside it:
+bit 15 "holds a sample", bits 0-14 the pod's ticks_ms (the full instant is
+rebuilt from the newest sample's: the ring spans seconds, 15 bits 32 s). A
+sample lost before the pod saw it leaves its slot empty. The band-power task
+reads its window from here too, so the samples are held once.
+
+Sequence numbers are the low 30 bits (small ints on the board) plus newest_hi,
+the two bits above the newest's: every comparison is modulo 2**30.
 
 The budget is bytes, not samples: 24 KiB holds 1024 samples of 8 channels
 (4.1 s at 250 Hz) or 512 of 16 (4.1 s at 125 Hz) — twice the 2 s a 1 s
-unplug needs, so the host has time to notice and ask.
+unplug needs, so the host has time to notice and ask. Per slot it costs 2
+bytes more (it was 8: a sequence and a tick word): 26.6 KB in all, was 32.8.
 
 Replayer answers EEG_REPLAY(from_seq, count): ACK when the whole range is
 still held or newer than the oldest held sample, then EEG_BATCH frames flagged
@@ -18,7 +23,6 @@ the live stream and the link keep up; NACK unavailable when the range starts
 before the oldest sample held, bad_param for an empty or oversized range,
 busy while an earlier replay is still going.
 """
-import array
 import asyncio
 
 import micropython
@@ -29,13 +33,27 @@ from pod.mem import copy as _copy  # no allocation per sample
 
 BUDGET_BYTES = const(24576)
 _MASK30 = const(0x3FFFFFFF)
-_SEQ_MASK = const(0xFFFFFFFF)
+_HALF30 = const(0x20000000)  # a sequence difference mod 2**30 below this is "after"
+_HELD = const(0x8000)  # slot flag: holds a sample
+_TICKS15 = const(0x7FFF)
 _HDR = const(4)  # wire.HEADER_SIZE
 _FIXED = const(10)  # eeg_batch fixed part
 _REPLAY_PAYLOAD = const(960)  # sample bytes per replayed frame: 40 x 8 ch, 20 x 16 ch
 _PACE_MS = const(5)  # between replayed frames: the live stream interleaves
 _BACKLOG_WAIT_MS = const(20)
 
+
+@micropython.viper
+def _clear(meta, cap: int, slot: int, n: int):
+    # mark n slots from slot (wrapping) empty
+    m = ptr16(meta)
+    i = 0
+    while i < n:
+        m[slot] = 0
+        slot += 1
+        if slot == cap:
+            slot = 0
+        i += 1
 
 
 class SampleRing:
@@ -45,47 +63,86 @@ class SampleRing:
         self.capacity = cap = budget_bytes // sb
         self.period_us = 1000000 // sample_rate_hz
         self.data = bytearray(cap * sb)
-        self.seq30 = array.array("i", (-1 for _ in range(cap)))  # -1: never filled
-        self.ticks = array.array("i", (0 for _ in range(cap)))
-        self.newest = 0  # seq of the newest sample
+        self.meta = bytearray(2 * cap)  # u16 per slot (ptr16): _HELD | ticks_ms & _TICKS15
+        self.newest = 0  # low 30 bits of the newest sample's seq
+        self.newest_hi = 0  # its bits 30-31
+        self.newest_ms = 0  # its pod ticks_ms
+        self._newest_slot = cap - 1
         self.held = 0  # samples put, up to capacity
         self.puts = 0
 
-    def put(self, first_seq, ticks_ms, samples, nbytes):
-        """Store a batch; called by the parser for every batch (no allocation)."""
+    def put(self, first_seq, ticks_ms, samples, nbytes, first_hi=0):
+        """Store a batch (first_seq: low 30 bits, first_hi: bits 30-31); called by the
+        parser for every batch (no allocation)."""
         sb = self.sample_bytes
         cap = self.capacity
         n = nbytes // sb
-        seq30 = self.seq30
-        ticks = self.ticks
+        if n <= 0:
+            return
+        meta = self.meta
         data = self.data
         per = self.period_us
-        slot = first_seq % cap
-        s30 = first_seq & _MASK30
+        if self.held == 0:
+            slot = 0
+        else:
+            ahead = (first_seq - self.newest) & _MASK30
+            if ahead >= _HALF30:
+                return  # older than what is held: the parser never goes back
+            if ahead > 1:
+                # samples lost before the pod saw them: their slots must not answer for them
+                _clear(meta, cap, (self._newest_slot + 1) % cap, ahead - 1 if ahead - 1 < cap else cap)
+            slot = (self._newest_slot + ahead) % cap
         i = 0
+        t = ticks_ms
         while i < n:
             _copy(data, slot * sb, samples, i * sb, sb)
-            seq30[slot] = (s30 + i) & _MASK30
-            ticks[slot] = (ticks_ms + (i * per) // 1000) & _MASK30  # pod ticks wrap at 2**30
+            d = (i * per) // 1000
+            # pod ticks wrap at 2**30: wrapped without ever forming a value >= 2**30 (a heap int)
+            t = ticks_ms + d if ticks_ms <= _MASK30 - d else ticks_ms - (_MASK30 - d) - 1
+            v = _HELD | (t & _TICKS15)
+            meta[2 * slot] = v & 0xFF
+            meta[2 * slot + 1] = v >> 8
             slot += 1
             if slot == cap:
                 slot = 0
             i += 1
-        last = (first_seq + n - 1) & _SEQ_MASK
-        if self.held == 0 or ((last - self.newest) & _SEQ_MASK) < 0x80000000:
-            self.newest = last
-        self.held = min(self.held + n, cap)
+        # the newest: first + n - 1, carried into bits 30-31 without a value of 2**30
+        last = first_seq + (n - 1) if first_seq <= _MASK30 - (n - 1) else first_seq - (_MASK30 - (n - 1)) - 1
+        self.newest_hi = (first_hi + (0 if last >= first_seq else 1)) & 3
+        self.newest = last
+        self.newest_ms = t
+        self._newest_slot = slot - 1 if slot else cap - 1
+        self.held = self.held + n if self.held + n < cap else cap
         self.puts += 1
 
-    def has(self, seq):
-        return self.seq30[seq % self.capacity] == seq & _MASK30
-
-    def oldest(self):
-        """Oldest sequence number the ring can still hold (held or lost before the pod saw it)."""
-        return (self.newest - self.held + 1) & _SEQ_MASK
+    def _back(self, seq):
+        # how far seq lies before the newest (mod 2**30); >= capacity: outside the ring
+        return (self.newest - seq) & _MASK30
 
     def slot(self, seq):
-        return seq % self.capacity
+        """Slot of seq (low 30 bits), which must lie within the ring."""
+        return (self._newest_slot - self._back(seq)) % self.capacity
+
+    def has(self, seq):
+        back = self._back(seq)
+        if back >= self.capacity:
+            return False
+        s = (self._newest_slot - back) % self.capacity
+        return self.meta[2 * s + 1] & 0x80 != 0
+
+    def ticks(self, seq):
+        """Pod ticks_ms of seq (held), rebuilt from its 15 bits and the newest's."""
+        s = 2 * self.slot(seq)
+        t15 = self.meta[s] | (self.meta[s + 1] & 0x7F) << 8
+        return (self.newest_ms - ((self.newest_ms - t15) & _TICKS15)) & _MASK30
+
+    def hi(self, seq):
+        """Bits 30-31 of the full sequence number of seq (low 30 bits) held in the ring."""
+        return self.newest_hi if seq <= self.newest else (self.newest_hi - 1) & 3
+
+    def oldest(self):
+        """Oldest sequence number (low 30 bits) the ring can still hold (held or lost before the pod saw it)."""
+        return (self.newest - self.held + 1) & _MASK30
 
 
 class Replayer:
@@ -104,7 +161,8 @@ class Replayer:
         self.per_frame = _REPLAY_PAYLOAD // sb
 
     def request(self, from_seq, count):
-        """0 (ACK: queued) or a wire.NACK_REASON_*; the link answers before any frame is sent."""
+        """0 (ACK: queued) or a wire.NACK_REASON_*; the link answers before any frame is sent.
+        from_seq: the low 30 bits, as wire.unpack_eeg_replay gives them."""
         ring = self.ring
         if count == 0 or count > ring.capacity:
             self.refused += 1
@@ -112,11 +170,11 @@ class Replayer:
         if self._left:
             self.refused += 1
             return wire.NACK_REASON_BUSY
-        if ring.held == 0 or ((from_seq - ring.oldest()) & _SEQ_MASK) >= 0x80000000:
+        if ring.held == 0 or ((from_seq - ring.oldest()) & _MASK30) >= _HALF30:
             self.refused += 1
             return wire.NACK_REASON_UNAVAILABLE  # starts before what the ring holds
-        ahead = (ring.newest - from_seq) & _SEQ_MASK
-        if ahead >= 0x80000000:
+        ahead = (ring.newest - from_seq) & _MASK30
+        if ahead >= _HALF30:
             self.refused += 1
             return wire.NACK_REASON_UNAVAILABLE  # not recorded yet
         if count > ahead + 1:
@@ -136,7 +194,7 @@ class Replayer:
         left = self._left
         flags = wire.EEG_FLAG_REPLAY
         while left and not ring.has(seq):
-            seq = (seq + 1) & _SEQ_MASK  # never held (lost before the pod) or overwritten
+            seq = seq + 1 if seq < _MASK30 else 0  # never held (lost before the pod) or overwritten
             left -= 1
             flags = wire.EEG_FLAG_REPLAY | wire.EEG_FLAG_GAP_BEFORE
         if not left:
@@ -153,9 +211,8 @@ class Replayer:
             off += sb
             n += 1
             left -= 1
-            seq = (seq + 1) & _SEQ_MASK
-        ticks = ring.ticks[ring.slot(first)]
-        end = wire.pack_eeg_batch(body, _HDR, first, ticks, ring.channels, flags, n * sb)
+            seq = seq + 1 if seq < _MASK30 else 0  # mod 2**30 without forming 2**30
+        end = wire.pack_eeg_batch(body, _HDR, first, ring.hi(first), ring.ticks(first), ring.channels, flags, n * sb)
         link.send(wire.T_EEG_BATCH, end)
         self._from = seq
         self._left = left

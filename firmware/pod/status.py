@@ -8,7 +8,7 @@ from pod import wire
 
 _PERIOD_MS = const(1000)
 _HDR = const(4)  # wire.HEADER_SIZE
-_U32 = const(0xFFFFFFFF)
+_MASK30 = const(0x3FFFFFFF)
 
 
 class Heartbeat:
@@ -17,28 +17,38 @@ class Heartbeat:
         self.headset = headset
         self.renderer = renderer
         self._last_ms = hal.ticks_ms()
-        # uptime is summed from ticks_diff steps: ticks_ms alone wraps after 12 days
+        # uptime is summed from ticks_diff steps: ticks_ms alone wraps after 12 days. It is
+        # held as 30 bits + the 2 above (uptime_hi): a u32 past 2**30 is a heap int on the board
         self.uptime_ms = 0
+        self.uptime_hi = 0
 
     def send(self):
         now = hal.ticks_ms()
-        self.uptime_ms += hal.ticks_diff(now, self._last_ms)
+        step = hal.ticks_diff(now, self._last_ms)
+        up = self.uptime_ms
+        if up <= _MASK30 - step:
+            self.uptime_ms = up + step
+        else:
+            self.uptime_ms = up - (_MASK30 - step) - 1
+            self.uptime_hi = (self.uptime_hi + 1) & 3
         self._last_ms = now
         link = self.link
         eeg = self.headset
         r = self.renderer
         end = wire.pack_status(
             link.body, _HDR,
-            self.uptime_ms & _U32,
+            self.uptime_ms,
+            self.uptime_hi,
             now,
-            link.rx_frames & _U32,
-            link.rx_errors & _U32,
-            link.tx_frames & _U32,
-            eeg.samples & _U32,
-            eeg.gaps & _U32,
-            eeg.dropped & _U32,
-            r.frames_rendered & _U32,
-            (r.render_overruns + r.late_frames) & _U32,  # frames not shown at their instant
+            # counters as they are: a mask with 0xFFFFFFFF (a heap int here) would allocate
+            link.rx_frames,
+            link.rx_errors,
+            link.tx_frames,
+            eeg.samples,
+            eeg.gaps,
+            eeg.dropped,
+            r.frames_rendered,
+            r.render_overruns + r.late_frames,  # frames not shown at their instant
             hal.mem_free(),
             r.scene.effect,
             r.scene.brightness,

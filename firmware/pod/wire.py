@@ -4,7 +4,7 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0x47d24b55)
+FINGERPRINT = const(0x97c55f63)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
@@ -12,6 +12,13 @@ CRC_SIZE = const(4)
 EEG_FLAG_GAP_BEFORE = const(1)
 EEG_FLAG_REPLAY = const(2)
 SCENE_FLAG_STROBE_OPT_IN = const(1)
+POWER_FLAG_TEMP_FAULT = const(1)
+POWER_FLAG_THERMAL = const(2)
+POWER_FLAG_HOT_OFF = const(4)
+POWER_FLAG_UNDERVOLT = const(8)
+POWER_FLAG_VIN_CUTOFF = const(16)
+POWER_FLAG_VIN_FAULT = const(32)
+SAFE_MODE_CONFIRM = const(23294)
 N_BANDS = const(5)
 MAX_SCENE_PARAMS = const(8)
 
@@ -23,12 +30,14 @@ T_PING = const(0x04)
 T_PONG = const(0x05)
 T_EEG_BATCH = const(0x10)
 T_EEG_BANDS = const(0x11)
+T_POWER = const(0x12)
 T_SCENE = const(0x20)
 T_EEG_REPLAY = const(0x21)
 T_NIGHT_MODE = const(0x22)
 T_GROUP_VALUE = const(0x23)
 T_SCENE_AT = const(0x24)
 T_FRAME_PHASE = const(0x25)
+T_SAFE_MODE = const(0x26)
 T_ACK = const(0x30)
 T_NACK = const(0x31)
 T_LOG = const(0x40)
@@ -84,8 +93,8 @@ NIGHT_MODE_ON = const(1)
 NIGHT_MODE_SCHEDULE = const(2)
 NIGHT_MODE = {'off': 0, 'on': 1, 'schedule': 2}
 
-NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
-COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, )
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, )
 FIELDS = {
     T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
@@ -94,12 +103,14 @@ FIELDS = {
     T_PONG: ('nonce', 'host_time_us', 'pod_rx_us', 'pod_tx_us',),
     T_EEG_BATCH: ('first_seq', 'ticks_ms', 'channels', 'flags', 'samples',),
     T_EEG_BANDS: ('last_seq', 'ticks_ms', 'channels', 'window_ms', 'railed', 'near_railed', 'powers',),
+    T_POWER: ('temp_c16', 'vin_mv', 'limit_ma', 'full_ma', 'flags',),
     T_SCENE: ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
     T_EEG_REPLAY: ('from_seq', 'count',),
     T_NIGHT_MODE: ('mode', 'start_min', 'end_min', 'now_min',),
     T_GROUP_VALUE: ('group_id', 'value',),
     T_SCENE_AT: ('at_us', 'effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
     T_FRAME_PHASE: ('anchor_us', 'period_us',),
+    T_SAFE_MODE: ('confirm',),
     T_ACK: ('ack_seq',),
     T_NACK: ('ack_seq', 'reason',),
     T_LOG: ('level', 'text',),
@@ -200,8 +211,8 @@ def unpack_connect(buf, off, end):
     return (protocol_version, fingerprint, host_id,)
 
 
-def pack_status(buf, off, uptime_ms, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness):
-    struct.pack_into('<IIIIIIIIIIIBB', buf, off, uptime_ms, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness)
+def pack_status(buf, off, uptime_ms, uptime_ms_hi, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness):
+    struct.pack_into('<HHIIIIIIIIIIBB', buf, off, uptime_ms & 0xFFFF, ((uptime_ms >> 16) & 0x3FFF) | (uptime_ms_hi << 14), ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness)
     off += 46
     return off
 
@@ -209,8 +220,9 @@ def pack_status(buf, off, uptime_ms, ticks_ms, rx_frames, rx_errors, tx_frames, 
 def unpack_status(buf, off, end):
     if off + 46 > end:
         raise ValueError('status: short payload')
-    uptime_ms, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness = struct.unpack_from('<IIIIIIIIIIIBB', buf, off)
+    _uptime_ms_lo, _uptime_ms_hi, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness = struct.unpack_from('<HHIIIIIIIIIIBB', buf, off)
     off += 46
+    uptime_ms = _uptime_ms_lo | (_uptime_ms_hi & 0x3FFF) << 16  # low 30 bits
     if off != end:
         raise ValueError('status: trailing bytes')
     return (uptime_ms, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness,)
@@ -248,8 +260,8 @@ def unpack_pong(buf, off, end):
     return (nonce, host_time_us, pod_rx_us, pod_tx_us,)
 
 
-def pack_eeg_batch(buf, off, first_seq, ticks_ms, channels, flags, samples):
-    struct.pack_into('<IIBB', buf, off, first_seq, ticks_ms, channels, flags)
+def pack_eeg_batch(buf, off, first_seq, first_seq_hi, ticks_ms, channels, flags, samples):
+    struct.pack_into('<HHIBB', buf, off, first_seq & 0xFFFF, ((first_seq >> 16) & 0x3FFF) | (first_seq_hi << 14), ticks_ms, channels, flags)
     off += 10
     off = _pack_bytes(buf, off, samples)
     return off
@@ -258,8 +270,9 @@ def pack_eeg_batch(buf, off, first_seq, ticks_ms, channels, flags, samples):
 def unpack_eeg_batch(buf, off, end):
     if off + 10 > end:
         raise ValueError('eeg_batch: short payload')
-    first_seq, ticks_ms, channels, flags = struct.unpack_from('<IIBB', buf, off)
+    _first_seq_lo, _first_seq_hi, ticks_ms, channels, flags = struct.unpack_from('<HHIBB', buf, off)
     off += 10
+    first_seq = _first_seq_lo | (_first_seq_hi & 0x3FFF) << 16  # low 30 bits
     samples = memoryview(buf)[off:end]
     off = end
     if off != end:
@@ -267,8 +280,8 @@ def unpack_eeg_batch(buf, off, end):
     return (first_seq, ticks_ms, channels, flags, samples,)
 
 
-def pack_eeg_bands(buf, off, last_seq, ticks_ms, channels, window_ms, railed, near_railed, powers):
-    struct.pack_into('<IIBHHH', buf, off, last_seq, ticks_ms, channels, window_ms, railed, near_railed)
+def pack_eeg_bands(buf, off, last_seq, last_seq_hi, ticks_ms, channels, window_ms, railed, near_railed, powers):
+    struct.pack_into('<HHIBHHH', buf, off, last_seq & 0xFFFF, ((last_seq >> 16) & 0x3FFF) | (last_seq_hi << 14), ticks_ms, channels, window_ms, railed, near_railed)
     off += 15
     off = _pack_list(buf, off, powers, 'B', 'f', 80)
     return off
@@ -277,12 +290,29 @@ def pack_eeg_bands(buf, off, last_seq, ticks_ms, channels, window_ms, railed, ne
 def unpack_eeg_bands(buf, off, end):
     if off + 15 > end:
         raise ValueError('eeg_bands: short payload')
-    last_seq, ticks_ms, channels, window_ms, railed, near_railed = struct.unpack_from('<IIBHHH', buf, off)
+    _last_seq_lo, _last_seq_hi, ticks_ms, channels, window_ms, railed, near_railed = struct.unpack_from('<HHIBHHH', buf, off)
     off += 15
+    last_seq = _last_seq_lo | (_last_seq_hi & 0x3FFF) << 16  # low 30 bits
     powers, off = _unpack_list(buf, off, end, 'B', 'f', 80)
     if off != end:
         raise ValueError('eeg_bands: trailing bytes')
     return (last_seq, ticks_ms, channels, window_ms, railed, near_railed, powers,)
+
+
+def pack_power(buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags):
+    struct.pack_into('<hHHHB', buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags)
+    off += 9
+    return off
+
+
+def unpack_power(buf, off, end):
+    if off + 9 > end:
+        raise ValueError('power: short payload')
+    temp_c16, vin_mv, limit_ma, full_ma, flags = struct.unpack_from('<hHHHB', buf, off)
+    off += 9
+    if off != end:
+        raise ValueError('power: trailing bytes')
+    return (temp_c16, vin_mv, limit_ma, full_ma, flags,)
 
 
 def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
@@ -304,8 +334,8 @@ def unpack_scene(buf, off, end):
     return (effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
 
 
-def pack_eeg_replay(buf, off, from_seq, count):
-    struct.pack_into('<IH', buf, off, from_seq, count)
+def pack_eeg_replay(buf, off, from_seq, from_seq_hi, count):
+    struct.pack_into('<HHH', buf, off, from_seq & 0xFFFF, ((from_seq >> 16) & 0x3FFF) | (from_seq_hi << 14), count)
     off += 6
     return off
 
@@ -313,8 +343,9 @@ def pack_eeg_replay(buf, off, from_seq, count):
 def unpack_eeg_replay(buf, off, end):
     if off + 6 > end:
         raise ValueError('eeg_replay: short payload')
-    from_seq, count = struct.unpack_from('<IH', buf, off)
+    _from_seq_lo, _from_seq_hi, count = struct.unpack_from('<HHH', buf, off)
     off += 6
+    from_seq = _from_seq_lo | (_from_seq_hi & 0x3FFF) << 16  # low 30 bits
     if off != end:
         raise ValueError('eeg_replay: trailing bytes')
     return (from_seq, count,)
@@ -362,8 +393,9 @@ def pack_scene_at(buf, off, at_us, effect, brightness, color, transition_ms, per
 def unpack_scene_at(buf, off, end):
     if off + 15 > end:
         raise ValueError('scene_at: short payload')
-    at_us, effect, brightness, _color0, _color1, _color2, transition_ms, period_ms, palette, flags = struct.unpack_from('<IBBBBBHHBB', buf, off)
+    _at_us_lo, _at_us_hi, effect, brightness, _color0, _color1, _color2, transition_ms, period_ms, palette, flags = struct.unpack_from('<HHBBBBBHHBB', buf, off)
     off += 15
+    at_us = _at_us_lo | (_at_us_hi & 0x3FFF) << 16  # low 30 bits
     color = (_color0, _color1, _color2,)
     params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
     if off != end:
@@ -380,11 +412,28 @@ def pack_frame_phase(buf, off, anchor_us, period_us):
 def unpack_frame_phase(buf, off, end):
     if off + 8 > end:
         raise ValueError('frame_phase: short payload')
-    anchor_us, period_us = struct.unpack_from('<II', buf, off)
+    _anchor_us_lo, _anchor_us_hi, period_us = struct.unpack_from('<HHI', buf, off)
     off += 8
+    anchor_us = _anchor_us_lo | (_anchor_us_hi & 0x3FFF) << 16  # low 30 bits
     if off != end:
         raise ValueError('frame_phase: trailing bytes')
     return (anchor_us, period_us,)
+
+
+def pack_safe_mode(buf, off, confirm):
+    struct.pack_into('<H', buf, off, confirm)
+    off += 2
+    return off
+
+
+def unpack_safe_mode(buf, off, end):
+    if off + 2 > end:
+        raise ValueError('safe_mode: short payload')
+    confirm, = struct.unpack_from('<H', buf, off)
+    off += 2
+    if off != end:
+        raise ValueError('safe_mode: trailing bytes')
+    return (confirm,)
 
 
 def pack_ack(buf, off, ack_seq):
@@ -437,5 +486,5 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
+UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}

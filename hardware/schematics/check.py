@@ -1,8 +1,9 @@
 """The pod board's design rules, and the generator of firmware/pod/board.py.
 
 Reads pod.kicad_sch (KiCad 6 S-expressions) into a netlist, pinmap.toml and
-power.toml, and checks that they agree with each other, with the ESP32's pin
-rules and with bom.csv. tests/test_hardware.py calls the check_* functions one
+power.toml, and checks that they agree with each other, with the ESP32-S3's
+pin rules (as the ESP32-S3-WROOM-1-N16R8 module brings them out) and with
+bom.csv. tests/test_hardware.py calls the check_* functions one
 by one; from a shell:
 
     python hardware/schematics/check.py            # print every problem, exit 1 if any
@@ -30,25 +31,32 @@ POWER = HERE / "power.toml"
 BOM = HERE / "bom.csv"
 BOARD_PY = ROOT / "firmware" / "pod" / "board.py"
 
-# ESP32-WROOM-32E module pin of each GPIO it brings out (Espressif,
-# ESP32-WROOM-32E & -32UE datasheet, "Pin Definitions"). GPIO 6-11 are not
-# brought out: module pins 17-22 and 32 are NC on the -32E.
-WROOM32E_PIN = {
-    36: 4, 39: 5, 34: 6, 35: 7, 32: 8, 33: 9, 25: 10, 26: 11, 27: 12, 14: 13,
-    12: 14, 13: 16, 15: 23, 2: 24, 0: 25, 4: 26, 16: 27, 17: 28, 5: 29,
-    18: 30, 19: 31, 21: 33, 3: 34, 1: 35, 22: 36, 23: 37,
+# ESP32-S3-WROOM-1 module pin of each GPIO it brings out (Espressif,
+# ESP32-S3-WROOM-1 & -1U datasheet, "Pin Definitions"). GPIO 26-32 (the SPI
+# flash) and GPIO 33-34 are not brought out; pin 41 is the exposed GND pad.
+WROOM1_PIN = {
+    4: 4, 5: 5, 6: 6, 7: 7, 15: 8, 16: 9, 17: 10, 18: 11, 8: 12, 19: 13, 20: 14, 3: 15, 46: 16,
+    9: 17, 10: 18, 11: 19, 12: 20, 13: 21, 14: 22, 21: 23, 47: 24, 48: 25, 45: 26, 0: 27,
+    35: 28, 36: 29, 37: 30, 38: 31, 39: 32, 40: 33, 41: 34, 42: 35, 44: 36, 43: 37, 2: 38, 1: 39,
 }
-WROOM32E_POWER = {1: "GND", 15: "GND", 38: "GND", 39: "GND", 2: "+3V3", 3: "EN"}
-WROOM32E_NC = (17, 18, 19, 20, 21, 22, 32)
-FLASH_GPIOS = range(6, 12)          # SPI flash inside the module
-INPUT_ONLY_GPIOS = range(34, 40)    # no output driver, no internal pulls
-ADC1_GPIOS = range(32, 40)          # ADC2 cannot be read while Wi-Fi runs
-# Strapping pins and the level each needs at reset for a normal boot from
-# 3.3 V flash (ESP32 datasheet, "Strapping Pins"): GPIO0 low = ROM
-# downloader; GPIO2 must be low or floating to download; GPIO5 high (SDIO
-# slave timing); GPIO12 (MTDI) high selects 1.8 V flash and browns out the
-# module's 3.3 V flash; GPIO15 (MTDO) low silences the ROM boot log.
-STRAPPING = {0: "high", 2: "low", 5: "high", 12: "low", 15: "high"}
+WROOM1_POWER = {1: "GND", 40: "GND", 41: "GND", 2: "+3V3", 3: "EN"}
+FLASH_GPIOS = range(26, 33)          # quad SPI flash inside the module (SPICS1, SPIHD, SPIWP, SPICS0, SPICLK, SPIQ, SPID)
+# Octal flash/PSRAM data lines SPIIO4-7 and SPIDQS. The N16R8's 8 MB octal
+# PSRAM uses GPIO35-37 (brought out on module pins 28-30, which must stay
+# unconnected); 33 and 34 are not brought out. Refused outright: no hold helps.
+OCTAL_GPIOS = range(33, 38)
+RESERVED_MODULE_PINS = tuple(WROOM1_PIN[g] for g in OCTAL_GPIOS if g in WROOM1_PIN)  # 28, 29, 30
+USB_GPIOS = {19: "USB_DN", 20: "USB_DP"}  # the S3's native USB (USB-Serial/JTAG and USB OTG)
+ADC1_GPIOS = range(1, 11)            # ADC1_CH0-9; ADC2 (GPIO 11-20) cannot be read while Wi-Fi runs
+# Strapping pins and the level each needs at reset for a normal boot from the
+# module's 3.3 V flash (ESP32-S3 datasheet, "Strapping Pins"): GPIO0 low with
+# GPIO46 low = ROM downloader, GPIO0 high = SPI boot (weak internal pull-up);
+# GPIO46 must be low (weak pull-down): GPIO0 low with GPIO46 high is an
+# invalid combination, and it also gates the ROM boot log; GPIO45 selects
+# VDD_SPI, high = 1.8 V, which browns out the N16R8's 3.3 V flash and PSRAM
+# (weak pull-down); GPIO3 picks the JTAG source once EFUSE_STRAP_JTAG_SEL is
+# burnt, high = USB-Serial/JTAG (floating by default: a board using it holds it).
+STRAPPING = {0: "high", 3: "high", 45: "low", 46: "low"}
 RAIL = {"high": "+3V3", "low": "GND"}
 
 
@@ -250,7 +258,7 @@ def parse_value(text: str) -> float:
 # ---------------------------------------------------------------- checks
 
 def check_pinmap_rules(pinmap: dict) -> list[str]:
-    """ESP32 rules on the pin map alone."""
+    """ESP32-S3 rules on the pin map alone."""
     out = []
     seen: dict[int, str] = {}
     consts = set()
@@ -259,26 +267,40 @@ def check_pinmap_rules(pinmap: dict) -> list[str]:
         if gpio in seen:
             out.append(f"{name}: GPIO{gpio} already carries {seen[gpio]}")
         seen[gpio] = name
-        if d not in ("out", "in", "io", "adc"):
-            out.append(f"{name}: dir {d!r} is not out, in, io or adc")
+        if d not in ("out", "in", "io", "adc", "usb"):
+            out.append(f"{name}: dir {d!r} is not out, in, io, adc or usb")
         if gpio in FLASH_GPIOS:
             out.append(f"{name}: GPIO{gpio} belongs to the module's SPI flash")
-        elif gpio not in WROOM32E_PIN:
-            out.append(f"{name}: GPIO{gpio} is not brought out on the ESP32-WROOM-32E")
-        if gpio in INPUT_ONLY_GPIOS and d in ("out", "io"):
-            out.append(f"{name}: GPIO{gpio} is input-only and cannot be an output")
+        elif gpio in OCTAL_GPIOS:
+            out.append(f"{name}: GPIO{gpio} is reserved by the N16R8's octal flash/PSRAM (GPIO33-37)")
+        elif gpio not in WROOM1_PIN:
+            out.append(f"{name}: GPIO{gpio} is not brought out on the ESP32-S3-WROOM-1")
+        if gpio in USB_GPIOS and d != "usb":
+            out.append(f"{name}: GPIO{gpio} is the native USB {USB_GPIOS[gpio][4:]} (pod link and flashing), "
+                       "reserved for USB")
+        if d == "usb" and USB_GPIOS.get(gpio) != name:
+            out.append(f"{name}: USB data lines are GPIO19 (USB_DN) and GPIO20 (USB_DP) only")
         if d == "adc" and gpio not in ADC1_GPIOS:
-            out.append(f"{name}: GPIO{gpio} is not on ADC1 (ADC2 is unusable while Wi-Fi runs)")
+            out.append(f"{name}: GPIO{gpio} is not on ADC1 (GPIO1-10; ADC2 is unusable while Wi-Fi runs)")
         if gpio in STRAPPING:
             if sig.get("strap") != STRAPPING[gpio]:
                 out.append(f"{name}: strapping pin GPIO{gpio} must be held {STRAPPING[gpio]} at boot; "
                            f"the pin map says strap = {sig.get('strap')!r}")
-        elif "strap" in sig:
+            if not str(sig.get("strap_why", "")).strip():
+                out.append(f"{name}: strapping pin GPIO{gpio} needs strap_why: how the board holds it and why")
+        elif "strap" in sig or "strap_why" in sig:
             out.append(f"{name}: GPIO{gpio} is not a strapping pin")
         if "const" in sig:
             if sig["const"] in consts:
                 out.append(f"{name}: const {sig['const']} is used twice")
             consts.add(sig["const"])
+    for gpio, name in USB_GPIOS.items():
+        if seen.get(gpio) != name:
+            out.append(f"{name}: the pod link rides the native USB: GPIO{gpio} must carry {name}")
+    if "SAFE" not in pinmap["signal"]:
+        out.append("SAFE: no safe-mode button in the pin map")
+    elif pinmap["signal"]["SAFE"]["gpio"] in STRAPPING:
+        out.append("SAFE: the safe-mode button must not sit on a strapping pin (held at reset it changes the boot)")
     return out
 
 
@@ -289,18 +311,18 @@ def check_schematic_pins(sch: Schematic, pinmap: dict) -> list[str]:
     module = sch.parts.get(ref)
     if module is None:
         return out + [f"no {ref} in the schematic"]
-    if not module.value.startswith("ESP32-WROOM-32E"):
-        out.append(f"{ref} is {module.value}, not an ESP32-WROOM-32E")
-    wanted = {str(WROOM32E_PIN[s["gpio"]]): name for name, s in pinmap["signal"].items() if s["gpio"] in WROOM32E_PIN}
-    wanted.update({str(p): n for p, n in WROOM32E_POWER.items()})
+    if module.value != pinmap["module"]:
+        out.append(f"{ref} is {module.value}, not the pin map's {pinmap['module']}")
+    wanted = {str(WROOM1_PIN[s["gpio"]]): name for name, s in pinmap["signal"].items() if s["gpio"] in WROOM1_PIN}
+    wanted.update({str(p): n for p, n in WROOM1_POWER.items()})
     for name, sig in pinmap["signal"].items():
         if name not in sch.nets:
             out.append(f"{name}: no net of that name in the schematic")
     for pin in sorted(module.pins, key=int):
         net = module.pins[pin]
         want = wanted.get(pin)
-        if int(pin) in WROOM32E_NC and net is not None:
-            out.append(f"{ref} pin {pin} is NC on the module (flash) but is wired to {net}")
+        if int(pin) in RESERVED_MODULE_PINS and net is not None:
+            out.append(f"{ref} pin {pin} is the octal PSRAM's (GPIO35-37) but is wired to {net}")
         elif want is not None and net != want:
             out.append(f"{ref} pin {pin} should be {want}, is {net}")
         elif want is None and net is not None:
@@ -323,7 +345,7 @@ def check_strapping(sch: Schematic, pinmap: dict) -> list[str]:
     out = []
     module = sch.parts[pinmap["module_ref"]]
     for gpio, level in STRAPPING.items():
-        net = module.pins.get(str(WROOM32E_PIN[gpio]))
+        net = module.pins.get(str(WROOM1_PIN[gpio]))
         if net is None:
             continue
         pulls = _pulls(sch, net)
@@ -332,6 +354,24 @@ def check_strapping(sch: Schematic, pinmap: dict) -> list[str]:
         wrong = RAIL["low" if level == "high" else "high"]
         if wrong in pulls:
             out.append(f"GPIO{gpio} ({net}) is pulled to {wrong}, the wrong boot level")
+    return out
+
+
+def check_native_usb(sch: Schematic, pinmap: dict) -> list[str]:
+    """USB-C D-/D+ reach the S3's GPIO19/20 (through the ESD array only): nothing bridges UART0 to USB."""
+    out = []
+    ref = pinmap["module_ref"]
+    for gpio, net in USB_GPIOS.items():
+        members = sch.nets.get(net, set())
+        if (ref, str(WROOM1_PIN[gpio])) not in members:
+            out.append(f"{net} does not reach {ref} GPIO{gpio}")
+        if not any(r.startswith("J") for r, _ in members):
+            out.append(f"{net} does not reach the USB connector")
+        others = {r for r, _ in members if not (r == ref or r.startswith("J") or sch.parts[r].value.startswith("USBLC6"))}
+        if others:
+            out.append(f"{net} also goes to {sorted(others)}: the native USB pair runs connector -> ESD -> module only")
+    if any(p.value.startswith(("CP210", "CH340", "CH910", "FT2")) for p in sch.parts.values()):
+        out.append("a USB-UART bridge is on the board: the pod link is the S3's own USB CDC")
     return out
 
 
@@ -492,7 +532,7 @@ def render_board(pinmap: dict | None = None, power: dict | None = None) -> str:
 def all_problems() -> list[str]:
     sch, pinmap, power = load_schematic(), load_pinmap(), load_power()
     out = (check_pinmap_rules(pinmap) + check_schematic_pins(sch, pinmap) + check_strapping(sch, pinmap)
-           + check_vin_divider(sch, pinmap) + check_bom(sch) + check_budget(power))
+           + check_native_usb(sch, pinmap) + check_vin_divider(sch, pinmap) + check_bom(sch) + check_budget(power))
     if not BOARD_PY.exists() or BOARD_PY.read_text() != render_board(pinmap, power):
         out.append(f"{BOARD_PY.relative_to(ROOT)} is stale: run check.py --write")
     return out

@@ -1,5 +1,9 @@
-"""Finding pod boards: USB serial ports whose VID:PID is a known ESP32 USB-UART.
+"""Finding pod boards: USB serial ports whose VID:PID is an ESP32-S3's native USB or a known USB-UART.
 
+A pod board (ESP32-S3) shows up as one of two Espressif devices: the ROM's
+USB-Serial/JTAG in download mode, or MicroPython's TinyUSB CDC while it
+runs (v1.28.0 ports/esp32/mpconfigport.h: VID 0x303A, PID 0x4000 | CDC).
+The USB-UART bridges are for development boards that reach UART0 through one.
 The table is data: add a bridge here and discovery picks it up.
 """
 from __future__ import annotations
@@ -20,7 +24,8 @@ USB_BRIDGES: dict[tuple[int, int], str] = {
     (0x1A86, 0x55D4): "WCH CH9102",
     (0x0403, 0x6001): "FTDI FT232R",
     (0x0403, 0x6015): "FTDI FT231X",
-    (0x303A, 0x1001): "ESP32-S3 native USB (serial/JTAG)",
+    (0x303A, 0x1001): "ESP32-S3 USB-Serial/JTAG (ROM loader)",
+    (0x303A, 0x4001): "ESP32-S3 USB CDC (MicroPython)",
 }
 
 
@@ -47,7 +52,7 @@ def from_port_infos(infos: list[ListPortInfo]) -> list[Board]:
 
 
 def discover() -> list[Board]:
-    """Every attached board with a known USB-UART; raises NoBoard if there is none."""
+    """Every attached board with a known VID:PID; raises NoBoard if there is none."""
     boards = from_port_infos(list(list_ports.comports()))
     if not boards:
         known = ", ".join(f"{v:04x}:{p:04x} {name}" for (v, p), name in USB_BRIDGES.items())

@@ -8,10 +8,10 @@ the working directory of MicroPython on an ESP32 and of the emulated board):
 * ``pod/<module>.mpy`` (or ``.py``) for every ``firmware/pod/*.py``.
 
 Formats: ``xtensawin`` (the default, for an ESP32: ``mpy-cross
--march=xtensawin``), ``x64`` (``.mpy`` with x86-64 native code, which the
+-march=xtensawin``), ``x86`` (``.mpy`` with 32-bit x86 native code, which the
 emulator's unix port can import) and ``py`` (plain source, runs anywhere).
 The unix port cannot run xtensawin native code (``@micropython.viper``), so
-an emulated board needs ``x64`` or ``py``.
+an emulated board needs ``x86`` (the 32-bit unix port, as the board is 32-bit) or ``py``.
 
 The build hash is defined in firmware/pod/build.py, which computes it on the
 pod; :func:`build_hash` is the same definition on the host.
@@ -31,7 +31,7 @@ from hypnolum import paths
 
 from .errors import FlashError
 
-FORMATS = ("xtensawin", "x64", "py")
+FORMATS = ("xtensawin", "x86", "py")
 SOURCE_ONLY = ("boot.py", "main.py")
 ROOT_MODULES = ("boot.py", "main.py", "hal.py")
 APP_DIR = "pod"

@@ -37,12 +37,13 @@ def parser() -> argparse.ArgumentParser:
                        "default: the one board found by USB VID:PID")
     where.add_argument("--all", action="store_true", help="every board found by USB VID:PID, in parallel")
     what = p.add_argument_group("what goes on the board")
-    what.add_argument("--image", type=Path, help="MicroPython ESP32 image (.bin, written at 0x1000)")
+    what.add_argument("--image", type=Path, help="MicroPython ESP32-S3 image "
+                      "(ESP32_GENERIC_S3-SPIRAM_OCT-...-v1.28.0.bin, written at 0x0)")
     what.add_argument("--no-image", action="store_true", help="keep the MicroPython already flashed")
     what.add_argument("--verify-only", action="store_true", help="only reset-free verify: HELLO against the build")
     what.add_argument("--firmware", type=Path, default=paths.FIRMWARE, help="firmware tree (default: firmware/)")
     what.add_argument("--app-format", choices=bundle.FORMATS, default="xtensawin",
-                      help="xtensawin .mpy for an ESP32 (default); x64 .mpy or py source for the emulator")
+                      help="xtensawin .mpy for an ESP32-S3 (default); x86 .mpy (the 32-bit emulator) or py source")
     cfg = p.add_argument_group("provisioning (pod.json)")
     cfg.add_argument("--config", type=Path, help="TOML or JSON file with the settings below")
     cfg.add_argument("--pod-id", help="pod id (default: pod-<MAC>); only with one board")
@@ -57,14 +58,15 @@ def parser() -> argparse.ArgumentParser:
     cfg.add_argument("--eeg-batch-ms", type=int)
     cfg.add_argument("--strobe", action="store_true", help="enable strobe effects on this pod (commands must still opt in)")
     link = p.add_argument_group("connection")
-    link.add_argument("--baud", type=int, default=921600, help="flashing baud rate (default 921600)")
+    link.add_argument("--baud", type=int, default=921600, help="flashing baud rate (default 921600; "
+                      "the S3's native USB ignores it)")
     link.add_argument("--before", default="default-reset", help="esptool reset before (default-reset | no-reset)")
     link.add_argument("--after", default="hard-reset", help="esptool reset after (hard-reset | soft-reset)")
     link.add_argument("--no-stub", action="store_true", help="talk to the ROM loader only (no flasher stub)")
     link.add_argument("--erase", action="store_true", help="erase the whole flash first (wipes the filesystem)")
     link.add_argument("--emulator", action="store_true",
                       help="settings for emulated boards: --before no-reset --after soft-reset --no-stub "
-                           "--app-format x64")
+                           "--app-format x86")
     link.add_argument("--boot-timeout", type=float, default=20.0, help="seconds to wait for REPL / HELLO")
     link.add_argument("--jobs", type=int, default=0, help="boards at once (default: all)")
     p.add_argument("--log", type=Path, default=Path("flash-log.jsonl"), help="flash log (JSON lines)")
@@ -114,13 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.emulator:
         args.before, args.after, args.no_stub = "no-reset", "soft-reset", True
         if args.app_format == "xtensawin":
-            args.app_format = "x64"
+            args.app_format = "x86"
     try:
         settings = _settings(args)
         image = None
         if not (args.no_image or args.verify_only):
             if args.image is None:
-                raise FlashError("no image: give --image FILE (MicroPython for ESP32), or --no-image", step="image")
+                raise FlashError("no image: give --image FILE (MicroPython ESP32_GENERIC_S3-SPIRAM_OCT), or --no-image",
+                                 step="image")
             image = load_image(args.image)
         targets = _boards(args)
         if args.pod_id and len(targets) > 1:

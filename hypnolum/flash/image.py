@@ -1,14 +1,24 @@
 """Step 1: the MicroPython image into the board's SPI flash, with esptool as a library.
 
+Pods are ESP32-S3-WROOM-1-N16R8 boards running MicroPython v1.28.0
+``ESP32_GENERIC_S3``, variant ``SPIRAM_OCT``
+(``ESP32_GENERIC_S3-SPIRAM_OCT-<date>-v1.28.0.bin``). An S3 image starts
+with its second-stage bootloader at flash offset 0x0 (an ESP32's at 0x1000),
+and carries chip id 9 in its extended header, the id the S3 ROM reports.
+
 esptool's logger is one process-wide object; :class:`_BoardLog` routes its
 lines and progress to the board whose thread is talking, so parallel boards
 keep their own progress bars and logs.
 
-Real boards: ``before="default-reset"`` (DTR/RTS pull the chip into the ROM
-loader), the flasher stub (fast, can erase), ``after="hard-reset"``. A pty has
-no DTR/RTS, so the emulator needs ``before="no-reset"`` (the board waits in
-download mode), ``stub=False`` (the ROM loader itself) and
-``after="soft-reset"`` (FLASH_END "run user code" starts the application).
+Real boards: ``before="default-reset"``: on the ROM's USB-Serial/JTAG
+(303a:1001) esptool drives the peripheral's own reset into download mode;
+on MicroPython's USB CDC (303a:4001) it toggles DTR/RTS, which MicroPython
+answers with ``machine.bootloader()`` (the port re-enumerates as
+303a:1001). Then the flasher stub (fast, can erase) and
+``after="hard-reset"``. A pty has no DTR/RTS, so the emulator needs
+``before="no-reset"`` (the board waits in download mode), ``stub=False``
+(the ROM loader itself) and ``after="soft-reset"`` (FLASH_END "run user
+code" starts the application).
 """
 from __future__ import annotations
 
@@ -21,9 +31,12 @@ from pathlib import Path
 
 from .errors import FlashError, MissingImage, NoAnswer, WrongChip
 
-IMAGE_OFFSET = 0x1000  # MicroPython's ESP32 images start with the bootloader here
+CHIP_NAME = "ESP32-S3"  # what esptool calls the pods' chip
+IMAGE_OFFSET = 0x0  # an ESP32-S3 image starts with its bootloader here (ESP32: 0x1000)
+IMAGE_NAME = "ESP32_GENERIC_S3-SPIRAM_OCT-<date>-v1.28.0.bin"  # micropython.org's build for the pods
 _ESP_IMAGE_MAGIC = 0xE9
-_ESP32_CHIP_ID = 0  # chip id in the image's extended header
+_CHIP_ID = 9  # ESP32-S3's chip id in the image's extended header (esptool ESP32S3ROM.IMAGE_CHIP_ID)
+_CHIP_IDS = {0: "ESP32", 2: "ESP32-S2", 5: "ESP32-C3", 9: "ESP32-S3", 13: "ESP32-C6"}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -36,12 +49,12 @@ class Image:
 
 
 def load_image(path: Path | str) -> Image:
-    """Read and sanity-check an ESP32 application image; MissingImage if absent or not one."""
+    """Read and sanity-check an ESP32-S3 image; MissingImage if absent or not one."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise MissingImage(f"{path}: image not found (download MicroPython's ESP32 .bin, or give --image)",
+        raise MissingImage(f"{path}: image not found (download MicroPython's {IMAGE_NAME}, or give --image)",
                            step="image") from None
     except OSError as exc:
         raise MissingImage(f"{path}: cannot read image: {exc.strerror}", step="image") from None
@@ -49,8 +62,10 @@ def load_image(path: Path | str) -> Image:
         raise MissingImage(f"{path}: not an ESP image (first byte {data[:1].hex() or 'none'}, expected e9)",
                            step="image")
     (chip_id,) = struct.unpack_from("<H", data, 12)  # extended header: chip id
-    if chip_id != _ESP32_CHIP_ID:
-        raise MissingImage(f"{path}: image is for chip id {chip_id}, not an ESP32 (0)", step="image")
+    if chip_id != _CHIP_ID:
+        chip = _CHIP_IDS.get(chip_id, "another chip")
+        raise MissingImage(f"{path}: image is for chip id {chip_id} ({chip}), not an {CHIP_NAME} ({_CHIP_ID}); "
+                           f"pods take {IMAGE_NAME}", step="image")
     return Image(path, data, hashlib.sha256(data).hexdigest())
 
 
@@ -133,17 +148,17 @@ def flash_image(port: str, image: Image | None, *, baud: int = 460800, before: s
         try:
             esp = detect_chip(port, 115200, connect_mode=before, connect_attempts=3)
         except (FatalError, OSError) as exc:
-            raise NoAnswer(f"{port}: no ESP ROM loader answered ({_short(exc)}); "
-                           "is the board in download mode (hold BOOT, press EN)?", step="connect") from None
+            raise NoAnswer(f"{port}: no ESP ROM loader answered ({_short(exc)}); is the board in download mode "
+                           "(hold BOOT while pressing RESET or plugging in USB)?", step="connect") from None
         result.chip = esp.CHIP_NAME
-        if esp.CHIP_NAME != "ESP32":
-            raise WrongChip(f"{port}: this board is an {esp.CHIP_NAME}, pods use an ESP32", step="connect")
+        if esp.CHIP_NAME != CHIP_NAME:
+            raise WrongChip(f"{port}: this board is an {esp.CHIP_NAME}, pods use an {CHIP_NAME}", step="connect")
         result.mac = ":".join(f"{b:02x}" for b in esp.read_mac())
         if image is None:
             reset_chip(esp, after)
             return result
         if erase and not stub:
-            raise FlashError("--erase needs the flasher stub (the ESP32 ROM loader cannot erase the chip)",
+            raise FlashError("--erase needs the flasher stub (the ROM loader cannot erase the chip)",
                              step="image")
         try:
             if stub:

@@ -7,7 +7,8 @@ atomically), so a board unplugged mid-upload keeps whole files, old or new,
 never half of one. Files of an older build that the new one no longer has
 are removed, since the pod's build hash covers every file in ``pod/``.
 Paths are relative: the filesystem root is the working directory on the
-board and in the emulator.
+board and in the emulator. On an ESP32-S3 pod the REPL is MicroPython's USB
+CDC, which ignores the baud rate.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def _transport(port: str, timeout_s: float):
         if time.monotonic() > deadline:
             raise NoAnswer(
                 f"{port}: no MicroPython REPL within {timeout_s:.0f} s ({last or 'no answer'}); if the pod "
-                "firmware is already running it holds the port: reset with BOOT held (safe mode) and retry",
+                "firmware is already running it holds the port: hold SAFE while pressing RESET (safe mode) and retry",
                 step="upload") from None
         time.sleep(0.3)
 

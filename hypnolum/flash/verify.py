@@ -15,11 +15,16 @@ from typing import Any
 
 import serial
 
+from hypnolum.host.config import SerialConfig
 from hypnolum.protocol import codec
 
 from .errors import NoAnswer, PortBusy, VerifyMismatch
 
 HOST_ID = "flash-tool"
+# The pod link rides the ESP32-S3's USB CDC, which ignores the baud rate; the
+# port is still opened at hostd's own default (serial.baudrate) so both name
+# one setting, and a pod on a USB-UART would be spoken to alike.
+LINK_BAUD: int = SerialConfig.model_fields["baudrate"].default
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ def _open(port: str, deadline: float) -> serial.Serial:
     last = ""
     while True:
         try:
-            s = serial.Serial(port, 115200, timeout=0, exclusive=True)
+            s = serial.Serial(port, LINK_BAUD, timeout=0, exclusive=True)
             return s
         except serial.SerialException as exc:
             last = str(exc)

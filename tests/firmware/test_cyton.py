@@ -224,3 +224,81 @@ def test_tap_sees_every_sample_once_as_it_enters_the_batch():
         assert len(tap.seen) == r.p.samples
         r.p.restart()
         assert tap.resets == 1
+
+
+M30 = (1 << 30) - 1
+
+
+class _Writer:  # hal.open_link()'s port, TX side: always room
+    def __init__(self):
+        self.n = 0
+        self.last = None
+
+    def tx_free(self):
+        return 4096
+
+    def write(self, data, n):
+        self.n += 1
+        self.last = data
+        return n
+
+
+def _eeg_pod(channels=8, batch=10):
+    from pod import link, ring
+
+    w = _Writer()
+    lk = link.Link(w, ("pod", "0", 1, 16, channels, 250), lambda *a: 0)
+    hs = cyton.Headset(lk, channels, 115200, 250 if channels <= 8 else 125)
+    hs.parser.batch_samples = batch
+    hs.ring = ring.SampleRing(channels, 250 if channels <= 8 else 125)
+    return w, lk, hs
+
+
+def _sent_first_seq(w):
+    # the last frame on the wire, un-COBSed by the firmware's own decoder
+    from pod import framing
+
+    got = []
+    framing.Decoder(lambda t, s, f, e: got.append(bytes(f[:e]))).feed(w.last, len(w.last))
+    import struct
+
+    return struct.unpack_from("<I", got[0], 4)[0]
+
+
+def test_sequence_crosses_2_30_and_2_32_without_heap_ints_parser_to_wire():
+    from pod import ring
+
+    # parser -> batch -> ring -> EEG_BATCH frame, 0 B per batch, as the 30-bit sequence
+    # wraps (bits 30-31 carried apart, on the wire unchanged)
+    for hi, daisy in ((0, False), (3, False), (0, True), (7, True)):
+        ch = 16 if daisy else 8
+        w, lk, hs = _eeg_pod(ch, 5)
+        p = hs.parser
+        pk = daisy_packet if daisy else (lambda c, b=0: packet(c))
+        stream = bytearray(b"".join(pk(c, c) for c in range(1, 241)))  # 240 packets
+        p.feed(stream, 33 * 120, 0)  # warm up (the encoder keeps views of the frame lengths it saw)
+        start = M30 - 60 if not daisy else M30 - 61  # even: the next packet is odd (Daisy parity)
+        p.flush()
+        p._pseq = start  # white box: put the widened counter just before the 2**30 wrap
+        p._pseq_hi = hi
+        p._emitted = False  # (no gap against the warm-up samples)
+        hs.ring = ring.SampleRing(ch, 250 if ch <= 8 else 125)  # nor a jump back for the ring
+        rest = stream[33 * 120 :]
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        p.feed(rest, len(rest), 0)  # 120 packets, through the wrap
+        used = gc.mem_alloc() - before
+        gc.enable()
+        assert used == 0, (hi, daisy, used)
+        assert p.gaps == 0, (hi, daisy, p.gaps, p.lost)
+        p.flush()
+        sent = _sent_first_seq(w)
+        last_full = (p.seq_hi << 30) | p.seq
+        assert sent <= last_full < sent + 5, (hex(sent), hex(last_full))
+        if not daisy:
+            assert last_full == (((hi << 30) | start) + 120) & 0xFFFFFFFF
+        else:
+            assert p.seq_hi == ((((hi << 30) | start) + 120) >> 1 >> 30) & 3
+        p.flush()
+        assert hs.ring.newest == p.seq and hs.ring.newest_hi == p.seq_hi

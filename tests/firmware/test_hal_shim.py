@@ -1,15 +1,20 @@
 # The emulator HAL shim's clock wraps at 2**30 like the ESP32's, starting
-# where HYPNOLUM_TICKS_MS0/US0 say; and its file helpers are atomic.
+# where HYPNOLUM_TICKS_MS0/US0 say; it models the board's timing (RTOS tick,
+# frame timer, LED transfer and show_at blocking); its file helpers are atomic.
 import os
 
 # set before hal is imported: the shim reads them once
 os.putenv("HYPNOLUM_TICKS_MS0", str((1 << 30) - 50))
 os.putenv("HYPNOLUM_TICKS_US0", str((1 << 30) - 50000))
 os.putenv("HYPNOLUM_UID", "0a0b0c0d0e0f")
+os.putenv("HYPNOLUM_CLOCK_PPM", "37.5")  # a crystal's error: the clock's ppm arithmetic runs
 
+import gc  # noqa: E402
 import time  # noqa: E402
 
+import asyncio  # noqa: E402
 import hal  # noqa: E402
+import emutime  # noqa: E402
 
 P = hal.TICKS_PERIOD
 
@@ -62,6 +67,11 @@ def test_write_file_atomic_and_read_back():
             pass
 
 
+def _host_now():
+    # CLOCK_MONOTONIC in us, unwrapped (time.ticks_us wraps at 2**30 on the 32-bit build)
+    return emutime._host_full_us(time.ticks_us(), time.ticks_ms())
+
+
 def _bind_dgram(name):
     import socket
     import struct
@@ -88,7 +98,7 @@ def test_leds_datagrams_follow_the_contract_without_allocating():
     magic, t, n, count, shown_us, written_us = struct.unpack_from("<4sIIHQQ", d)
     assert (magic, n, count) == (b"LED3", 0, 3)
     assert hal.ticks_diff(hal.ticks_ms(), t) < 100
-    assert 0 <= time.ticks_us() - shown_us < 100000  # the host's monotonic clock, not the pod's
+    assert 0 <= _host_now() - shown_us < 100000  # the host's monotonic clock, not the pod's
     assert written_us == shown_us  # write(): lit when written
     assert d[30:] == frame  # R, G, B whatever the wire order
     gc.collect()
@@ -117,11 +127,11 @@ def test_show_at_lights_at_the_scheduled_instant_or_says_how_late():
     rx = _bind_dgram("leds.sock")
     leds = hal.Leds(2, "GRB")
     frame = bytearray(6)
-    lo = time.ticks_us() + 20000  # the same instant on the host clock lies between lo and hi
+    lo = _host_now() + 20000  # the same instant on the host clock lies between lo and hi
     due = hal.ticks_add(hal.ticks_us(), 20000)
-    hi = time.ticks_us() + 20000
+    hi = _host_now() + 20000
     assert leds.show_at(frame, due) == 0
-    after = time.ticks_us()
+    after = _host_now()
     _, _, _, _, shown_us, written_us = struct.unpack_from("<4sIIHQQ", rx.recv(1000))
     assert lo - 100 <= shown_us <= hi + 100, (shown_us - lo, hi - lo)  # the scheduled instant, on the host clock
     assert shown_us <= written_us <= after  # written once that instant came
@@ -147,3 +157,165 @@ def test_watchdog_and_reset_datagrams():
         raise AssertionError("reset() returned")
     assert rx.recv(100) == b"RST!"
     rx.close()
+
+
+# ---------------------------------------------------------------------------
+# The board's timing (docs/emulator.md "Timing model", docs/board-port.md)
+
+
+def test_pod_clock_allocates_nothing():
+    a0 = (1 << 30) - 5
+    us, ms, diff, add = hal.ticks_us, hal.ticks_ms, hal.ticks_diff, hal.ticks_add
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for _ in range(200):
+        us()
+        ms()
+        diff(5, a0)
+        diff(a0, 5)
+        add(a0, 100)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used
+
+
+def test_pod_clock_is_exact_across_more_than_2_30_us_of_host_time():
+    mask = (1 << 30) - 1
+    for ppb in (37500, -50000, 0):
+        src = [7]
+        c = emutime.PodClock(lambda: src[0], (1 << 30) - 1000, 5, ppb)
+        total = 0
+        for step in (123456789, 3, 536870000, 999, 400000000, 1, 250000000) * 3:
+            src[0] = (src[0] + step) & mask  # the host's ticks_us wraps at 2**30 too
+            c.advance()
+            total += step
+        assert total > 1 << 31
+        pod = total + (total * ppb + 500000000) // 1000000000
+        assert c.us == ((1 << 30) - 1000 + pod) & mask, (ppb, c.us)
+        assert c.ms == (5 + pod // 1000) & mask, (ppb, c.ms)
+        assert c.phase == pod % emutime.TICK_US
+        assert c.host_hi * (1 << 30) + c.host_lo == total
+    assert emutime.clock.source is emutime.host_us  # the module clock reads the replaceable source
+
+
+async def test_rtos_tick_ends_an_asyncio_sleep_ms():
+    on_tick = 0
+    for i in range(20):
+        time.sleep_us(i * 1370 % 10000)  # start anywhere in the tick
+        t0 = hal.ticks_us()
+        await asyncio.sleep_ms(3)
+        took = hal.ticks_diff(hal.ticks_us(), t0)
+        phase = emutime.tick_phase_us()
+        # asyncio's deadline is in whole ms: 3 ms asked is more than 2 ms elapsed
+        assert 2000 <= took < 3000 + emutime.TICK_US + 3000, took
+        if phase < 1500:
+            on_tick += 1
+    assert on_tick >= 15, on_tick  # woke just after a 10 ms tick boundary, not at 3 ms
+
+
+async def test_frame_timer_wakes_at_its_instant_not_on_a_tick():
+    ft = hal.FrameTimer()
+    lates = []
+    for i in range(20):
+        time.sleep_us(i * 730 % 10000)
+        due = hal.ticks_add(hal.ticks_us(), 4300)
+        ft.arm(due)
+        await ft.wait()
+        lates.append(hal.ticks_diff(hal.ticks_us(), due))
+    lates.sort()
+    assert lates[0] >= 0, lates
+    assert lates[10] < 1000, lates  # not tick-quantised: a tick would make these up to 10 ms
+    assert lates[-3] < 3000, lates
+    ft.arm(hal.ticks_add(hal.ticks_us(), -10))  # already past: at once
+    t0 = hal.ticks_us()
+    await ft.wait()
+    assert hal.ticks_diff(hal.ticks_us(), t0) < 3000
+
+
+async def test_frame_timer_adds_no_allocation_of_its_own():
+    # arm + await on a timer that has fired: no generator, no exception object.
+    # (A wait that parks goes through asyncio's I/O queue, which allocates its
+    # entry per wait, on the board as well: docs/emulator.md "Timing model".)
+    ft = hal.FrameTimer()
+    ft.arm(hal.ticks_add(hal.ticks_us(), -5))
+    await ft.wait()
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for _ in range(20):
+        ft.arm(hal.ticks_add(hal.ticks_us(), -5))
+        emutime._fire()
+        await ft.wait()
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used
+
+
+def test_led_output_leaves_the_interpreter_while_the_wire_is_busy():
+    import struct
+
+    rx = _bind_dgram("leds.sock")
+    # the board's SPI transfers (firmware/hal.py Leds, from its writer thread):
+    # one wire at 3.2 MHz, 4 SPI bits an LED bit (30 us an RGB LED); 1223 APA102 bytes at 8 MHz
+    for kind, order, wire_us in (("ws2812", "GRB", 9000), ("sk6812_rgbw", "GRBW", 12000), ("apa102", "BGR", 1223)):
+        leds = hal.Leds(300, order, kind)
+        assert leds.transfer_us == wire_us, (kind, leds.transfer_us)
+        frame = bytearray(900)
+        t0 = hal.ticks_us()
+        leds.write(frame)
+        leds.write(frame)  # handed over while the first is on the wire: it lights after it
+        took = hal.ticks_diff(hal.ticks_us(), t0)
+        assert took < 2000, (kind, took)  # neither held the interpreter for the transfer
+        a = struct.unpack_from("<Q", rx.recv(2000), 14)[0]
+        b = struct.unpack_from("<Q", rx.recv(2000), 14)[0]
+        assert wire_us <= b - a < wire_us + 1500, (kind, b - a)
+        t0 = hal.ticks_us()
+        leds.write(frame)  # its buffer still carries the first frame: it waits for the wire
+        took = hal.ticks_diff(hal.ticks_us(), t0)
+        assert wire_us - 2000 <= took < 2 * wire_us + 3000, (kind, took)
+        rx.recv(2000)
+    rx.close()
+
+
+async def test_show_at_holds_the_interpreter_at_most_ahead_of_the_instant():
+    ran = [0]
+
+    async def other():
+        while True:
+            ran[0] += 1
+            await asyncio.sleep_ms(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep_ms(0)
+    leds = hal.Leds(300)
+    frame = bytearray(900)
+    for _ in range(5):
+        n = ran[0]
+        t0 = hal.ticks_us()
+        due = hal.ticks_add(t0, hal.SHOW_AT_AHEAD_US)
+        assert leds.show_at(frame, due) == 0
+        took = hal.ticks_diff(hal.ticks_us(), t0)
+        assert ran[0] == n  # nothing else ran meanwhile: the board spins, holding the interpreter
+        assert hal.SHOW_AT_AHEAD_US <= took < hal.SHOW_AT_AHEAD_US + 3000, took  # not the transfer too
+        await asyncio.sleep_ms(20)  # a frame period: the wire is free again
+    task.cancel()
+    await asyncio.sleep_ms(0)
+
+
+async def test_time_sleeps_hold_the_interpreter():
+    ran = [0]
+
+    async def other():
+        while True:
+            ran[0] += 1
+            await asyncio.sleep_ms(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep_ms(0)
+    n = ran[0]
+    time.sleep_us(3000)  # a spin on the board (mphalport.c mp_hal_delay_us)
+    time.sleep_ms(5)  # <= one tick: all spin on the board
+    assert ran[0] == n
+    task.cancel()
+    await asyncio.sleep_ms(0)

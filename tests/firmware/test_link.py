@@ -7,34 +7,35 @@ from pod import framing, link, wire
 HDR = wire.HEADER_SIZE
 
 
-class FakeReader:
+class FakePort:
+    """hal.open_link()'s contract over two buffers: what the host sent, what the pod wrote."""
+
     def __init__(self):
-        self.chunks = []
-        self.more = asyncio.Event()
+        self.inbox = bytearray()
+        self.out = bytearray()
+        self.free = 4096  # tx_free() as the test sets it
+        self.flag = asyncio.ThreadSafeFlag()
 
     def push(self, data):
-        self.chunks.append(data)
-        self.more.set()
+        self.inbox.extend(data)
+        self.flag.set()
 
-    async def readinto(self, buf):
-        while not self.chunks:
-            self.more.clear()
-            await self.more.wait()
-        data = self.chunks.pop(0)
-        buf[:len(data)] = data
-        return len(data)
+    def readinto(self, buf):
+        n = min(len(buf), len(self.inbox))
+        buf[:n] = self.inbox[:n]
+        self.inbox = self.inbox[n:]
+        return n
 
+    def wait(self):
+        return self.flag.wait()
 
-class FakeWriter:
-    def __init__(self):
-        self.out = bytearray()
-        self.out_buf = b""
+    def tx_free(self):
+        return self.free
 
-    def write(self, data):
-        self.out.extend(data)
-
-    async def drain(self):
-        pass
+    def write(self, buf, n):
+        n = min(n, self.free)
+        self.out.extend(buf[:n])
+        return n
 
 
 class Host:
@@ -75,8 +76,8 @@ def make():
         applied.append((effect, brightness, color, transition_ms, period_ms, params))
         return 0
 
-    w = FakeWriter()
-    lk = link.Link(FakeReader(), w, HELLO, sink)
+    w = FakePort()
+    lk = link.Link(w, HELLO, sink)
     return lk, w, Host(), applied
 
 
@@ -150,21 +151,26 @@ def test_tx_seq_counts_every_frame_and_wraps():
     assert lk.tx_frames == 3
 
 
-def test_telemetry_dropped_when_backlogged():
+def test_telemetry_dropped_when_backlogged_answers_kept_until_full():
     lk, w, host, _ = make()
-    w.out_buf = bytes(5000)
+    w.free = 2000  # less than two maximal frames left
     end = wire.pack_log(lk.body, HDR, wire.LOG_LEVEL_INFO, "t")
-    assert not lk.send_telemetry(wire.T_LOG, end)
+    assert lk.backlogged() and not lk.send_telemetry(wire.T_LOG, end)
     assert lk.tx_dropped == 1 and host.read(w) == []
+    assert lk.send(wire.T_LOG, end) and [t for t, s, f in host.read(w)] == [wire.T_LOG]
+    w.free = 5  # truly full: even an answer is lost, counted, and uses no sequence number
+    assert not lk.send(wire.T_LOG, end) and lk.tx_lost == 1 and host.read(w) == []
+    w.free = 4096
+    assert lk.send_telemetry(wire.T_LOG, end) and [s for t, s, f in host.read(w)] == [1]
 
 
 async def test_rx_task_reads_the_stream_in_pieces():
     lk, w, host, applied = make()
     task = asyncio.create_task(lk.rx_task())
     f = host.frame(wire.T_SCENE, 1, wire.EFFECT_SOLID, 9, (9, 9, 9), 0, 0, 0, 0, ())
-    lk._reader.push(b"\x00garbage\x00" + f[:4])
+    w.push(b"\x00garbage\x00" + f[:4])
     await asyncio.sleep_ms(5)
-    lk._reader.push(f[4:])
+    w.push(f[4:])
     await asyncio.sleep_ms(5)
     task.cancel()
     assert [t for t, s, x in host.read(w)] == [wire.T_ACK]

@@ -295,6 +295,7 @@ def test_hal_leds_take_every_type():
 
 def test_no_allocation_per_frame_over_1000_frames_of_every_effect():
     leds = hal.Leds(300, "GRB")  # the real HAL write path (datagrams dropped if nobody listens)
+    leds.transfer_us = 0  # the wire's board time is not what this measures: 14 000 frames would take 2 min
     cfg = config.Config()
     cfg.set("strobe_enabled", True)
     r = render.Renderer(leds, 60, cfg)
@@ -336,3 +337,109 @@ async def test_run_keeps_the_frame_rate_and_feeds_the_watchdog():
     await asyncio.sleep_ms(0)
     assert 50 <= r.frames_rendered <= 62, r.frames_rendered
     assert Dog.feeds >= 1
+
+
+_M30 = (1 << 30) - 1
+
+
+def _board_ticks_add(t, delta):
+    # the board's ticks_add never forms a value >= 2**30; the emulator shim's (t + delta) & mask
+    # does, 32-bit, and allocates there (its owner has the fix): the firmware is measured here
+    if delta >= 0:
+        return t + delta if t <= _M30 - delta else t - (_M30 - delta) - 1
+    return t + delta if t + delta >= 0 else (t + delta + _M30) + 1
+
+
+def _board_ticks_diff(a, b):
+    d = a - b
+    if d >= 1 << 29:
+        return (d - _M30) - 1
+    if d < -(1 << 29):
+        return (d + _M30) + 1
+    return d
+
+
+def test_no_allocation_at_extreme_parameters_late_in_long_scenes_via_scene_at():
+    # the largest products effects form (highest params, longest periods, scene time near
+    # the rebase, a cross-fade) stay small ints on a 32-bit port; the scene arrives by
+    # SCENE_AT with a host instant past 2**30 and the frames run on a FRAME_PHASE grid
+    shim = hal.ticks_add, hal.ticks_diff
+    hal.ticks_add, hal.ticks_diff = _board_ticks_add, _board_ticks_diff
+    try:
+        _extreme_frames()
+    finally:
+        hal.ticks_add, hal.ticks_diff = shim
+
+
+def _extreme_frames():
+    leds = hal.Leds(300, "GRB")
+    leds.transfer_us = 0  # allocation, not the wire's board time, is measured here
+    cfg = config.Config()
+    cfg.set("strobe_enabled", True)
+    r = render.Renderer(leds, 60, cfg)
+    t = hal.ticks_ms()
+    us = hal.ticks_us()
+    used = {}
+    for eid, spec in effects.REGISTRY.items():
+        per = spec.period[1] if spec.period else 0
+        params = tuple(p[4] for p in spec.params)
+        at = hal.ticks_add(us, 1000)
+        assert r.scene_at(at + 3 * hal.TICKS_PERIOD, eid, 255, (255, 255, 255), 65535, per, wire.PALETTE_AURORA,
+                          wire.SCENE_FLAG_STROBE_OPT_IN, params) == 0
+        r.frame_phase(at + hal.TICKS_PERIOD, 16666)
+        assert r.due_scene(hal.ticks_add(at, 20), t)
+        r._start_ms = hal.ticks_add(t, -((1 << 20) - 3000))  # late in the scene: the rebase comes
+        t = hal.ticks_add(t, 17)
+        r.render(t)
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        for i in range(400):
+            t = hal.ticks_add(t, 17)
+            r.due_scene(hal.ticks_add(at, i * 16666), t)
+            r.render(t)
+        used[spec.name] = gc.mem_alloc() - before
+        gc.enable()
+    assert all(v == 0 for v in used.values()), used
+
+
+def _board_const(name):
+    # a constant of the board's HAL (firmware/hal.py), read from its source
+    root = __file__.rsplit("/", 3)[0]
+    with open(root + "/firmware/hal.py") as f:
+        for line in f:
+            if line.startswith(name + " = const("):
+                return int(line.split("const(")[1].split(")")[0])
+    raise AssertionError(name + " not in firmware/hal.py")
+
+
+async def test_run_at_60_fps_under_the_tick_model_keeps_its_grid():
+    # the shim's asyncio waits end on a 10 ms RTOS tick as the board's do: frames
+    # must wake on the frame timer, and reach show_at at most the board's
+    # SHOW_AT_AHEAD_US before their instant (it spins, holding the interpreter)
+    ahead = _board_const("SHOW_AT_AHEAD_US")
+
+    class GridLeds(FakeLeds):
+        def __init__(self, count):
+            super().__init__(count)
+            self.dues = []
+            self.early = 0
+
+        def show_at(self, rgb, due_us):
+            self.dues.append(due_us)
+            self.early = max(self.early, hal.ticks_diff(due_us, hal.ticks_us()))
+            return FakeLeds.show_at(self, rgb, due_us)
+
+    leds = GridLeds(30)
+    r = render.Renderer(leds, 60)
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep_ms(1200)
+    task.cancel()
+    await asyncio.sleep_ms(0)
+    dues = leds.dues
+    assert len(dues) >= 66, len(dues)
+    gaps = [hal.ticks_diff(b, a) for a, b in zip(dues, dues[1:])]
+    skipped = [g for g in gaps if g != r.period_us]
+    assert len(skipped) <= 1, skipped  # on its grid, no frame skipped (one allowed for a loaded host)
+    assert r.render_overruns <= 1, r.render_overruns
+    assert leds.early <= ahead + 500, (leds.early, ahead)

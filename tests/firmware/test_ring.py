@@ -1,6 +1,7 @@
 # The sample ring and the replayer under MicroPython: held ranges, overwrite,
 # replay frames (flags, pacing by backlog), refusals, and no allocation per put.
 import gc
+import struct
 
 import asyncio
 from pod import framing, ring, wire
@@ -16,6 +17,7 @@ class FakeLink:
         return self.backlog
 
     def send(self, type_, end):
+        self.last = bytes(self.body[:end])
         first, ticks, channels, flags, samples = wire.unpack_eeg_batch(self.body, 4, end)
         self.frames.append((type_, (first, ticks, channels, flags, bytes(samples))))  # body is reused
 
@@ -136,19 +138,53 @@ def test_replay_waits_while_the_link_is_backlogged():
     assert rp.replayed_samples == 200
 
 
-def test_sequence_wraps_at_32_bits():
-    r = ring.SampleRing(8, 250)
-    first = 0xFFFFFFFF - 15
-    data = b"".join(sample(i) for i in range(32))
-    r.put(first, 0, data[: 16 * 24], 16 * 24)
-    r.put(0, 0, data[16 * 24 :], 16 * 24)
-    assert r.newest == 15
-    assert r.has(0xFFFFFFFF) and r.has(0)
-    link = FakeLink()
-    rp = ring.Replayer(link, r)
-    assert rp.request(first, 32) == 0
-    asyncio.run(_drain(rp))
-    assert [(f[1][0], len(f[1][4]) // 24) for f in link.frames] == [(first, 32)]  # one run across the wrap
+M30 = (1 << 30) - 1
+
+
+def test_sequence_wraps_at_30_and_32_bits_without_heap_ints():
+    # the ring counts in 30 bits (+ the 2 above, for the wire): across 2**30 and 2**32
+    for hi, wire_first in ((0, (1 << 30) - 16), (3, (1 << 32) - 16)):
+        r = ring.SampleRing(8, 250)
+        first = M30 - 15
+        data = bytearray(b"".join(sample(i) for i in range(32)))
+        r.put(first, M30 - 8, data, 16 * 24, hi)  # ticks cross their 2**30 wrap too
+        rest = memoryview(data)[16 * 24 :]
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        r.put(0, 56, rest, 16 * 24, (hi + 1) & 3)
+        used = gc.mem_alloc() - before
+        gc.enable()
+        assert used == 0, used
+        assert r.newest == 15 and r.newest_hi == (hi + 1) & 3
+        assert r.has(M30) and r.has(0) and r.has(first) and not r.has(first - 1)
+        assert r.ticks(M30) == (M30 - 8 + 60) & M30 and r.ticks(15) == 116
+        link = FakeLink()
+        rp = ring.Replayer(link, r)
+        assert rp.request(first, 32) == 0
+        asyncio.run(_drain(rp))
+        assert [(f[1][0], len(f[1][4]) // 24) for f in link.frames] == [(first, 32)]  # one run across the wrap
+        assert struct.unpack_from("<I", link.last, 4)[0] == wire_first  # bits 30-31 on the wire
+
+
+def test_ring_memory_at_the_heaviest_configurations():
+    # raw 24-bit samples + 2 bytes a slot (was 8: a seq and a ticks word): 33 KB -> 27 KB
+    for ch, rate in ((8, 250), (16, 125)):
+        gc.collect()
+        before = gc.mem_alloc()
+        r = ring.SampleRing(ch, rate)
+        used = gc.mem_alloc() - before
+        assert r.capacity * ch * 3 == ring.BUDGET_BYTES  # 4.1 s kept: replay reach unchanged
+        assert used <= ring.BUDGET_BYTES + 2 * r.capacity + 256, used
+        print("ring bytes", ch, rate, used)
+
+
+def test_a_gap_leaves_its_slots_empty_after_they_were_used():
+    r = ring.SampleRing(8, 250, budget_bytes=24 * 100)
+    fill(r, 0, 150)  # slots all used once
+    fill(r, 170, 30)  # 150..169 never arrived
+    assert not any(r.has(s) for s in range(150, 170))
+    assert r.has(149) and r.has(170) and r.has(199) and not r.has(99)
 
 
 def test_no_allocation_per_put():
@@ -176,7 +212,7 @@ def test_band_powers_fixed_memory():
     gc.collect()
     gc.disable()
     before = gc.mem_alloc()
-    s = bands._load(fft.re, fft.im, r.data, r.seq30, r.capacity, 0, 0, 256, 0, 24, bp.win, fixfft.SX)
+    s = bands._load(fft.re, fft.im, r.data, r.meta, r.capacity, 0, 256, 0, 24, bp.win, fixfft.SX)
     fft.run()
     fft.band_sum(8, 14, bp.sums, 2)
     core = gc.mem_alloc() - before

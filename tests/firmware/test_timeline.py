@@ -163,3 +163,25 @@ def test_frame_phase_and_scene_at_do_not_allocate_per_frame():
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
+
+
+def test_host_instants_at_and_past_2_30_are_taken_modulo_the_tick_period():
+    # at_us / anchor_us are u32 on the wire; pod ticks wrap at 2**30: stored unmasked, a
+    # ticks_diff against them was garbage (and a heap int on the board)
+    P = hal.TICKS_PERIOD
+    for high in (P, 2 * P, 3 * P):
+        leds, r = make()
+        now = hal.ticks_us()
+        at = hal.ticks_add(now, 30000)
+        assert r.scene_at(at + high, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+        assert r._at_us == at
+        assert not r.due_scene(now, hal.ticks_ms())  # 30 ms ahead: still waiting
+        assert r.due_scene(hal.ticks_add(at, 1000), hal.ticks_ms())
+        r.frame_phase(at + high, 10000)
+        assert r._phase_us == at
+    leds, r = make()
+    r.frame_phase(0xFFFFFFFF, 10000)
+    assert r._phase_us == P - 1
+    assert r.scene_at(0xFFFFFFFF, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+    assert r._at_us == P - 1
+    assert r.due_scene(P - 1, hal.ticks_ms()) and r.scene.effect == wire.EFFECT_SOLID

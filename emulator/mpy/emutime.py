@@ -1,0 +1,369 @@
+"""The board's timing, modelled for the emulator's HAL shim (emulator/mpy/hal.py).
+
+docs/emulator.md "Timing model" says what this models and what it does not;
+docs/board-port.md gives the board facts with their sources. In short:
+
+- The pod clock: ticks_us/ticks_ms wrap at 2**30, start where the emulator says
+  and run HYPNOLUM_CLOCK_PPM fast or slow. They accumulate steps of the host's
+  clock (which wraps at 2**30 us itself on the 32-bit interpreter), so they stay
+  exact for any run length, and allocate nothing.
+- The RTOS tick: on the board every asyncio wait ends at the next 10 ms FreeRTOS
+  tick or at an ISR's notification. install() wraps the poller asyncio waits in:
+  a timed wait ends at the first tick boundary (pod clock since boot) at or after
+  its deadline; I/O readiness still ends it at once; a FrameTimer's instant ends
+  it at once, as a machine.Timer interrupt does on the board.
+- The host's CLOCK_MONOTONIC in us, unwrapped, for the LED datagrams.
+"""
+import asyncio
+import os
+import select
+import time
+from asyncio import core
+
+from micropython import const
+
+TICK_US = const(10000)  # FreeRTOS tick of the image: CONFIG_FREERTOS_HZ = 100 (board-port.md section 1)
+TIMER_WAKE_US = const(0)  # board ISR -> task -> scheduled callback: no cited figure; the host adds ~0.1 ms
+_MASK = const(0x3FFFFFFF)
+_HALF = const(0x20000000)
+_BIG = const(1000000000)  # parts per billion
+_HALF_BIG = const(500000000)
+_CORR_MAX = const(570000000)  # |chunk x ppb| bound: with |remainder| < 5e8 the sum stays a small int
+_PPB_MAX = const(1000000)  # 1000 ppm: far beyond any crystal, keeps the chunk >= 570 us
+_WAIT_MAX_US = const(1000000)  # longest single host wait: the clock reads the host well inside its wrap
+
+host_us = time.ticks_us  # the host clock the pod clock is built on (wraps at 2**30 on 32-bit)
+
+
+def _ppb_part(d, ppb):
+    """round(d x ppb / 1e9) for 0 <= d < 2**30 without leaving the small ints."""
+    if not ppb:
+        return 0
+    ch = _CORR_MAX // (ppb if ppb > 0 else -ppb)
+    rem = 0
+    out = 0
+    while d > 0:
+        c = d if d < ch else ch
+        d -= c
+        t = c * ppb + rem
+        if t >= _HALF_BIG:
+            t -= _BIG
+            out += 1
+        elif t < -_HALF_BIG:
+            t += _BIG
+            out -= 1
+        rem = t
+    return out
+
+
+def _diff(a, b):
+    # ticks_diff on the pod's 2**30 period, whatever the interpreter's own
+    return (((a - b) & _MASK) ^ _HALF) - _HALF  # a - b + 2**29 could leave the small ints
+
+
+def _wrap_add(a, b):
+    # (a + b) mod 2**30 for 0 <= a, b < 2**30: a + b itself may not be a small int
+    return a + b if b <= _MASK - a else b - (_MASK - a) - 1
+
+
+class PodClock:
+    """The pod's tick clock over a host clock source (a function returning us that
+    wraps at 2**30 or later). advance() reads the source once and moves the pod
+    clock (us, ms: wrapped at 2**30), the RTOS tick phase (pod us since the last
+    tick boundary) and the host time accumulated since the start (host_hi x 2**30
+    + host_lo us). The source must be read at least once per 2**30 us (17.9 min);
+    the tick poller reads it at least every second. No allocation."""
+
+    def __init__(self, source, us0=0, ms0=0, ppb=0):
+        ppb = _PPB_MAX if ppb > _PPB_MAX else (-_PPB_MAX if ppb < -_PPB_MAX else ppb)
+        self.source = source
+        self.ppb = ppb
+        self._chunk = _CORR_MAX // (ppb if ppb > 0 else -ppb) if ppb else 0
+        self._rem = 0  # the ppb correction's remainder, in 1e-9 us, within +-5e8
+        self._h = source() & _MASK
+        self.us = us0 & _MASK
+        self.ms = ms0 & _MASK
+        self._sub = 0  # pod us past the last whole ms
+        self.phase = 0  # pod us since the last RTOS tick; ticks at start + k x TICK_US
+        self.host_lo = 0
+        self.host_hi = 0
+
+    def advance(self):
+        h = self.source() & _MASK
+        d = (h - self._h) & _MASK
+        self._h = h
+        if not d:
+            return
+        self.host_lo = lo = _wrap_add(self.host_lo, d)
+        if lo < d:
+            self.host_hi += 1
+        corr = 0
+        if self.ppb:
+            ch = self._chunk
+            ppb = self.ppb
+            rem = self._rem
+            k = d
+            while k > 0:
+                c = k if k < ch else ch
+                k -= c
+                t = c * ppb + rem
+                if t >= _HALF_BIG:
+                    t -= _BIG
+                    corr += 1
+                elif t < -_HALF_BIG:
+                    t += _BIG
+                    corr -= 1
+                rem = t
+            self._rem = rem
+        us = _wrap_add(self.us, d)
+        self.us = (us + corr) & _MASK if corr < 0 else _wrap_add(us, corr)
+        q = d // 1000
+        r = d - q * 1000 + self._sub + corr
+        q += r // 1000
+        self._sub = r % 1000
+        self.ms = _wrap_add(self.ms, q)
+        self.phase = (self.phase + d % TICK_US + corr % TICK_US) % TICK_US
+
+
+def _env_int(name):
+    v = os.getenv(name)
+    return int(v) if v else 0
+
+
+def _host_full_us(u, m):
+    # CLOCK_MONOTONIC in us from ticks_us (u) and ticks_ms (m), both the monotonic
+    # clock mod 2**30 here; /proc/uptime (same clock unless the host suspended)
+    # counts the 2**30 ms wraps (12.4 days). Runs once, at import: big ints are fine.
+    k = 0
+    try:
+        with open("/proc/uptime") as f:
+            up_ms = int(float(f.read().split()[0]) * 1000)
+        k = (up_ms - m + (1 << 29)) // (1 << 30)
+    except (OSError, ValueError):
+        pass
+    ms = m + k * (1 << 30)
+    return ms * 1000 + ((u - ms * 1000 + (1 << 29)) % (1 << 30) - (1 << 29))
+
+
+_u0 = time.ticks_us()
+_m0 = time.ticks_ms()
+_base = _host_full_us(_u0, _m0)
+_base_hi = _base >> 30
+_base_lo = _base & _MASK
+_ppb = int(float(os.getenv("HYPNOLUM_CLOCK_PPM") or "0") * 1000)
+clock = PodClock(host_us, _env_int("HYPNOLUM_TICKS_US0"), _env_int("HYPNOLUM_TICKS_MS0"), _ppb)
+
+
+def ticks_us():
+    c = clock
+    c.advance()
+    return c.us
+
+
+def ticks_ms():
+    c = clock
+    c.advance()
+    return c.ms
+
+
+def put_host_us(buf, off, delta_us):
+    """Write, as u64 little-endian at buf[off], the host's CLOCK_MONOTONIC us at the
+    clock's last reading plus delta_us (|delta_us| < 2**29). No allocation."""
+    c = clock
+    lo = _wrap_add(_base_lo, c.host_lo)
+    hi = _base_hi + c.host_hi + (1 if lo < c.host_lo else 0)
+    if delta_us >= 0:
+        n = _wrap_add(lo, delta_us)
+        if n < lo:
+            hi += 1
+    else:
+        n = (lo + delta_us) & _MASK
+        if n > lo:
+            hi -= 1
+    buf[off] = n & 0xFF
+    buf[off + 1] = n >> 8 & 0xFF
+    buf[off + 2] = n >> 16 & 0xFF
+    buf[off + 3] = (n >> 24 & 0x3F) | (hi & 3) << 6
+    buf[off + 4] = hi >> 2 & 0xFF
+    buf[off + 5] = hi >> 10 & 0xFF
+    buf[off + 6] = hi >> 18 & 0xFF
+    buf[off + 7] = hi >> 26 & 0xFF
+
+
+def host_delta(pod_us):
+    """A pod-clock interval (0 <= pod_us < 2**30) as host us: the inverse of the clock error."""
+    return pod_us - _ppb_part(pod_us, clock.ppb)
+
+
+def tick_phase_us():
+    """Pod us since the last RTOS tick boundary (tests read it)."""
+    c = clock
+    c.advance()
+    return c.phase
+
+
+# ---------------------------------------------------------------------------
+# Frame timer and the tick-quantised asyncio poller
+
+_timers = []  # every FrameTimer made; the poller fires the armed ones
+
+
+class _TimerFlag(asyncio.ThreadSafeFlag):
+    # registered with the tick poller itself, not with the OS poll set
+    reg = False
+
+
+class FrameTimer:
+    """The shim of hal.FrameTimer (firmware/hal.py is the contract): arm(due_us)
+    then await wait(); the tick poller wakes the waiting task at due_us, as the
+    board's machine.Timer interrupt does, not at an RTOS tick. No allocation."""
+
+    def __init__(self, timer_id=0):
+        self._flag = _TimerFlag()
+        self._ready = ((self._flag, select.POLLIN),)
+        self._due = 0
+        self.armed = False
+        self._waiting = False
+        self._stop = StopIteration()
+        _timers.append(self)
+
+    def arm(self, due_us):
+        self._flag.state = 0
+        self._waiting = False
+        self._due = due_us & _MASK
+        self.armed = True
+
+    def wait(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        f = self._flag
+        if not self._waiting and not f.state:
+            self._waiting = True
+            core._io_queue.queue_read(f)
+            return None
+        self._waiting = False
+        f.state = 0
+        self._stop.__traceback__ = None
+        raise self._stop
+
+
+def _fire():
+    # set the flags of armed timers whose instant has come; the one ready to report, or None
+    now = clock.us
+    ready = None
+    for t in _timers:
+        if t.armed and _diff(t._due, now) + TIMER_WAKE_US <= 0:
+            t.armed = False
+            t._flag.state = 1
+        f = t._flag
+        if ready is None and f.reg and f.state:
+            ready = t._ready
+    return ready
+
+
+def _timer_left():
+    # us until the nearest armed timer's instant, or -1
+    now = clock.us
+    left = -1
+    for t in _timers:
+        if t.armed:
+            d = _diff(t._due, now) + TIMER_WAKE_US
+            if d < 0:
+                d = 0
+            if left < 0 or d < left:
+                left = d
+    return left
+
+
+class TickPoller:
+    """Wraps the select.poll object asyncio's IOQueue waits in (extmod/asyncio/core.py
+    at v1.28.0: wait_io_event -> poller.ipoll(dt)). Timed waits end on an RTOS tick
+    boundary as on the board; I/O and frame timers end them at once."""
+
+    def __init__(self, real):
+        self._p = real
+
+    def register(self, s, mask=select.POLLIN | select.POLLOUT):
+        if type(s) is _TimerFlag:
+            s.reg = True
+        else:
+            self._p.register(s, mask)
+
+    def modify(self, s, mask):
+        if type(s) is not _TimerFlag:
+            self._p.modify(s, mask)
+
+    def unregister(self, s):
+        if type(s) is _TimerFlag:
+            s.reg = False
+        else:
+            self._p.unregister(s)
+
+    def ipoll(self, dt=-1, flags=0):
+        c = clock
+        c.advance()
+        r = _fire()
+        if r is not None:
+            return r
+        p = self._p
+        if dt == 0:
+            return p.ipoll(0)
+        diff = time.ticks_diff
+        start = time.ticks_ms()  # asyncio's clock: its deadline is start + dt
+        while True:
+            # the board's ipoll wakes at every tick and returns at the first with
+            # ticks_ms - start >= dt: sleep straight to the first tick that can
+            w = TICK_US - c.phase
+            if dt > 0:
+                need = dt - 1 - diff(time.ticks_ms(), start)
+                if need > 0:
+                    need = need * 1000 if need < 1000 else _WAIT_MAX_US
+                    if w < need:
+                        w += (need - w + TICK_US - 1) // TICK_US * TICK_US
+            else:
+                w = _WAIT_MAX_US  # only I/O or a timer can end it: no tick matters
+            t = _timer_left()
+            if 0 <= t < w:
+                w = t
+            if self._sleep(w):
+                return p.ipoll(0)
+            c.advance()
+            r = _fire()
+            if r is not None:
+                return r
+            if dt > 0 and diff(time.ticks_ms(), start) >= dt:
+                return p.ipoll(0)
+
+    def _sleep(self, w):
+        # wait w pod us, or until an OS-polled object is ready (True)
+        c = clock
+        target = _wrap_add(c.us, w)
+        ms = w // 1000
+        if ms:
+            for _ in self._p.ipoll(ms):
+                return True
+            c.advance()
+        left = _diff(target, c.us)
+        if left > 0:
+            time.sleep_us(left)  # the OS poll counts whole ms; the rest (< 1 ms) is a plain sleep
+            c.advance()
+        return False
+
+
+class _TickIOQueue(core.IOQueue):
+    # asyncio.new_event_loop() makes a new IOQueue: it gets the tick model too
+    def __init__(self):
+        super().__init__()
+        self.poller = TickPoller(self.poller)
+
+
+def install():
+    """Put asyncio's waits on the RTOS tick (the shim does this at import)."""
+    q = core._io_queue
+    if type(q.poller) is not TickPoller:
+        q.poller = TickPoller(q.poller)
+    core.IOQueue = _TickIOQueue

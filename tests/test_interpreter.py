@@ -1,0 +1,45 @@
+"""The pods' interpreter is the board's: MicroPython v1.28.0, 32-bit words,
+and mpy-cross of the same version; no 64-bit interpreter stands in."""
+import subprocess
+import sys
+from pathlib import Path
+
+from hypnolum.emulator import image
+from hypnolum.emulator.pod import find_micropython
+
+BIN = Path(sys.executable).parent
+
+
+def test_micropython_is_v1_28_0_built_32_bit():
+    exe = find_micropython()
+    assert Path(exe).read_bytes()[:5] == b"\x7fELF\x01", f"{exe} is not a 32-bit ELF"
+    out = subprocess.run([exe, "-X", f"heapsize={image.heap_budget()}", "-c",
+                          "import sys, gc; print(sys.implementation.version[:3], sys.maxsize, gc.mem_free() + gc.mem_alloc())"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.split(")")
+    assert out[0] == "(1, 28, 0"
+    maxsize, heap = map(int, out[1].split())
+    assert maxsize == 2**31 - 1  # 31-bit small ints, as on the ESP32-S3
+    assert image.heap_budget() * 0.95 <= heap <= image.heap_budget()  # less the GC bitmaps
+
+
+def test_a_mask_of_32_bits_is_a_heap_int_here_as_on_the_board():
+    # what made the old firmware allocate on every sequence number
+    code = ("import gc\nM = 0xFFFFFFFF\nx = 5\ngc.collect()\ngc.disable()\na = gc.mem_alloc()\n"
+            "y = (x + 0x3FFFFFFF) & M\nprint(gc.mem_alloc() - a)")
+    out = subprocess.run([find_micropython(), "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert int(out.stdout) > 0
+
+
+def test_mpy_cross_is_the_same_version():
+    out = subprocess.run([str(BIN / "mpy-cross"), "--version"], capture_output=True, text=True, timeout=30, check=True)
+    assert "v1.28.0" in out.stdout and "mpy v6.3" in out.stdout
+
+
+def test_pods_run_compiled_firmware_at_the_budget(tmp_path):
+    from hypnolum.emulator.pod import EmulatedPod
+
+    pod = EmulatedPod("pod-01", tmp_path / "pod-01")
+    assert pod.heapsize == str(image.heap_budget()) == "262144"
+    shim, fw, frozen = pod.micropypath
+    assert (Path(fw) / "pod" / "render.mpy").is_file() and not (Path(fw) / "pod" / "render.py").exists()
+    assert (Path(shim) / "hal.mpy").is_file() and frozen == ".frozen"
