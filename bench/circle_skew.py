@@ -14,7 +14,6 @@ import asyncio
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from hypnolum.broker import PrivateBroker

@@ -201,7 +201,7 @@ def main() -> int:
             print(line)
             print(f"{kind} + {ch}")
             print(hdr)
-            here_typ, alloc_s = 0.0, 0.0
+            alloc_s = 0.0
             worst_frame = max(worst_us, xf_us)
             h, al = row(f"frame, effect mix (mean of {len([k for k in r8 if k.startswith('frame_' + kind)])} effects)",
                         mean, 0, FPS, "typical: not summed")

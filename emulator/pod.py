@@ -40,7 +40,6 @@ import struct
 import sys
 import termios
 import time
-import tty
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field

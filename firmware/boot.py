@@ -16,7 +16,8 @@ def _dark():
 
         cfg = json.loads(hal.read_file("pod.json"))
         n = cfg.get("led_count", _MAX_LEDS)
-        hal.Leds(n, cfg.get("led_order", "GRB"), cfg.get("led_type", "ws2812")).write(bytearray(n * 3))
+        kind = cfg.get("led_type", "ws2812")
+        hal.Leds(n, cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else "GRB"), kind).write(bytearray(n * 3))
     except Exception:  # noqa: no or broken pod.json: the board's own LED type
         hal.Leds(_MAX_LEDS).write(bytearray(_MAX_LEDS * 3))
 

@@ -304,8 +304,8 @@ def safe_mode():
     Safe mode is the SAFE button (board.SAFE_PIN, else BOOT) held at reset, or the
     one-shot flag request_safe_mode() left (the SAFE_MODE command), which this
     consumes. Sampled once (boot.py asks first), so releasing the button later
-    changes nothing. In safe mode the LEDs are sent a dark frame: WS2812s keep
-    their last frame through a reset of the ESP32.
+    changes nothing. The LEDs are dark already: boot.py darkens them first, on
+    every boot.
     """
     global _safe
     if _safe is None:
@@ -313,7 +313,6 @@ def safe_mode():
         held = machine.Pin(_BOOT_PIN if pin is None else pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
         _safe = _take_safe_flag() or held
         if _safe:
-            _dark_for_safe_mode()
             print("hypnolum: safe mode, firmware not started")
     return _safe
 
@@ -340,25 +339,6 @@ def _take_safe_flag():
     except OSError:
         return False
     return True
-
-
-def _dark_for_safe_mode():
-    # the LED type and count from pod.json (no pod.config here: it imports hal);
-    # without them 300 dark LEDs, the most pod.json allows: extra data runs off the strip's end
-    import json
-
-    count, order, kind = 300, "GRB", "ws2812"
-    try:
-        cfg = json.loads(read_file("pod.json") or "{}")
-        count = cfg.get("led_count", count)
-        kind = cfg.get("led_type", kind)
-        order = cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else order)
-        Leds(count, order, kind).write(bytearray(count * 3))
-    except Exception:  # noqa: a bad pod.json must not cost the REPL; try the default chain
-        try:
-            Leds(300).write(bytearray(900))
-        except Exception:  # noqa: nothing more to try
-            pass
 
 
 _TEMP_PIN = board.TEMP_1WIRE_PIN

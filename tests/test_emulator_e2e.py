@@ -1,6 +1,5 @@
 """End to end: the real firmware under MicroPython, driven through its pty
 exactly as hostd drives a board, and the `hypnolum emulate` command."""
-import asyncio
 import os
 import signal
 import stat
@@ -16,50 +15,14 @@ from hypnolum import paths
 from hypnolum.protocol import codec
 from hypnolum.emulator.runner import Emulator
 
+from helpers.pty_host import PtyHost
+
 pytestmark = pytest.mark.micropython
 
 REPO = paths.ROOT
 
 
-class Host:
-    """A minimal host on one pod's pty: send frames, collect decoded frames."""
-
-    def __init__(self, path):
-        self.port = serial.Serial(str(path), timeout=0)
-        self.port.reset_input_buffer()
-        self.decoder = codec.FrameDecoder()
-        self.frames = []
-        self.seq = 0
-
-    def send(self, name, fields):
-        self.seq += 1
-        self.port.write(codec.encode(name, self.seq, fields))
-        return self.seq
-
-    def connect(self):
-        return self.send(
-            "connect",
-            {"protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT, "host_id": "test"},
-        )
-
-    async def wait_for(self, pred, timeout=10.0, what="frame"):
-        """First frame received from now on (or already buffered) matching pred."""
-        deadline = time.monotonic() + timeout
-        i = 0
-        while True:
-            while i < len(self.frames):
-                f = self.frames[i]
-                i += 1
-                if pred(f):
-                    return f
-            if time.monotonic() > deadline:
-                names = sorted({f.name for f in self.frames})
-                raise AssertionError(f"no {what} within {timeout} s; got {names}, errors {self.decoder.errors}")
-            self.frames += self.decoder.feed(self.port.read(65536))
-            await asyncio.sleep(0.01)
-
-    def close(self):
-        self.port.close()
+Host = PtyHost
 
 
 @pytest.fixture
@@ -72,7 +35,7 @@ async def emu(tmp_path):
 
 
 async def test_two_pods_hello_status_eeg_and_scene(emu):
-    hosts = {pod.pod_id: Host(pod.tty_path) for pod in emu.pods}
+    hosts = {pod.pod_id: PtyHost(pod.tty_path) for pod in emu.pods}
     try:
         for pod_id, host in hosts.items():
             host.connect()
@@ -116,7 +79,7 @@ async def test_two_pods_hello_status_eeg_and_scene(emu):
 
 async def test_reboot_and_replug_are_seen_by_the_host(emu):
     pod = emu["pod-02"]
-    host = Host(pod.tty_path)
+    host = PtyHost(pod.tty_path)
     try:
         host.connect()
         first = await host.wait_for(lambda f: f.name == "hello", what="HELLO")
@@ -135,7 +98,7 @@ async def test_reboot_and_replug_are_seen_by_the_host(emu):
             await host.wait_for(lambda f: False, timeout=1)
         host.close()
         pod.replug()
-        host = Host(pod.tty_path)  # same stable path, new pty
+        host = PtyHost(pod.tty_path)  # same stable path, new pty
         host.connect()
         hello = await host.wait_for(lambda f: f.name == "hello", what="HELLO after replug")
         assert hello.fields["boot_id"] == again.fields["boot_id"]  # unplugging does not reset the pod

@@ -5,7 +5,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -8,52 +8,27 @@ sent meanwhile is still answered; nothing is lost in the emulator, the pod's mem
 stays bounded, and telemetry flows again once the host reads.
 """
 import asyncio
-import time
 
 import pytest
-import serial
 
 from hypnolum.emulator.runner import Emulator
 from hypnolum.protocol import codec
+
+from helpers.pty_host import PtyHost
 
 pytestmark = pytest.mark.micropython
 
 HEAP_FLOOR = 65536  # firmware/pod/budget.py
 
 
-class Host:
-    def __init__(self, path):
-        self.port = serial.Serial(str(path), timeout=0)
-        self.port.reset_input_buffer()
-        self.decoder = codec.FrameDecoder()
-        self.frames = []
-        self.seq = 0
-
-    def send(self, name, fields):
-        self.seq += 1
-        self.port.write(codec.encode(name, self.seq, fields))
-        return self.seq
-
-    async def wait_for(self, pred, timeout=10.0, what="frame", start=0):
-        deadline = time.monotonic() + timeout
-        i = start
-        while True:
-            while i < len(self.frames):
-                f = self.frames[i]
-                i += 1
-                if pred(f):
-                    return f
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout} s; got {sorted({f.name for f in self.frames})}")
-            self.frames += self.decoder.feed(self.port.read(65536))
-            await asyncio.sleep(0.01)
+Host = PtyHost
 
 
 async def test_paused_reader_makes_the_pod_drop_telemetry_not_answers(tmp_path):
     async with Emulator(1, tmp_path / "emu", seed=5) as emu:
         await emu.wait_links(15)
         pod = emu.pods[0]
-        host = Host(pod.tty_path)
+        host = PtyHost(pod.tty_path)
         try:
             host.send("connect", {"protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT,
                                   "host_id": "test"})

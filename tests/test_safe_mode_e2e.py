@@ -4,53 +4,16 @@ import asyncio
 import time
 
 import pytest
-import serial
 
 from hypnolum.emulator.pod import EmulatedPod
-from hypnolum.protocol import codec, messages
+from hypnolum.protocol import messages
+
+from helpers.pty_host import PtyHost
 
 pytestmark = pytest.mark.micropython
 
 
-class Host:
-    """A minimal host on the pod's pty: send frames, collect decoded frames."""
-
-    def __init__(self, path):
-        self.port = serial.Serial(str(path), timeout=0)
-        self.port.reset_input_buffer()
-        self.decoder = codec.FrameDecoder()
-        self.frames = []
-        self.seq = 0
-
-    def send(self, name, fields):
-        self.seq += 1
-        self.port.write(b"\x00" + codec.encode(name, self.seq, fields))
-        return self.seq
-
-    def connect(self):
-        return self.send("connect", {"protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT,
-                                     "host_id": "test"})
-
-    async def wait_for(self, pred, timeout=10.0, what="frame"):
-        deadline = time.monotonic() + timeout
-        i = 0
-        while True:
-            while i < len(self.frames):
-                f = self.frames[i]
-                i += 1
-                if pred(f):
-                    return f
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout} s; got {sorted({f.name for f in self.frames})}")
-            self.frames += self.decoder.feed(self.port.read(65536))
-            await asyncio.sleep(0.01)
-
-    async def answer(self, seq, timeout=5.0):
-        return await self.wait_for(lambda f: f.name in ("ack", "nack") and f.fields["ack_seq"] == seq,
-                                   timeout, f"answer to {seq}")
-
-    def close(self):
-        self.port.close()
+Host = PtyHost
 
 
 @pytest.fixture
@@ -63,7 +26,7 @@ async def pod(tmp_path):
 
 
 async def test_safe_mode_command_resets_into_safe_mode_once(pod):
-    host = Host(pod.tty_path)
+    host = PtyHost(pod.tty_path)
     try:
         host.connect()
         hello = await host.wait_for(lambda f: f.name == "hello", what="HELLO")
@@ -106,7 +69,7 @@ async def test_safe_mode_command_resets_into_safe_mode_once(pod):
 
 
 async def test_power_telemetry_follows_the_emulated_sensors(pod):
-    host = Host(pod.tty_path)
+    host = PtyHost(pod.tty_path)
     try:
         host.connect()
         await host.wait_for(lambda f: f.name == "hello", what="HELLO")

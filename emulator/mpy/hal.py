@@ -272,7 +272,6 @@ def safe_mode():
     if _safe is None:
         _safe = _take_safe_flag() or os.getenv("HYPNOLUM_SAFE_MODE") == "1"
         if _safe:
-            _dark_for_safe_mode()
             print("hypnolum: safe mode, firmware not started")
     return _safe
 
@@ -297,23 +296,6 @@ def _take_safe_flag():
     except OSError:
         return False
     return True
-
-
-def _dark_for_safe_mode():
-    import json
-
-    count, order, kind = 300, "GRB", "ws2812"
-    try:
-        cfg = json.loads(read_file("pod.json") or "{}")
-        count = cfg.get("led_count", count)
-        kind = cfg.get("led_type", kind)
-        order = cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else order)
-        Leds(count, order, kind).write(bytearray(count * 3))
-    except Exception:  # noqa: as on the board, a bad pod.json must not cost the REPL
-        try:
-            Leds(300).write(bytearray(900))
-        except Exception:  # noqa: nothing more to try
-            pass
 
 
 # The virtual sensors: D/sensors.bin, 5 bytes <hHB = DS18B20 reading in 1/16 degC,
