@@ -68,12 +68,23 @@ async def open_link():
     return usbcdc.open(machine.USBDevice())
 
 
+def _uart_rx(_uart):
+    pass  # the wake is the point: the port notifies the main task after scheduling this
+
+
 async def open_headset(baud):
-    """Open the headset UART at baud. Returns (reader, writer) asyncio streams."""
+    """Open the headset UART at baud. Returns (reader, writer) asyncio streams.
+
+    Received bytes wake the asyncio loop at once: without an irq the UART driver
+    does not notify the main task, and the loop would see them only at the next
+    10 ms RTOS tick (docs/board-port.md section 1). With IRQ_RX the port's UART
+    event task schedules the handler and wakes the main task
+    (ports/esp32/machine_uart.c:140-171)."""
     uart = machine.UART(
         _HEADSET_UART, baudrate=baud, tx=_HEADSET_TX, rx=_HEADSET_RX,
         rxbuf=_HEADSET_RXBUF, timeout=0,
     )
+    uart.irq(_uart_rx, machine.UART.IRQ_RX)
     return asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {})
 
 

@@ -57,6 +57,23 @@ class Timer:
     def deinit(self):
         self.kw = None
 
+class UART:
+    IRQ_RX = 1
+    MADE = []
+
+    def __init__(self, n, **kw):
+        self.n, self.kw, self.irq_args = n, kw, None
+        UART.MADE.append(self)
+
+    def irq(self, handler=None, trigger=0, hard=False):
+        self.irq_args = (callable(handler), trigger)
+
+    def read(self, n=-1):
+        return None
+
+    def write(self, b):
+        return len(b)
+
 def bitstream(pin, encoding, timing, buf):
     SENT.append(["bitstream", pin.n, encoding, list(timing), bytes(buf).hex()])
 '''
@@ -178,3 +195,29 @@ def test_the_shims_timing_constants_are_the_boards():
     shim = _consts(ROOT / "emulator" / "mpy" / "hal.py")
     for name in ("SHOW_AT_AHEAD_US", "TICKS_PERIOD", "_LED_SPI_BAUD"):
         assert shim[name] == board[name], (name, shim[name], board[name])
+
+
+HEADSET_SCRIPT = """
+import asyncio
+import json
+import machine
+import hal
+asyncio.run(hal.open_headset(115200))
+u = machine.UART.MADE[0]
+print(json.dumps([u.n, u.kw["baudrate"], u.irq_args]))
+"""
+
+
+def test_board_headset_uart_wakes_the_loop_on_received_bytes(tmp_path):
+    """Without an irq the port's UART does not notify the main task, and asyncio would
+    see the headset's bytes only at the next 10 ms RTOS tick (docs/board-port.md 1)."""
+    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
+    (tmp_path / "run.py").write_text(HEADSET_SCRIPT)
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(tmp_path), str(ROOT / "firmware"), ".frozen"]))
+    exe = Path(sys.executable).parent / "micropython"
+    out = subprocess.run([str(exe), str(tmp_path / "run.py")], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    n, baud, irq = json.loads(out.stdout.strip().splitlines()[-1])
+    uart = re.search(r"^HEADSET_UART = const\((\d+)\)", (ROOT / "firmware/pod/board.py").read_text(), re.M)
+    assert (n, baud) == (int(uart.group(1)), 115200)
+    assert irq == [True, 1]  # a handler, on IRQ_RX
