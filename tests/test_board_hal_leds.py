@@ -95,6 +95,17 @@ print(json.dumps(machine.SENT))
 '''
 
 
+def run_with_fake_machine(tmp_path, script):
+    """Run script under micropython with the board HAL and the fake machine; its last line, as JSON."""
+    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
+    (tmp_path / "run.py").write_text(script)
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(tmp_path), str(ROOT / "firmware"), ".frozen"]))
+    exe = Path(sys.executable).parent / "micropython"
+    out = subprocess.run([str(exe), str(tmp_path / "run.py")], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def duty(v):  # sRGB -> PWM duty, written out here from the sRGB definition
     c = v / 255
     lin = c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -111,13 +122,7 @@ def onewire_bits(hexbytes):
 
 
 def test_board_hal_drives_each_led_type(tmp_path):
-    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
-    (tmp_path / "run.py").write_text(SCRIPT)
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(tmp_path), str(ROOT / "firmware"), ".frozen"]))
-    exe = Path(sys.executable).parent / "micropython"
-    out = subprocess.run([str(exe), str(tmp_path / "run.py")], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    ws, rgbw, apa = json.loads(out.stdout.strip().splitlines()[-1])
+    ws, rgbw, apa = run_with_fake_machine(tmp_path, SCRIPT)
     d = duty
     # pins from the board's pin map: LED output 0 = GPIO 18, output 1 = GPIO 19
     pins = dict(re.findall(r"^(LED[01]_PIN) = const\((\d+)\)", (ROOT / "firmware/pod/board.py").read_text(), re.M))
@@ -167,13 +172,7 @@ print(json.dumps(out))
 
 
 def test_board_frame_timer_is_a_one_shot_machine_timer_in_us(tmp_path):
-    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
-    (tmp_path / "run.py").write_text(FRAME_TIMER_SCRIPT)
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(tmp_path), str(ROOT / "firmware"), ".frozen"]))
-    exe = Path(sys.executable).parent / "micropython"
-    out = subprocess.run([str(exe), str(tmp_path / "run.py")], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_with_fake_machine(tmp_path, FRAME_TIMER_SCRIPT)
     # ports/esp32/machine_timer.c: period in units of 1/tick_hz, mode ONE_SHOT = 0
     assert (got["id"], got["mode"], got["tick_hz"]) == (0, 0, 1_000_000)
     assert 4000 < got["period"] <= 5000, got
@@ -211,13 +210,7 @@ print(json.dumps([u.n, u.kw["baudrate"], u.irq_args]))
 def test_board_headset_uart_wakes_the_loop_on_received_bytes(tmp_path):
     """Without an irq the port's UART does not notify the main task, and asyncio would
     see the headset's bytes only at the next 10 ms RTOS tick (docs/board-port.md 1)."""
-    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
-    (tmp_path / "run.py").write_text(HEADSET_SCRIPT)
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(tmp_path), str(ROOT / "firmware"), ".frozen"]))
-    exe = Path(sys.executable).parent / "micropython"
-    out = subprocess.run([str(exe), str(tmp_path / "run.py")], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    n, baud, irq = json.loads(out.stdout.strip().splitlines()[-1])
+    n, baud, irq = run_with_fake_machine(tmp_path, HEADSET_SCRIPT)
     uart = re.search(r"^HEADSET_UART = const\((\d+)\)", (ROOT / "firmware/pod/board.py").read_text(), re.M)
     assert (n, baud) == (int(uart.group(1)), 115200)
     assert irq == [True, 1]  # a handler, on IRQ_RX
