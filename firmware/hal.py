@@ -23,6 +23,7 @@ from micropython import const
 
 from pod import board  # the pin map, generated from hardware/schematics/pinmap.toml
 from pod import ledwire  # pure encoders: gamma, order, framing
+from pod.flagwait import FlagWait  # the await protocol FrameTimer shares with the emulator's
 
 # Pins come from the board's pin map and are used here only.
 _LED_PIN = board.LED0_PIN  # one-wire LEDs (WS2812/SK6812) data, LED output 0
@@ -201,7 +202,7 @@ _FRAME_TIMER = const(0)  # hardware timer 0 of the S3's 4 (ports/esp32/machine_t
 _TIMER_MIN_US = const(50)  # nearer than this: no alarm, the flag is set at once
 
 
-class FrameTimer:
+class FrameTimer(FlagWait):
     """A one-shot wake-up at a pod instant, for the render loop.
 
     arm(due_us) sets it for pod instant due_us (ticks_us), replacing any earlier
@@ -211,50 +212,28 @@ class FrameTimer:
     wakes the main task: ports/esp32/machine_timer.c:169-171) sets an
     asyncio.ThreadSafeFlag, so the loop resumes within an ISR and a task
     switch of the instant. Period in us (tick_hz=1_000_000; the timer counts at
-    10 MHz). No allocation: the flag is awaited through this object itself.
+    10 MHz). No allocation: the flag is awaited through this object itself
+    (pod/flagwait.py).
     """
 
     def __init__(self, timer_id=_FRAME_TIMER):
-        from asyncio import core
-
-        self._core = core
-        self._flag = asyncio.ThreadSafeFlag()
+        self._init_wait(asyncio.ThreadSafeFlag())
         self._t = machine.Timer(timer_id)
         self._one_shot = machine.Timer.ONE_SHOT
         self._cb = self._fire  # one bound method, made here: the ISR path allocates nothing
-        self._waiting = False
-        self._stop = StopIteration()
 
     def _fire(self, _t):
         self._flag.set()
 
     def arm(self, due_us):
         self._flag.clear()
-        self._waiting = False
+        self._rearm()
         left = time.ticks_diff(due_us, time.ticks_us())
         if left < _TIMER_MIN_US:
             self._t.deinit()
             self._flag.set()
             return
         self._t.init(mode=self._one_shot, period=left, tick_hz=1000000, callback=self._cb)
-
-    def wait(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        # await: park on the flag's poll entry once, then finish (as asyncio's sleep_ms does)
-        f = self._flag
-        if not self._waiting and not f.state:
-            self._waiting = True
-            self._core._io_queue.queue_read(f)
-            return None
-        self._waiting = False
-        f.state = 0
-        self._stop.__traceback__ = None
-        raise self._stop
 
 
 class Watchdog:

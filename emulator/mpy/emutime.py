@@ -22,6 +22,8 @@ from asyncio import core
 
 from micropython import const
 
+from pod.flagwait import FlagWait  # the await protocol of the board's FrameTimer
+
 TICK_US = const(10000)  # FreeRTOS tick of the image: CONFIG_FREERTOS_HZ = 100 (board-port.md section 1)
 TIMER_WAKE_US = const(0)  # board ISR -> task -> scheduled callback: no cited figure; the host adds ~0.1 ms
 _MASK = const(0x3FFFFFFF)
@@ -35,12 +37,16 @@ _WAIT_MAX_US = const(1000000)  # longest single host wait: the clock reads the h
 host_us = time.ticks_us  # the host clock the pod clock is built on (wraps at 2**30 on 32-bit)
 
 
-def _ppb_part(d, ppb):
-    """round(d x ppb / 1e9) for 0 <= d < 2**30 without leaving the small ints."""
+def _ppb_part(d, ppb, carry):
+    """round(d x ppb / 1e9) for 0 <= d < 2**30 without leaving the small ints.
+
+    carry is a one-item list holding the remainder (1e-9 us, within +-5e8): it
+    is added in and updated, so a clock's corrections sum exactly over any
+    number of steps (a list item, not a returned tuple: no allocation)."""
     if not ppb:
         return 0
     ch = _CORR_MAX // (ppb if ppb > 0 else -ppb)
-    rem = 0
+    rem = carry[0]
     out = 0
     while d > 0:
         c = d if d < ch else ch
@@ -53,6 +59,7 @@ def _ppb_part(d, ppb):
             t += _BIG
             out -= 1
         rem = t
+    carry[0] = rem
     return out
 
 
@@ -78,8 +85,7 @@ class PodClock:
         ppb = _PPB_MAX if ppb > _PPB_MAX else (-_PPB_MAX if ppb < -_PPB_MAX else ppb)
         self.source = source
         self.ppb = ppb
-        self._chunk = _CORR_MAX // (ppb if ppb > 0 else -ppb) if ppb else 0
-        self._rem = 0  # the ppb correction's remainder, in 1e-9 us, within +-5e8
+        self._carry = [0]  # the ppb correction's remainder, in 1e-9 us, within +-5e8
         self._h = source() & _MASK
         self.us = us0 & _MASK
         self.ms = ms0 & _MASK
@@ -97,24 +103,7 @@ class PodClock:
         self.host_lo = lo = _wrap_add(self.host_lo, d)
         if lo < d:
             self.host_hi += 1
-        corr = 0
-        if self.ppb:
-            ch = self._chunk
-            ppb = self.ppb
-            rem = self._rem
-            k = d
-            while k > 0:
-                c = k if k < ch else ch
-                k -= c
-                t = c * ppb + rem
-                if t >= _HALF_BIG:
-                    t -= _BIG
-                    corr += 1
-                elif t < -_HALF_BIG:
-                    t += _BIG
-                    corr -= 1
-                rem = t
-            self._rem = rem
+        corr = _ppb_part(d, self.ppb, self._carry)
         us = _wrap_add(self.us, d)
         self.us = (us + corr) & _MASK if corr < 0 else _wrap_add(us, corr)
         q = d // 1000
@@ -190,9 +179,13 @@ def put_host_us(buf, off, delta_us):
     buf[off + 7] = hi >> 26 & 0xFF
 
 
+_scratch = [0]  # host_delta's carry: each interval is rounded on its own
+
+
 def host_delta(pod_us):
     """A pod-clock interval (0 <= pod_us < 2**30) as host us: the inverse of the clock error."""
-    return pod_us - _ppb_part(pod_us, clock.ppb)
+    _scratch[0] = 0
+    return pod_us - _ppb_part(pod_us, clock.ppb, _scratch)
 
 
 def tick_phase_us():
@@ -213,42 +206,23 @@ class _TimerFlag(asyncio.ThreadSafeFlag):
     reg = False
 
 
-class FrameTimer:
+class FrameTimer(FlagWait):
     """The shim of hal.FrameTimer (firmware/hal.py is the contract): arm(due_us)
     then await wait(); the tick poller wakes the waiting task at due_us, as the
     board's machine.Timer interrupt does, not at an RTOS tick. No allocation."""
 
     def __init__(self, timer_id=0):
-        self._flag = _TimerFlag()
+        self._init_wait(_TimerFlag())
         self._ready = ((self._flag, select.POLLIN),)
         self._due = 0
         self.armed = False
-        self._waiting = False
-        self._stop = StopIteration()
         _timers.append(self)
 
     def arm(self, due_us):
         self._flag.state = 0
-        self._waiting = False
+        self._rearm()
         self._due = due_us & _MASK
         self.armed = True
-
-    def wait(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        f = self._flag
-        if not self._waiting and not f.state:
-            self._waiting = True
-            core._io_queue.queue_read(f)
-            return None
-        self._waiting = False
-        f.state = 0
-        self._stop.__traceback__ = None
-        raise self._stop
 
 
 def _fire():

@@ -278,7 +278,8 @@ def test_led_output_leaves_the_interpreter_while_the_wire_is_busy():
     rx.close()
 
 
-async def test_show_at_holds_the_interpreter_at_most_ahead_of_the_instant():
+def _ticker():
+    """A task that counts each turn it gets: (task, [turns])."""
     ran = [0]
 
     async def other():
@@ -286,7 +287,11 @@ async def test_show_at_holds_the_interpreter_at_most_ahead_of_the_instant():
             ran[0] += 1
             await asyncio.sleep_ms(0)
 
-    task = asyncio.create_task(other())
+    return asyncio.create_task(other()), ran
+
+
+async def test_show_at_holds_the_interpreter_at_most_ahead_of_the_instant():
+    task, ran = _ticker()
     await asyncio.sleep_ms(0)
     leds = hal.Leds(300)
     frame = bytearray(900)
@@ -304,14 +309,7 @@ async def test_show_at_holds_the_interpreter_at_most_ahead_of_the_instant():
 
 
 async def test_time_sleeps_hold_the_interpreter():
-    ran = [0]
-
-    async def other():
-        while True:
-            ran[0] += 1
-            await asyncio.sleep_ms(0)
-
-    task = asyncio.create_task(other())
+    task, ran = _ticker()
     await asyncio.sleep_ms(0)
     n = ran[0]
     time.sleep_us(3000)  # a spin on the board (mphalport.c mp_hal_delay_us)
