@@ -26,14 +26,17 @@ $(MP32): $(STAMP) tools/build_micropython.sh
 	tools/build_micropython.sh $(BIN)
 	@touch $@
 
-# mosquitto comes from Debian; install it when we may, else say how.
+# mosquitto comes from Debian, with its headers for the shipped client-id plugin
+# (host/deploy/mosquitto/hypnolum_clientid.c); install them when we may, else say how.
+MOSQUITTO_PKGS = mosquitto mosquitto-dev libmosquitto-dev
 mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
+	@if { command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } \
+		&& test -f /usr/include/mosquitto_broker.h && test -f /usr/include/mosquitto.h; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing mosquitto (Debian package)"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; \
+		echo "installing $(MOSQUITTO_PKGS) (Debian packages)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(MOSQUITTO_PKGS); \
 	else \
-		echo "mosquitto is missing; run:  sudo apt-get update && sudo apt-get install -y mosquitto"; \
+		echo "mosquitto or its headers are missing; run:  sudo apt-get update && sudo apt-get install -y $(MOSQUITTO_PKGS)"; \
 		exit 1; \
 	fi
 

@@ -42,7 +42,6 @@ PLATFORM = "esp32"
 
 # time.ticks_* wrap at 2**30 on the ESP32 already; the emulator shim copies this.
 TICKS_PERIOD = const(1 << 30)
-SHOW_AT_AHEAD_US = const(1500)  # Leds.show_at spins: call it no earlier than this before the instant
 ticks_ms = time.ticks_ms
 """ticks_ms() -> int: pod clock in ms, wraps at TICKS_PERIOD. Compare with ticks_diff."""
 ticks_us = time.ticks_us
@@ -90,6 +89,12 @@ async def open_headset(baud):
 
 
 
+_FRAME_TIMER = const(0)  # hardware timers 0 and 1 of the S3's 4 (ports/esp32/machine_timer.c:124-127)
+_LED_TIMER = const(1)
+_TIMER_MIN_US = const(50)  # nearer than this: no alarm, at once
+_LATE_START_US = const(100)  # a timed LED frame handed over later than this after its instant is late
+
+
 class Leds:
     """The LED array: count LEDs, wire colour order, LED type.
 
@@ -106,9 +111,19 @@ class Leds:
     at 3.2 MHz, ledwire.spread_onewire), and SPI.write releases the interpreter
     while the DMA runs (ports/esp32/machine_hw_spi.c:378-392), so a thread of
     its own makes the write. A frame is encoded into one of two buffers and
-    handed to that thread; the thread starts it within a GIL hand-over of the
-    instant. machine.bitstream would hold the interpreter 30 us per LED (9 ms a
-    300-LED frame, machine_bitstream.c:151-154).
+    handed to that thread, which waits for it with the GIL released
+    (thread_lock_acquire, py/modthread.c). machine.bitstream would hold the
+    interpreter 30 us per LED (9 ms a 300-LED frame, machine_bitstream.c:151-154).
+
+    show_at starts a frame at its instant without the interpreter waiting: a
+    one-shot hardware timer (timer 1; the render loop's FrameTimer is timer 0)
+    fires at the instant, its callback is scheduled from the ISR and run at the
+    interpreter's next branch (ports/esp32/machine_timer.c:169-171,
+    py/vm.c:1341-1372), and hands the frame over: releasing the lock yields to
+    the writer (ports/esp32/mpthreadport.c:205-212), which takes the GIL at the
+    interpreter's next GIL bounce (every 32 branches, mpconfigport.h:87) and
+    starts the DMA. So the start does not wait for the asyncio loop to come
+    back to the render task.
     """
 
     def __init__(self, count, order="GRB", kind="ws2812"):
@@ -136,6 +151,12 @@ class Leds:
         self._sending = -1  # the buffer on the wire, -1: none
         self.frames = 0
         self.replaced = 0  # frames handed over before the writer had started the one before
+        self.late_starts = 0  # timed frames handed over more than _LATE_START_US after their instant
+        self._pending = -1  # the buffer waiting for its instant (show_at), -1: none
+        self._due = 0
+        self._t = machine.Timer(_LED_TIMER)
+        self._one_shot = machine.Timer.ONE_SHOT
+        self._cb = self._fire  # one bound method, made here: the callback path allocates nothing
         self._go = _thread.allocate_lock()
         self._go.acquire()  # held: the writer waits on it; released to hand a frame over
         _thread.start_new_thread(self._writer, ())
@@ -171,26 +192,43 @@ class Leds:
             self.replaced += 1  # the writer has not taken the last one yet: this one goes instead
         self.frames += 1
 
+    def _fire(self, _t):
+        # the LED timer's callback (scheduled from its ISR): the waiting frame goes out
+        b = self._pending
+        if b < 0:
+            return
+        self._pending = -1
+        if time.ticks_diff(time.ticks_us(), self._due) > _LATE_START_US:
+            self.late_starts += 1
+        self._hand(b)
+
+    def _flush(self):
+        # a frame still waiting for its instant goes out now: frames keep their order
+        if self._pending >= 0:
+            self._t.deinit()
+            self._fire(None)
+
     def write(self, rgb):
+        self._flush()
         self._hand(self._encode(rgb))
 
     def show_at(self, rgb, due_us):
         """Show rgb as write() does, with the data starting at pod instant due_us
-        (ticks_us), or at once if that instant has passed. The wire encoding is
-        done first, so the instant does not depend on it. Returns how late rgb
-        was handed over (us; 0 when it came before due_us).
-
-        The CPU spins for the wait, holding the interpreter: call it at most
-        SHOW_AT_AHEAD_US before due_us (the render loop wakes on a FrameTimer
-        then; an asyncio sleep would end only at the next 10 ms RTOS tick)."""
+        (ticks_us), or at once if that instant has passed. Returns at once: the
+        wire encoding is done here, and the LED timer hands the frame to the
+        writer at due_us (see the class doc). Returns how late rgb came (us after
+        due_us; 0 when it came before). A frame still waiting from an earlier
+        show_at goes out first, late."""
+        self._flush()
         b = self._encode(rgb)
-        diff = time.ticks_diff
-        now = time.ticks_us
-        late = diff(now(), due_us)
-        while diff(due_us, now()) > 0:
-            pass
-        self._hand(b)
-        return late if late > 0 else 0
+        left = time.ticks_diff(due_us, time.ticks_us())
+        if left < _TIMER_MIN_US:
+            self._hand(b)
+            return -left if left < 0 else 0
+        self._due = due_us
+        self._pending = b
+        self._t.init(mode=self._one_shot, period=left, tick_hz=1000000, callback=self._cb)
+        return 0
 
     @property
     def dropped(self):
@@ -198,8 +236,6 @@ class Leds:
         return self.replaced
 
 
-_FRAME_TIMER = const(0)  # hardware timer 0 of the S3's 4 (ports/esp32/machine_timer.c:124-127)
-_TIMER_MIN_US = const(50)  # nearer than this: no alarm, the flag is set at once
 
 
 class FrameTimer(FlagWait):

@@ -3,7 +3,10 @@ as soon as it is handed on: ``pending`` wakes the publisher), band powers as JSO
 
 A message never spans a gap: samples after a lost stretch start a new
 message whose ``gap`` is true, so ``seq``/``n`` always describe contiguous
-samples. Converting to JSON happens once per message, not per batch.
+samples. Converting to JSON happens once per message, not per batch. A
+message stays within ``max_bytes`` (the broker's and every reader's payload
+limit, ``mqtt.max_payload``): a longer run, such as the samples held back
+during a replay, goes out as several messages with consecutive ``seq``.
 """
 from __future__ import annotations
 
@@ -18,14 +21,19 @@ from ..protocol import codec
 from .state import SCALE_UV
 
 BANDS = ("delta", "theta", "alpha", "beta", "gamma")
+_HEAD_BYTES = 512  # the message's fields besides the samples, with room to spare
+_VALUE_BYTES = 9  # a 24-bit count: "-8388608" and its comma
+_TICKS_MASK = (1 << 30) - 1  # pod ticks_ms wrap at 2**30
 
 
 class EegPublisher:
     """A Sink that queues ready-to-publish JSON payloads for ``pods/<id>/eeg``."""
 
-    def __init__(self, channels: int, rate_hz: int):
+    def __init__(self, channels: int, rate_hz: int, max_bytes: int = 65536):
         self.channels = channels
         self.rate_hz = rate_hz
+        # rows a message may carry and stay within max_bytes, whatever the values
+        self.max_rows = max(1, (max_bytes - _HEAD_BYTES) // (channels * _VALUE_BYTES + 3))
         self._chunks: list[bytes] = []
         self._seq = 0
         self._ticks = 0
@@ -58,12 +66,18 @@ class EegPublisher:
             return
         counts = codec.eeg_counts({"samples": b"".join(self._chunks), "channels": self.channels})
         self._chunks = []
-        head = json.dumps({
-            "seq": self._seq, "n": len(counts), "channels": self.channels, "rate_hz": self.rate_hz,
-            "t_pod_ms": self._ticks, "t_host": round(self._t_host, 3),
-            "t_host_last": round(self._t_last, 3), "gap": self._gap, "scale_uv": SCALE_UV,
-        }, separators=(",", ":"))
-        self._ready.append(f'{head[:-1]},"samples":{samples_json(counts)}}}'.encode())
+        total = len(counts)
+        span = (self._t_last - self._t_host) / max(total - 1, 1)  # host s per sample in this run
+        for first in range(0, total, self.max_rows):
+            part = counts[first:first + self.max_rows]
+            head = json.dumps({
+                "seq": self._seq + first, "n": len(part), "channels": self.channels, "rate_hz": self.rate_hz,
+                "t_pod_ms": (self._ticks + first * 1000 // self.rate_hz) & _TICKS_MASK,
+                "t_host": round(self._t_host + first * span, 3),
+                "t_host_last": round(self._t_host + (first + len(part) - 1) * span, 3),
+                "gap": self._gap and first == 0, "scale_uv": SCALE_UV,
+            }, separators=(",", ":"))
+            self._ready.append(f'{head[:-1]},"samples":{samples_json(part)}}}'.encode())
         self._gap = False
 
     def take(self) -> list[bytes]:

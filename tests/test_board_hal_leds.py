@@ -192,7 +192,7 @@ def _consts(path):
 def test_the_shims_timing_constants_are_the_boards():
     board = _consts(ROOT / "firmware" / "hal.py")
     shim = _consts(ROOT / "emulator" / "mpy" / "hal.py")
-    for name in ("SHOW_AT_AHEAD_US", "TICKS_PERIOD", "_LED_SPI_BAUD"):
+    for name in ("_TIMER_MIN_US", "_LATE_START_US", "TICKS_PERIOD", "_LED_SPI_BAUD"):
         assert shim[name] == board[name], (name, shim[name], board[name])
 
 
@@ -214,3 +214,54 @@ def test_board_headset_uart_wakes_the_loop_on_received_bytes(tmp_path):
     uart = re.search(r"^HEADSET_UART = const\((\d+)\)", (ROOT / "firmware/pod/board.py").read_text(), re.M)
     assert (n, baud) == (int(uart.group(1)), 115200)
     assert irq == [True, 1]  # a handler, on IRQ_RX
+
+
+LED_TIMER_SCRIPT = '''
+import json
+import time
+import machine
+import hal
+
+def wait_sent(n):
+    for _ in range(200):  # the writer thread sends it
+        if len(machine.SENT) >= n:
+            return True
+        time.sleep_ms(5)
+    return False
+
+leds = hal.Leds(2, "BGR", "apa102")
+t = [m for m in machine.Timer.MADE if m.n == 1][0]
+a, b = bytearray((255, 0, 0, 255, 0, 0)), bytearray((0, 0, 255, 0, 0, 255))
+out = {}
+t0 = time.ticks_us()
+out["late"] = leds.show_at(a, time.ticks_add(t0, 8000))
+out["took_us"] = time.ticks_diff(time.ticks_us(), t0)
+kw = t.kw
+out["timer"] = [kw["mode"], kw["tick_hz"], kw["period"]]
+time.sleep_ms(30)
+out["sent_before_timer"] = len(machine.SENT)
+kw["callback"](t)  # the port's scheduled callback (machine_timer.c:169-171)
+out["sent_at_timer"] = wait_sent(1)
+out["late_starts"] = leds.late_starts  # the callback ran 30 ms after the instant
+out["past"] = leds.show_at(b, time.ticks_add(time.ticks_us(), -2000))
+out["sent_past"] = wait_sent(2)
+leds.show_at(a, time.ticks_add(time.ticks_us(), 50000))
+leds.write(b)  # the waiting frame goes out first, then this one
+wait_sent(4)
+out["order"] = [s[4] for s in machine.SENT]
+out["disarmed"] = t.kw is None
+print(json.dumps(out))
+'''
+
+
+def test_board_show_at_returns_at_once_and_its_led_timer_starts_the_frame(tmp_path):
+    got = run_with_fake_machine(tmp_path, LED_TIMER_SCRIPT)
+    assert got["late"] == 0 and got["took_us"] < 5000, got  # no spin
+    mode, tick_hz, period = got["timer"]
+    assert (mode, tick_hz) == (0, 1_000_000) and 7000 < period <= 8000, got  # timer 1, one-shot, us
+    assert got["sent_before_timer"] == 0 and got["sent_at_timer"], got  # the timer starts it, not show_at
+    assert got["late_starts"] == 1, got
+    assert got["past"] >= 2000 and got["sent_past"], got  # a frame past its instant goes at once
+    a, b, first, then = got["order"]
+    assert a != b and (first, then) == (a, b), got["order"]  # the waiting frame first
+    assert got["disarmed"], got

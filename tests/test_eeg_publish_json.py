@@ -44,3 +44,34 @@ def test_a_message_of_several_batches_says_when_its_first_and_last_batch_came():
     (one,) = pub.take()
     msg = json.loads(one)
     assert (msg["n"], msg["t_host"], msg["t_host_last"]) == (6, 1700000000.008, 1700000000.024)
+
+
+@pytest.mark.parametrize("channels,rate", [(8, 250), (16, 125)])
+def test_a_long_run_is_split_into_messages_within_the_payload_limit(channels, rate):
+    # 10 s held back during a replay, every value the longest a 24-bit count prints
+    pub = EegPublisher(channels=channels, rate_hz=rate, max_bytes=65536)
+    n = 10 * rate
+    wire = bytes([0x80, 0, 0]) * (n * channels)  # -8388608 everywhere
+    pub.gap(0, 3, True, "test")
+    pub.samples(3, wire, n, seq=1000, ticks_ms=(1 << 30) - 500, t_host=1700000000.0)
+    pub._t_last = 1700000000.0 + (n - 1) / rate
+    raw = pub.take()
+    assert len(raw) > 1 and all(len(m) <= 65536 for m in raw), [len(m) for m in raw]
+    msgs = [json.loads(m) for m in raw]
+    seq = 1000
+    for i, m in enumerate(msgs):
+        assert m["seq"] == seq and m["gap"] is (i == 0)
+        assert len(m["samples"]) == m["n"] and m["samples"][0] == [-8388608] * channels
+        assert m["t_pod_ms"] == ((1 << 30) - 500 + (seq - 1000) * 1000 // rate) % (1 << 30)
+        seq += m["n"]
+    assert seq - 1000 == n  # every sample, once, in order
+    assert abs(msgs[-1]["t_host_last"] - (1700000000.0 + (n - 1) / rate)) < 0.002
+
+
+def test_split_messages_stay_within_the_limit():
+    pub = EegPublisher(channels=16, rate_hz=125, max_bytes=4096)
+    n = 300
+    pub.samples(0, bytes([0x80, 0, 0]) * (n * 16), n, seq=0, ticks_ms=0, t_host=1.0)
+    out = pub.take()
+    assert len(out) > 1 and all(len(m) <= 4096 for m in out), [len(m) for m in out]
+    assert sum(json.loads(m)["n"] for m in out) == n

@@ -12,13 +12,19 @@ docs/board-port.md gives the board facts with their sources. In short:
   a timed wait ends at the first tick boundary (pod clock since boot) at or after
   its deadline; I/O readiness still ends it at once; a FrameTimer's instant ends
   it at once, as a machine.Timer interrupt does on the board.
+- A one-shot timer with a callback (Alarm), as the board's machine.Timer: its
+  callback is scheduled at the instant and runs at the interpreter's next
+  branch, whatever task the asyncio loop is running.
 - The host's CLOCK_MONOTONIC in us, unwrapped, for the LED datagrams.
 """
+import _thread
 import asyncio
 import os
 import select
 import time
 from asyncio import core
+
+import micropython
 
 from micropython import const
 
@@ -33,6 +39,7 @@ _HALF_BIG = const(500000000)
 _CORR_MAX = const(570000000)  # |chunk x ppb| bound: with |remainder| < 5e8 the sum stays a small int
 _PPB_MAX = const(1000000)  # 1000 ppm: far beyond any crystal, keeps the chunk >= 570 us
 _WAIT_MAX_US = const(1000000)  # longest single host wait: the clock reads the host well inside its wrap
+_ALARM_SPIN_US = const(200)  # an Alarm's thread sleeps to this far before the instant, then spins (host sleeps overshoot)
 
 host_us = time.ticks_us  # the host clock the pod clock is built on (wraps at 2**30 on 32-bit)
 
@@ -93,25 +100,33 @@ class PodClock:
         self.phase = 0  # pod us since the last RTOS tick; ticks at start + k x TICK_US
         self.host_lo = 0
         self.host_hi = 0
+        self.busy = False
 
     def advance(self):
+        # busy: a timer callback the interpreter runs at a branch in here waits for the
+        # end (Alarm.run), so it never sees the clock half moved; a store is no branch
+        self.busy = True
         h = self.source() & _MASK
         d = (h - self._h) & _MASK
         self._h = h
-        if not d:
-            return
-        self.host_lo = lo = _wrap_add(self.host_lo, d)
-        if lo < d:
-            self.host_hi += 1
-        corr = _ppb_part(d, self.ppb, self._carry)
-        us = _wrap_add(self.us, d)
-        self.us = (us + corr) & _MASK if corr < 0 else _wrap_add(us, corr)
-        q = d // 1000
-        r = d - q * 1000 + self._sub + corr
-        q += r // 1000
-        self._sub = r % 1000
-        self.ms = _wrap_add(self.ms, q)
-        self.phase = (self.phase + d % TICK_US + corr % TICK_US) % TICK_US
+        if d:
+            self.host_lo = lo = _wrap_add(self.host_lo, d)
+            if lo < d:
+                self.host_hi += 1
+            corr = _ppb_part(d, self.ppb, self._carry)
+            us = _wrap_add(self.us, d)
+            self.us = (us + corr) & _MASK if corr < 0 else _wrap_add(us, corr)
+            q = d // 1000
+            r = d - q * 1000 + self._sub + corr
+            q += r // 1000
+            self._sub = r % 1000
+            self.ms = _wrap_add(self.ms, q)
+            self.phase = (self.phase + d % TICK_US + corr % TICK_US) % TICK_US
+        self.busy = False
+        if _waiting[0]:
+            _run_waiting()
+        if _armed[0] and self is clock:
+            _run_due(self.us)  # the interpreter is here anyway: no wait for the ISR thread's turn
 
 
 def _env_int(name):
@@ -225,9 +240,119 @@ class FrameTimer(FlagWait):
         self.armed = True
 
 
+_alarms = []  # every Alarm made; the poller runs the due ones when the interpreter waits
+_waiting = [0]  # 1: an Alarm's callback waits for the clock's advance to end
+_armed = [0]  # Alarms armed
+
+
+def _run_due(now):
+    for a in _alarms:
+        if a.armed and _diff(a._due, now) <= 0:
+            a.run()
+
+
+def _run_waiting():
+    _waiting[0] = 0
+    for a in _alarms:
+        if a._waits:
+            a._waits = False
+            a.run()
+
+
+class Alarm:
+    """The board's one-shot machine.Timer with a callback (firmware/hal.py Leds
+    uses timer 1 so): arm(due_us) calls callback(self) once at pod instant due_us.
+
+    On the board the timer's ISR schedules the callback (micropython.schedule)
+    and wakes the main task; the interpreter runs it at its next branch, even in
+    the middle of another task's code (ports/esp32/machine_timer.c:169-171,
+    py/vm.c:1341-1372). Here a host thread stands in for the ISR: it sleeps to
+    the instant and schedules the callback, so a busy interpreter runs it at its
+    next branch as the board does; an interpreter waiting in the tick poller is
+    woken for it (TickPoller), as the ISR wakes the board's main task. Only the
+    interpreter's thread changes .armed, so the callback runs once per arming.
+    No allocation per arming."""
+
+    def __init__(self, callback):
+        self._cb = callback
+        self._run_cb = self._scheduled  # one bound method: scheduling allocates nothing
+        self._due = 0  # pod us
+        self._host_due = 0  # host us (time.ticks_us)
+        self._gen = 0
+        self.armed = False
+        self._waits = False  # came inside the clock's advance: run at its end
+        self._go = _thread.allocate_lock()
+        self._go.acquire()
+        _alarms.append(self)
+        _thread.start_new_thread(self._isr, ())
+
+    def arm(self, due_us):
+        c = clock
+        c.advance()
+        left = _diff(due_us & _MASK, c.us)
+        self._gen += 1
+        self._due = due_us & _MASK
+        self._host_due = time.ticks_add(host_us(), host_delta(left) if left > 0 else 0)
+        if not self.armed:
+            _armed[0] += 1
+        self.armed = True
+        if self._go.locked():
+            self._go.release()
+
+    def disarm(self):
+        if self.armed:
+            _armed[0] -= 1
+        self.armed = False
+        self._gen += 1
+
+    def run(self):
+        # from the interpreter's thread: the callback, once per arming, once its instant
+        # has come by the clock's last reading; inside the clock's advance, at its end
+        if self.armed and _diff(self._due, clock.us) <= 0:
+            if clock.busy:
+                self._waits = True
+                _waiting[0] = 1
+                return
+            self.armed = False
+            _armed[0] -= 1
+            self._cb(self)
+
+    def _scheduled(self, gen):
+        # the ISR thread's callback: read the clock, whose advance runs the due alarms
+        if gen != self._gen:
+            return
+        if clock.busy:
+            self._waits = True
+            _waiting[0] = 1
+            return
+        clock.advance()
+
+    def _isr(self):
+        diff = time.ticks_diff
+        while True:
+            self._go.acquire()
+            if not self.armed:
+                continue
+            while True:  # re-read each turn: a re-arming moves the instant
+                left = diff(self._host_due, host_us())
+                if left <= 0:
+                    break
+                if left > _ALARM_SPIN_US:
+                    time.sleep_us(left - _ALARM_SPIN_US)
+            gen = self._gen
+            while self.armed and gen == self._gen:
+                try:
+                    micropython.schedule(self._run_cb, gen)
+                    break
+                except RuntimeError:  # the schedule queue is full: the board's ISR retries
+                    time.sleep_us(100)
+
+
 def _fire():
-    # set the flags of armed timers whose instant has come; the one ready to report, or None
+    # run the due alarms' callbacks and set the flags of armed timers whose instant
+    # has come; the one ready to report, or None
     now = clock.us
+    _run_due(now)
     ready = None
     for t in _timers:
         if t.armed and _diff(t._due, now) + TIMER_WAKE_US <= 0:
@@ -246,6 +371,13 @@ def _timer_left():
     for t in _timers:
         if t.armed:
             d = _diff(t._due, now) + TIMER_WAKE_US
+            if d < 0:
+                d = 0
+            if left < 0 or d < left:
+                left = d
+    for a in _alarms:
+        if a.armed:
+            d = _diff(a._due, now)
             if d < 0:
                 d = 0
             if left < 0 or d < left:
@@ -303,7 +435,7 @@ class TickPoller:
             t = _timer_left()
             if 0 <= t < w:
                 w = t
-            if self._sleep(w):
+            if self._sleep(w, t == w):
                 return p.ipoll(0)
             c.advance()
             r = _fire()
@@ -312,8 +444,10 @@ class TickPoller:
             if dt > 0 and diff(time.ticks_ms(), start) >= dt:
                 return p.ipoll(0)
 
-    def _sleep(self, w):
-        # wait w pod us, or until an OS-polled object is ready (True)
+    def _sleep(self, w, timer):
+        # wait w pod us, or until an OS-polled object is ready (True); for a timer
+        # (its instant ends the wait), the last _ALARM_SPIN_US spin, as host sleeps
+        # overshoot by about that much and a board's timer interrupt does not
         c = clock
         target = _wrap_add(c.us, w)
         ms = w // 1000
@@ -322,9 +456,14 @@ class TickPoller:
                 return True
             c.advance()
         left = _diff(target, c.us)
+        if timer:
+            left -= _ALARM_SPIN_US
         if left > 0:
             time.sleep_us(left)  # the OS poll counts whole ms; the rest (< 1 ms) is a plain sleep
             c.advance()
+        if timer:
+            while _diff(target, c.us) > 0:
+                c.advance()
         return False
 
 

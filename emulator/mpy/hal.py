@@ -16,15 +16,17 @@ per million of the host's monotonic clock, as a crystal's error does.
 
 The board's timing is modelled (emutime.py; docs/emulator.md "Timing model"):
 asyncio waits end on the 10 ms RTOS tick, FrameTimer wakes at its instant,
-show_at blocks up to SHOW_AT_AHEAD_US as the board's spin does, and an LED
-frame keeps the wire busy for its transfer time while the interpreter goes on
-(the board's SPI writer thread), and a frame waits for the wire to be free.
+show_at returns at once and its frame goes out when the LED timer's callback
+runs (emutime.Alarm: at the interpreter's next branch after the instant, as
+the board's scheduled timer callback), an LED frame keeps the wire busy for
+its transfer time while the interpreter goes on (the board's SPI writer
+thread), and a frame waits for the wire to be free.
 
 Each LED datagram carries, besides the pod's ticks_ms, two of the host's
-CLOCK_MONOTONIC microsecond instants: when the frame lit (for Leds.show_at,
-the scheduled instant, as a board's LED output starts on time: the true
-render instant the emulator measures inter-pod skew with), and when the
-datagram was written (docs/emulator.md).
+CLOCK_MONOTONIC microsecond instants: when the frame lit (when it was handed
+to the wire, or once the wire was free: the true render instant the emulator
+measures inter-pod skew with), and when the datagram was written
+(docs/emulator.md).
 """
 import asyncio
 import binascii
@@ -44,7 +46,8 @@ from pod.mem import copy as _copy  # no allocation per frame
 PLATFORM = "emulator"
 
 TICKS_PERIOD = const(1 << 30)
-SHOW_AT_AHEAD_US = const(1500)  # the board's: Leds.show_at blocks the interpreter up to this long
+_TIMER_MIN_US = const(50)  # the board's: a show_at nearer its instant than this goes out at once
+_LATE_START_US = const(100)  # the board's: a timed frame handed over later than this is late
 _TICKS_MASK = const((1 << 30) - 1)
 _TICKS_HALF = const(1 << 29)
 _LED_SPI_BAUD = const(8000000)  # the board's APA102/SK9822 clock (firmware/hal.py)
@@ -156,6 +159,10 @@ class Leds:
         self._buf = bytearray(_LED_HDR_SIZE + count * 3)
         self._out = _Datagrams("leds.sock")
         self.frames = 0
+        self.late_starts = 0  # as the board's: timed frames handed over late
+        self._pending = False  # a frame staged in _buf waits for its instant
+        self._due = 0
+        self._alarm = emutime.Alarm(self._fire)  # the board's LED timer (timer 1)
 
     def _encode(self, rgb):
         # as the board: the buffer about to be reused must be off the wire (it waits, spinning)
@@ -166,46 +173,59 @@ class Leds:
             time.sleep_us(emutime.host_delta(left))
             c.advance()
         ledwire.encode(self._k, self.wire, rgb, self.count * 3, self._idx)
+        _copy(self._buf, _LED_HDR_SIZE, rgb, 0, self.count * 3)
+
+    def _flush(self):
+        # as the board: a frame still waiting for its instant goes out first
+        if self._pending:
+            self._alarm.disarm()
+            self._fire(None)
 
     def write(self, rgb):
+        self._flush()
         self._encode(rgb)
-        emutime.clock.advance()
-        self._hand(rgb, 0)
+        self._send()
 
     def show_at(self, rgb, due_us):
-        # As the board: encode, then hold the interpreter until due_us (the board
-        # spins; a sleep here leaves the host's CPUs to the other pods), then hand
-        # the frame to the writer. The instant reported as lit is due_us on the
-        # host's clock (the pod clock's error undone), as the board's output starts
-        # on time; a frame handed over after due_us lights when it was handed over.
+        # As the board: encode, then return at once; the LED timer's callback hands
+        # the frame to the wire at due_us, at the interpreter's next branch.
+        self._flush()
         self._encode(rgb)
         c = emutime.clock
-        c.advance()
         left = ticks_diff(due_us, c.us)
-        if left <= 0:
-            self._hand(rgb, 0)
-            return -left
-        time.sleep_us(emutime.host_delta(left))
-        c.advance()
-        over = ticks_diff(c.us, due_us)  # the host's sleep overshot the instant by this much
-        self._hand(rgb, -emutime.host_delta(over) if over > 0 else 0)
+        if left < _TIMER_MIN_US:
+            self._send()
+            return -left if left < 0 else 0
+        self._due = due_us
+        self._pending = True
+        self._alarm.arm(due_us)
         return 0
 
-    def _hand(self, rgb, lit_us):
-        # lit_us (<= 0): host us from the clock's last reading back to the hand-over;
-        # the frame lights then, or once the wire has sent the frame before it
+    def _fire(self, _alarm):
+        if not self._pending:
+            return
+        self._pending = False
         c = emutime.clock
-        now = ticks_add(c.us, lit_us)
+        c.advance()
+        if ticks_diff(c.us, self._due) > _LATE_START_US:
+            self.late_starts += 1
+        self._send()
+
+    def _send(self):
+        # the frame staged in _buf is handed to the wire now (the clock's last
+        # reading); it lights then, or once the wire has sent the frame before it
+        c = emutime.clock
+        now = c.us
+        lit_us = 0
         wait = ticks_diff(self._wire_free, now)
         if 0 < wait < self.transfer_us + 1000:
-            lit_us += emutime.host_delta(wait)
+            lit_us = emutime.host_delta(wait)
             now = self._wire_free
         self._wire_free = end = ticks_add(now, self.transfer_us)
         b = self._back
         self._ends[b] = end
         self._back = b ^ 1
         buf = self._buf
-        _copy(buf, _LED_HDR_SIZE, rgb, 0, self.count * 3)
         struct.pack_into(_LED_HDR, buf, 0, b"LED3", c.ms, self.frames, self.count)
         emutime.put_host_us(buf, _LED_SHOWN, lit_us)
         emutime.put_host_us(buf, _LED_WRITTEN, 0)

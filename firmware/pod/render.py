@@ -16,10 +16,11 @@ watchdog: it feeds it, and only it does.
 Every frame is computed a lead (3 ms, more after late frames, up to most of
 a period, shrinking again while frames are on time) before its scheduled
 instant, so it shows the newest inputs (the wearer's alpha, the group value),
-and handed to hal's Leds.show_at, which starts the LED data at that instant:
-the instant a frame lights does not depend on how long the effect took. A
-frame the loop wakes for too late is skipped, not drawn in a burst, and the
-schedule keeps its grid.
+and handed to hal's Leds.show_at, which returns at once and starts the LED
+data at that instant from a timer of its own: the instant a frame lights
+depends neither on how long the effect took nor on when the asyncio loop
+comes back to this task. A frame the loop wakes for too late is skipped, not
+drawn in a burst, and the schedule keeps its grid.
 
 Shared timeline (circles): FRAME_PHASE puts the schedule on the host's grid
 (anchor + k x period, pod ticks_us): pods of a circle then show frame k
@@ -284,7 +285,6 @@ class Renderer:
         # 10 ms RTOS tick, too coarse for a 16.7 ms frame with a 3 ms lead
         timer = hal.FrameTimer()
         leds = self.leds
-        ahead = hal.SHOW_AT_AHEAD_US
         due = add(ticks_us(), self.period_us)
         fed = ticks_ms()
         on_time = 0
@@ -305,10 +305,7 @@ class Renderer:
             if self._at is not None:
                 self.due_scene(due, frame_ms)
             shown = self.compute(frame_ms)
-            if diff(due, ticks_us()) > ahead:
-                timer.arm(add(due, -ahead))
-                await timer.wait()
-            late_us = leds.show_at(shown, due)  # spins the last stretch (<= ahead) for an exact start
+            late_us = leds.show_at(shown, due)  # returns at once; the LED timer starts it at due
             self.frames_rendered += 1
             if late_us > _LATE_US:
                 self.late_frames += 1

@@ -48,7 +48,7 @@ class Heartbeat:
             eeg.gaps,
             eeg.dropped,
             r.frames_rendered,
-            r.render_overruns + r.late_frames,  # frames not shown at their instant
+            r.render_overruns + r.late_frames + r.leds.late_starts,  # frames not shown at their instant
             hal.mem_free(),
             r.scene.effect,
             r.scene.brightness,

@@ -32,10 +32,15 @@ class _Scene:
     brightness = 200
 
 
+class _Leds:
+    late_starts = 4
+
+
 class _R:
     frames_rendered = 1000
     render_overruns = 1
     late_frames = 2
+    leds = _Leds()
     scene = _Scene()
 
 
@@ -59,3 +64,4 @@ def test_uptime_crosses_2_30_and_2_32_ms_and_a_heartbeat_allocates_nothing():
         assert want + 890 <= up <= want + 1100, (hi, up)
         f = wire.unpack_status(lk.sent, 0, len(lk.sent))
         assert f[5] == M30 and f[11] == wire.EFFECT_SOLID
+        assert f[9] == 1 + 2 + 4  # skipped, handed over late, started late

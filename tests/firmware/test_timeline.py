@@ -14,18 +14,13 @@ WHITE = (255, 255, 255)
 class TimedLeds(FakeLeds):
     def __init__(self, count):
         super().__init__(count)
-        self.written_us = 0  # pod ticks_us of the last write
-        # per frame handed over with show_at: (due, written) pod ticks_us, how late the loop
+        # per frame handed over with show_at: (due, lit) pod ticks_us, how late the loop
         # handed it over (what show_at returned), whether it lit any LED
         self.timed = []
 
-    def write(self, rgb):
-        self.written_us = hal.ticks_us()
-        super().write(rgb)
-
     def show_at(self, rgb, due_us):
         late = super().show_at(rgb, due_us)
-        self.timed.append((due_us, self.written_us, late, any(rgb)))
+        self.timed.append((due_us, self.shown_us, late, any(rgb)))
         return late
 
 
@@ -85,9 +80,7 @@ async def test_frames_land_on_the_phase_grid():
         late.append(hal.ticks_diff(shown, due))
     late.sort()
     assert late[0] >= 0, late[0]  # never early
-    # and most frames handed over before their instant, as the loop's lead is meant to do (how
-    # late a frame is written after that is this machine's scheduling of the spin, not the
-    # firmware's: bench/circle_skew.py measures it)
+    # and most frames handed over before their instant, as the loop's lead is meant to do
     handed = sorted(late for _, _, late, _ in leds.timed)
     assert handed[len(handed) // 2] == 0, handed
 
