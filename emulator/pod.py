@@ -48,6 +48,7 @@ from pathlib import Path
 from hypnolum import paths
 
 from hypnolum.procs import die_with_parent
+from hypnolum.protocol.ids import pod_id_problem
 
 from . import image
 from .headset import HeadsetPty, VirtualHeadset
@@ -149,6 +150,8 @@ class EmulatedPod:
         headset_record: int = 0,
         eeg_batch_ms: int | None = None,
     ):
+        if problem := pod_id_problem(pod_id):  # the firmware would refuse it, and it names the tty link
+            raise PodError(problem)
         self.pod_id = pod_id
         self.dir = Path(pod_dir).resolve()
         self.seed = seed
@@ -200,7 +203,7 @@ class EmulatedPod:
         # CPU of its own, an emulated pod shares the machine's with every other process
         self.nice: int | None = None
         # or SCHED_FIFO at this priority (root only): the interpreter runs as soon as it
-        # has something to do, as on its own CPU (it sleeps in between: Leds.show_at sleeps)
+        # has something to do, as on its own CPU (it sleeps in between)
         self.rt_priority: int | None = None
         self.ticks_ms0 = 0
         self.ticks_us0 = 0

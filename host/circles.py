@@ -29,22 +29,30 @@ a pod that is still being written to gets only the newest value next.
 There is no election and no
 home-made consensus: every host reads the same retained topics and the same
 EEG, and the instants are wall-clock ones.
+
+The coordinator's connection (client id ``<client id>-circles``) is kept up by
+the hub's broker, with the same reconnect policy as hostd's other connections
+(host/broker.py). A message whose handling fails (a bug; a payload that cannot
+be used is counted in ``bad_payloads`` and skipped) is counted in the hub's
+handler failures and logged, and the next message is read.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import aiomqtt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from ..protocol.ids import pod_id_problem
 from . import state as st
 from . import topics
+from .broker import read_until
 from .group_eeg import EegPayloadError, PodSignal, group_features, group_value, phase_locking
+from .inbound import InboundError
 from .timeline import Scheduled, Timeline, TimelineError, frame_phase_fields, scene_at_fields
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,6 @@ log = logging.getLogger(__name__)
 CIRCLES = f"{topics.PREFIX}/circles"
 _TICK_S = 0.01  # how often pods are checked for something to send (and the rate_hz group updates)
 _PHASE_EVERY_NS = 500 * 10**6
-_RETRY_S = 1.0
 MIN_GAP_S = 0.01  # drive "alpha": at most 100 group values a second per circle ...
 JUMP = 1024  # ... unless the value moved by this much (1/64 of full scale) since the last one sent,
 JUMP_GAP_S = 0.004  # which goes at once, if at least this long after the last
@@ -62,9 +69,16 @@ def circle_topic(circle: str, leaf: str) -> str:
     return f"{CIRCLES}/{circle}/{leaf}"
 
 
+def _pod_id(value: str) -> str:
+    if problem := pod_id_problem(value):
+        raise ValueError(problem)
+    return value
+
+
 class CircleDef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    pods: list[str] = Field(min_length=1)
+    # each id is subscribed to (pods/<id>/eeg): the pod id grammar keeps wildcards out
+    pods: list[Annotated[str, AfterValidator(_pod_id)]] = Field(min_length=1)
     group_id: int = Field(0, ge=0, le=65535)
     drive: Literal["plv", "alpha"] = "plv"
     rate_hz: float = Field(10.0, ge=4.0, le=50.0)  # group value updates per second
@@ -99,6 +113,17 @@ class Circle:
                 del self.signals[pod_id]
 
 
+def _reason(exc: Exception) -> str:
+    """One line saying what was wrong with a payload (the first problem, with where it is)."""
+    if isinstance(exc, InboundError):
+        return exc.reason
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        return f"{where}: {err['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 class CircleCoordinator:
     def __init__(self, config, hub) -> None:
         self.config = config
@@ -114,30 +139,34 @@ class CircleCoordinator:
         self._tasks: set[asyncio.Task] = set()
 
     # -- MQTT ------------------------------------------------------------------
-    def _client(self) -> aiomqtt.Client:
-        return self.hub.bridge.client_for(None, f"hypnolum-{self.host_id}-circles")
-
     async def run(self) -> None:
-        """Forever: read the circles' topics (reconnecting), and drive the local pods."""
-        drive = asyncio.create_task(self._drive(), name="circles drive")
+        """Until cancelled: read the circles' topics (the connection kept up by the hub's
+        broker), and drive the local pods."""
+        bridge = self.hub.bridge
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._drive(), name="circles drive")
+            await bridge.broker.keep("circles", f"{bridge.client_id}-circles", self._serve, asyncio.Event())
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(f"{CIRCLES}/+/definition", qos=1)
+        await client.subscribe(f"{CIRCLES}/+/timeline", qos=1)
+        eeg_pods: set[str] = set()  # pods whose raw EEG this connection receives
+
+        async def handle(msg: aiomqtt.Message) -> None:
+            topic = msg.topic.value
+            self.take(topic, bytes(msg.payload or b""))
+            if topic.endswith("/definition"):  # only a definition changes the pods followed
+                await self._follow_eeg(client, eeg_pods)
+
+        await read_until(client, None, handle)
+
+    def take(self, topic: str, payload: bytes) -> None:
+        """``on_message``, with a failure contained to this message."""
         try:
-            while True:
-                try:
-                    async with self._client() as client:
-                        await client.subscribe(f"{CIRCLES}/+/definition", qos=1)
-                        await client.subscribe(f"{CIRCLES}/+/timeline", qos=1)
-                        eeg_pods: set[str] = set()  # pods whose raw EEG this connection receives
-                        async for msg in client.messages:
-                            topic = str(msg.topic)
-                            self.on_message(topic, msg.payload)
-                            if topic.endswith("/definition"):  # only a definition changes the pods followed
-                                await self._follow_eeg(client, eeg_pods)
-                except aiomqtt.MqttError as exc:
-                    log.warning("circles: broker connection: %s; retrying in %.0f s", exc, _RETRY_S)
-                    await asyncio.sleep(_RETRY_S)
-        finally:
-            drive.cancel()
-            await asyncio.gather(drive, return_exceptions=True)
+            self.on_message(topic, payload)
+        except Exception as exc:  # noqa: BLE001  (a failed handler costs this message only)
+            self.hub.failures.contain("circles", topic, exc)
+            self.hub.host_state.changed()
 
     async def _follow_eeg(self, client: aiomqtt.Client, subscribed: set[str]) -> None:
         """Receive the raw EEG of the circles' pods only: every pod's EEG on the broker would
@@ -151,27 +180,36 @@ class CircleCoordinator:
             subscribed.discard(pod_id)
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        """Take one circle definition, timeline or pod EEG batch; a payload that cannot be
+        used (refused by the bounded decoder, or invalid) is counted, logged and skipped:
+        what the circle had before stays in force."""
         parts = topic.split("/")
         try:
-            if len(parts) == 5 and parts[2] == "circles":
-                circle = self.circles.setdefault(parts[3], Circle(parts[3]))
-                where = topic
+            if len(parts) == 5 and parts[2] == "circles" and parts[4] in ("definition", "timeline"):
+                value = self._decode(topic, payload) if payload else None
+                circle = self.circles.get(parts[3]) or Circle(parts[3])
                 if parts[4] == "definition":
-                    circle.define(None if not payload else CircleDef.model_validate(json.loads(payload)))
-                elif parts[4] == "timeline":
-                    circle.timeline = None if not payload else Timeline.parse(payload, where)
+                    circle.define(None if value is None else CircleDef.model_validate(value))
+                else:
+                    circle.timeline = None if value is None else Timeline.model_validate(value)
+                self.circles.setdefault(parts[3], circle)
             elif len(parts) == 5 and parts[2] == "pods" and parts[4] == "eeg":
                 batch = None
                 for circle in self.circles.values():
                     d = circle.definition
                     if d is not None and parts[3] in d.pods:
-                        batch = json.loads(payload) if batch is None else batch
+                        batch = self._decode(topic, payload) if batch is None else batch
+                        if not isinstance(batch, dict):
+                            raise EegPayloadError("eeg batch: a JSON object is expected")
                         circle.signals.setdefault(parts[3], PodSignal(d.alpha_tau_s)).add(batch)
                         if d.drive == "alpha":
                             self._new_alpha(circle)
         except (ValueError, ValidationError, TimelineError, EegPayloadError) as exc:
             self.bad_payloads += 1
-            log.warning("circles: %s ignored: %s", topic, str(exc).splitlines()[0])
+            log.warning("circles: %s ignored: %s", topic, _reason(exc))
+
+    def _decode(self, topic: str, payload: bytes) -> Any:
+        return self.hub.inbound.decode(topic, payload)
 
     # -- the local pods ------------------------------------------------------------
     def _local(self, circle: Circle):

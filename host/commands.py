@@ -1,17 +1,19 @@
 """MQTT set commands: JSON in, validated scene fields out, JSON results.
 
 A bad command never reaches a pod: it is answered on ``.../set/result`` with
-an error naming the offending field (``scene.color.1``).
+an error naming the offending field (``scene.color.1``). Payloads are decoded
+by the bounded decoder (host/inbound.py): an oversized, too deeply nested or
+non-finite one is refused the same way, before validation.
 """
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, model_validator
 
 from ..protocol import schema
 from ..protocol.messages import SAFE_MODE_CONFIRM
+from .inbound import Inbound, InboundError
 
 _EFFECTS = tuple(schema.ENUMS["effect"])  # names from the protocol definition
 _PALETTES = tuple(schema.ENUMS["palette"])
@@ -115,12 +117,20 @@ class BadCommand(ValueError):
         return error_result(self.cmd_id, str(self), self.field)
 
 
-def parse(payload: bytes) -> SetCommand:
-    """Validate one set payload; raises BadCommand naming the field."""
+_INBOUND = Inbound()  # default limits, for callers without a config
+
+
+def decode(payload: bytes, inbound: Inbound | None = None, topic: str = "set", count: bool = True) -> Any:
+    """The JSON value of a set payload, by the bounded decoder; raises BadCommand."""
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadCommand(None, None, f"invalid JSON: {exc}") from None
+        return (inbound or _INBOUND).decode(topic, payload, count=count)
+    except InboundError as exc:
+        raise BadCommand(None, None, exc.reason) from None
+
+
+def parse(payload: bytes, inbound: Inbound | None = None, topic: str = "set") -> SetCommand:
+    """Validate one set payload; raises BadCommand naming the field."""
+    data = decode(payload, inbound, topic)
     cmd_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
     try:
         return SetCommand.model_validate(data)
@@ -130,12 +140,11 @@ def parse(payload: bytes) -> SetCommand:
         raise BadCommand(cmd_id, field, f"{field or 'command'}: {err['msg']}") from None
 
 
-def peek_id(payload: bytes) -> str | None:
-    """The command's ``id`` if the payload is a JSON object with a string id (else None)."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadCommand(None, None, f"invalid JSON: {exc}") from None
+def peek_id(payload: bytes, inbound: Inbound | None = None) -> str | None:
+    """The command's ``id`` if the payload is a JSON object with a string id (else None).
+
+    A refused payload raises BadCommand without being counted: ``parse`` counts it."""
+    data = decode(payload, inbound, count=False)
     cmd_id = data.get("id") if isinstance(data, dict) else None
     return cmd_id if isinstance(cmd_id, str) and len(cmd_id) <= 64 else None
 

@@ -6,6 +6,7 @@ in a key would otherwise silently fall back to a default.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import tomllib
@@ -22,6 +23,19 @@ class _Section(BaseModel):
 
 class HostConfig(_Section):
     id: str = Field(default_factory=socket.gethostname, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 (also IPv4-mapped, ::ffff:127.x.y.z) and the name localhost.
+    No name is resolved: a name that happens to resolve to loopback does not count."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 class MqttConfig(_Section):
@@ -46,6 +60,11 @@ class MqttConfig(_Section):
     command_cache: int = Field(1024, ge=1)  # command ids remembered for idempotent re-delivery
     discovery: bool = True  # Home Assistant MQTT discovery
     discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+]+$")
+    # inbound bounds, checked before and while parsing every message hostd reads (docs/mqtt.md)
+    max_payload: int = Field(65536, ge=1024, le=16 * 1024 * 1024)  # bytes
+    max_depth: int = Field(16, ge=2, le=64)  # JSON nesting
+    # a broker that is neither on loopback nor both TLS and authenticated is refused unless this is true
+    allow_insecure: bool = False
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -59,7 +78,22 @@ class MqttConfig(_Section):
             raise ValueError("ca_file/cert_file are set but tls is false")
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s is smaller than backoff_min_s")
+        self._secure_or_local()
         return self
+
+    def _secure_or_local(self) -> None:
+        """A broker off this machine is reached only over TLS and with credentials (a username,
+        or a client certificate), unless allow_insecure says otherwise."""
+        if self.allow_insecure or is_loopback(self.host):
+            return
+        flaws = [flaw for flaw, present in (("plaintext (mqtt.tls is false)", not self.tls),
+                                            ("anonymous (no mqtt.username)", self.username is None and self.cert_file is None))
+                 if present]
+        if flaws:
+            raise ValueError(
+                f"mqtt.host {self.host!r} is not on loopback and the connection would be {' and '.join(flaws)}: "
+                "set mqtt.tls = true and mqtt.username (with its password), or mqtt.allow_insecure = true "
+                "to accept an unprotected broker")
 
     def secret(self) -> str | None:
         if self.password_file is not None:
@@ -128,7 +162,7 @@ class RecorderConfig(_Section):
     @classmethod
     def _codes(cls, value: dict[str, str]) -> dict[str, str]:
         for pod_id, code in value.items():
-            if not re.match(PARTICIPANT_PATTERN, code):
+            if not re.fullmatch(PARTICIPANT_PATTERN, code):
                 raise ValueError(f"{pod_id}: participant code {code!r} must match {PARTICIPANT_PATTERN}")
         return value
 

@@ -15,8 +15,12 @@ to its sinks strictly in sequence order, each sample once:
 - duplicates (a replay overlapping live data) are dropped and counted;
 - a new boot id restarts the sequence: a discontinuity, annotated, and the samples lost
   with the pod's ring are estimated from the host clock, counted and padded;
-- a recording a killed hostd left is continued (``resume_at``): the samples since its last
-  record are a hole like any other.
+- a recording an earlier hostd left (stopped or killed) is continued (``resume_at``): the
+  samples since its last record are a hole like any other; if the pod rebooted meanwhile
+  (``resume_after_reboot``) the discontinuity is annotated and the loss estimated from the
+  host clock, as for a reboot seen live;
+- of a hole longer than one replay can ask for (``MAX_REPLAY``, far beyond any pod's ring)
+  the older part is given up at once, in one gap.
 
 Sequence numbers are 32-bit on the wire and unwrapped to Python ints here.
 """
@@ -138,11 +142,24 @@ class EegStream:
         self.boot_id = boot_id
 
     def resume_at(self, seq: int) -> None:
-        """Continue a recording a killed hostd left at pod sample ``seq`` (same boot): the
-        samples from there on are asked of the pod like any hole, and what it no longer holds
-        becomes a counted, annotated gap."""
+        """Continue a recording an earlier hostd (stopped or killed) left at pod sample ``seq``
+        (same boot): the samples from there on are asked of the pod like any hole, and what it
+        no longer holds becomes a counted, annotated gap."""
         if self._next is None:
             self._next = seq
+
+    def resume_after_reboot(self, old_boot: int, seq: int, t_end: float | None) -> None:
+        """The pod's last recording ended at ``seq`` of boot ``old_boot``, and the pod rebooted
+        before this stream began: what it made after that went with its ring. Annotated as a
+        discontinuity; with ``t_end``, the host time of that recording's last sample, the loss is
+        estimated from the host clock, counted and marked as for a reboot seen live."""
+        if self._next is not None:
+            return
+        self.stats.discontinuities += 1
+        self._annotate_now(f"discontinuity: pod rebooted while hostd was not running (the last recording "
+                           f"ended at seq {seq} of boot {old_boot:08x})")
+        if t_end is not None:
+            self._reboot_from = t_end
 
     def push(self, first_seq: int, raw: bytes, ticks_ms: int, t_host: float, *, replay: bool = False,
              gap_before: bool = False) -> None:
@@ -271,6 +288,9 @@ class EegStream:
         attempts, hole, span = 0, None, 0
         while self._held_keys and not self._closed:
             start, end = self._next, max(self._held_keys[0], span)
+            if end - start > MAX_REPLAY:  # (a hostd stopped for minutes): no ring reaches back that far
+                self._give_up(end - MAX_REPLAY, "older than a replay can reach")
+                continue
             if hole != start:
                 attempts, hole = 0, start
             attempts += 1

@@ -1,21 +1,33 @@
 """The hub: ties port sessions to the MQTT bridge.
 
 It owns the pod-id registry (one session per pod id), pumps each session's
-events to MQTT, and carries out set commands arriving from MQTT.
+events to MQTT, and carries out set commands and the other pod inputs
+(markers, participant codes) arriving from MQTT.
+
+Set commands are carried out by host/setcommands.py; markers and participant
+codes are answered here as they are read. A handler that fails on one message
+costs only that message: it gets an error result, the failure is counted in
+the host state and logged (host/supervisor.py).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import Counter
+from typing import Any, Awaitable, Callable
 
+from ..protocol.ids import pod_id_problem
 from . import commands, discovery, topics
 from . import state as st
 from .config import Config
-from .mqtt import MqttBridge
-from .session import CommandError, CommandTimeout, PodSession
-from .state_publish import StatePublisher
+from .events import Bands, EegBatch, Ended, Event
+from .inbound import Inbound, InboundError, Limits, pod_input_problem
+from .mqtt import Incoming, MqttBridge, PodInput
+from .session import PodSession
+from .setcommands import SetCommands, result_topic
+from .state_publish import HostStatePublisher, StatePublisher
 from .streams import EegStreams
+from .supervisor import Failures
 from .transport import TransportError, create
 
 log = logging.getLogger(__name__)
@@ -27,33 +39,38 @@ class Hub:
         self.bridge = bridge
         self.pods: dict[str, PodSession] = {}  # pod id -> the session holding it
         self.bad_commands = 0
-        self.duplicate_commands = 0
-        # (pod id, command id) -> result future: a command re-delivered with the
-        # same id (QoS 1 re-delivery, a client retry) gets the same result and
-        # never reaches the pod twice
-        self._results: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
         self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
         self.states = StatePublisher(bridge)  # pods/<id>/state: coalesced, latest wins
+        self.inbound = Inbound(Limits.of(config.mqtt))  # bounded decoding of every MQTT payload read
+        self.failures = Failures()  # message handlers that raised, by handler
+        self.restarts: Counter[str] = Counter()  # subsystem -> restarts (hostd's supervisor counts here)
+        self.host_state = HostStatePublisher(bridge, config.host.id, self._host_json)
+        self.set_commands = SetCommands(self)  # set commands: intake, back-pressure, execution
+        bridge.handler = self
 
     # -- Claims (see session.Claims) -------------------------------------------
     def claim(self, pod_id: str, session: PodSession) -> PodSession | None:
         holder = self.pods.setdefault(pod_id, session)
+        if holder is session:
+            self.host_state.changed(at_once=True)
         return None if holder is session else holder
 
     def release(self, pod_id: str, session: PodSession) -> None:
         if self.pods.get(pod_id) is session:
             del self.pods[pod_id]
+            self.host_state.changed(at_once=True)
 
     # -- ports ----------------------------------------------------------------
     async def serve_port(self, path: str) -> None:
         """Run one session on ``path`` until the port goes away."""
         await self.serve(create("serial", path, self.config.serial.baudrate))
 
-    def start_transports(self) -> list[asyncio.Task]:
-        """Supervisors for the BLE and USB pods named in the config (serial has the port scanner)."""
-        from .links import start_ble_and_usb  # imports bleak / pyusb only when configured
+    def transports(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """The subsystems serving the BLE and USB pods named in the config, by name (serial
+        has the port scanner): each a function that runs one until it ends."""
+        from .links import ble_and_usb  # imports bleak / pyusb only when configured
 
-        return start_ble_and_usb(self.config, self.serve)
+        return ble_and_usb(self.config, self.serve)
 
     async def serve(self, transport) -> None:
         """Run one pod session on an unopened transport until the link ends."""
@@ -64,7 +81,7 @@ class Hub:
             log.warning("%s", exc)
             return
         log.info("port %s opened", path)
-        session = PodSession(transport, self.config.pods, self.config.host.id, claims=self)
+        session = PodSession(transport, self.config.pods, self.config.host.id, claims=self, failures=self.failures)
         pump = asyncio.create_task(self._pump(session), name=f"pump {path}")
         try:
             await session.run()
@@ -81,36 +98,40 @@ class Hub:
             await transport.close()
 
     async def _pump(self, session: PodSession) -> None:
-        bridge = self.bridge
-        available: str | None = None  # pod id we made "online" on MQTT
+        available: list[str] = []  # the pod id we made "online" on MQTT, if any
         try:
-            while (event := await session.events.get()) is not None:
-                kind, payload = event
+            while not isinstance(event := await session.events.get(), Ended):
                 pod_id = session.claimed
                 if pod_id is None:
                     continue  # not yet identified, or refused as a duplicate: nothing to publish
-                if kind == "eeg":
-                    self.eeg.eeg(pod_id, payload)
-                    continue
-                if kind == "bands":
-                    self.eeg.bands(pod_id, payload)
-                    continue
-                online = session.state.link == st.ONLINE
-                if available and (not online or available != pod_id):
-                    bridge.pod_available(available, False)
-                    available = None
-                if online and available is None:
-                    bridge.pod_available(pod_id, True)
-                    available = pod_id
-                    await self._discover(pod_id, session)
-                    self.eeg.online(session)  # (re)attach the pod's EEG stream to this session
-                self.states.changed(pod_id, lambda pod_id=pod_id: self._state_json(pod_id, session),
-                                    session.state.link, session.state.reason)
+                try:
+                    await self._on_event(session, pod_id, event, available)
+                except Exception as exc:  # noqa: BLE001  (one event's failure is that event's)
+                    self.failures.contain("event", f"{type(event).__name__} of pod {pod_id}", exc)
+                    self.host_state.changed()
             if session.claimed:
                 await self.states.final(session.claimed)  # "offline": on the broker before the port closes
         finally:
             if available:
-                bridge.pod_available(available, False)
+                self.bridge.pod_available(available[0], False)
+
+    async def _on_event(self, session: PodSession, pod_id: str, event: Event, available: list[str]) -> None:
+        if isinstance(event, EegBatch):
+            self.eeg.eeg(pod_id, event.fields())
+            return
+        if isinstance(event, Bands):
+            self.eeg.bands(pod_id, event.fields)
+            return
+        online = session.state.link == st.ONLINE
+        if available and (not online or available[0] != pod_id):
+            self.bridge.pod_available(available.pop(), False)
+        if online and not available:
+            self.bridge.pod_available(pod_id, True)
+            available.append(pod_id)
+            await self._discover(pod_id, session)
+            self.eeg.online(session)  # (re)attach the pod's EEG stream to this session
+        self.states.changed(pod_id, lambda: self._state_json(pod_id, session), session.state.link,
+                            session.state.reason)
 
     def _state_json(self, pod_id: str, session: PodSession) -> dict:
         session.state.eeg = self.eeg.state_of(pod_id)
@@ -124,69 +145,61 @@ class Hub:
         for topic, payload in discovery.configs(cfg.discovery_prefix, self.config.host.id, pod_id, session.state.to_json()):
             await self.bridge.publish(topic, payload, qos=1, retain=True)
 
-    # -- commands ---------------------------------------------------------------
+    # -- commands and pod inputs ---------------------------------------------------
     async def serve_commands(self) -> None:
-        """Serve set commands and the other pod inputs (markers, participant) until cancelled.
+        """The commands subsystem: carry out the set commands the bridge hands over
+        (``command``) until cancelled.
 
-        Cancelling it is hostd stopping: the pods' EEG streams are closed on the way
-        out, so every recording ends with its last samples and annotations."""
+        Cancelling it is hostd stopping: the commands still in flight or queued are
+        answered "hostd stopped", and the pods' EEG streams are closed on the way out, so
+        every recording ends with its last samples and annotations. (When it fails instead,
+        hostd's supervisor starts it again and the streams go on.)"""
+        self.host_state.changed()
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._serve_inputs())
-                async for incoming in self.bridge.commands():
-                    tg.create_task(self._set(incoming))
-        finally:
+            await self.set_commands.serve()
+        except asyncio.CancelledError:
             await self.eeg.close()
+            raise
 
-    async def _serve_inputs(self) -> None:
-        async for pod_id, leaf, payload in self.bridge.inputs():
-            result = self.eeg.handle_input(pod_id, leaf, payload)
-            if not result["ok"]:
-                log.warning("%s for pod %s refused: %s", leaf, pod_id, result["error"])
-                self._count_bad(self.pods.get(pod_id))
-            await self.bridge.publish(topics.pod(pod_id, f"{leaf}/result"), result, qos=1)
-
-    async def _set(self, incoming) -> None:
-        pod_id = incoming.pod_id
-        result = await self.execute(pod_id, incoming.payload)
-        if not result["ok"]:
-            level = logging.INFO if "nack" in result else logging.WARNING
-            log.log(level, "set for pod %s failed: %s", pod_id, result.get("error") or result.get("nack"))
-        await self.bridge.reply(topics.pod(pod_id, "set/result"), result, incoming)
+    def command(self, incoming: Incoming) -> None:
+        """Take one set command as the bridge reads it (host/setcommands.py)."""
+        self.set_commands.take(incoming)
 
     async def execute(self, pod_id: str, payload: bytes) -> dict:
-        """Carry out one set command; always returns a result, never raises.
+        """Carry out one set command; returns its result."""
+        return (await self.set_commands.execute(pod_id, payload))[1]
 
-        A command whose id was seen before for this pod is not sent again: it
-        gets the first one's result (waiting for it if still in flight), with
-        ``"duplicate": true``.
-        """
+    def pod_input(self, item: PodInput) -> None:
+        """Take one marker or participant code as the bridge reads it and answer it on
+        ``<leaf>/result``. Never blocks, never raises."""
         try:
-            cmd_id = commands.peek_id(payload)
-        except commands.BadCommand:
-            cmd_id = None
-        if cmd_id is None:
-            return await self._execute(pod_id, payload)
-        key = (pod_id, cmd_id)
-        fut = self._results.get(key)
-        if fut is not None:
-            self.duplicate_commands += 1
-            self._results.move_to_end(key)
-            return {**await asyncio.shield(fut), "duplicate": True}
-        fut = asyncio.get_running_loop().create_future()
-        self._results[key] = fut
-        while len(self._results) > self.config.mqtt.command_cache:
-            self._results.popitem(last=False)
+            result = self._input(item)
+        except Exception as exc:  # noqa: BLE001  (a failed handler costs this message only)
+            result = {"ok": False, "error": self.failures.contain(item.leaf, topics.pod(item.pod_id, item.leaf), exc),
+                      "field": None}
+            self.host_state.changed()
+        if not result["ok"] and not result.get("busy") and not result.get("queued"):
+            # back-pressure (a full annotation queue) is not bad input: the recorder logs it itself
+            log.warning("%s for pod %s refused: %s", item.leaf, item.pod_id, result["error"])
+            self.count_bad(self.pods.get(item.pod_id))
+        if (topic := result_topic(item.pod_id, item.leaf)) is not None:
+            self.bridge.publish_nowait(topic, result, qos=1)
+
+    def _input(self, item: PodInput) -> dict[str, Any]:
         try:
-            result = await self._execute(pod_id, payload)
-        except BaseException:
-            self._results.pop(key, None)  # cancelled: a re-delivery may try again
-            fut.cancel()
-            raise
-        if result.get("field") == "pod_id" or str(result.get("error", "")).startswith("timeout"):
-            self._results.pop(key, None)  # not carried out: a retry with this id may succeed later
-        fut.set_result(result)
-        return result
+            self._check_input(item.pod_id, item.leaf, item.payload)
+        except InboundError as exc:
+            return {"ok": False, "error": exc.reason, "field": exc.field}
+        return self.eeg.handle_input(item.pod_id, item.leaf, item.payload)
+
+    def _check_input(self, pod_id: str, leaf: str, payload: bytes) -> None:
+        """Refuse (InboundError) a marker or participant payload that the bounded decoder
+        refuses, or whose pod id, participant code or marker time cannot be taken."""
+        topic = topics.pod(pod_id, leaf)
+        if problem := pod_id_problem(pod_id):
+            raise self.inbound.refuse(topic, "value", problem, "pod_id")
+        if problem := pod_input_problem(leaf, self.inbound.decode(topic, payload)):
+            raise self.inbound.refuse(topic, "value", problem[1], problem[0])
 
     async def fade_all(self) -> None:
         """Fade every online pod to off (the safe scene) and wait for the fade to finish."""
@@ -202,56 +215,24 @@ class Hub:
         log.info("faded %d pod(s) to off over %d ms", len(online), fade_ms)
         await asyncio.sleep(fade_ms / 1000)
 
-    async def _online(self, pod_id: str) -> PodSession | None:
-        """The pod's session once it is online, waiting up to ``command_wait_s`` (a command queued
-        while hostd restarted, or sent during a brief link loss, finds its pod)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.pods.command_wait_s
-        while True:
-            session = self.pods.get(pod_id)
-            if (session is not None and session.state.link == st.ONLINE) or loop.time() >= deadline:
-                return session
-            await asyncio.sleep(0.05)
-
-    async def _execute(self, pod_id: str, payload: bytes) -> dict:
-        session = self.pods.get(pod_id)
-        try:
-            cmd = commands.parse(payload)
-        except commands.BadCommand as exc:
-            self._count_bad(session)
-            return exc.result()
-        session = await self._online(pod_id)
-        if session is None:
-            self._count_bad(None)
-            return commands.error_result(cmd.id, f"pod {pod_id} is not connected to host {self.config.host.id}", "pod_id")
-        for name, fields in cmd.messages():
-            try:
-                answer, reason = await session.command(name, fields)
-            except CommandTimeout as exc:
-                return commands.error_result(cmd.id, f"timeout: {exc}")
-            except CommandError as exc:
-                return commands.error_result(cmd.id, str(exc), "pod_id")
-            if answer != "ack":
-                return commands.nack_result(cmd.id, reason)
-        if cmd.safe_mode:
-            self.eeg.annotate(pod_id, "safe mode: the pod resets, its firmware stays stopped")
-        if cmd.night is not None:
-            nt = cmd.night
-            self.eeg.annotate(pod_id, f"night: {nt.mode} {nt.start_min}-{nt.end_min} min")
-        if cmd.scene is not None:
-            sc = cmd.scene
-            self.eeg.annotate(pod_id, f"scene: {sc.effect} brightness {sc.brightness:g} color {list(sc.color)} "
-                                      f"transition {sc.transition_ms} ms period {sc.period_ms} ms")
-        return commands.ok_result(cmd.id)
-
-    def _count_bad(self, session: PodSession | None) -> None:
+    def count_bad(self, session: PodSession | None) -> None:
         self.bad_commands += 1
         if session is not None:
             session.state.counters.commands_bad += 1
             session.changed()
-        asyncio.create_task(self.publish_host_state())
+        self.host_state.changed()
 
-    async def publish_host_state(self) -> None:
-        state = {"host_id": self.config.host.id, "pods": sorted(self.pods), "bad_commands": self.bad_commands,
-                 "duplicate_commands": self.duplicate_commands, "updated": st.now_iso()}
-        await self.bridge.publish(topics.host(self.config.host.id, "state"), state, qos=1, retain=True)
+    # -- host state ---------------------------------------------------------------
+    def _host_json(self) -> dict[str, Any]:
+        return {
+            "host_id": self.config.host.id,
+            "pods": sorted(self.pods),
+            "bad_commands": self.bad_commands,
+            "duplicate_commands": self.set_commands.duplicates,
+            "busy_commands": sum(self.set_commands.gate.busy.values()),
+            "commands": self.set_commands.to_json(),
+            "inbound_refused": self.inbound.refused.to_json(),
+            "handler_failures": self.failures.to_json(),
+            "restarts": dict(sorted(self.restarts.items())),
+            "updated": st.now_iso(),
+        }

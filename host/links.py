@@ -1,24 +1,24 @@
-"""Supervisors for pods reached by BLE or USB (serial pods come from the port scanner)."""
+"""The subsystems serving pods reached by BLE or USB (serial pods come from the port scanner)."""
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Awaitable, Callable
 
 from .config import Config
 
-log = logging.getLogger(__name__)
+Serve = Callable[..., Awaitable[None]]
 
 
-def start_ble_and_usb(config: Config, serve: Callable[..., Awaitable[None]]) -> list[asyncio.Task]:
-    tasks = []
+def ble_and_usb(config: Config, serve: Serve) -> dict[str, Callable[[], Awaitable[None]]]:
+    """By subsystem name, a function running it until it ends: one supervisor per BLE
+    address, one USB scanner; none when the config names no such pods."""
+    runs: dict[str, Callable[[], Awaitable[None]]] = {}
     if config.ble.devices:
         from .transport.ble import supervise as ble_supervise
 
         for address in config.ble.devices:
-            tasks.append(asyncio.create_task(ble_supervise(address, config.ble, serve), name=f"ble {address}"))
+            runs[f"ble {address}"] = lambda address=address: ble_supervise(address, config.ble, serve)
     if config.usb.devices:
         from .transport.usb import UsbScanner
 
-        tasks.append(asyncio.create_task(UsbScanner(config.usb, serve).run(), name="usb scanner"))
-    return tasks
+        runs["usb scanner"] = UsbScanner(config.usb, serve).run
+    return runs

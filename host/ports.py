@@ -1,9 +1,10 @@
 """Port scanner: open a session on every configured port that appears.
 
 Every ``scan_interval_s`` the configured paths and glob patterns are
-expanded; a path not being served gets ``serve(path)`` in its own task.
-When that task ends (port vanished, I/O error) the path is forgotten, so a
-device that is plugged back in is picked up at the next scan.
+expanded; a path not being served gets ``serve(path)`` in its own task, in the
+scanner's task group. When that task ends (port vanished, I/O error, or a
+session that failed: logged, and contained to that port) the path is
+forgotten, so a device that is plugged back in is picked up at the next scan.
 """
 from __future__ import annotations
 
@@ -44,16 +45,18 @@ class PortScanner:
         self.serve = serve
         self.active: dict[str, asyncio.Task] = {}
         self._real: dict[str, str] = {}  # active path -> the device it resolved to when it was opened
+        self._group: asyncio.TaskGroup | None = None
 
     async def run(self) -> None:
+        """Scan until cancelled; the port sessions end with it."""
         try:
-            while True:
-                self.scan()
-                await asyncio.sleep(self.cfg.scan_interval_s)
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                while True:
+                    self.scan()
+                    await asyncio.sleep(self.cfg.scan_interval_s)
         finally:
-            for task in self.active.values():
-                task.cancel()
-            await asyncio.gather(*self.active.values(), return_exceptions=True)
+            self._group = None
 
     def scan(self) -> None:
         busy = set(self._real.values())
@@ -64,7 +67,7 @@ class PortScanner:
             if real in busy:
                 continue
             log.debug("port %s appeared", path)
-            task = asyncio.create_task(self._serve(path), name=f"port {path}")
+            task = self._group.create_task(self._serve(path), name=f"port {path}")
             self.active[path] = task
             self._real[path] = real
 

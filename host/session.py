@@ -1,10 +1,15 @@
 """One pod on one transport: handshake, heartbeat, commands, telemetry.
 
 A ``PodSession`` runs until its transport ends. Meanwhile it keeps
-``state`` (a ``PodState``) current and puts events on ``events``:
-``("state", None)`` whenever the state changed, ``("eeg", batch)`` per EEG
-batch and ``("bands", fields)`` per band-power message; ``None`` marks the end of the session. The queue is bounded and drops
-the oldest event when full (counted), so a slow consumer never stalls the link.
+``state`` (a ``PodState``) current and puts typed events (host/events.py) on
+``events``: ``STATE_CHANGED`` whenever the state changed, an ``EegBatch`` per
+EEG batch and ``Bands`` per band-power message; ``ENDED`` marks the end of the
+session. The queue is bounded and drops the oldest event when full (counted),
+so a slow consumer never stalls the link.
+
+A frame whose handler raises is contained to that frame: counted in
+``counters.host.frames_failed`` and in the hub's handler failures, logged, and
+the link goes on.
 """
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ import time
 from typing import Any, Protocol
 
 from ..protocol import codec
+from ..protocol.ids import pod_id_problem
 from ..protocol.messages import EEG_FLAG_GAP_BEFORE, EEG_FLAG_REPLAY
 from . import state as st
 from .clock import PodClock
 from .config import PodsConfig
+from .events import ENDED, STATE_CHANGED, Bands, EegBatch, Event
+from .supervisor import Failures
 from .transport import Transport, TransportClosed
 
 log = logging.getLogger(__name__)
@@ -63,13 +71,15 @@ class LocalClaims:
 
 
 class PodSession:
-    def __init__(self, transport: Transport, cfg: PodsConfig, host_id: str, claims: Claims | None = None):
+    def __init__(self, transport: Transport, cfg: PodsConfig, host_id: str, claims: Claims | None = None,
+                 failures: Failures | None = None):
         self.transport = transport
+        self.failures = failures or Failures()
         self.cfg = cfg
         self.host_id = host_id
         self.claims = claims or LocalClaims()
         self.state = st.PodState(port=transport.name)
-        self.events: asyncio.Queue = asyncio.Queue(_EVENT_QUEUE)
+        self.events: asyncio.Queue[Event] = asyncio.Queue(_EVENT_QUEUE)
         self.claimed: str | None = None  # pod id this session holds
         self._decoder = codec.FrameDecoder()
         self._seq = 0
@@ -87,14 +97,14 @@ class PodSession:
         self.state.clock = self.clock.state
 
     # -- events -----------------------------------------------------------
-    def _emit(self, event) -> None:
+    def _emit(self, event: Event) -> None:
         if self.events.full():
             self.events.get_nowait()
             self.state.counters.events_dropped += 1
         self.events.put_nowait(event)
 
     def changed(self) -> None:
-        self._emit(("state", None))
+        self._emit(STATE_CHANGED)
 
     # -- sending ------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -135,7 +145,7 @@ class PodSession:
             self.state.link, self.state.reason = st.OFFLINE, "port closed"
             log.info("%s: session ended (pod %s)", self.transport.name, self.state.pod_id or "unknown")
             self.changed()
-            self._emit(None)
+            self._emit(ENDED)
 
     async def _read_loop(self) -> None:
         decoder = self._decoder
@@ -153,7 +163,11 @@ class PodSession:
             for frame in frames:
                 handler = handlers.get(frame.name)
                 if handler is not None:
-                    handler(frame)
+                    try:
+                        handler(frame)
+                    except Exception as exc:  # noqa: BLE001  (one frame's failure is that frame's)
+                        self.state.counters.frames_failed += 1
+                        self.failures.contain("frame", f"{frame.name} from {self.transport.name}", exc)
 
     # -- link state machine -----------------------------------------------------
     async def _link_loop(self) -> None:
@@ -186,6 +200,9 @@ class PodSession:
     def _check(self, hello: dict[str, Any]) -> str:
         """Why this pod cannot go online, or "" if it can."""
         pod_id = hello["pod_id"]
+        if problem := pod_id_problem(pod_id):  # it would name topics and files: never taken
+            self.state.pod_id = None
+            return problem
         if self.claimed and self.claimed != pod_id:  # reflashed with another id
             self.claims.release(self.claimed, self)
             self.claimed = None
@@ -271,7 +288,10 @@ class PodSession:
         attempts = 1 + self.cfg.command_retries
         try:
             for attempt in range(attempts):
-                await self._write(frame)
+                try:
+                    await self._write(frame)
+                except TransportClosed as exc:  # unplugged while the command was going out
+                    raise NotOnline(f"pod {self.state.pod_id or self.transport.name}: link closed ({exc})") from None
                 c.commands_sent += 1
                 if attempt:
                     c.commands_retried += 1
@@ -349,22 +369,11 @@ class PodSession:
             self._eeg_next = (first + n) & 0xFFFFFFFF
         c.eeg_batches += 1
         c.eeg_samples += n
-        self._emit((
-            "eeg",
-            {
-                "seq": first,
-                "n": n,
-                "channels": f["channels"],
-                "rate_hz": self.state.sample_rate_hz,
-                "t_pod_ms": f["ticks_ms"],
-                "t_host": time.time(),
-                "gap": gap,
-                "replay": replay,
-                "pod_gap": bool(f["flags"] & EEG_FLAG_GAP_BEFORE),
-                "samples": f["samples"],  # n x channels x 24-bit big-endian counts, as on the wire
-            },
-        ))
+        self._emit(EegBatch(seq=first, n=n, channels=f["channels"], rate_hz=self.state.sample_rate_hz,
+                            t_pod_ms=f["ticks_ms"], t_host=time.time(), gap=gap, replay=replay,
+                            pod_gap=bool(f["flags"] & EEG_FLAG_GAP_BEFORE),
+                            samples=f["samples"]))  # n x channels x 24-bit big-endian counts, as on the wire
 
     def _on_eeg_bands(self, frame: codec.Frame) -> None:
         if self.state.link == st.ONLINE:
-            self._emit(("bands", frame.fields))
+            self._emit(Bands(frame.fields))

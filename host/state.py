@@ -28,9 +28,11 @@ class Counters:
     commands_retried: int = 0
     commands_failed: int = 0
     commands_bad: int = 0
+    commands_busy: int = 0  # set commands answered "busy": the pod had its most in flight
     reconnects: int = 0
     reboots: int = 0
     events_dropped: int = 0
+    frames_failed: int = 0  # frames whose handler failed (contained: the link went on)
     rtt_ms: float | None = None
 
     def to_json(self) -> dict[str, Any]:

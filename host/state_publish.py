@@ -1,4 +1,5 @@
-"""Pod state on ``pods/<pod_id>/state``: coalesced, latest wins, never awaited per change.
+"""Pod state on ``pods/<pod_id>/state`` and host state on ``hosts/<host_id>/state``:
+coalesced, latest wins, never awaited per change.
 
 A pod's state changes with every STATUS (about 1 Hz), every clock-sync step
 and every command; with hundreds of pods, one awaited QoS-1 publish per change
@@ -12,6 +13,11 @@ kept hundreds of calls in flight and cost more CPU than the EEG itself. Here:
   (QoS 1, retained, and kept by the bridge for republishing after a reconnect);
 - the final state of a session (``offline``) is published with an awaited
   QoS-1 publish by ``final()``, so it is on the broker before hostd moves on.
+
+The host state (the pods it serves; its counters of refused input, busy
+answers, handler failures and restarts) changes with every bad message of a
+flood; it goes out at most once per ``HOST_INTERVAL_S``, rendered when it is
+sent, except that a change of the pods served goes out at once.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from .state import OFFLINE
 Render = Callable[[], dict[str, Any]]
 
 INTERVAL_S = 0.25  # at most 4 state messages per pod per second, link changes excepted
+HOST_INTERVAL_S = 1.0  # at most one host state message a second
 _FINAL_AT_ONCE = 8  # awaited final publishes in flight (hostd stopping ends every session at once)
 
 
@@ -90,3 +97,44 @@ class StatePublisher:
         async with self._final:
             if p.pending:  # (a newer session of the pod may have published meanwhile)
                 await self.bridge.publish(topics.pod(pod_id, "state"), self._render(pod_id), qos=1, retain=True)
+
+
+class HostStatePublisher:
+    """``hosts/<host_id>/state``, retained: the newest ``render()`` at most once per interval."""
+
+    def __init__(self, bridge: MqttBridge, host_id: str, render: Render, interval_s: float = HOST_INTERVAL_S):
+        self.bridge = bridge
+        self.topic = topics.host(host_id, "state")
+        self.render = render
+        self.interval_s = interval_s
+        self.sent = 0
+        self._sent_at = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    def changed(self, at_once: bool = False) -> None:
+        """Something in the host state changed: publish it now, or once the interval is over.
+        ``at_once`` (the pods served changed): now, whatever the interval."""
+        if at_once and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._sent_at + self.interval_s
+        if at_once or loop.time() >= due:
+            self._send()
+        else:
+            self._timer = loop.call_at(due, self._send)
+
+    def _send(self) -> None:
+        self._timer = None
+        self._sent_at = asyncio.get_running_loop().time()
+        self.sent += 1
+        self.bridge.publish_nowait(self.topic, self.render(), qos=1, retain=True)
+
+    async def final(self) -> None:
+        """Publish the latest host state now, waiting for the broker (hostd stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.bridge.publish(self.topic, self.render(), qos=1, retain=True)

@@ -2,13 +2,20 @@
 
 A stream outlives the pod's sessions (an unplugged pod that comes back with
 the same boot id continues its stream and its recording), and ends when hostd
-stops or the pod's channel layout changes.
+stops or the pod's channel layout changes. The first stream of a pod in a run
+of hostd continues where the pod's last recording ended (the recorder's resume
+note), so a restart of hostd loses no sample without saying so.
+
+A marker is answered ``ok`` only once it is queued for the recording and in
+the recording's journal on disk (host/recorder.py); one the recording cannot
+take now is answered with ``"busy": true`` and the reason.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 from typing import Any
@@ -18,6 +25,7 @@ from .config import PARTICIPANT_PATTERN, Config
 from .eeg import ACK, BUSY, FAILED, TOO_LONG, UNAVAILABLE, EegStream
 from .eeg_publish import EegPublisher, bands_json
 from .mqtt import MqttBridge
+from .recorder import AnnotationRefused, Recorder, RecorderError, ResumeNote, read_resume
 from .session import CommandError, PodSession
 from .telemetry import Telemetry
 
@@ -33,6 +41,10 @@ class InputError(ValueError):
     pass
 
 
+class NoStream(LookupError):
+    """The pod has no EEG stream on this host."""
+
+
 class EegStreams:
     def __init__(self, config: Config, bridge: MqttBridge):
         self.config = config
@@ -40,10 +52,11 @@ class EegStreams:
         self.telemetry = Telemetry(bridge)
         self.streams: dict[str, EegStream] = {}
         self._publishers: dict[str, tuple[EegPublisher, asyncio.Task]] = {}
-        self._recorders: dict[str, Any] = {}
+        self._recorders: dict[str, Recorder] = {}
+        self._record_errors: dict[str, str] = {}  # pod id -> why its stream is not recorded
         self._ended: dict[str, dict[str, Any]] = {}  # last state of streams that ended (shown until a new one)
         self._participants: dict[str, str] = dict(config.recorder.participants)
-        self._resume: dict[str, tuple[int, int]] = {}  # pod id -> (boot id, seq) a killed hostd's recording reached
+        self._resume: dict[str, ResumeNote] = {}  # pod id -> where its last recording (an earlier hostd's) ended
 
     # -- from sessions --------------------------------------------------------------
     def online(self, session: PodSession) -> EegStream | None:
@@ -65,10 +78,8 @@ class EegStreams:
         rec = self._recorders.get(pod_id)
         if rec is not None:
             rec.boot_id = s.boot_id
-        if resume is not None and resume[0] == s.boot_id:
-            log.info("pod %s: the last recording stopped at seq %d (hostd was not stopped): resuming there",
-                     pod_id, resume[1])
-            stream.resume_at(resume[1])
+        if resume is not None:
+            self._resume_stream(stream, resume)
 
         async def request(from_seq: int, count: int) -> str:
             for _ in range(_BUSY_RETRIES):
@@ -86,6 +97,18 @@ class EegStreams:
 
         stream.request = request
         return stream
+
+    @staticmethod
+    def _resume_stream(stream: EegStream, note: ResumeNote) -> None:
+        how = "was stopped" if note.closed else "was killed"
+        if note.boot_id == stream.boot_id:
+            log.info("pod %s: its last recording %s ended at seq %d (hostd %s): the new one starts there",
+                     stream.pod_id, note.file, note.next_seq, how)
+            stream.resume_at(note.next_seq)
+        else:
+            log.warning("pod %s: its last recording %s ended at seq %d of boot %08x (hostd %s); the pod has "
+                        "rebooted since", stream.pod_id, note.file, note.next_seq, note.boot_id, how)
+            stream.resume_after_reboot(note.boot_id, note.next_seq, note.t_end)
 
     def eeg(self, pod_id: str, batch: dict[str, Any]) -> None:
         stream = self.streams.get(pod_id)
@@ -111,35 +134,49 @@ class EegStreams:
         out = stream.to_json()
         rec = self._recorders.get(pod_id)
         if rec is not None:
-            out["recording"] = {"file": rec.path.name, "seconds": rec.writer.records}
+            out["recording"] = {"file": rec.path.name, "seconds": rec.writer.records,
+                                "annotations_queued": rec.writer.annotations_pending,
+                                "annotations_refused": sum(rec.refused.values()),
+                                "annotations_lost": sum(rec.lost.values())}
+        elif pod_id in self._record_errors:
+            out["recording"] = {"error": self._record_errors[pod_id]}
         return out
 
-    def annotate(self, pod_id: str, text: str, t_host: float | None = None) -> bool:
+    def annotation_room(self, pod_id: str, text: str) -> str | None:
+        """Why the pod's recording cannot take an annotation ``text`` now (None: it can, or the
+        pod is not recorded). Nothing is counted: ask before acting on what the annotation says."""
+        rec = self._recorders.get(pod_id)
+        return None if rec is None else rec.refusal(text)
+
+    def add_annotation(self, pod_id: str, text: str, t_host: float | None = None) -> None:
+        """Put ``text`` (a marker, a scene change) on the pod's stream at host time ``t_host`` (now
+        by default): into its recording's queue and journal, and its LSL markers. Raises NoStream,
+        or AnnotationRefused (counted and logged by the recorder) when the recording cannot take it."""
         stream = self.streams.get(pod_id)
         if stream is None:
-            return False
+            raise NoStream(pod_id)
+        rec = self._recorders.get(pod_id)
+        if rec is not None:
+            rec.admit(text)
         stream.annotate(text, t_host)
+
+    def annotate(self, pod_id: str, text: str, t_host: float | None = None) -> bool:
+        """``add_annotation`` that never raises: True once queued, False when the pod has no stream
+        or its recording refused the annotation (counted and logged there)."""
+        try:
+            self.add_annotation(pod_id, text, t_host)
+        except (NoStream, AnnotationRefused):
+            return False
         return True
 
     # -- streams --------------------------------------------------------------------
     def _make(self, pod_id: str, channels: int, rate_hz: int) -> EegStream:
         cfg = self.config
-        publisher = EegPublisher(channels, rate_hz)
+        publisher = EegPublisher(channels, rate_hz, cfg.mqtt.max_payload)  # what every reader accepts
         sinks: list[Any] = [publisher]
         if cfg.recorder.enabled:
-            from .recorder import Recorder, read_resume
-
-            resume = read_resume(cfg.recorder.dir, pod_id)
-            if resume is not None:
-                self._resume[pod_id] = resume
-            try:
-                rec = Recorder(cfg.recorder.dir, pod_id, channels, rate_hz,
-                               participant=self._participants.get(pod_id, cfg.recorder.participant),
-                               equipment=cfg.recorder.equipment)
-            except OSError as exc:
-                log.error("pod %s: cannot record to %s: %s", pod_id, cfg.recorder.dir, exc)
-            else:
-                self._recorders[pod_id] = rec
+            rec = self._recorder(pod_id, channels, rate_hz, first=pod_id not in self._ended)
+            if rec is not None:
                 sinks.append(rec)
         if cfg.lsl.enabled:
             from .lsl import LslOutlet  # pylsl loads liblsl: only when wanted
@@ -151,6 +188,25 @@ class EegStreams:
         task = asyncio.create_task(self._publish_loop(pod_id, publisher), name=f"eeg publish {pod_id}")
         self._publishers[pod_id] = (publisher, task)
         return stream
+
+    def _recorder(self, pod_id: str, channels: int, rate_hz: int, *, first: bool) -> Recorder | None:
+        """The pod's new recording; on the pod's ``first`` stream in this run of hostd, also the note
+        of where its last recording ended. None (logged, shown in the pod state) if it cannot be made."""
+        cfg = self.config.recorder
+        self._record_errors.pop(pod_id, None)
+        try:
+            if first:
+                note = read_resume(cfg.dir, pod_id)
+                if note is not None:
+                    self._resume[pod_id] = note
+            rec = Recorder(cfg.dir, pod_id, channels, rate_hz,
+                           participant=self._participants.get(pod_id, cfg.participant), equipment=cfg.equipment)
+        except (OSError, RecorderError) as exc:
+            log.error("pod %s: cannot record to %s: %s", pod_id, cfg.dir, exc)
+            self._record_errors[pod_id] = str(exc)
+            return None
+        self._recorders[pod_id] = rec
+        return rec
 
     async def _publish_loop(self, pod_id: str, publisher: EegPublisher) -> None:
         topic = topics.pod(pod_id, "eeg")
@@ -197,18 +253,9 @@ class EegStreams:
         except InputError as exc:
             return {"ok": False, "error": str(exc), "field": None}
         if leaf == "marker":
-            text = data.get("text")
-            if not isinstance(text, str) or not text.strip():
-                return {"ok": False, "error": "text: a non-empty string is required", "field": "text"}
-            t = data.get("t")
-            if t is not None and (not isinstance(t, int | float) or abs(t - time.time()) > 3600):
-                return {"ok": False, "error": "t: Unix time within an hour of now expected", "field": "t"}
-            if not self.annotate(pod_id, f"marker: {text.strip()[:_MAX_MARKER]}", t):
-                return {"ok": False, "error": f"pod {pod_id} has no EEG stream on host {self.config.host.id}",
-                        "field": "pod_id"}
-            return {"ok": True}
+            return self._marker(pod_id, data)
         code = data.get("participant")
-        if not isinstance(code, str) or not re.match(PARTICIPANT_PATTERN, code):
+        if not isinstance(code, str) or not re.fullmatch(PARTICIPANT_PATTERN, code):
             return {"ok": False, "error": f"participant: a pseudonymous code matching {PARTICIPANT_PATTERN} is required",
                     "field": "participant"}
         self._participants[pod_id] = code
@@ -216,3 +263,36 @@ class EegStreams:
         if rec is not None:
             rec.set_participant(code)
         return {"ok": True, "participant": code}
+
+    def _marker(self, pod_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Queue a marker; ``ok`` only once it is queued for the recording and journaled on disk."""
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return {"ok": False, "error": "text: a non-empty string is required", "field": "text"}
+        t = data.get("t")
+        if t is not None and not _near_now(t):
+            return {"ok": False, "error": "t: Unix time within an hour of now expected", "field": "t"}
+        try:
+            self.add_annotation(pod_id, f"marker: {text.strip()[:_MAX_MARKER]}", t)
+        except NoStream:
+            return {"ok": False, "error": f"pod {pod_id} has no EEG stream on host {self.config.host.id}",
+                    "field": "pod_id"}
+        except AnnotationRefused as exc:
+            return {"ok": False, "error": str(exc), "field": None, "busy": True}
+        rec = self._recorders.get(pod_id)
+        if rec is not None and not rec.journal_ok:
+            return {"ok": False, "field": None, "queued": True,
+                    "error": f"queued for {rec.path.name}, but its annotation journal cannot be written "
+                             f"({rec.journal.error}): it is lost if hostd is killed before its next record"}
+        return {"ok": True}
+
+
+def _near_now(t: object) -> bool:
+    """A finite Unix time (int or float, not bool) within an hour of now."""
+    if isinstance(t, bool) or not isinstance(t, int | float):
+        return False
+    try:
+        t = float(t)
+    except OverflowError:
+        return False
+    return math.isfinite(t) and abs(t - time.time()) <= 3600

@@ -6,7 +6,10 @@ functions:
     pack_<name>(buf, off, *fields) -> end      writes the payload at buf[off:]
     unpack_<name>(buf, off, end) -> tuple      reads it back, checking bounds
 
-Consecutive fixed-size fields are packed with one struct call.
+Consecutive fixed-size fields are packed with one struct call. A bytes or
+list field given as an int means that many bytes or items are already in
+place after the fixed part (and a list's count): the pod copies EEG samples and
+band powers straight into the frame instead of packing them one by one.
 
 The board's small ints are 31-bit: a u32 at or above 2**30 is a heap object,
 so the u32 fields the firmware computes per sample or per second never pass
@@ -98,12 +101,40 @@ def _pack_fn(msg: schema.Message) -> list[str]:
         elif item.kind == LIST:
             out.append(f"    off = _pack_list(buf, off, {item.name}, {item.prefix!r}, {item.fmt!r}, {item.max_items})")
         elif item.kind == BYTES:
-            out.append(f"    off = _pack_bytes(buf, off, {item.name})")
+            # already in place (an int: their length) is the pod's hot path: no call for it
+            out.append(f"    if isinstance({item.name}, int):")
+            out.append(f"        off += {item.name}")
+            out.append("    else:")
+            out.append(f"        off = _pack_bytes(buf, off, {item.name})")
     out.append("    return off")
     return out
 
 
+def _plain_unpack_fn(msg: schema.Message) -> list[str] | None:
+    """unpack_<name> for a message of fixed fields read as they are: struct's own tuple
+    is the result (no locals, no second tuple); None for any other message."""
+    groups = list(_groups(msg.fields))
+    if len(groups) != 1 or groups[0][0] != "fixed":
+        return None
+    run = groups[0][1]
+    if any(f.kind == ARRAY or _is_low30(msg, f) for f in run):
+        return None
+    fmt = _fixed_fmt(run)
+    size = struct.calcsize(fmt)
+    return [
+        f"def unpack_{msg.name}(buf, off, end):",
+        f"    if off + {size} > end:",
+        f"        raise ValueError('{msg.name}: short payload')",
+        f"    if off + {size} != end:",
+        f"        raise ValueError('{msg.name}: trailing bytes')",
+        f"    return struct.unpack_from({fmt!r}, buf, off)",
+    ]
+
+
 def _unpack_fn(msg: schema.Message) -> list[str]:
+    plain = _plain_unpack_fn(msg)
+    if plain is not None:
+        return plain
     out = [f"def unpack_{msg.name}(buf, off, end):"]
     names = []
     for kind, item in _groups(msg.fields):
@@ -171,14 +202,18 @@ def _unpack_str(buf, off, end, pfmt):
 
 
 def _pack_list(buf, off, items, pfmt, ifmt, max_items):
-    n = len(items)
+    # an int means: that many items were already written in place after the count
+    n = items if isinstance(items, int) else len(items)
     if n > max_items:
         raise ValueError('too many items')
     struct.pack_into('<' + pfmt, buf, off, n)
     off += struct.calcsize(pfmt)
     isize = struct.calcsize(ifmt)
+    if isinstance(items, int):
+        return off + n * isize
+    fmt = '<' + ifmt
     for v in items:
-        struct.pack_into('<' + ifmt, buf, off, v)
+        struct.pack_into(fmt, buf, off, v)
         off += isize
     return off
 

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from hypnolum.host.config import PodsConfig
+from hypnolum.host.events import ENDED, STATE_CHANGED, Bands, EegBatch, Ended, StateChanged
 from hypnolum.host.session import CommandTimeout, LocalClaims, NotOnline, PodSession
 from hypnolum.host.transport.serial import SerialTransport
 from hypnolum.protocol import codec
@@ -57,21 +58,21 @@ async def test_eeg_batches_are_decoded_and_gaps_counted(session, pod):
     batches = []
 
     async def collect():
-        while (ev := await session.events.get()) is not None:
-            if ev[0] == "eeg":
-                batches.append(ev[1])
+        while not isinstance(ev := await session.events.get(), Ended):
+            if isinstance(ev, EegBatch):
+                batches.append(ev)
 
     collector = asyncio.create_task(collect())
     await wait_until(lambda: len(batches) >= 3, what="three batches")
     b = batches[1]
-    assert b["n"] == 5 and b["channels"] == 8 and b["rate_hz"] == 250
-    counts = codec.eeg_counts(b)  # hostd passes the wire bytes on; sinks decode in bulk
-    assert counts[2][3] == expected_counts(b["seq"], 2, 3)
-    assert counts[0][0] < 0 or b["seq"] > 3  # negative counts decode signed
+    assert b.n == 5 and b.channels == 8 and b.rate_hz == 250
+    counts = codec.eeg_counts(b.fields())  # hostd passes the wire bytes on; sinks decode in bulk
+    assert counts[2][3] == expected_counts(b.seq, 2, 3)
+    assert counts[0][0] < 0 or b.seq > 3  # negative counts decode signed
     assert session.state.counters.eeg_seq_gaps == 0
     pod.eeg_skip = 7
     await wait_until(lambda: session.state.counters.eeg_seq_gaps == 1, what="a counted gap")
-    assert any(x["gap"] for x in batches[-3:]) or session.state.counters.eeg_seq_gaps == 1
+    assert any(x.gap for x in batches[-3:]) or session.state.counters.eeg_seq_gaps == 1
     collector.cancel()
 
 
@@ -155,6 +156,11 @@ async def test_unplug_ends_the_session_cleanly(tmp_path):
     pod.unplug()
     await asyncio.wait_for(task, 3)  # returns, does not raise
     assert session.state.link == "offline"
+    events = []
+    while not session.events.empty():
+        events.append(session.events.get_nowait())
+    assert events[-2:] == [STATE_CHANGED, ENDED]  # the offline state, then the end
+    assert all(isinstance(e, StateChanged | EegBatch | Bands) for e in events[:-1])
     await transport.close()
 
 

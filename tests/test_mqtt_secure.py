@@ -1,5 +1,6 @@
-"""The secure MQTT contract against a private mosquitto configured like the shipped example:
-TLS only, passwords, the shipped ACL (hosts write only their own pods' topics)."""
+"""The secure MQTT contract against a private mosquitto running the shipped configuration:
+TLS only, passwords, client ids bound to usernames, the shipped ACL (hosts write only their
+own pods' topics). ``secure_broker()`` starts it for the other broker-config tests too."""
 from __future__ import annotations
 
 import asyncio
@@ -28,21 +29,29 @@ pytestmark = pytest.mark.broker
 
 DEPLOY = Path(__file__).resolve().parent.parent / "host" / "deploy" / "mosquitto"
 P = "hypnolum/v1/pods"
-USERS = {"hostd-1": "pw-one", "hostd-2": "pw-two", "controller": "pw-ctl"}
+USERS = {"hostd-1": "pw-one", "hostd-2": "pw-two", "controller": "pw-ctl", "experimenter": "pw-exp"}
 
 
 def shipped_conf(workdir: Path) -> str:
-    """The shipped mosquitto config with its /etc paths pointing into ``workdir`` and a test port."""
+    """The shipped mosquitto config with its paths pointing into ``workdir`` and a test port;
+    every rule stays as shipped."""
     text = (DEPLOY / "hypnolum.conf").read_text()
-    text = text.replace("/etc/mosquitto/certs/", f"{workdir}/").replace("/etc/mosquitto/", f"{workdir}/")
-    text = text.replace("listener 8883", "listener {port} 127.0.0.1").replace("persistence true", "persistence false")
-    return text
+    for path in ("/etc/mosquitto/certs/", "/etc/mosquitto/", "/usr/local/lib/hypnolum/"):
+        assert path in text, path
+        text = text.replace(path, f"{workdir}/")
+    assert "\nlistener 8883\n" in text
+    text = text.replace("\nlistener 8883\n", "\nlistener {port} 127.0.0.1\n")
+    return text + f"persistence_location {workdir}/\n"
 
 
-@pytest.fixture(scope="module")
-def secure():
+def secure_broker() -> PrivateBroker:
+    """The shipped config, ACL and client-id plugin (built with the shipped Makefile) on a
+    free loopback port, with a throw-away CA and the users of ``USERS``. ``broker.ca``: the CA;
+    ``broker.client_cert``: a client certificate for hostd-1; stop it with ``close_secure_broker``."""
     # not under pytest's 0700 tmp tree: mosquitto reads these files after dropping to its own user
     work = Path(tempfile.mkdtemp(prefix="hypnolum-secure-broker-"))
+    built = subprocess.run(["make", "-s", "-C", str(DEPLOY), f"OUT={work}"], capture_output=True, text=True, check=False)
+    assert built.returncode == 0, f"building the client-id plugin failed (needs gcc, mosquitto-dev, libmosquitto-dev):\n{built.stderr}"
     ca = CertAuthority(work)
     ca.issue("server", "localhost", server=True)
     client_cert = ca.issue("hostd-1-client", "hostd-1", server=False)
@@ -50,13 +59,23 @@ def secure():
     passwd.touch()
     for user, pw in USERS.items():
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True, capture_output=True)
-    (work / "hypnolum.acl").write_text((DEPLOY / "hypnolum.acl").read_text())
+    shutil.copyfile(DEPLOY / "hypnolum.acl", work / "hypnolum.acl")
     broker = PrivateBroker(work, conf=shipped_conf(work)).start()
     broker.ca = ca
     broker.client_cert = client_cert
-    yield broker
+    return broker
+
+
+def close_secure_broker(broker: PrivateBroker) -> None:
     broker.stop()
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(broker.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def secure():
+    broker = secure_broker()
+    yield broker
+    close_secure_broker(broker)
 
 
 def tls(ca_file: Path) -> ssl.SSLContext:
@@ -128,7 +147,7 @@ async def test_hostd_over_tls_with_password_file_and_client_cert_serves_commands
             # Home Assistant discovery under the host's own id (allowed by the %u pattern)
             await wait_until(lambda: "homeassistant/light/hostd-1/pod-01_light/config" in watch.latest, what="discovery")
             # an MQTT 5 request: result on the response topic with the correlation data
-            reply_topic = "hypnolum/v1/replies/controller/r1"
+            reply_topic = "hypnolum/v1/replies/controller/pod-01/r1"
             async with client(secure, "controller", protocol=aiomqtt.ProtocolVersion.V5) as ctl:
                 await ctl.subscribe(reply_topic, qos=1)
                 props = Properties(PacketTypes.PUBLISH)
@@ -148,6 +167,18 @@ async def test_hostd_over_tls_with_password_file_and_client_cert_serves_commands
             assert first == {"id": cmd["id"], "ok": True, "ack": "ok"}
             assert second == {**first, "duplicate": True}
             assert len([f for _s, f in pod.scenes if f["color"] == [1, 2, 3]]) == 1  # the pod got it once
+            # the experimenter's participant code and marker reach hostd, and its answers come back
+            async with client(secure, "experimenter") as exp:
+                await exp.publish(f"{P}/pod-01/participant", b'{"participant": "P017"}', qos=1)
+                await exp.publish(f"{P}/pod-01/marker", b'{"text": "lights out"}', qos=1)
+            await wait_until(lambda: watch.json(f"{P}/pod-01/participant/result") == {"ok": True, "participant": "P017"},
+                             what="participant result")
+            await wait_until(lambda: f"{P}/pod-01/marker/result" in watch.latest, what="marker result")
+            # every connection of hostd got in under its own user: main, circles, the pod's availability
+            log = secure.log_tail(200000)
+            for client_id in ("hypnolum-hostd-1", "hypnolum-hostd-1-circles", "hypnolum-hostd-1-pod-pod-01"):
+                assert f" as {client_id} " in log, client_id
+            assert 'belong to user "hostd-1"' not in log and "hypnolum-hostd-1 already connected" not in log
         finally:
             h.kill()
             pod.unplug()

@@ -77,18 +77,24 @@ def test_header_fields_that_do_not_fit_are_refused(tmp_path):
         BdfWriter(tmp_path / "c.bdf", [Signal("A", -187500.12345, 1)], RATE, start=datetime(2026, 1, 1))
 
 
-def test_recorder_notes_the_sequence_it_reached_until_closed(tmp_path):
+def test_recorder_notes_the_sequence_it_reached_and_keeps_the_note_when_closed(tmp_path):
     from hypnolum.host.recorder import read_resume
+
+    def note():
+        n = read_resume(tmp_path / "r", "pod-x")
+        return n and (n.boot_id, n.next_seq, n.closed)
 
     rec = Recorder(tmp_path / "r", "pod-x", CH, RATE)
     rec.boot_id = 0xABC
     rows = [[i, i, i] for i in range(40)]
     rec.samples(0, wire(rows[:8]), 8, 2**32 - 4, 0, 0.0)  # wraps
-    assert read_resume(tmp_path / "r", "pod-x") is None  # no whole record yet
+    assert note() is None  # no whole record yet
     rec.samples(8, wire(rows[8:15]), 7, 4, 0, 0.0)
-    assert read_resume(tmp_path / "r", "pod-x") == (0xABC, 6)  # the first record ends before seq 6
+    assert note() == (0xABC, 6, False)  # the first record ends before seq 6
     rec.gap(15, 3, True, "test")  # padding keeps sequence and time axis together
     rec.samples(18, wire(rows[15:20]), 5, 14, 0, 0.0)
-    assert read_resume(tmp_path / "r", "pod-x") == (0xABC, 16)
+    assert note() == (0xABC, 16, False)
     rec.close()
-    assert read_resume(tmp_path / "r", "pod-x") is None  # closed in order: nothing to resume
+    # closed in order: the note stays, at the sample after the last one in the file, so the next
+    # recording starts there and the pod's ring replays what came meanwhile
+    assert note() == (0xABC, 19, True)

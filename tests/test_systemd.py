@@ -67,7 +67,7 @@ def test_unit_has_the_promised_settings():
         if "=" in line and not line.startswith("#"):
             key, _, value = line.partition("=")
             settings.setdefault(key, []).append(value)
-    assert settings["Type"] == ["notify"] and settings["Restart"] == ["on-failure"]
+    assert settings["Type"] == ["notify"] and settings["Restart"] == ["always"]
     assert settings["DynamicUser"] == ["yes"] and "dialout" in settings["SupplementaryGroups"][0].split()
     assert settings["ProtectSystem"] == ["strict"] and settings["StateDirectory"] == ["hypnolum"]
     assert "PrivateDevices" not in settings  # it would hide the pods' ttys

@@ -5,6 +5,7 @@ Prints one line per path: "R key us_per_call bytes_allocated_per_call [note]".
 The firmware's public classes, wired as firmware/pod/app.py wires them; the
 link's port is the firmware's usbcdc.Port over a stand-in machine.USBDevice that
 counts the bytes it is given and hands over one prepared frame per OUT transfer.
+hal.ticks_* are the C builtins the board's hal.py uses, not the shim's clock model.
 """
 import gc
 import math
@@ -13,6 +14,18 @@ import time
 
 import hal
 import micropython
+
+# The board's hal.ticks_* are MicroPython's C builtins (firmware/hal.py: ticks_us =
+# time.ticks_us, ...); the shim's are Python that model a drifting pod clock
+# (emulator/mpy/emutime.py) and cost ~1.5 us a call here. Time the firmware with
+# the board's functions (same 2**30 tick period on this 32-bit build).
+if time.ticks_add(0, -1) != hal.TICKS_PERIOD - 1:
+    raise SystemExit("time.ticks_* period differs from hal.TICKS_PERIOD")
+hal.ticks_ms = time.ticks_ms
+hal.ticks_us = time.ticks_us
+hal.ticks_diff = time.ticks_diff
+hal.ticks_add = time.ticks_add
+
 from pod import alpha, bands, config, cyton, derate, effects, framing, ledwire, link, render, ring, status, \
     usbcdc, wire
 from pod.mem import copy as _copy
@@ -27,6 +40,7 @@ N = 300
 REPS = 3 if QUICK else 9
 K = 1 if QUICK else 10  # iteration multiplier
 _HDR = 4
+_GC_EVERY = 16384  # firmware/pod/app.py: the board collects after every 16 KB allocated
 
 
 def report(key, us, alloc=0, note=""):
@@ -35,14 +49,16 @@ def report(key, us, alloc=0, note=""):
 
 def timed(fn, n, reps=REPS):
     """(best us per call over reps runs of n calls, bytes allocated per call); GC off while timing,
-    so n is cut to what half the free heap can hold of the calls' allocations."""
+    so a run allocates at most what the board allocates between two collections (_GC_EVERY):
+    with the GC off, each multi-block allocation searches the heap from the first free block
+    past every one allocated since the last collection, a cost that grows with the run."""
     gc.collect()
     a0 = gc.mem_alloc()
     fn()
     one = gc.mem_alloc() - a0
     if one > 0:
         gc.collect()
-        n = max(5, min(n, gc.mem_free() // 2 // one))
+        n = max(5, min(n, gc.mem_free() // 2 // one, _GC_EVERY // one))
     best = 1 << 30
     alloc = 0
     for r in range(reps):
@@ -58,10 +74,6 @@ def timed(fn, n, reps=REPS):
         if us < best:
             best = us
     return best / n, alloc // n
-
-
-class Done(Exception):
-    pass
 
 
 class _BuiltinCDC:
@@ -119,7 +131,9 @@ class StandInUSBDevice:
 
 
 class BenchPort:
-    """The real usbcdc.Port's methods, except wait(): raises Done (ends one rx_task pass)."""
+    """The real usbcdc.Port's methods, except wait(): a generator that yields once, as
+    the port's ThreadSafeFlag.wait() does until bytes arrive (the asyncio loop's resume
+    is the "asyncio wakeup" row): the one rx_task coroutine runs one pass per send(None)."""
 
     def __init__(self, port):
         self.port = port
@@ -128,7 +142,10 @@ class BenchPort:
         self.tx_free = port.tx_free
 
     def wait(self):
-        raise Done()
+        return self._wait()
+
+    def _wait(self):
+        yield
 
 
 # -- the pod, wired as app.py wires it -------------------------------------------
@@ -311,6 +328,8 @@ def frames_of(t, pack, n=64):
 
 
 def rx():
+    task = lk.rx_task()  # the link's one task, as the app runs it
+    task.send(None)  # started: nothing to read yet, waiting
     now_us = hal.ticks_us()
     kinds = (
         ("rx_ping", wire.T_PING, lambda b, o, i: wire.pack_ping(b, o, i, 123456789012 + i)),
@@ -326,18 +345,14 @@ def rx():
         n = 64 * K
 
         st = [0]
-        rx_task = lk.rx_task
+        resume = task.send
         deliver = usbd.deliver
 
         def one():
             i = st[0]
             st[0] = i + 1
             deliver(fr[i & 63])  # TinyUSB completes an OUT transfer: the port's callback
-            co = rx_task()  # the link task, woken: read, decode, dispatch, answer
-            try:
-                co.send(None)
-            except Done:
-                pass
+            resume(None)  # the link task, woken: read, decode, dispatch, answer, wait again
 
         us, al = timed(one, n)
         report(key, us, al, "%d B on the wire" % nbytes)

@@ -283,8 +283,11 @@ class Alarm:
         self._waits = False  # came inside the clock's advance: run at its end
         self._go = _thread.allocate_lock()
         self._go.acquire()
+        self._started = False
         _alarms.append(self)
         _thread.start_new_thread(self._isr, ())
+        while not self._started:  # what a thread allocates to start is done here, not later
+            time.sleep_us(100)
 
     def arm(self, due_us):
         c = clock
@@ -328,24 +331,24 @@ class Alarm:
         clock.advance()
 
     def _isr(self):
+        # the timer's ISR: at the instant, schedule the callback; again every
+        # _ALARM_SPIN_US while it is armed and has not run (the interpreter ran it too
+        # early by the pod clock's rounding, or the schedule queue was full)
         diff = time.ticks_diff
+        self._started = True
         while True:
             self._go.acquire()
-            if not self.armed:
-                continue
-            while True:  # re-read each turn: a re-arming moves the instant
+            while self.armed:  # re-read each turn: a re-arming moves the instant
                 left = diff(self._host_due, host_us())
-                if left <= 0:
-                    break
-                if left > _ALARM_SPIN_US:
-                    time.sleep_us(left - _ALARM_SPIN_US)
-            gen = self._gen
-            while self.armed and gen == self._gen:
+                if left > 0:
+                    if left > _ALARM_SPIN_US:
+                        time.sleep_us(left - _ALARM_SPIN_US)
+                    continue
                 try:
-                    micropython.schedule(self._run_cb, gen)
-                    break
-                except RuntimeError:  # the schedule queue is full: the board's ISR retries
-                    time.sleep_us(100)
+                    micropython.schedule(self._run_cb, self._gen)
+                except RuntimeError:  # the schedule queue is full: try again below
+                    pass
+                time.sleep_us(_ALARM_SPIN_US)
 
 
 def _fire():

@@ -21,12 +21,14 @@ missing in the window (lost before the pod saw it) repeats the previous one.
 import array
 import asyncio
 import math
+import struct
 
 import hal
 import micropython
 from micropython import const
 
 from pod import fixfft, wire
+from pod.mem import copy as _copy
 
 UPDATE_MS = const(250)
 N_BANDS = const(5)
@@ -37,6 +39,20 @@ _WIN_ONE = const(32768)  # window values are Q15
 _TARGET = const(8192)  # samples are normalised to [2**13, 2**14) before windowing
 _VREF_UV = 4500000.0
 _FULL_SCALE = 8388607.0
+_FIXED = const(15)  # eeg_bands before its powers: last_seq u32, ticks_ms u32, channels u8, 3 x u16
+_POWERS = const(_HDR + _FIXED + 1)  # the powers' first byte in a frame body (after their u8 count)
+
+
+def _layout_ok():
+    # the powers are copied into the frame as array("f") holds them: little-endian f32,
+    # right after the fixed part and the u8 count (wire.pack_eeg_bands with a count)
+    b = bytearray(_POWERS + 4)
+    end = wire.pack_eeg_bands(b, _HDR, 0, 0, 0, 0, 0, 0, 0, (1.5,))
+    return end == _POWERS + 4 and b[_POWERS:] == bytes(array.array("f", (1.5,))) == struct.pack("<f", 1.5)
+
+
+if not _layout_ok():
+    raise ImportError("bands: EEG_BANDS layout does not match wire.py")
 
 
 @micropython.viper
@@ -133,9 +149,12 @@ class BandPower:
             lo = int(math.ceil(lo_hz * n / sample_rate_hz))
             hi = min(int(math.ceil(hi_hz * n / sample_rate_hz)), n // 2)
             self.bins.append((max(lo, 1), hi))
+        self._bins = array.array("i", [b for lo_hi in self.bins for b in lo_hi])  # for fft.band_sums
         self.sums = array.array("i", bytes(4 * 2 * N_BANDS))
         self.powers = array.array("f", bytes(4 * N_BANDS * self.channels))
         self.gains = [gain] * self.channels
+        self._base_gain = None  # the gain self._base was computed for
+        self._base = 0.0
         self.last_seq = 0
         self._slot0 = 0
         self.last_hi = 0
@@ -182,11 +201,13 @@ class BandPower:
         s = _load(fft.re, fft.im, ring.data, ring.meta, ring.capacity, self._slot0, self.n, ch * 3,
                   ring.sample_bytes, self.win, fixfft.SX)
         e = fft.run()
-        for b in range(N_BANDS):
-            lo, hi = self.bins[b]
-            fft.band_sum(lo, hi, sums, b)
-        uv = _VREF_UV / _FULL_SCALE / self.gains[ch]
-        scale = 4.0 * self._norm * uv * uv * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
+        fft.band_sums(self._bins, N_BANDS, sums)
+        gain = self.gains[ch]
+        if gain != self._base_gain:  # the gain's part of the scale, kept while the gain holds
+            uv = _VREF_UV / _FULL_SCALE / gain
+            self._base = 4.0 * self._norm * uv * uv
+            self._base_gain = gain
+        scale = self._base * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
         k = ch * N_BANDS
         for b in range(N_BANDS):
             powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale
@@ -195,9 +216,12 @@ class BandPower:
         ring = self.ring
         railed, near = self.take_masks() if self.take_masks is not None else (0, 0)
         link = self.link
+        body = link.body
+        powers = self.powers
+        _copy(body, _POWERS, powers, 0, 4 * len(powers))  # packed below as "already in place"
         end = wire.pack_eeg_bands(
-            link.body, _HDR, self.last_seq, self.last_hi, ring.ticks(self.last_seq), self.channels, self.window_ms,
-            railed, near, self.powers
+            body, _HDR, self.last_seq, self.last_hi, ring.ticks(self.last_seq), self.channels, self.window_ms,
+            railed, near, len(powers)
         )
         link.send_telemetry(wire.T_EEG_BANDS, end)
 

@@ -2,6 +2,11 @@
 
 A bad or missing key never stops the pod: it takes the default and the
 problem is kept in Config.errors, which app.py reports over the link.
+
+pod_id follows the one pod id grammar (protocol/ids.py): an ASCII letter or
+digit, then up to 63 letters, digits, "_" or "-". Any other id would reach
+MQTT topics and file names on the host, so it is refused here too and the
+pod takes the id derived from its unique id.
 """
 import json
 
@@ -13,7 +18,7 @@ FW_VERSION = "0.1.0"
 
 # key: (default, type, low, high); low/high bound ints, or lengths of strings
 _SCHEMA = {
-    "pod_id": (None, str, 1, 64),  # None: derived from the board's unique id
+    "pod_id": (None, str, 1, 64),  # None: derived from the board's unique id; see is_pod_id
     "led_count": (16, int, 1, 300),
     "led_order": ("GRB", str, 3, 4),  # 4 letters (with W) for RGBW strips
     "eeg_channels": (8, int, 1, 16),  # 9..16: the Cyton with its Daisy
@@ -26,6 +31,19 @@ _SCHEMA = {
 }
 # hypnolum/flash/provision.py validates pod.json with these bounds before writing it
 _SCHEMA.update(_LIGHT_SCHEMA)
+
+_ID_FIRST = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ID_REST = _ID_FIRST + "_-"
+
+
+def is_pod_id(s):
+    """True if s is a pod id: [A-Za-z0-9][A-Za-z0-9_-]{0,63}, the whole string."""
+    if not isinstance(s, str) or not 1 <= len(s) <= 64 or s[0] not in _ID_FIRST:
+        return False
+    for c in s:
+        if c not in _ID_REST:
+            return False
+    return True
 
 
 class Config:
@@ -55,6 +73,9 @@ class Config:
             return False
         if key == "led_type" and value not in LED_TYPES:
             self.errors.append("bad led_type")
+            return False
+        if key == "pod_id" and not is_pod_id(value):
+            self.errors.append("bad pod_id")
             return False
         setattr(self, key, value)
         return True

@@ -8,9 +8,11 @@ lists it, and the host only has to know the names.
 Every effect renders the whole array into the caller's preallocated frame
 (count x sRGB R, G, B bytes) for a moment t_ms of its scene, on small ints
 only: a float or a fresh object per frame would be garbage on the ESP32.
-Per-LED loops are @micropython.viper. Lifecycle: __init__(n, inputs) once per
-scene (allocate here), start(scene) when it begins, apply(scene) when the same
-effect gets new parameters (phase kept), render(t_ms, out), stop().
+Per-LED loops are @micropython.viper; there x // 255 of a product of two bytes
+is written (x + 1 + (x >> 8)) >> 8, the same for every 0 <= x < 65535, because
+viper's // is a call into the runtime each time. Lifecycle: __init__(n, inputs)
+once per scene (allocate here), start(scene) when it begins, apply(scene) when
+the same effect gets new parameters (phase kept), render(t_ms, out), stop().
 """
 import micropython
 from micropython import const
@@ -156,11 +158,12 @@ def fill(out, n: int, r: int, g: int, b: int):
 
 @micropython.viper
 def scale(out, n: int, level: int):
-    """Every byte times level/255 (level 0..255)."""
+    """Every byte times level/255 (level 0..255), rounded."""
     p = ptr8(out)
     i = 0
     while i < n:
-        p[i] = (p[i] * level + 127) // 255
+        x = int(p[i]) * level + 127
+        p[i] = (x + 1 + (x >> 8)) >> 8  # x // 255
         i += 1
 
 
@@ -169,15 +172,22 @@ def _wave(out, n: int, color, sin, ph: int, step: int, floor: int):
     # level of LED i: floor + (255 - floor) * sin(ph + i * step), phases in 1/256 of a turn x 16
     p = ptr8(out)
     c = ptr8(color)
+    c0 = int(c[0])
+    c1 = int(c[1])
+    c2 = int(c[2])
     s = ptr8(sin)
     i = 0
     while i < n:
         v = int(s[((ph + i * step) >> 4) & 255])
-        lv = floor + (255 - floor) * v // 255
+        x = (255 - floor) * v
+        lv = floor + ((x + 1 + (x >> 8)) >> 8)  # x // 255
         j = i * 3
-        p[j] = c[0] * lv // 255
-        p[j + 1] = c[1] * lv // 255
-        p[j + 2] = c[2] * lv // 255
+        x = c0 * lv
+        p[j] = (x + 1 + (x >> 8)) >> 8  # x // 255
+        x = c1 * lv
+        p[j + 1] = (x + 1 + (x >> 8)) >> 8
+        x = c2 * lv
+        p[j + 2] = (x + 1 + (x >> 8)) >> 8
         i += 1
 
 
@@ -229,6 +239,9 @@ def _candle(out, n: int, color, cur, tgt, state, depth: int):
     # each LED eases toward its own flicker target; new targets now and then
     p = ptr8(out)
     c = ptr8(color)
+    c0 = int(c[0])
+    c1 = int(c[1])
+    c2 = int(c[2])
     a = ptr8(cur)
     b = ptr8(tgt)
     s = ptr16(state)
@@ -242,9 +255,12 @@ def _candle(out, n: int, color, cur, tgt, state, depth: int):
         a[i] = (int(a[i]) * 3 + int(b[i]) + 2) >> 2
         lv = int(a[i])
         j = i * 3
-        p[j] = c[0] * lv // 255
-        p[j + 1] = c[1] * lv // 255
-        p[j + 2] = c[2] * lv // 255
+        x = c0 * lv
+        p[j] = (x + 1 + (x >> 8)) >> 8  # x // 255
+        x = c1 * lv
+        p[j + 1] = (x + 1 + (x >> 8)) >> 8
+        x = c2 * lv
+        p[j + 2] = (x + 1 + (x >> 8)) >> 8
         i += 1
 
 
@@ -253,6 +269,9 @@ def _stars(out, n: int, color, age, state, bg: int, chance: int, life: int, brea
     # age[i] == 0: idle background; else the star's step through one breath
     p = ptr8(out)
     c = ptr8(color)
+    c0 = int(c[0])
+    c1 = int(c[1])
+    c2 = int(c[2])
     a = ptr8(age)
     s = ptr16(state)
     br = ptr8(breath)
@@ -273,9 +292,12 @@ def _stars(out, n: int, color, age, state, bg: int, chance: int, life: int, brea
         if g:
             lv = bg + ((255 - bg) * int(br[g]) >> 8)
         j = i * 3
-        p[j] = c[0] * lv // 255
-        p[j + 1] = c[1] * lv // 255
-        p[j + 2] = c[2] * lv // 255
+        x = c0 * lv
+        p[j] = (x + 1 + (x >> 8)) >> 8  # x // 255
+        x = c1 * lv
+        p[j + 1] = (x + 1 + (x >> 8)) >> 8
+        x = c2 * lv
+        p[j + 2] = (x + 1 + (x >> 8)) >> 8
         i += 1
 
 
@@ -284,6 +306,9 @@ def _tide(out, n: int, color, level: int, edge: int):
     # LEDs below the water line lit; a soft edge of `edge` LEDs (positions x 256)
     p = ptr8(out)
     c = ptr8(color)
+    c0 = int(c[0])
+    c1 = int(c[1])
+    c2 = int(c[2])
     i = 0
     while i < n:
         d = level - i * 256
@@ -294,9 +319,12 @@ def _tide(out, n: int, color, level: int, edge: int):
         else:
             lv = 12 + 243 * d // edge
         j = i * 3
-        p[j] = c[0] * lv // 255
-        p[j + 1] = c[1] * lv // 255
-        p[j + 2] = c[2] * lv // 255
+        x = c0 * lv
+        p[j] = (x + 1 + (x >> 8)) >> 8  # x // 255
+        x = c1 * lv
+        p[j + 1] = (x + 1 + (x >> 8)) >> 8
+        x = c2 * lv
+        p[j + 2] = (x + 1 + (x >> 8)) >> 8
         i += 1
 
 
@@ -330,7 +358,8 @@ def _rings(out, n: int, pal, centers, radii, strength, width: int):
             k += 1
         j = i * 3
         e = col * 3
-        lv = 20 + best * 235 // 255
+        x = best * 235
+        lv = 20 + ((x + 1 + (x >> 8)) >> 8)  # x // 255
         p[j] = q[e] * lv >> 8
         p[j + 1] = q[e + 1] * lv >> 8
         p[j + 2] = q[e + 2] * lv >> 8
@@ -344,6 +373,8 @@ def _bloom(out, n: int, pal, level: int):
     q = ptr8(pal)
     half = (n * 256) >> 1
     reach = half * level // 255 + 128
+    gain = 64 + level * 3 // 4
+    e = (level * 3 // 4 + 32) * 3
     i = 0
     while i < n:
         d = i * 256 + 128 - half
@@ -352,10 +383,8 @@ def _bloom(out, n: int, pal, level: int):
         lv = 16
         if d < reach:
             lv = 16 + 239 * (reach - d) // reach
-        lv = lv * (64 + level * 3 // 4) // 255
-        idx = level * 3 // 4 + 32
+        lv = lv * gain // 255
         j = i * 3
-        e = idx * 3
         p[j] = q[e] * lv // 255
         p[j + 1] = q[e + 1] * lv // 255
         p[j + 2] = q[e + 2] * lv // 255

@@ -31,15 +31,16 @@ SX = 32 if sys.maxsize > 0x7FFFFFFF else 0
 
 
 @micropython.viper
-def _fft(re, im, wc, ws, n: int, sx: int) -> int:
+def _fft(re, im, wc, ws, n: int, sx: int, rev) -> int:
     r = ptr32(re)
     m = ptr32(im)
     c = ptr32(wc)
     s = ptr32(ws)
-    # bit-reversal permutation
-    j = 0
+    p = ptr16(rev)
+    # bit-reversal permutation (rev: the index table)
     i = 0
-    while i < n - 1:
+    while i < n:
+        j = int(p[i])
         if i < j:
             t = r[i]
             r[i] = r[j]
@@ -47,38 +48,35 @@ def _fft(re, im, wc, ws, n: int, sx: int) -> int:
             t = m[i]
             m[i] = m[j]
             m[j] = t
-        k = n >> 1
-        while k <= j:
-            j -= k
-            k >>= 1
-        j += k
+        i += 1
+    big = 0
+    i = 0
+    while i < n:
+        a = (r[i] << sx) >> sx
+        if a < 0:
+            a = 0 - a
+        if a > big:
+            big = a
+        a = (m[i] << sx) >> sx
+        if a < 0:
+            a = 0 - a
+        if a > big:
+            big = a
         i += 1
     shifts = 0
     half = 1
     step = n >> 1
     while half < n:
-        big = 0
-        i = 0
-        while i < n:
-            a = (r[i] << sx) >> sx
-            if a < 0:
-                a = 0 - a
-            if a > big:
-                big = a
-            a = (m[i] << sx) >> sx
-            if a < 0:
-                a = 0 - a
-            if a > big:
-                big = a
-            i += 1
+        # halve every component h times until the largest is below _LIMIT; each
+        # component is read once per stage, so the halvings are applied as it is
+        # read: h halvings rounded to nearest, (x + 1) >> 1 each, are (x + 2**h - 1) >> h
+        h = 0
         while big >= _LIMIT:
-            i = 0
-            while i < n:
-                r[i] = (((r[i] << sx) >> sx) + 1) >> 1
-                m[i] = (((m[i] << sx) >> sx) + 1) >> 1
-                i += 1
             big >>= 1
-            shifts += 1
+            h += 1
+        shifts += h
+        rnd = (1 << h) - 1
+        big = 0  # the largest output of this stage: the next one's input
         k = 0
         while k < half:
             wr = (c[k * step] << sx) >> sx
@@ -86,16 +84,36 @@ def _fft(re, im, wc, ws, n: int, sx: int) -> int:
             i = k
             while i < n:
                 j = i + half
-                br = (r[j] << sx) >> sx
-                bi = (m[j] << sx) >> sx
+                br = (((r[j] << sx) >> sx) + rnd) >> h
+                bi = (((m[j] << sx) >> sx) + rnd) >> h
                 tr = (br * wr - bi * wi + _HALF) >> _Q  # rounded: truncation would bias every stage
                 ti = (br * wi + bi * wr + _HALF) >> _Q
-                ar = (r[i] << sx) >> sx
-                ai = (m[i] << sx) >> sx
-                r[i] = ar + tr
-                m[i] = ai + ti
-                r[j] = ar - tr
-                m[j] = ai - ti
+                ar = (((r[i] << sx) >> sx) + rnd) >> h
+                ai = (((m[i] << sx) >> sx) + rnd) >> h
+                a = ar + tr
+                r[i] = a
+                if a < 0:
+                    a = 0 - a
+                if a > big:
+                    big = a
+                a = ai + ti
+                m[i] = a
+                if a < 0:
+                    a = 0 - a
+                if a > big:
+                    big = a
+                a = ar - tr
+                r[j] = a
+                if a < 0:
+                    a = 0 - a
+                if a > big:
+                    big = a
+                a = ai - ti
+                m[j] = a
+                if a < 0:
+                    a = 0 - a
+                if a > big:
+                    big = a
                 i += half << 1
             k += 1
         half <<= 1
@@ -124,6 +142,46 @@ def _band_sum(re, im, lo: int, hi: int, out, k: int, sx: int):
     o[2 * k + 1] = acc_lo & 0xFFFF
 
 
+@micropython.viper
+def _band_sums(re, im, bins, nb: int, out, sx: int):
+    # _band_sum for bands 0..nb-1, band b over bins[2b]..bins[2b+1]-1: one call per channel
+    r = ptr32(re)
+    m = ptr32(im)
+    q = ptr32(bins)
+    o = ptr32(out)
+    k = 0
+    while k < nb:
+        acc_hi = 0
+        acc_lo = 0
+        i = int(q[2 * k])
+        hi = int(q[2 * k + 1])
+        while i < hi:
+            a = ((r[i] << sx) >> sx) >> 1
+            b = ((m[i] << sx) >> sx) >> 1
+            p = a * a + b * b
+            acc_hi += p >> 16
+            acc_lo += p & 0xFFFF
+            i += 1
+        acc_hi += acc_lo >> 16
+        o[2 * k] = acc_hi
+        o[2 * k + 1] = acc_lo & 0xFFFF
+        k += 1
+
+
+def _bit_reversal(n):
+    rev = array.array("H", bytes(2 * n))
+    bits = 0
+    while (1 << bits) < n:
+        bits += 1
+    for i in range(n):
+        j = 0
+        for b in range(bits):
+            if i >> b & 1:
+                j |= 1 << (bits - 1 - b)
+        rev[i] = j
+    return rev
+
+
 class FFT:
     """An n-point forward FFT (n a power of two) over the arrays re and im."""
 
@@ -136,11 +194,16 @@ class FFT:
         w = 2 * math.pi / n
         self.wc = array.array("i", (int(round(math.cos(w * k) * _ONE)) for k in range(n // 2)))
         self.ws = array.array("i", (int(round(-math.sin(w * k) * _ONE)) for k in range(n // 2)))
+        self.rev = _bit_reversal(n)  # index -> its bit reversal
 
     def run(self):
         """Transform re/im in place; returns e: the true spectrum is re/im * 2**e."""
-        return _fft(self.re, self.im, self.wc, self.ws, self.n, SX)
+        return _fft(self.re, self.im, self.wc, self.ws, self.n, SX, self.rev)
 
     def band_sum(self, lo, hi, out, k):
         """out[2k] * 65536 + out[2k + 1] = sum of |X|**2 over bins lo..hi-1, divided by 4."""
         _band_sum(self.re, self.im, lo, hi, out, k, SX)
+
+    def band_sums(self, bins, nb, out):
+        """band_sum(bins[2b], bins[2b + 1], out, b) for b in 0..nb-1 (bins: an array("i"))."""
+        _band_sums(self.re, self.im, bins, nb, out, SX)

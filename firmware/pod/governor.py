@@ -49,6 +49,20 @@ NIGHT_ON = const(1)
 NIGHT_SCHEDULE = const(2)
 
 
+def _inverse(lin):
+    # _INV[i]: the largest byte whose linear value (LIN16) is <= i x 64
+    inv = bytearray(1024)
+    v = 0
+    for i in range(1024):
+        while v < 255 and (lin[2 * v + 2] | lin[2 * v + 3] << 8) <= i * 64:
+            v += 1
+        inv[i] = v
+    return inv
+
+
+_INV = _inverse(ledwire.LIN16)
+
+
 @micropython.viper
 def _cap_channels(buf, n: int, gmax: int, bmax: int):
     p = ptr8(buf)
@@ -59,17 +73,6 @@ def _cap_channels(buf, n: int, gmax: int, bmax: int):
         if int(p[i + 2]) > bmax:
             p[i + 2] = bmax
         i += 3
-
-
-@micropython.viper
-def _scale_into(dst, src, n: int, level: int):
-    # dst = src x level / 256, rounded down (never above src)
-    d = ptr8(dst)
-    s = ptr8(src)
-    i = 0
-    while i < n:
-        d[i] = (int(s[i]) * level) >> 8
-        i += 1
 
 
 @micropython.viper
@@ -86,11 +89,44 @@ def _duty_sum(src, n: int, duty, level: int) -> int:
 
 
 @micropython.viper
-def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free: int) -> int:
-    """Move each LED of shown toward tgt as far as its credits allow. Returns LEDs held back."""
+def _histogram(src, n: int, hist):
+    # hist[v] = how many of src[0:n] are v (hist: 256 words)
+    h = ptr32(hist)
+    s = ptr8(src)
+    i = 0
+    while i < 256:
+        h[i] = 0
+        i += 1
+    i = 0
+    while i < n:
+        v = int(s[i])
+        h[v] = int(h[v]) + 1
+        i += 1
+
+
+@micropython.viper
+def _duty_sum_hist(hist, duty, level: int) -> int:
+    # _duty_sum of the bytes counted in hist: 256 steps, whatever the frame's length
+    h = ptr32(hist)
+    g = ptr8(duty)
+    t = 0
+    v = 0
+    while v < 256:
+        c = int(h[v])
+        if c:
+            t += c * int(g[(v * level) >> 8])
+        v += 1
+    return t
+
+
+@micropython.viper
+def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free: int, level: int) -> int:
+    """Move each LED of shown toward tgt x level / 256 (rounded down; level 0..256) as far as
+    its credits allow. Returns LEDs held back."""
     sh = ptr8(shown)
     tg = ptr8(tgt)
     t = ptr16(lin)
+    inv = ptr8(_INV)
     cl = ptr32(cred_l)
     cr = ptr32(cred_r)
     held = 0
@@ -107,12 +143,27 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
         b = ((int(cr[i]) ^ _SIGN30) - _SIGN30) + add_r
         if b > _CAP:
             b = _CAP
-        r0 = int(t[sh[k]])
-        g0 = int(t[sh[k + 1]])
-        b0 = int(t[sh[k + 2]])
-        r1 = int(t[tg[k]])
-        g1 = int(t[tg[k + 1]])
-        b1 = int(t[tg[k + 2]])
+        s0 = int(sh[k])
+        s1 = int(sh[k + 1])
+        s2 = int(sh[k + 2])
+        u0 = (int(tg[k]) * level) >> 8  # the power-limited target (x 256 >> 8: unchanged)
+        u1 = (int(tg[k + 1]) * level) >> 8
+        u2 = (int(tg[k + 2]) * level) >> 8
+        if s0 == u0 and s1 == u1 and s2 == u2:
+            # already there (LIN16 is one-to-one: no linear change either): credits only
+            if free:
+                a = 0
+            cl[i] = a & _MASK30
+            cr[i] = b & _MASK30
+            i += 1
+            k += 3
+            continue
+        r0 = int(t[s0])
+        g0 = int(t[s1])
+        b0 = int(t[s2])
+        r1 = int(t[u0])
+        g1 = int(t[u1])
+        b1 = int(t[u2])
         dr = r1 - r0
         dg = g1 - g0
         db = b1 - b0
@@ -129,57 +180,45 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
         if (adr | adg | adb) == 0:
             pass
         elif tvl * 16 <= a and tvr * 16 <= b:
-            sh[k] = tg[k]
-            sh[k + 1] = tg[k + 1]
-            sh[k + 2] = tg[k + 2]
+            sh[k] = u0
+            sh[k + 1] = u1
+            sh[k + 2] = u2
             a -= tvl * 16
             b -= tvr * 16
         else:
             # fraction (1/4096) of the way the credits allow; channels rounded down
+            # (a credit at or below 0 allows nothing: no division for it)
             f = 4096
-            if tvl * 16 > a:
+            if a <= 0:
+                f = 0
+            elif tvl * 16 > a:
                 f = a * 256 // tvl
-                if f < 0:
+            if f > 0 and tvr and tvr * 16 > b:
+                if b <= 0:
                     f = 0
-            if tvr and tvr * 16 > b:
-                f2 = b * 256 // tvr
-                if f2 < 0:
-                    f2 = 0
-                if f2 < f:
-                    f = f2
+                else:
+                    f2 = b * 256 // tvr
+                    if f2 < f:
+                        f = f2
             if f > 0:
                 # each channel: the largest byte whose linear value is <= the goal
-                # (binary search in LIN16, inlined: a call per channel costs more)
+                # (_INV[x >> 6] is the answer for x rounded down to 64, at most a few
+                # bytes below it; a call per channel costs more than this inline)
                 x = r0 + (dr * f >> 12)
-                lo = 0
-                hi = 255
-                while lo < hi:
-                    mid = (lo + hi + 1) >> 1
-                    if int(t[mid]) <= x:
-                        lo = mid
-                    else:
-                        hi = mid - 1
-                nr = lo
+                v = int(inv[x >> 6])
+                while v < 255 and int(t[v + 1]) <= x:
+                    v += 1
+                nr = v
                 x = g0 + (dg * f >> 12)
-                lo = 0
-                hi = 255
-                while lo < hi:
-                    mid = (lo + hi + 1) >> 1
-                    if int(t[mid]) <= x:
-                        lo = mid
-                    else:
-                        hi = mid - 1
-                ng = lo
+                v = int(inv[x >> 6])
+                while v < 255 and int(t[v + 1]) <= x:
+                    v += 1
+                ng = v
                 x = b0 + (db * f >> 12)
-                lo = 0
-                hi = 255
-                while lo < hi:
-                    mid = (lo + hi + 1) >> 1
-                    if int(t[mid]) <= x:
-                        lo = mid
-                    else:
-                        hi = mid - 1
-                nb = lo
+                v = int(inv[x >> 6])
+                while v < 255 and int(t[v + 1]) <= x:
+                    v += 1
+                nb = v
                 # charge what really moved (rounding down may overshoot a fall)
                 xr = int(t[nr]) - r0
                 xg = int(t[ng]) - g0
@@ -228,10 +267,10 @@ class Governor:
         self.budget_ma = cfg.psu_ma - cfg.board_reserve_ma
         self.cap_ma = self.budget_ma
         self.set_cap_ma(self.budget_ma)
-        self.tgt = bytearray(self.nb)  # the capped, power-limited target
         self.shown = bytearray(self.nb)  # what the LEDs show (boot: dark)
         self.cred_l = bytearray(4 * n)  # int32 per LED (ptr32)
         self.cred_r = bytearray(4 * n)
+        self._hist = bytearray(4 * 256)  # a frame's byte values, counted (ptr32) for the power limit
         self._last_ms = None
         self.night_mode = NIGHT_OFF
         self._night_start = 0
@@ -296,49 +335,48 @@ class Governor:
     def govern(self, frame, now_ms, dt_ms, night, strobe):
         """frame (sRGB bytes from the engine) -> self.shown, the bytes to drive."""
         nb = self.nb
-        tgt = self.tgt
         cap = self.brightness_max
         if night:
             _cap_channels(frame, nb, self.night_green_max, self.night_blue_max)
             if self.night_brightness_max < cap:
                 cap = self.night_brightness_max
         level = cap + 1 if cap < 255 else 256  # x/256: 255 -> 255 at cap 255
-        s = _duty_sum(frame, nb, ledwire.DUTY, level)
+        # driven duties are summed over the frame's histogram of byte values: one pass
+        # over the frame, then 256 steps a sum, however many the power limit needs
+        hist = self._hist
+        duty = ledwire.DUTY
+        _histogram(frame, nb, hist)
+        s = _duty_sum_hist(hist, duty, level)
         if s > self.duty_max:
             self.power_limited += 1
             # the highest level whose driven duties fit. Start from the last limited frame's:
             # a scene changes little from frame to frame, so that level usually fits and one
             # more does not (two sums, not a bisection's nine)
-            duty = ledwire.DUTY
             dmax = self.duty_max
             lo = 0
             hi = level
             g = self._limit_level
             if 0 < g < level:
-                if _duty_sum(frame, nb, duty, g) <= dmax:
+                if _duty_sum_hist(hist, duty, g) <= dmax:
                     lo = g
-                    if _duty_sum(frame, nb, duty, g + 1) > dmax:
+                    if _duty_sum_hist(hist, duty, g + 1) > dmax:
                         hi = g
                 else:
                     hi = g - 1
             while lo < hi:
                 mid = (lo + hi + 1) >> 1
-                if _duty_sum(frame, nb, duty, mid) <= dmax:
+                if _duty_sum_hist(hist, duty, mid) <= dmax:
                     lo = mid
                 else:
                     hi = mid - 1
             level = lo
             self._limit_level = lo
-        if level < 256:
-            _scale_into(tgt, frame, nb, level)
-        else:
-            tgt = frame  # x 256 / 256: no copy (_slew only reads its target)
         if dt_ms > _MAX_DT_MS:
             dt_ms = _MAX_DT_MS
         elif dt_ms < 0:
             dt_ms = 0
-        held = _slew(self.shown, tgt, nb, ledwire.LIN16, self.cred_l, self.cred_r,
-                     _RATE_L * dt_ms, _RATE_R * dt_ms, 1 if strobe else 0)
+        held = _slew(self.shown, frame, nb, ledwire.LIN16, self.cred_l, self.cred_r,
+                     _RATE_L * dt_ms, _RATE_R * dt_ms, 1 if strobe else 0, level)
         self.last_held = held
         if held:
             self.slewed += 1

@@ -186,6 +186,20 @@ SPI_ONEWIRE_BAUD = const(3200000)
 _SPI_PAIR = b"\x88\x8e\xe8\xee"  # two LED bits -> one SPI byte
 
 
+def _spread_table():
+    # wire byte -> its 4 SPI bytes, in memory order: spread_onewire moves them as one word
+    t = bytearray(1024)
+    for b in range(256):
+        t[4 * b] = _SPI_PAIR[(b >> 6) & 3]
+        t[4 * b + 1] = _SPI_PAIR[(b >> 4) & 3]
+        t[4 * b + 2] = _SPI_PAIR[(b >> 2) & 3]
+        t[4 * b + 3] = _SPI_PAIR[b & 3]
+    return t
+
+
+_SPREAD = _spread_table()
+
+
 def spi_onewire_size(wire_len):
     """SPI bytes for a one-wire frame of wire_len bytes."""
     return 4 * wire_len
@@ -193,17 +207,15 @@ def spi_onewire_size(wire_len):
 
 @micropython.viper
 def spread_onewire(dst, src, n: int):
-    """n wire bytes -> 4n SPI bytes (two LED bits a byte, most significant first)."""
-    d = ptr8(dst)
+    """n wire bytes -> 4n SPI bytes (two LED bits a byte, most significant first).
+
+    dst is a bytearray of its own (word-aligned: the heap's blocks are): each
+    wire byte's 4 SPI bytes are one word of a table, in memory order, so the
+    result does not depend on the CPU's byte order."""
+    d = ptr32(dst)
     s = ptr8(src)
-    t = ptr8(_SPI_PAIR)
-    j = 0
+    t = ptr32(_SPREAD)
     k = 0
     while k < n:
-        b = int(s[k])
-        d[j] = t[(b >> 6) & 3]
-        d[j + 1] = t[(b >> 4) & 3]
-        d[j + 2] = t[(b >> 2) & 3]
-        d[j + 3] = t[b & 3]
-        j += 4
+        d[k] = t[s[k]]
         k += 1

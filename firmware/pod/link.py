@@ -13,18 +13,39 @@ than _RESERVE is free (dropped and counted in tx_dropped), so answers, HELLO
 and LOG still fit when the host stops reading; they are lost (tx_lost) only
 when the ring is truly full. Neither direction allocates per frame.
 """
+import struct
+
 import hal
 from micropython import const
 
 from pod import build, framing, wire
+from pod.mem import copy as _copy
 
 _RX_CHUNK = const(256)
 _MAX_ENCODED = const(1030)  # == framing.MAX_ENCODED, checked below
 _RESERVE = const(2 * _MAX_ENCODED)  # free TX bytes kept for answers: telemetry stops short of it
 _HDR = const(4)  # wire.HEADER_SIZE
+_PING_SIZE = const(12)  # nonce u32, host_time_us u64
+_PONG_SIZE = const(20)  # the same two, then pod_rx_us u32, pod_tx_us u32
+_MAX_END = const(1020)  # wire.MAX_FRAME - wire.CRC_SIZE: a payload ends at most here
+_encode_frame = framing.encode_frame
 
-if framing.MAX_ENCODED != _MAX_ENCODED:
-    raise ImportError("link: MAX_ENCODED does not match framing.py")
+if framing.MAX_ENCODED != _MAX_ENCODED or wire.MAX_FRAME - wire.CRC_SIZE != _MAX_END:
+    raise ImportError("link: frame sizes do not match framing.py / wire.py")
+
+
+def _pong_layout_ok():
+    # PONG starts with PING's payload byte for byte: the pod echoes those bytes
+    # instead of unpacking host_time_us (a u64: a heap int on the board)
+    a = bytearray(_PONG_SIZE)
+    b = bytearray(_PONG_SIZE)
+    return (wire.pack_ping(a, 0, 0x01020304, 0x05060708090A) == _PING_SIZE
+            and wire.pack_pong(b, 0, 0x01020304, 0x05060708090A, 0, 0) == _PONG_SIZE
+            and a[:_PING_SIZE] == b[:_PING_SIZE])
+
+
+if not _pong_layout_ok():
+    raise ImportError("link: PING/PONG layout does not match wire.py")
 
 
 class Link:
@@ -37,8 +58,11 @@ class Link:
         self._port = port
         self._hello = hello_fields
         self._dec = framing.Decoder(self._on_frame)
-        self._enc = framing.Encoder()
-        self.body = self._enc.body  # senders pack payloads at body[HEADER_SIZE:]
+        enc = self._enc = framing.Encoder()
+        self.body = enc.body  # senders pack payloads at body[HEADER_SIZE:]
+        self._out = enc.out
+        self._crc_table = framing.CRC_TABLE
+        self._crc_ones = framing.CRC_ONES
         self._rxbuf = bytearray(_RX_CHUNK)
         self._tx_seq = 0
         self.tx_frames = 0
@@ -79,13 +103,14 @@ class Link:
         """Frame and queue the payload already packed at body[HEADER_SIZE:end].
 
         False if the TX ring cannot take the whole frame (counted in tx_lost)."""
+        if end > _MAX_END:
+            raise ValueError("frame too long")
+        n = _encode_frame(self.body, end, type_, self._tx_seq, self._crc_table, self._crc_ones, self._out)
         port = self._port
-        frame = self._enc.encode(type_, self._tx_seq, end)
-        n = len(frame)
         if port.tx_free() < n:
             self.tx_lost += 1  # no sequence number used: the host sees no gap it could wait for
             return False
-        port.write(frame, n)
+        port.write(self._out, n)
         self._tx_seq = (self._tx_seq + 1) & 0xFFFF
         self.tx_frames += 1
         return True
@@ -153,10 +178,13 @@ class Link:
         self.send_hello()
 
     def _on_ping(self, seq, frame, end):
-        nonce, host_time_us = wire.unpack_ping(frame, _HDR, end)
-        rx_us = self._rx_us
-        end = wire.pack_pong(self.body, _HDR, nonce, host_time_us, rx_us, hal.ticks_us())
-        self.send(wire.T_PONG, end)
+        # PONG(nonce, host_time_us, pod_rx_us, pod_tx_us): the first two are PING's bytes
+        if end != _HDR + _PING_SIZE:
+            raise ValueError("ping: payload is not %d bytes" % _PING_SIZE)
+        body = self.body
+        _copy(body, _HDR, frame, _HDR, _PING_SIZE)
+        struct.pack_into("<II", body, _HDR + _PING_SIZE, self._rx_us, hal.ticks_us())
+        self.send(wire.T_PONG, _HDR + _PONG_SIZE)
 
     # -- more messages, registered by the app --------------------------------
     def register(self, type_, sink, command=True):

@@ -56,6 +56,39 @@ def _clear(meta, cap: int, slot: int, n: int):
         i += 1
 
 
+@micropython.viper
+def _store(data, meta, cap: int, sb: int, slot: int, samples, n: int, ticks_ms: int, per: int) -> int:
+    # n samples of sb bytes into slots slot.. (wrapping at cap), each marked held with
+    # its ticks_ms (sample i at ticks_ms + i x per / 1000); returns the last one's ticks_ms
+    d = ptr8(data)
+    m = ptr8(meta)
+    s = ptr8(samples)
+    t = ticks_ms
+    src = 0
+    i = 0
+    while i < n:
+        dst = slot * sb
+        k = 0
+        while k < sb:
+            d[dst + k] = s[src + k]
+            k += 1
+        src += sb
+        dt = (i * per) // 1000
+        # pod ticks wrap at 2**30: wrapped without ever forming a value >= 2**30 (a heap int)
+        if ticks_ms <= _MASK30 - dt:
+            t = ticks_ms + dt
+        else:
+            t = ticks_ms - (_MASK30 - dt) - 1
+        v = _HELD | (t & _TICKS15)
+        m[2 * slot] = v & 0xFF
+        m[2 * slot + 1] = v >> 8
+        slot += 1
+        if slot == cap:
+            slot = 0
+        i += 1
+    return t
+
+
 class SampleRing:
     def __init__(self, channels, sample_rate_hz, budget_bytes=BUDGET_BYTES):
         self.channels = channels
@@ -92,20 +125,8 @@ class SampleRing:
                 # samples lost before the pod saw them: their slots must not answer for them
                 _clear(meta, cap, (self._newest_slot + 1) % cap, ahead - 1 if ahead - 1 < cap else cap)
             slot = (self._newest_slot + ahead) % cap
-        i = 0
-        t = ticks_ms
-        while i < n:
-            _copy(data, slot * sb, samples, i * sb, sb)
-            d = (i * per) // 1000
-            # pod ticks wrap at 2**30: wrapped without ever forming a value >= 2**30 (a heap int)
-            t = ticks_ms + d if ticks_ms <= _MASK30 - d else ticks_ms - (_MASK30 - d) - 1
-            v = _HELD | (t & _TICKS15)
-            meta[2 * slot] = v & 0xFF
-            meta[2 * slot + 1] = v >> 8
-            slot += 1
-            if slot == cap:
-                slot = 0
-            i += 1
+        t = _store(data, meta, cap, sb, slot, samples, n, ticks_ms, per)
+        slot = (slot + n) % cap
         # the newest: first + n - 1, carried into bits 30-31 without a value of 2**30
         last = first_seq + (n - 1) if first_seq <= _MASK30 - (n - 1) else first_seq - (_MASK30 - (n - 1)) - 1
         self.newest_hi = (first_hi + (0 if last >= first_seq else 1)) & 3

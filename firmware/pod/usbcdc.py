@@ -17,8 +17,6 @@ import asyncio
 import micropython
 from micropython import const
 
-from pod.mem import copy
-
 _TX_SIZE = const(4096)  # backlog: a burst of telemetry plus the 2 KB link.py keeps for answers
 _RX_SIZE = const(1024)  # host commands that arrive during a 10-20 ms render or GC stall
 _TX_WRAP = const(8191)  # indices run mod 2*size, so a full ring and an empty one differ
@@ -112,21 +110,22 @@ class Port:
         if n:
             _ring_put(self._tx, _TX_SIZE, th & (_TX_SIZE - 1), buf, n)
             self._th = (th + n) & _TX_WRAP  # publish only once the bytes are there
-            if not self._in_busy:
+            if not (self._in_busy or self._kick_pending):
                 self._schedule_kick()
         return n
 
     def readinto(self, buf):
         rt = self._rt
         n = (self._rh - rt) & _RX_WRAP
+        if not n:
+            return 0
         size = len(buf)
         if n > size:
             n = size
-        if n:
-            _ring_get(self._rx, _RX_SIZE, rt & (_RX_SIZE - 1), buf, n)
-            self._rt = (rt + n) & _RX_WRAP
-            if not self._out_busy:
-                self._schedule_kick()  # the ring was too full to take a packet: room again
+        _ring_get(self._rx, _RX_SIZE, rt & (_RX_SIZE - 1), buf, n)
+        self._rt = (rt + n) & _RX_WRAP
+        if not (self._out_busy or self._kick_pending):
+            self._schedule_kick()  # the ring was too full to take a packet: room again
         return n
 
     def wait(self):
@@ -180,7 +179,8 @@ class Port:
             self.xfer_errors += 1
         if ep == self._ep_in:
             self._in_busy = False
-            self._submit_in()
+            if self._th != self._tt:
+                self._submit_in()
         elif ep == self._ep_out:
             self._out_busy = False
             if n and not result:
@@ -218,22 +218,38 @@ class Port:
         return r == _SEND_BREAK
 
 
-def _ring_put(ring, size, pos, src, n):
+@micropython.viper
+def _ring_put(ring, size: int, pos: int, src, n: int):
+    # ring[pos:] = src[0:n], wrapping at size (n <= size); one call, no allocation
+    r = ptr8(ring)
+    s = ptr8(src)
     first = size - pos
-    if n <= first:
-        copy(ring, pos, src, 0, n)
-    else:
-        copy(ring, pos, src, 0, first)
-        copy(ring, 0, src, first, n - first)
+    if n < first:
+        first = n
+    i = 0
+    while i < first:
+        r[pos + i] = s[i]
+        i += 1
+    while i < n:
+        r[i - first] = s[i]
+        i += 1
 
 
-def _ring_get(ring, size, pos, dst, n):
+@micropython.viper
+def _ring_get(ring, size: int, pos: int, dst, n: int):
+    # dst[0:n] = ring[pos:], wrapping at size (n <= size); one call, no allocation
+    r = ptr8(ring)
+    d = ptr8(dst)
     first = size - pos
-    if n <= first:
-        copy(dst, 0, ring, pos, n)
-    else:
-        copy(dst, 0, ring, pos, first)
-        copy(dst, first, ring, 0, n - first)
+    if n < first:
+        first = n
+    i = 0
+    while i < first:
+        d[i] = r[pos + i]
+        i += 1
+    while i < n:
+        d[i] = r[i - first]
+        i += 1
 
 
 def open(usbd):

@@ -139,14 +139,18 @@ def _unpack_str(buf, off, end, pfmt):
 
 
 def _pack_list(buf, off, items, pfmt, ifmt, max_items):
-    n = len(items)
+    # an int means: that many items were already written in place after the count
+    n = items if isinstance(items, int) else len(items)
     if n > max_items:
         raise ValueError('too many items')
     struct.pack_into('<' + pfmt, buf, off, n)
     off += struct.calcsize(pfmt)
     isize = struct.calcsize(ifmt)
+    if isinstance(items, int):
+        return off + n * isize
+    fmt = '<' + ifmt
     for v in items:
-        struct.pack_into('<' + ifmt, buf, off, v)
+        struct.pack_into(fmt, buf, off, v)
         off += isize
     return off
 
@@ -237,11 +241,9 @@ def pack_ping(buf, off, nonce, host_time_us):
 def unpack_ping(buf, off, end):
     if off + 12 > end:
         raise ValueError('ping: short payload')
-    nonce, host_time_us = struct.unpack_from('<IQ', buf, off)
-    off += 12
-    if off != end:
+    if off + 12 != end:
         raise ValueError('ping: trailing bytes')
-    return (nonce, host_time_us,)
+    return struct.unpack_from('<IQ', buf, off)
 
 
 def pack_pong(buf, off, nonce, host_time_us, pod_rx_us, pod_tx_us):
@@ -253,17 +255,18 @@ def pack_pong(buf, off, nonce, host_time_us, pod_rx_us, pod_tx_us):
 def unpack_pong(buf, off, end):
     if off + 20 > end:
         raise ValueError('pong: short payload')
-    nonce, host_time_us, pod_rx_us, pod_tx_us = struct.unpack_from('<IQII', buf, off)
-    off += 20
-    if off != end:
+    if off + 20 != end:
         raise ValueError('pong: trailing bytes')
-    return (nonce, host_time_us, pod_rx_us, pod_tx_us,)
+    return struct.unpack_from('<IQII', buf, off)
 
 
 def pack_eeg_batch(buf, off, first_seq, first_seq_hi, ticks_ms, channels, flags, samples):
     struct.pack_into('<HHIBB', buf, off, first_seq & 0xFFFF, ((first_seq >> 16) & 0x3FFF) | (first_seq_hi << 14), ticks_ms, channels, flags)
     off += 10
-    off = _pack_bytes(buf, off, samples)
+    if isinstance(samples, int):
+        off += samples
+    else:
+        off = _pack_bytes(buf, off, samples)
     return off
 
 
@@ -308,11 +311,9 @@ def pack_power(buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags):
 def unpack_power(buf, off, end):
     if off + 9 > end:
         raise ValueError('power: short payload')
-    temp_c16, vin_mv, limit_ma, full_ma, flags = struct.unpack_from('<hHHHB', buf, off)
-    off += 9
-    if off != end:
+    if off + 9 != end:
         raise ValueError('power: trailing bytes')
-    return (temp_c16, vin_mv, limit_ma, full_ma, flags,)
+    return struct.unpack_from('<hHHHB', buf, off)
 
 
 def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
@@ -360,11 +361,9 @@ def pack_night_mode(buf, off, mode, start_min, end_min, now_min):
 def unpack_night_mode(buf, off, end):
     if off + 7 > end:
         raise ValueError('night_mode: short payload')
-    mode, start_min, end_min, now_min = struct.unpack_from('<BHHH', buf, off)
-    off += 7
-    if off != end:
+    if off + 7 != end:
         raise ValueError('night_mode: trailing bytes')
-    return (mode, start_min, end_min, now_min,)
+    return struct.unpack_from('<BHHH', buf, off)
 
 
 def pack_group_value(buf, off, group_id, value):
@@ -376,11 +375,9 @@ def pack_group_value(buf, off, group_id, value):
 def unpack_group_value(buf, off, end):
     if off + 4 > end:
         raise ValueError('group_value: short payload')
-    group_id, value = struct.unpack_from('<HH', buf, off)
-    off += 4
-    if off != end:
+    if off + 4 != end:
         raise ValueError('group_value: trailing bytes')
-    return (group_id, value,)
+    return struct.unpack_from('<HH', buf, off)
 
 
 def pack_scene_at(buf, off, at_us, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
@@ -429,11 +426,9 @@ def pack_safe_mode(buf, off, confirm):
 def unpack_safe_mode(buf, off, end):
     if off + 2 > end:
         raise ValueError('safe_mode: short payload')
-    confirm, = struct.unpack_from('<H', buf, off)
-    off += 2
-    if off != end:
+    if off + 2 != end:
         raise ValueError('safe_mode: trailing bytes')
-    return (confirm,)
+    return struct.unpack_from('<H', buf, off)
 
 
 def pack_ack(buf, off, ack_seq):
@@ -445,11 +440,9 @@ def pack_ack(buf, off, ack_seq):
 def unpack_ack(buf, off, end):
     if off + 2 > end:
         raise ValueError('ack: short payload')
-    ack_seq, = struct.unpack_from('<H', buf, off)
-    off += 2
-    if off != end:
+    if off + 2 != end:
         raise ValueError('ack: trailing bytes')
-    return (ack_seq,)
+    return struct.unpack_from('<H', buf, off)
 
 
 def pack_nack(buf, off, ack_seq, reason):
@@ -461,11 +454,9 @@ def pack_nack(buf, off, ack_seq, reason):
 def unpack_nack(buf, off, end):
     if off + 3 > end:
         raise ValueError('nack: short payload')
-    ack_seq, reason = struct.unpack_from('<HB', buf, off)
-    off += 3
-    if off != end:
+    if off + 3 != end:
         raise ValueError('nack: trailing bytes')
-    return (ack_seq, reason,)
+    return struct.unpack_from('<HB', buf, off)
 
 
 def pack_log(buf, off, level, text):

@@ -25,6 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Awaitable, Callable
 
+from ..supervisor import Backoff
 from .base import Transport, TransportClosed, TransportError
 
 log = logging.getLogger(__name__)
@@ -226,12 +227,11 @@ async def _settle(task: asyncio.Future, timeout_s: float, what: str) -> None:
 async def supervise(address: str, cfg, serve: Callable[[Transport], Awaitable[None]],
                     link_factory: Callable[[str], GattLink] = BleakGattLink) -> None:
     """Keep a session on the BLE pod at ``address``, reconnecting with backoff (``cfg``: BleConfig)."""
-    backoff = cfg.reconnect_min_s
+    retry = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, _STABLE_S).retry()
     while True:
         started = time.monotonic()
         await serve(BleTransport(address, link_factory(address), cfg.connect_timeout_s))
-        if time.monotonic() - started > _STABLE_S:
-            backoff = cfg.reconnect_min_s
-        log.debug("ble:%s: reconnecting in %.1f s", address, backoff)
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, cfg.reconnect_max_s)
+        retry.ran(time.monotonic() - started)
+        delay = retry.delay()
+        log.debug("ble:%s: reconnecting in %.1f s", address, delay)
+        await asyncio.sleep(delay)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # bulk read timeout: how fast a close is noticed
 _WRITE_MS = 1000
+_NO_BACKEND_S = 60.0  # how often a missing libusb is looked for again
 _CLASSES = (0xFF, 0x0A)  # vendor specific, CDC data
 
 
@@ -183,9 +184,10 @@ class UsbScanner:
             while True:
                 try:
                     devices = await asyncio.to_thread(self.find)
-                except TransportError as exc:
-                    log.error("%s", exc)
-                    return
+                except TransportError as exc:  # no libusb: the other pods go on; looked for again later
+                    log.error("%s; looking again in %.0f s", exc, _NO_BACKEND_S)
+                    await asyncio.sleep(_NO_BACKEND_S)
+                    continue
                 for dev in devices:
                     key = device_key(dev)
                     if key not in self.active:

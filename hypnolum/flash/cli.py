@@ -7,6 +7,7 @@ image, no board).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +19,8 @@ from rich.table import Table
 from hypnolum import paths
 
 from . import boards, bundle, provision
-from .errors import FlashError
-from .image import load_image
+from .errors import BadConfig, FlashError
+from .image import load_image, not_regular
 from .job import Options, Outcome, run_board
 
 _SETTINGS = ("pod_id", "led_type", "led_count", "led_order", "psu_ma", "headset", "eeg_channels",
@@ -73,6 +74,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Settings and paths that would fail later, or block, refused before anything is read or touched."""
+    for flag, value, low in (("--jobs", args.jobs, 0), ("--baud", args.baud, 1)):
+        if value < low:
+            raise BadConfig(f"{flag} {value}: must be at least {low}", step="config")
+    if not args.boot_timeout > 0:
+        raise BadConfig(f"--boot-timeout {args.boot_timeout}: must be more than 0 seconds", step="config")
+    if args.config is not None:
+        _regular(args.config, "--config", must_exist=True)
+    _regular(args.log, "--log", must_exist=False)
+
+
+def _regular(path: Path, flag: str, must_exist: bool) -> None:
+    """BadConfig unless path is a regular file (or, if it need not exist, absent in a directory).
+    Only stat: opening a FIFO would block, reading a device would not end."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if must_exist:
+            raise BadConfig(f"{path}: {flag} file not found", step="config") from None
+        parent = path.parent
+        if parent.exists() and not parent.is_dir():
+            raise BadConfig(f"{path}: {flag}: {parent} is not a directory", step="config") from None
+        return
+    except OSError as exc:
+        raise BadConfig(f"{path}: {flag}: cannot read: {exc.strerror}", step="config") from None
+    if kind := not_regular(path, st):
+        raise BadConfig(f"{path}: {flag} needs a regular file, and this is {kind}", step="config")
+
+
 def _settings(args: argparse.Namespace) -> dict:
     settings = provision.load_base(args.config)
     for key in _SETTINGS:
@@ -118,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.app_format == "xtensawin":
             args.app_format = "x86"
     try:
+        _check_args(args)
         settings = _settings(args)
         image = None
         if not (args.no_image or args.verify_only):

@@ -23,6 +23,8 @@ code" starts the application).
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -37,6 +39,13 @@ IMAGE_NAME = "ESP32_GENERIC_S3-SPIRAM_OCT-<date>-v1.28.0.bin"  # micropython.org
 _ESP_IMAGE_MAGIC = 0xE9
 _CHIP_ID = 9  # ESP32-S3's chip id in the image's extended header (esptool ESP32S3ROM.IMAGE_CHIP_ID)
 _CHIP_IDS = {0: "ESP32", 2: "ESP32-S2", 5: "ESP32-C3", 9: "ESP32-S3", 13: "ESP32-C6"}
+MODULE = "ESP32-S3-WROOM-1-N16R8"  # the pods' module: 16 MB flash, 8 MB octal PSRAM
+FLASH_BYTES = 16 * 1024 * 1024  # its flash: an image written at IMAGE_OFFSET must fit
+_FLASH = f"16 MB ({FLASH_BYTES} bytes) of flash of the {MODULE}"
+# what a path is when it is not a regular file (checked before it is opened: reading a FIFO
+# blocks, a device such as /dev/zero never ends)
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -49,15 +58,27 @@ class Image:
 
 
 def load_image(path: Path | str) -> Image:
-    """Read and sanity-check an ESP32-S3 image; MissingImage if absent or not one."""
+    """Read and sanity-check an ESP32-S3 image; MissingImage if absent or not one.
+
+    The path must name a regular file (a link to one is fine) of at most
+    FLASH_BYTES. It is checked before it is opened, and opened without
+    blocking, so a FIFO or a device is refused at once instead of hanging or
+    filling memory; the file read is checked again once open.
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        _check_file(path, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MissingImage(f"{path}: image not found (download MicroPython's {IMAGE_NAME}, or give --image)",
                            step="image") from None
     except OSError as exc:
         raise MissingImage(f"{path}: cannot read image: {exc.strerror}", step="image") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_file(path, os.fstat(f.fileno()))  # the file opened is the one checked
+        data = f.read(FLASH_BYTES + 1)
+    if len(data) > FLASH_BYTES:
+        raise MissingImage(f"{path}: grew past the {_FLASH} while it was read", step="image")
     if len(data) < 24 or data[0] != _ESP_IMAGE_MAGIC:
         raise MissingImage(f"{path}: not an ESP image (first byte {data[:1].hex() or 'none'}, expected e9)",
                            step="image")
@@ -67,6 +88,25 @@ def load_image(path: Path | str) -> Image:
         raise MissingImage(f"{path}: image is for chip id {chip_id} ({chip}), not an {CHIP_NAME} ({_CHIP_ID}); "
                            f"pods take {IMAGE_NAME}", step="image")
     return Image(path, data, hashlib.sha256(data).hexdigest())
+
+
+def not_regular(path: Path, st: os.stat_result) -> str:
+    """'' for a regular file, else what ``path`` is ("a FIFO (named pipe)", "a directory", ...),
+    with the target of a symbolic link."""
+    if stat.S_ISREG(st.st_mode):
+        return ""
+    kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a regular file")
+    return f"{kind} (through the link to {os.path.realpath(path)})" if path.is_symlink() else kind
+
+
+def _check_file(path: Path, st: os.stat_result) -> None:
+    """MissingImage unless ``st`` is a regular file that fits the flash."""
+    if kind := not_regular(path, st):
+        raise MissingImage(f"{path}: {kind}, not an image file; --image takes the image file ({IMAGE_NAME})",
+                           step="image")
+    if st.st_size > FLASH_BYTES:
+        raise MissingImage(f"{path}: {st.st_size} bytes is larger than the {_FLASH}; not a pod image "
+                           f"({IMAGE_NAME})", step="image")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..protocol.ids import POD_ID_PATTERN
 from .errors import BadConfig
 
 LedOrder = Literal["RGB", "RBG", "GRB", "GBR", "BRG", "BGR",
@@ -26,8 +27,7 @@ class Provision(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pod_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
-                        description="name on the wire and in MQTT topics")
+    pod_id: str = Field(pattern=POD_ID_PATTERN, description="name on the wire, in MQTT topics and in file names")
     led_type: Literal["ws2812", "sk6812", "sk6812_rgbw", "apa102", "sk9822"] = "ws2812"
     led_count: int = Field(30, ge=1, le=300)
     led_order: LedOrder = "GRB"
