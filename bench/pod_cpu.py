@@ -42,12 +42,12 @@ Caveats:
   PSRAM_PENALTY = 1.5: an assumed pessimistic bound, not a measurement (the
   viper kernels stream through bytearrays, which the cache handles well; the
   bytecode interpreter's pointer chasing does not). Measure on a board.
-- The emulator's hal.ticks_* / ticks_diff are Python (board: C builtins) and
-  its derate sensors are a file read (board: ADC and 1-Wire C calls); both
-  overstate a little. gc.mem_free() (STATUS) walks the heap's allocation
+- The timed paths use the board's C ticks_* builtins (bench/mpy/pod_cpu_paths.py),
+  but the emulator's derate sensors are a file read (board: ADC and 1-Wire C
+  calls), which overstates a little. gc.mem_free() (STATUS) walks the heap's allocation
   table, longer on a multi-MB PSRAM heap.
 - asyncio's per-wakeup cost is timed without the emulator's tick-model
-  poller, with a count of wakeups per second that is an estimate (render 2 a
+  poller, with a count of wakeups per second that is an estimate (render 1 a
   frame, a UART read per 2 Cyton packets, one per received USB packet, bands
   slices, the 100 Hz idle tick).
 - Not counted: the LED writer thread's few bytecodes a frame and its GIL

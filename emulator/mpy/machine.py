@@ -8,14 +8,9 @@
 # frame (USB 2.0 section 5.8.4, table 5-9: 1,216 B/frame, ~1.2 MB/s). An IN
 # transfer completes only once the host side has taken all of it: while link.sock
 # is full (hostd not reading the pty) it stays pending, as a host NAKs. Completions
-# reach the firmware through micropython.schedule, as TinyUSB's callbacks do. An OUT
-# transfer fills by itself, as the controller's does: a host thread waits on
-# link.sock (never an asyncio task of the pod's, which could wait behind the
-# others), so its callback runs at the interpreter's next branch after the data came.
-import _thread
+# reach the firmware through micropython.schedule, as TinyUSB's callbacks do.
 import asyncio
 import os
-import select
 import socket
 import struct
 import time
@@ -77,10 +72,8 @@ class _USBDevice:
         self._in_off = 0  # bytes of the IN transfer already on the bus
         self._in_done = self._out_done = -1  # completed bytes awaiting their callback
         self._in_flag = asyncio.ThreadSafeFlag()
-        self._out_go = _thread.allocate_lock()  # released by an OUT submit; the OUT thread waits on it
-        self._out_go.acquire()
+        self._out_flag = asyncio.ThreadSafeFlag()
         self._dispatch_cb = self._dispatch  # bound once: schedule() allocates nothing
-        self._gone_cb = self._host_gone
         self._dispatch_pending = False
         self._configured = False
         self._frame = 0
@@ -138,8 +131,7 @@ class _USBDevice:
             if self._out_buf is not None or self._out_done >= 0:
                 raise OSError(_EBUSY)
             self._out_buf = buf
-            if self._out_go.locked():
-                self._out_go.release()
+            self._out_flag.set()
         # other endpoints (the notification endpoint): queued, the host never polls them here
         return True
 
@@ -162,11 +154,8 @@ class _USBDevice:
         self._tasks = (
             asyncio.create_task(self._enumerate(itfs)),
             asyncio.create_task(self._in_pump()),
+            asyncio.create_task(self._out_pump()),
         )
-        self._out_started = False
-        _thread.start_new_thread(self._out_thread, ())
-        while not self._out_started:  # what the thread allocates to start is done here, not later
-            time.sleep_us(100)
 
     def _check(self, cfg):
         # what TinyUSB and the S3 would refuse, refused here; returns the runtime
@@ -316,49 +305,31 @@ class _USBDevice:
             self._in_done = n
             self._schedule()
 
-    def _out_thread(self):
-        # the controller's OUT side, off the interpreter: fill the submitted buffer from
-        # link.sock, then schedule the completion (the callback runs on the main thread)
+    async def _out_pump(self):
         sock = self._sock
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        go = self._out_go
-        self._out_started = True
+        flag = self._out_flag
+        reader = asyncio.StreamReader(sock)
         while True:
-            go.acquire()
             buf = self._out_buf
             if buf is None:
+                await flag.wait()
                 continue
-            while True:
-                try:
-                    n = sock.readinto(buf)
-                except OSError:
-                    n = 0
-                if n is not None:
-                    break
-                for _ in poller.ipoll(-1):  # no allocation: the poller is its own iterator
-                    break
+            n = sock.readinto(buf)
+            if n is None:
+                n = await reader.readinto(buf)  # waits until link.sock is readable
+                if n is None:
+                    continue
             if not n:
-                self._call(self._gone_cb)
+                self._host_gone()
                 return
-            self._out_done = n  # first: submit_xfer sees the endpoint busy until the callback
             self._out_buf = None
+            self._out_done = n
             self._schedule()
 
-    @staticmethod
-    def _call(cb):
-        while True:
-            try:
-                micropython.schedule(cb, None)
-                return
-            except RuntimeError:  # the schedule queue is full: retry, as TinyUSB's task would
-                time.sleep_us(100)
-
     def _schedule(self):
-        # from the interpreter or the OUT thread; a second dispatch finds nothing to do
         if not self._dispatch_pending:
             self._dispatch_pending = True
-            self._call(self._dispatch_cb)
+            micropython.schedule(self._dispatch_cb, None)
 
     def _dispatch(self, _):
         # as TinyUSB: the endpoint is free again before its callback runs
@@ -375,7 +346,7 @@ class _USBDevice:
             if xfer:
                 xfer(self._ep_out, 0, n)
 
-    def _host_gone(self, _=None):
+    def _host_gone(self):
         # link.sock closed: the emulator is stopping this pod; end as a reset does
         import hal
 
