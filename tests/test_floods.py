@@ -9,7 +9,7 @@ import pytest
 from hypnolum.emulator.runner import Emulator
 from hypnolum.host.backpressure import POD_IN_FLIGHT, POD_QUEUE
 
-from helpers.burst import Burst, broker, kind
+from helpers.burst import Burst, broker
 from helpers.hostd import Hostd
 from helpers.mqtt_watch import Watcher
 from helpers.wait import wait_until
@@ -74,18 +74,14 @@ async def test_every_command_of_a_burst_is_answered_ok_nack_or_busy(rig, flood_b
     assert "Traceback" not in hostd.log_text()
 
 
-@pytest.mark.parametrize("rate", [1000, 4000])  # the pod keeps up with the first, not with the second
+@pytest.mark.parametrize("rate", [1000])  # the rate; 4000/s and more: bench/mqtt_burst.py
 async def test_a_sustained_flood_keeps_eeg_lossless_and_hostd_bounded(rig, flood_broker, rate):
     hostd, pod, b = rig
     eeg_before = len(b.eeg)
     ids = await b.steady("steady", rate, 3.0)
     assert await b.answered(ids, timeout=30), f"unanswered: {b.count(ids)}"
     counts = b.count(ids)
-    if rate <= 1000:
-        assert counts["ok"] + counts["nack"] + counts["busy"] == len(ids), counts
-    else:  # a host this loaded may not read a pod's answer in time: such a command is answered a timeout
-        errors = [b.results[i]["error"] for i in ids if kind(b.results[i]) == "error"]
-        assert all(e.startswith("timeout: ") for e in errors), errors[:5]
+    assert counts["ok"] + counts["nack"] + counts["busy"] == len(ids), counts
     await wait_until(lambda: len(b.eeg) > eeg_before + 40, timeout=10, what="EEG during and after the flood")
     span, lost = b.eeg_lost()
     assert span >= 750 and lost == 0, (span, lost)

@@ -61,7 +61,7 @@ async def test_pod_over_ble_goes_online_streams_eeg_and_takes_commands(emu, mosq
             await wait_until(lambda: watch.text(f"{P}/pod-01/availability") == "online", timeout=20, what="online over BLE")
             state = watch.json(f"{P}/pod-01/state")
             assert state["port"] == f"ble:{pod.address}" and state["link"] == "online"
-            await wait_until(lambda: len(watch.history[f"{P}/pod-01/eeg"]) >= 5, timeout=10, what="EEG over BLE")
+            await wait_until(lambda: len(watch.history[f"{P}/pod-01/eeg"]) >= 5, timeout=30, what="EEG over BLE")
             seqs = [b["seq"] for b in watch.all_json(f"{P}/pod-01/eeg")]
             assert seqs == sorted(seqs)
             await watch.publish(f"{P}/pod-01/set", {"id": "b1", "scene": {"effect": "solid", "color": [0, 0, 200]}})
