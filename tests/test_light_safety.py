@@ -35,17 +35,7 @@ DRIVER = ROOT / "tests" / "light_driver_mpy.py"
 
 pytestmark = pytest.mark.micropython
 
-N_LEDS = 6
-CONFIG = {
-    "led_count": N_LEDS,
-    "psu_ma": 300,
-    "board_reserve_ma": 100,  # budget 200 mA: six white LEDs would draw 366
-    "led_ma": 20,
-    "led_idle_ma": 1,
-    "brightness_max": 230,
-    "fade_after_ms": 2000,
-}
-BUDGET_MA = CONFIG["psu_ma"] - CONFIG["board_reserve_ma"]
+from helpers.light_rig import BUDGET_MA, CONFIG, N_LEDS  # noqa: E402
 BATCH = 25
 EXAMPLES = int(os.environ.get("HYPNOLUM_LIGHT_EXAMPLES", "400"))  # x BATCH = 10 000 sequences
 T_SCENE, T_NIGHT, T_GROUP, T_PING, T_SCENE_AT, T_FRAME_PHASE = 0x20, 0x22, 0x23, 0x04, 0x24, 0x25

@@ -37,17 +37,7 @@ from helpers import flash_analyzer as fa
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "helpers" / "fuzz_link_mpy.py"
 APP = ROOT / "firmware" / "pod" / "app.py"
-N_LEDS = 6
-CONFIG = {
-    "led_count": N_LEDS,
-    "psu_ma": 300,
-    "board_reserve_ma": 100,  # budget 200 mA: six white LEDs would draw 366
-    "led_ma": 20,
-    "led_idle_ma": 1,
-    "brightness_max": 230,
-    "fade_after_ms": 2000,
-}
-BUDGET_MA = CONFIG["psu_ma"] - CONFIG["board_reserve_ma"]
+from helpers.light_rig import BUDGET_MA, CONFIG, N_LEDS  # noqa: E402
 NACK_BAD_MESSAGE = "nack:1"
 _COMMAND_IDS = {codec.BY_NAME[name].type_id for name in COMMANDS}
 SHOWN = 10  # examples kept per kind of problem
