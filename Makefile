@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 MP32   := $(VENV)/.micropython-v1.28.0-32bit
 
-.PHONY: setup demo test bench codec board clean mosquitto system-tools flash
+.PHONY: setup demo console test bench codec board clean mosquitto system-tools flash
 
 setup: $(STAMP) $(MP32) mosquitto system-tools
 
@@ -28,9 +28,10 @@ $(MP32): $(STAMP) tools/build_micropython.sh
 
 # mosquitto comes from Debian, with its headers for the shipped client-id plugin
 # (host/deploy/mosquitto/hypnolum_clientid.c); install them when we may, else say how.
-MOSQUITTO_PKGS = mosquitto mosquitto-dev libmosquitto-dev
+MOSQUITTO_PKGS = mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
 mosquitto:
 	@if { command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } \
+		&& command -v mosquitto_pub >/dev/null 2>&1 \
 		&& test -f /usr/include/mosquitto_broker.h && test -f /usr/include/mosquitto.h; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "installing $(MOSQUITTO_PKGS) (Debian packages)"; \
@@ -40,19 +41,26 @@ mosquitto:
 		exit 1; \
 	fi
 
-# systemd-analyze (the unit's tests) and libusb (pyusb's backend for USB pods), from Debian
+# systemd-analyze (the unit's tests), libusb (pyusb's backend for USB pods) and
+# chromium with its driver (the console's browser test), from Debian
+SYSTEM_PKGS = systemd libusb-1.0-0 chromium chromium-driver
 system-tools:
-	@if command -v systemd-analyze >/dev/null 2>&1 && { ldconfig -p | grep -q libusb-1.0; }; then :; \
+	@if command -v systemd-analyze >/dev/null 2>&1 && { ldconfig -p | grep -q libusb-1.0; } \
+		&& command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing systemd and libusb-1.0-0 (Debian packages)"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd libusb-1.0-0; \
+		echo "installing $(SYSTEM_PKGS) (Debian packages)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PKGS); \
 	else \
-		echo "systemd-analyze or libusb is missing; run:  sudo apt-get update && sudo apt-get install -y systemd libusb-1.0-0"; \
+		echo "a system tool is missing; run:  sudo apt-get update && sudo apt-get install -y $(SYSTEM_PKGS)"; \
 		exit 1; \
 	fi
 
 demo: setup
 	$(BIN)/hypnolum demo $(DEMO_ARGS)
+
+# The session console in a browser, on the running `make demo`'s broker (docs/console.md)
+console: setup
+	$(BIN)/hypnolum console --demo $(CONSOLE_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
