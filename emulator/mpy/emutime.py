@@ -391,31 +391,61 @@ def _timer_left():
 class TickPoller:
     """Wraps the select.poll object asyncio's IOQueue waits in (extmod/asyncio/core.py
     at v1.28.0: wait_io_event -> poller.ipoll(dt)). Timed waits end on an RTOS tick
-    boundary as on the board; I/O and frame timers end them at once."""
+    boundary as on the board; I/O and frame timers end them at once.
+
+    Objects without a file descriptor (asyncio.ThreadSafeFlag: the USB link's
+    transfer flags) are polled here, first, as the board's modselect polls every
+    object before it waits (extmod/modselect.c:398-412, MICROPY_PY_SELECT_POSIX_
+    OPTIMISATIONS off on the ESP32). Left in the unix port's poll set, each poll
+    would first block up to 1 ms in poll(2) on the descriptors
+    (modselect.c:341-396 with MICROPY_PY_SELECT_IOCTL_CALL_PERIOD_MS = 1,
+    modselect.c:58; on by ports/unix/variants/mpconfigvariant_common.h:108):
+    even asyncio's zero-timeout poll between two ready tasks."""
 
     def __init__(self, real):
         self._p = real
+        self._flags = []  # registered ThreadSafeFlags, polled by state
 
     def register(self, s, mask=select.POLLIN | select.POLLOUT):
-        if type(s) is _TimerFlag:
+        t = type(s)
+        if t is _TimerFlag:
             s.reg = True
+        elif isinstance(s, asyncio.ThreadSafeFlag):
+            try:
+                s._hl_ready
+            except AttributeError:
+                s._hl_ready = ((s, select.POLLIN),)  # once per flag: its poll result
+            if s not in self._flags:
+                self._flags.append(s)
         else:
             self._p.register(s, mask)
 
     def modify(self, s, mask):
-        if type(s) is not _TimerFlag:
+        if type(s) is not _TimerFlag and not isinstance(s, asyncio.ThreadSafeFlag):
             self._p.modify(s, mask)
 
     def unregister(self, s):
         if type(s) is _TimerFlag:
             s.reg = False
+        elif isinstance(s, asyncio.ThreadSafeFlag):
+            if s in self._flags:
+                self._flags.remove(s)
         else:
             self._p.unregister(s)
+
+    def _flag_ready(self):
+        # a set ThreadSafeFlag's poll result, or None
+        for f in self._flags:
+            if f.state:
+                return f._hl_ready
+        return None
 
     def ipoll(self, dt=-1, flags=0):
         c = clock
         c.advance()
         r = _fire()
+        if r is None:
+            r = self._flag_ready()
         if r is not None:
             return r
         p = self._p
@@ -438,25 +468,34 @@ class TickPoller:
             t = _timer_left()
             if 0 <= t < w:
                 w = t
-            if self._sleep(w, t == w):
+            if self._sleep(w, t == w) == 1:
                 return p.ipoll(0)
             c.advance()
             r = _fire()
+            if r is None:
+                r = self._flag_ready()  # set by a callback that ran meanwhile
             if r is not None:
                 return r
             if dt > 0 and diff(time.ticks_ms(), start) >= dt:
                 return p.ipoll(0)
 
     def _sleep(self, w, timer):
-        # wait w pod us, or until an OS-polled object is ready (True); for a timer
-        # (its instant ends the wait), the last _ALARM_SPIN_US spin, as host sleeps
-        # overshoot by about that much and a board's timer interrupt does not
+        # wait w pod us, or until an OS-polled object is ready (1) or a flag is set
+        # (2); for a timer (its instant ends the wait), the last _ALARM_SPIN_US spin,
+        # as host sleeps overshoot by about that much and a board's timer interrupt
+        # does not
         c = clock
         target = _wrap_add(c.us, w)
         ms = w // 1000
         if ms:
+            # the poll runs the callbacks scheduled since the last branch first
+            # (modselect.c:345); one may set a flag, which must not then wait out ms
+            for _ in self._p.ipoll(0):
+                return 1
+            if self._flag_ready() is not None:
+                return 2
             for _ in self._p.ipoll(ms):
-                return True
+                return 1
             c.advance()
         left = _diff(target, c.us)
         if timer:
@@ -467,7 +506,7 @@ class TickPoller:
         if timer:
             while _diff(target, c.us) > 0:
                 c.advance()
-        return False
+        return 0
 
 
 class _TickIOQueue(core.IOQueue):

@@ -40,8 +40,8 @@ class SerialTransport(Transport):
         self._eof = False  # EOF/EIO seen: read() returns b"" once the buffer is empty
         self._paused = False  # reader removed while _RX_LIMIT bytes wait
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.rx_ns = 0  # CLOCK_REALTIME when the bytes of the last read() arrived
-        self._rx_first_ns = 0  # arrival of the oldest bytes still buffered
+        self.rx_ns = 0  # CLOCK_REALTIME by which every byte of the last read() had arrived
+        self._rx_last_ns = 0  # when the newest buffered bytes were seen
 
     async def open(self) -> None:
         try:
@@ -74,8 +74,10 @@ class SerialTransport(Transport):
             log.debug("%s: read ended: %s", self.name, exc)  # EIO: the other side is gone
             data = b""
         if data:
-            if not self._rx:
-                self._rx_first_ns = time.time_ns()  # as the loop sees the bytes, not after decoding
+            # as the loop sees the bytes, not after decoding; the newest chunk's instant
+            # bounds every buffered byte's arrival from above (an older chunk's would be
+            # too early for the bytes after it, and a clock bound that is too tight)
+            self._rx_last_ns = time.time_ns()
             self._rx += data
             if len(self._rx) >= _RX_LIMIT:
                 self._paused = True
@@ -108,7 +110,7 @@ class SerialTransport(Transport):
             if self._rx:
                 data = bytes(self._rx)
                 self._rx.clear()
-                self.rx_ns = self._rx_first_ns
+                self.rx_ns = self._rx_last_ns
                 if self._paused:
                     self._paused = False
                     self._loop.add_reader(self._fd, self._on_readable)

@@ -346,3 +346,57 @@ async def test_time_sleeps_hold_the_interpreter():
     assert ran[0] == n
     task.cancel()
     await asyncio.sleep_ms(0)
+
+
+def test_a_set_flag_is_seen_before_the_descriptors_are_waited_on():
+    # The board's poll looks at every object before it waits (extmod/modselect.c:398-412);
+    # the unix port's first blocks up to 1 ms in poll(2) on the descriptors when any
+    # object has none (modselect.c:341-396). The tick poller polls asyncio.ThreadSafeFlag
+    # (the USB link's transfer flags) itself, first, so a set flag costs no such wait.
+    import select
+    import socket
+
+    quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # registered, never readable
+    quiet.bind(socket.getaddrinfo("127.0.0.1", 0)[0][-1])
+    p = emutime.TickPoller(select.poll())
+    p.register(quiet, select.POLLIN)
+    flag = asyncio.ThreadSafeFlag()
+    p.register(flag, select.POLLIN)
+    try:
+        flag.set()
+        t0 = time.ticks_us()
+        for _ in range(50):
+            got = [ev for ev in p.ipoll(0)]
+            assert len(got) == 1 and got[0][0] is flag and got[0][1] & select.POLLIN, got
+            got = [ev for ev in p.ipoll(5000)]
+            assert len(got) == 1 and got[0][0] is flag, got
+        took = time.ticks_diff(time.ticks_us(), t0)
+        assert took < 50000, took  # 100 polls, each a 1 ms poll(2) first, would take >= 100 ms
+        flag.clear()
+        assert [ev for ev in p.ipoll(0)] == []
+        p.unregister(flag)
+        flag.set()
+        assert [ev for ev in p.ipoll(0)] == []  # unregistered: not reported
+    finally:
+        p.unregister(quiet)
+        quiet.close()
+
+
+async def test_tasks_hand_over_through_flags_without_waiting_on_the_descriptors():
+    # two tasks take turns through two ThreadSafeFlags, as the USB pumps and the link do
+    ping, pong = asyncio.ThreadSafeFlag(), asyncio.ThreadSafeFlag()
+    n = 100
+
+    async def echo():
+        for _ in range(n):
+            await ping.wait()
+            pong.set()
+
+    t = asyncio.create_task(echo())
+    t0 = time.ticks_us()
+    for _ in range(n):
+        ping.set()
+        await pong.wait()
+    took = time.ticks_diff(time.ticks_us(), t0)
+    await t
+    assert took < n * 500, took  # a 1 ms poll(2) per hand-over would take >= n ms
