@@ -280,6 +280,7 @@ class Alarm:
         self._host_due = 0  # host us (time.ticks_us)
         self._gen = 0
         self.armed = False
+        self._queued = False  # a scheduled callback not yet run: the ISR adds no other
         self._waits = False  # came inside the clock's advance: run at its end
         self._go = _thread.allocate_lock()
         self._go.acquire()
@@ -322,6 +323,7 @@ class Alarm:
 
     def _scheduled(self, gen):
         # the ISR thread's callback: read the clock, whose advance runs the due alarms
+        self._queued = False
         if gen != self._gen:
             return
         if clock.busy:
@@ -344,10 +346,12 @@ class Alarm:
                     if left > _ALARM_SPIN_US:
                         time.sleep_us(left - _ALARM_SPIN_US)
                     continue
-                try:
-                    micropython.schedule(self._run_cb, self._gen)
-                except RuntimeError:  # the schedule queue is full: try again below
-                    pass
+                if not self._queued:  # one entry at a time: the queue is shared (USB completions)
+                    self._queued = True
+                    try:
+                        micropython.schedule(self._run_cb, self._gen)
+                    except RuntimeError:  # the schedule queue is full: try again below
+                        self._queued = False
                 time.sleep_us(_ALARM_SPIN_US)
 
 

@@ -75,6 +75,7 @@ class _USBDevice:
         self._out_flag = asyncio.ThreadSafeFlag()
         self._dispatch_cb = self._dispatch  # bound once: schedule() allocates nothing
         self._dispatch_pending = False
+        self._redispatch = False  # a completion whose dispatch did not fit in the schedule queue
         self._configured = False
         self._frame = 0
         self._budget = 0
@@ -270,6 +271,12 @@ class _USBDevice:
         sock = self._sock
         flag = self._in_flag
         while True:
+            if self._redispatch:
+                self._redispatch = False
+                self._schedule()
+                if self._redispatch:
+                    await asyncio.sleep_ms(0)  # the poll runs what is queued (modselect.c:345)
+                    continue
             buf = self._in_buf
             if buf is None:
                 await flag.wait()
@@ -329,7 +336,15 @@ class _USBDevice:
     def _schedule(self):
         if not self._dispatch_pending:
             self._dispatch_pending = True
-            micropython.schedule(self._dispatch_cb, None)
+            try:
+                micropython.schedule(self._dispatch_cb, None)
+            except RuntimeError:
+                # the queue is full. TinyUSB's task is scheduled through a node of its own,
+                # which cannot overflow (shared/tinyusb/mp_usbd.c:54): a completion is never
+                # lost, so the IN pump schedules it again once the queue has room
+                self._dispatch_pending = False
+                self._redispatch = True
+                self._in_flag.set()
 
     def _dispatch(self, _):
         # as TinyUSB: the endpoint is free again before its callback runs
