@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 MP32   := $(VENV)/.micropython-v1.28.0-32bit
 
-.PHONY: setup demo console test bench codec board clean mosquitto system-tools flash
+.PHONY: setup demo console pictures test bench codec board clean mosquitto system-tools flash
 
 setup: $(STAMP) $(MP32) mosquitto system-tools
 
 # Re-installs only when the project's metadata changed.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "hypnolum needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -55,6 +55,8 @@ system-tools:
 		exit 1; \
 	fi
 
+# The demo runs until Ctrl-C, so `make console` in another terminal has it to show
+DEMO_ARGS ?= --forever
 demo: setup
 	$(BIN)/hypnolum demo $(DEMO_ARGS)
 
@@ -62,8 +64,12 @@ demo: setup
 console: setup
 	$(BIN)/hypnolum console --demo $(CONSOLE_ARGS)
 
+# Refresh docs/console.png from the browser test that takes it
+pictures: setup
+	HYPNOLUM_UPDATE_PICTURES=1 $(BIN)/python -m pytest -q tests/test_console_browser.py
+
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -12,7 +12,7 @@ import socket
 import tomllib
 from pathlib import Path
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
 
@@ -182,6 +182,8 @@ class Config(_Section):
     eeg: EegConfig = EegConfig()
     recorder: RecorderConfig = RecorderConfig()
     lsl: LslConfig = LslConfig()
+    # the session console's own table (`hypnolum console`); hypnolum/console checks it
+    web: dict[str, Any] = Field(default_factory=dict)
 
 
 class ConfigError(ValueError):

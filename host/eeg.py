@@ -22,6 +22,9 @@ to its sinks strictly in sequence order, each sample once:
 - of a hole longer than one replay can ask for (``MAX_REPLAY``, far beyond any pod's ring)
   the older part is given up at once, in one gap.
 
+Every stream also judges its channels' signal quality over its newest samples
+(host/signal_quality.py), shown as ``quality`` in its state.
+
 Sequence numbers are 32-bit on the wire and unwrapped to Python ints here.
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
 from .config import EegConfig
+from .signal_quality import SignalQuality
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,8 @@ class EegStream:
         self.rate_hz = rate_hz
         self.row = 3 * channels  # bytes per sample on the wire
         self.cfg = cfg
-        self.sinks: list[Sink] = list(sinks or [])
+        self.quality = SignalQuality(channels, rate_hz)  # per channel, over the newest samples handed on
+        self.sinks: list[Sink] = [*(sinks or []), self.quality]
         self.stats = EegStats()
         self.boot_id: int | None = None
         self.request: ReplayRequest | None = None  # set by the hub while a session is online
@@ -389,6 +394,7 @@ class EegStream:
         d = dict(vars(self.stats))  # flat ints: asdict's deep copy is not needed
         d["railed"] = self.railed
         d["near_railed"] = self.near_railed
+        d["quality"] = self.quality.to_json()
         d["next_seq"] = None if self._next is None else self._next & 0xFFFFFFFF
         return d
 

@@ -1,8 +1,9 @@
 """The hub: ties port sessions to the MQTT bridge.
 
 It owns the pod-id registry (one session per pod id), pumps each session's
-events to MQTT, and carries out set commands and the other pod inputs
-(markers, participant codes) arriving from MQTT.
+events to MQTT (state, EEG, band powers, the live LED colours), and carries
+out set commands and the other pod inputs (markers, participant codes)
+arriving from MQTT.
 
 Set commands are carried out by host/setcommands.py; markers and participant
 codes are answered here as they are read. A handler that fails on one message
@@ -22,6 +23,7 @@ from . import state as st
 from .config import Config
 from .events import Bands, EegBatch, Ended, Event
 from .inbound import Inbound, InboundError, Limits, pod_input_problem
+from .leds import LedPreview, LedsPublisher
 from .mqtt import Incoming, MqttBridge, PodInput
 from .session import PodSession
 from .setcommands import SetCommands, result_topic
@@ -40,6 +42,7 @@ class Hub:
         self.pods: dict[str, PodSession] = {}  # pod id -> the session holding it
         self.bad_commands = 0
         self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
+        self.leds = LedsPublisher(self.eeg.telemetry.put)  # pods/<id>/leds: at most 5 a second, QoS 0
         self.states = StatePublisher(bridge)  # pods/<id>/state: coalesced, latest wins
         self.inbound = Inbound(Limits.of(config.mqtt))  # bounded decoding of every MQTT payload read
         self.failures = Failures()  # message handlers that raised, by handler
@@ -121,6 +124,9 @@ class Hub:
             return
         if isinstance(event, Bands):
             self.eeg.bands(pod_id, event.fields)
+            return
+        if isinstance(event, LedPreview):
+            self.leds.publish(pod_id, event)
             return
         online = session.state.link == st.ONLINE
         if available and (not online or available[0] != pod_id):

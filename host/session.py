@@ -3,9 +3,18 @@
 A ``PodSession`` runs until its transport ends. Meanwhile it keeps
 ``state`` (a ``PodState``) current and puts typed events (host/events.py) on
 ``events``: ``STATE_CHANGED`` whenever the state changed, an ``EegBatch`` per
-EEG batch and ``Bands`` per band-power message; ``ENDED`` marks the end of the
-session. The queue is bounded and drops the oldest event when full (counted),
-so a slow consumer never stalls the link.
+EEG batch, ``Bands`` per band-power message and a ``LedPreview``
+(host/leds.py) per LED preview; ``ENDED`` marks the end of the session. The
+queue is bounded and drops the oldest event when full (counted), so a slow
+consumer never stalls the link.
+
+``state.scene`` is what the pod shows, as the pod reports it (SCENE_SHOWN:
+when it changes and in answer to CONNECT, so also after a restart of hostd
+and under a circle's timeline), with who chose it (``source``: set,
+timeline, pod) and its safety state. Until a pod has reported in this
+session, an acknowledged SCENE stands in for it. A refused command's answer
+carries what the pod named: the field and the range it allows
+(protocol/nack.py).
 
 A frame whose handler raises is contained to that frame: counted in
 ``counters.host.frames_failed`` and in the hub's handler failures, logged, and
@@ -18,13 +27,20 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..protocol import codec
+from ..protocol import codec, nack
 from ..protocol.ids import pod_id_problem
-from ..protocol.messages import EEG_FLAG_GAP_BEFORE, EEG_FLAG_REPLAY
+from ..protocol.messages import (
+    EEG_FLAG_GAP_BEFORE,
+    EEG_FLAG_REPLAY,
+    SHOWN_LINK_SAFE,
+    SHOWN_NIGHT,
+    SHOWN_STOPPED,
+)
 from . import state as st
 from .clock import PodClock
 from .config import PodsConfig
 from .events import ENDED, STATE_CHANGED, Bands, EegBatch, Event
+from .leds import LedPreview
 from .supervisor import Failures
 from .transport import Transport, TransportClosed
 
@@ -87,7 +103,9 @@ class PodSession:
         self._hello: dict[str, Any] | None = None
         self._hello_evt = asyncio.Event()
         self._last_rx = time.monotonic()
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, str] = {}  # seq -> command name, for its answer
+        self._futures: dict[int, asyncio.Future] = {}
+        self._scene_reported = False  # the pod has said what it shows (SCENE_SHOWN) in this session
         self._eeg_next: int | None = None
         self._online_before = False
         self._nonce = 0
@@ -137,7 +155,7 @@ class PodSession:
             for task in (link, reader):
                 task.cancel()
             await asyncio.gather(link, reader, return_exceptions=True)
-            for fut in self._pending.values():
+            for fut in self._futures.values():
                 if not fut.done():
                     fut.set_exception(NotOnline(f"{self.transport.name}: session ended"))
             if self.claimed:
@@ -260,6 +278,7 @@ class PodSession:
                     log.warning("pod %s on %s rebooted (boot %08x); handshaking again", s.pod_id, self.transport.name, s.boot_id)
                     s.link, s.reason = st.CONNECTING, "pod rebooted"
                     s.scene = None  # a rebooted pod no longer shows what it acknowledged
+                    self._scene_reported = False
                     self.changed()
                     return
             silent_s = time.monotonic() - self._last_rx
@@ -271,7 +290,9 @@ class PodSession:
 
     # -- commands -------------------------------------------------------------
     async def command(self, name: str, fields: dict[str, Any]) -> tuple[str, str | None]:
-        """Send a command; returns ("ack", None) or ("nack", reason).
+        """Send a command; returns ("ack", None) or ("nack", reason). The reason is a
+        ``nack.Refusal``: equal to the reason's name, with the field the pod named and the
+        range it allows (``.field``, ``.allowed``, ``.detail()``).
 
         Re-sent with the same seq (so the pod can de-duplicate) every
         ``command_timeout_s``, ``command_retries`` times after the first try;
@@ -284,7 +305,8 @@ class PodSession:
         seq = self._next_seq()
         frame = codec.encode(name, seq, fields)
         fut = asyncio.get_running_loop().create_future()
-        self._pending[seq] = fut
+        self._pending[seq] = name
+        self._futures[seq] = fut
         attempts = 1 + self.cfg.command_retries
         try:
             for attempt in range(attempts):
@@ -300,8 +322,9 @@ class PodSession:
                         answer = await asyncio.shield(fut)
                 except TimeoutError:
                     continue
-                if answer[0] == "ack" and name == "scene":
-                    self.state.scene = dict(fields)
+                if answer[0] == "ack" and name == "scene" and not self._scene_reported:
+                    # until the pod reports what it shows
+                    self.state.scene = dict(fields, source="set", stopped=False, link_safe=False, night=False)
                     self.changed()
                 return answer
             c.commands_failed += 1
@@ -309,6 +332,7 @@ class PodSession:
             raise CommandTimeout(f"{name}: no answer after {attempts} attempts") from None
         finally:
             self._pending.pop(seq, None)
+            self._futures.pop(seq, None)
 
     # -- frames from the pod ------------------------------------------------
     def _on_hello(self, frame: codec.Frame) -> None:
@@ -340,7 +364,7 @@ class PodSession:
             self.changed()  # the state JSON now shows offset, drift, uncertainty
 
     def _answer(self, seq: int, answer: tuple[str, str | None]) -> None:
-        fut = self._pending.get(seq)
+        fut = self._futures.get(seq)
         if fut is not None and not fut.done():
             fut.set_result(answer)
 
@@ -348,7 +372,34 @@ class PodSession:
         self._answer(frame.fields["ack_seq"], ("ack", None))
 
     def _on_nack(self, frame: codec.Frame) -> None:
-        self._answer(frame.fields["ack_seq"], ("nack", str(frame.fields["reason"])))
+        f = frame.fields
+        name = self._pending.get(f["ack_seq"])
+        described = None
+        if name is not None:
+            try:
+                described = nack.describe(name, f)
+            except nack.BadDetail as exc:  # the reason still stands; the detail is dropped, counted
+                self.state.counters.frames_failed += 1
+                self.failures.contain("frame", f"nack from {self.transport.name}", exc)
+        self._answer(f["ack_seq"], ("nack", nack.Refusal(str(f["reason"]), described)))
+
+    def _on_scene_shown(self, frame: codec.Frame) -> None:
+        f = frame.fields
+        state = f["state"]
+        scene = {k: f[k] for k in ("effect", "brightness", "color", "transition_ms", "period_ms", "palette",
+                                   "flags", "params")}
+        scene["source"] = str(f["source"])
+        scene["stopped"] = bool(state & SHOWN_STOPPED)  # a participant's stop: the safe glow, held
+        scene["link_safe"] = bool(state & SHOWN_LINK_SAFE)  # the pod's fade to safe after link silence
+        scene["night"] = bool(state & SHOWN_NIGHT)  # night limits hold
+        self.state.scene = scene
+        self._scene_reported = True
+        self.changed()
+
+    def _on_leds(self, frame: codec.Frame) -> None:
+        if self.state.link == st.ONLINE:
+            f = frame.fields
+            self._emit(LedPreview(led_count=f["led_count"], segments=f["segments"], rgb=f["rgb"], t_host=time.time()))
 
     def _on_log(self, frame: codec.Frame) -> None:
         level = {"debug": 10, "info": 20, "warning": 30, "error": 40}.get(str(frame.fields["level"]), 20)

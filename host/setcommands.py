@@ -7,8 +7,16 @@ subsystem's group (``serve``). A command whose id was seen before for its pod
 is not sent again: it gets the first one's result with ``"duplicate": true``.
 
 Every command is answered on ``pods/<pod_id>/set/result`` (and on its MQTT 5
-response topic): ``ok``, ``nack`` (the pod refused it), an error naming what
-was wrong, ``busy``, or "hostd stopped before carrying it out". A handler that
+response topic): ``ok``, ``nack`` (the pod refused it; with the field and the
+range it allows when the pod names them), an error naming what was wrong (and
+the range, for a scene hostd knows the pod would refuse), ``busy``, or "hostd
+stopped before carrying it out".
+
+A scene without effect changes the scene the pod shows (host/commands.py): it
+waits for the scene commands of its pod started before it, so it changes what
+they made the pod show. A ``stop`` sends the pod FADE_SAFE and puts the marker
+``stop`` into the pod's recording at the moment it was asked for (``stop (not
+carried out: <why>)`` if the pod did not carry it out). A handler that
 fails on one command costs that command only: it gets an error result, and the
 failure is counted and logged (host/supervisor.py). Answers are handed to the
 MQTT client's queue, never awaited one by one.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +77,8 @@ class SetCommands:
         # the pod twice
         self._results: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
         self._group: asyncio.TaskGroup | None = None
+        # pod id -> its commands in flight that change what it shows, in the order they started
+        self._showing: dict[str, list[asyncio.Future]] = {}
 
     # -- intake --------------------------------------------------------------------
     async def serve(self) -> None:
@@ -150,6 +161,7 @@ class SetCommands:
             if result is not None:
                 self._reply(incoming, result)
             self._launch(self.gate.done(pod_id))
+            self.hub.host_state.changed()  # its gate counters (coalesced: at most once a second)
         if outcome is not Outcome.OK:
             level = logging.INFO if outcome is Outcome.NACK else logging.WARNING
             log.log(level, "set for pod %s failed: %s", pod_id, result.get("error") or result.get("nack"))
@@ -222,35 +234,86 @@ class SetCommands:
         if problem := pod_id_problem(pod_id):
             hub.count_bad(None)
             return Outcome.BAD, commands.error_result(cmd.id, problem, "pod_id")
+        asked = time.time()
         session = await self._online(pod_id)
         if session is None:
             hub.count_bad(None)
             return Outcome.ABSENT, commands.error_result(
                 cmd.id, f"pod {pod_id} is not connected to host {hub.config.host.id}", "pod_id")
-        for name, fields in cmd.messages():
+        if cmd.scene is None and not cmd.stop:
+            return await self._send(session, cmd, asked)
+        earlier = list(self._showing.get(pod_id, ()))
+        mine = asyncio.get_running_loop().create_future()
+        self._showing.setdefault(pod_id, []).append(mine)
+        try:
+            if cmd.scene is not None and cmd.scene.effect is None and earlier:
+                await asyncio.wait(earlier)  # change what they made the pod show
+            return await self._send(session, cmd, asked)
+        finally:
+            mine.set_result(None)
+            line = self._showing[pod_id]
+            line.remove(mine)
+            if not line:
+                del self._showing[pod_id]
+
+    async def _send(self, session: PodSession, cmd: commands.SetCommand, asked: float) -> tuple[Outcome, dict]:
+        """Send the command's messages to the pod, in order, and annotate what it carried out
+        (a stop also when the pod did not carry it out: the participant asked for it then)."""
+        try:
+            messages = cmd.messages(shown=session.state.scene)
+        except commands.BadCommand as exc:
+            self.hub.count_bad(session)
+            return Outcome.BAD, exc.result()
+        outcome, result = await self._carry_out(session, cmd.id, messages)
+        pod_id = session.state.pod_id
+        if outcome is Outcome.OK:
+            self._annotate(pod_id, messages, asked)
+        elif cmd.stop:
+            why = result.get("nack") or result.get("error")
+            self.hub.eeg.annotate(pod_id, f"marker: stop (not carried out: {why})", asked)
+        return outcome, result
+
+    async def _carry_out(self, session: PodSession, cmd_id: str | None,
+                         messages: list[tuple[str, dict[str, Any]]]) -> tuple[Outcome, dict]:
+        for name, fields in messages:
             try:
                 answer, reason = await session.command(name, fields)
             except CommandTimeout as exc:
-                return Outcome.TIMEOUT, commands.error_result(cmd.id, f"timeout: {exc}")
+                return Outcome.TIMEOUT, commands.error_result(cmd_id, f"timeout: {exc}")
             except NotOnline as exc:
-                return Outcome.ABSENT, commands.error_result(cmd.id, str(exc), "pod_id")
+                return Outcome.ABSENT, commands.error_result(cmd_id, str(exc), "pod_id")
             if answer != "ack":
-                return Outcome.NACK, commands.nack_result(cmd.id, reason)
-        self._annotate(pod_id, cmd)
-        return Outcome.OK, commands.ok_result(cmd.id)
+                return Outcome.NACK, self._refused(cmd_id, name, fields, reason)
+        return Outcome.OK, commands.ok_result(cmd_id)
 
-    def _annotate(self, pod_id: str, cmd: commands.SetCommand) -> None:
+    @staticmethod
+    def _refused(cmd_id: str | None, name: str, fields: dict[str, Any], reason: Any) -> dict[str, Any]:
+        """The result of a NACK: its reason, and the field and range the pod named (protocol/nack.py
+        ``Refusal``: a plain reason from a pod that names none)."""
+        field = getattr(reason, "field", None)
+        if field is None:
+            return commands.nack_result(cmd_id, str(reason))
+        path, allowed, sent = commands.refused_field(name, field, getattr(reason, "allowed", None), fields)
+        if allowed is not None and len(allowed) == 2 and all(isinstance(v, int | float) for v in allowed):
+            within = f"allowed {allowed[0]}..{allowed[1]}"
+        else:
+            within = f"allowed {allowed}"
+        return commands.nack_result(cmd_id, str(reason), path, allowed,
+                                    f"the pod refused it ({reason}): {sent}, {within}")
+
+    def _annotate(self, pod_id: str, messages: list[tuple[str, dict[str, Any]]], asked: float) -> None:
         """What a carried-out command changed, as annotations of the pod's recording."""
         eeg = self.hub.eeg
-        if cmd.safe_mode:
-            eeg.annotate(pod_id, "safe mode: the pod resets, its firmware stays stopped")
-        if cmd.night is not None:
-            nt = cmd.night
-            eeg.annotate(pod_id, f"night: {nt.mode} {nt.start_min}-{nt.end_min} min")
-        if cmd.scene is not None:
-            sc = cmd.scene
-            eeg.annotate(pod_id, f"scene: {sc.effect} brightness {sc.brightness:g} color {list(sc.color)} "
-                                 f"transition {sc.transition_ms} ms period {sc.period_ms} ms")
+        for name, f in messages:
+            if name == "safe_mode":
+                eeg.annotate(pod_id, "safe mode: the pod resets, its firmware stays stopped")
+            elif name == "fade_safe":
+                eeg.annotate(pod_id, "marker: stop", asked)  # when the participant asked, not when the pod answered
+            elif name == "night_mode":
+                eeg.annotate(pod_id, f"night: {f['mode']} {f['start_min']}-{f['end_min']} min")
+            elif name == "scene":
+                eeg.annotate(pod_id, f"scene: {f['effect']} brightness {round(f['brightness'] / 255, 2):g} "
+                                     f"color {f['color']} transition {f['transition_ms']} ms period {f['period_ms']} ms")
 
     def to_json(self) -> dict[str, Any]:
         return self.gate.to_json()

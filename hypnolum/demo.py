@@ -17,6 +17,11 @@ the emulator captured, the EEG rate measured from the ``/eeg`` messages, the
 sample gaps, hostd's frame counters and the command results. On a terminal this
 is a rich live view; otherwise (or with ``--plain``) one line per pod every 5 s.
 
+While it runs, the broker's address is in a small JSON file (console/demo_link.py:
+``$HYPNOLUM_DEMO_FILE``, else ``$XDG_RUNTIME_DIR/hypnolum-demo.json``, else
+``~/.cache/hypnolum/demo.json``), removed when the demo ends, so that
+``hypnolum console --demo`` (``make console``) finds it.
+
 It ends after ``--duration`` seconds of show (or on Ctrl-C / SIGTERM), stops
 hostd with SIGTERM, then the emulator and the broker, and prints a summary.
 Exit status: 0 when every pod came online, streamed EEG and acknowledged every
@@ -195,13 +200,20 @@ class Demo:
         except BrokerError as exc:
             raise DemoError(str(exc)) from None
         self.say(f"mosquitto on 127.0.0.1:{self.broker.port}")
+        from .console import demo_link
+
+        try:
+            demo_link.write("127.0.0.1", self.broker.port, HOST_ID, self.pod_ids, str(self.workdir))
+        except OSError as exc:  # the console cannot find this demo; the demo itself goes on
+            self.say(f"cannot write {demo_link.demo_file()} for `hypnolum console --demo`: {exc}")
 
     async def start_emulator(self) -> None:
         from .emulator.pod import PodError
         from .emulator.runner import Emulator
 
         self.phase = f"booting {self.args.pods} emulated pods"
-        self.emu = Emulator(self.args.pods, self.workdir / "emu", seed=self.args.seed, led_count=self.args.led_count)
+        self.emu = Emulator(self.args.pods, self.workdir / "emu", seed=self.args.seed, led_count=self.args.led_count,
+                            record_frames=self.workdir / "frames")  # what each strip showed, for the report
         try:
             await self._or_stop(self.emu.start())
             await self._or_stop(self.emu.wait_links(20))
@@ -214,7 +226,9 @@ class Demo:
         conf.write_text(
             f"[host]\nid = {_toml_str(HOST_ID)}\n\n"
             f"[mqtt]\nhost = \"127.0.0.1\"\nport = {self.broker.port}\n\n"
-            f"[serial]\nports = [{_toml_str(str(self.emu.workdir / '*.tty'))}]\n"
+            f"[serial]\nports = [{_toml_str(str(self.emu.workdir / '*.tty'))}]\n\n"
+            # every pod's EEG, scenes and markers, for `hypnolum report` (docs/report.md)
+            f"[recorder]\nenabled = true\ndir = {_toml_str(str(self.workdir / 'recordings'))}\n"
         )
         log = open(self.hostd_log, "ab")
         try:
@@ -323,6 +337,9 @@ class Demo:
             if self.emu is not None:
                 await self.emu.stop()
             if self.broker is not None:
+                from .console import demo_link
+
+                demo_link.remove()
                 await asyncio.to_thread(self.broker.stop)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -437,6 +454,10 @@ class Demo:
             self.say(f"(files kept in {self.workdir})")
         elif self.args.keep:
             self.say(f"(files kept in {self.workdir})")
+            for bdf in sorted((self.workdir / "recordings").glob("*.bdf")):
+                pod = bdf.name.split("_")[0]
+                self.say(f"debrief: hypnolum report {bdf} --frames {self.workdir / 'frames' / (pod + '.frames')} "
+                         f"--html {pod}-report.html")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return status

@@ -12,12 +12,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from rich.console import Group
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 PREFIX = "hypnolum/v1/pods/"
 LED_SAMPLES = 24  # LEDs shown per pod
+LED_SAMPLES_NARROW = 12  # ... on a narrow terminal
+WIDE = 100  # from this many columns on: every column, the full LED strip
 RATE_WINDOW_S = 2.0
 
 
@@ -85,8 +88,8 @@ def sample_leds(rgb: bytes | None, n: int = LED_SAMPLES) -> list[tuple[int, int,
     return [tuple(rgb[3 * i : 3 * i + 3]) for i in idx]
 
 
-def led_text(rgb: bytes | None) -> Text:
-    leds = sample_leds(rgb)
+def led_text(rgb: bytes | None, n: int = LED_SAMPLES) -> Text:
+    leds = sample_leds(rgb, n)
     if not leds:
         return Text("(no frame yet)", style="dim")
     text = Text()
@@ -183,18 +186,28 @@ class DemoModel:
         return sum(len(p.pending) for p in self.pods.values())
 
     # -- output ---------------------------------------------------------
-    def table(self, leds: dict[str, bytes | None]) -> Table:
+    def table(self, leds: dict[str, bytes | None], width: int = 120) -> Table:
+        """The pods' table for a terminal ``width`` columns wide: below ``WIDE`` the sample
+        and frame counts are left out and the LED strip is shorter, so 80 columns hold the
+        rest; the last command takes what is left, cut with an ellipsis."""
         now = time.monotonic()
-        t = Table(expand=False, header_style="bold")
-        t.add_column("pod", no_wrap=True)
+        wide = width >= WIDE
+        n_leds = LED_SAMPLES if wide else LED_SAMPLES_NARROW
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True,
+                  header_style="bold", expand=False)
+        t.add_column("pod", no_wrap=True, overflow="ellipsis", max_width=16)
         t.add_column("link", no_wrap=True)
-        t.add_column("LEDs", no_wrap=True, min_width=LED_SAMPLES)
+        t.add_column("LEDs", no_wrap=True, min_width=n_leds)
         t.add_column("EEG/s", justify="right", no_wrap=True)
-        t.add_column("samples", justify="right", no_wrap=True)
+        if wide:
+            t.add_column("samples", justify="right", no_wrap=True)
         t.add_column("gaps", justify="right", no_wrap=True)
-        t.add_column("frames rx/bad", justify="right", no_wrap=True)
-        t.add_column("cmds ok/fail", justify="right", no_wrap=True)
-        t.add_column("last command", overflow="ellipsis", no_wrap=True, max_width=48)
+        if wide:
+            t.add_column("frames rx/bad", justify="right", no_wrap=True)
+        t.add_column("cmds ok/fail" if wide else "cmds", justify="right", no_wrap=True)
+        # the one column that gives way: the table shrinks only wrappable columns, and the
+        # cells (Text with no_wrap) are cut with an ellipsis instead of wrapping
+        t.add_column("last command", min_width=12)
         for pod_id, p in self.pods.items():
             link = p.link
             rate = p.eeg_rate(now)
@@ -202,26 +215,24 @@ class DemoModel:
             if p.pending:
                 cmds.append(f" +{len(p.pending)}", style="dim")
             style = {True: "green", False: "bold red", None: "dim"}[p.last_result_ok]
-            t.add_row(
+            cells = [
                 pod_id,
                 Text(link, style=_LINK_STYLE.get(link, "dim")),
-                led_text(leds.get(pod_id)),
+                led_text(leds.get(pod_id), n_leds),
                 Text(f"{rate:.0f}", style="" if rate > 0 else "dim"),
-                str(p.samples),
-                Text(str(p.gaps), style="yellow" if p.gaps else ""),
-                Text(f"{p.frames_rx}/{p.frames_bad}", style="yellow" if p.frames_bad else ""),
-                cmds,
-                Text(p.last_result or "-", style=style),
-            )
+            ]
+            if wide:
+                cells.append(str(p.samples))
+            cells.append(Text(str(p.gaps), style="yellow" if p.gaps else ""))
+            if wide:
+                cells.append(Text(f"{p.frames_rx}/{p.frames_bad}", style="yellow" if p.frames_bad else ""))
+            cells += [cmds, Text(p.last_result or "-", style=style, no_wrap=True, overflow="ellipsis")]
+            t.add_row(*cells)
         return t
 
-    def renderable(self, header: Text, leds: dict[str, bytes | None], footer: str = "") -> Group:
-        parts = [header, self.table(leds)]
-        if self.events:
-            parts.append(Text("\n".join(self.events), style="dim"))
-        if footer:
-            parts.append(Text(footer, style="dim"))
-        return Group(*parts)
+    def renderable(self, header: Text, leds: dict[str, bytes | None], footer: str = "") -> DemoView:
+        """The live view; its table is laid out when it is drawn, for the terminal's width."""
+        return DemoView(self, header, leds, footer)
 
     def lines(self, elapsed: float, leds: dict[str, bytes | None]) -> list[str]:
         now = time.monotonic()
@@ -233,3 +244,18 @@ class DemoModel:
                 f"frames {p.frames_rx}/{p.frames_bad} cmds {p.ok}/{p.failed} last: {p.last_result or '-'}"
             )
         return out
+
+
+class DemoView:
+    """Header, the pods' table (laid out for the width it is drawn at), recent events and a footer."""
+
+    def __init__(self, model: DemoModel, header: Text, leds: dict[str, bytes | None], footer: str = ""):
+        self.model, self.header, self.leds, self.footer = model, header, leds, footer
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        parts = [self.header, self.model.table(self.leds, options.max_width)]
+        if self.model.events:
+            parts.append(Text("\n".join(self.model.events), style="dim"))
+        if self.footer:
+            parts.append(Text(self.footer, style="dim"))
+        yield Group(*parts)

@@ -104,19 +104,40 @@ def _check(msg: schema.Message, fields: dict[str, Any]) -> None:
     for f in msg.fields:
         if f.kind == schema.LIST and len(fields[f.name]) > f.max_items:
             raise ProtocolError("value", f"{msg.name}.{f.name}: at most {f.max_items} items")
+        tail = messages.TAILS.get((msg.name, f.name))
+        if tail is not None and len(fields[f.name]) not in (0, tail.sizeof()):
+            raise ProtocolError("payload", f"{msg.name}.{f.name}: {len(fields[f.name])} bytes, "
+                                           f"expected 0 or {tail.sizeof()}")
     if msg.name == "eeg_batch":
         ch = fields["channels"]
         if ch == 0 or len(fields["samples"]) % (3 * ch):
             raise ProtocolError(
                 "payload", f"eeg_batch.samples: {len(fields['samples'])} bytes is not a whole number of {ch}-channel samples"
             )
+    elif msg.name == "leds":
+        k = fields["segments"]
+        if not 1 <= k <= messages.LED_PREVIEW_MAX_SEGMENTS or len(fields["rgb"]) != 3 * k:
+            raise ProtocolError("payload", f"leds: {k} segments (1..{messages.LED_PREVIEW_MAX_SEGMENTS}) "
+                                           f"with {len(fields['rgb'])} bytes of rgb")
+
+
+def _with_tails(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """fields, with an absent tail field (messages.TAILS) empty."""
+    for msg, tail in messages.TAILS:
+        if msg == name and tail not in fields:
+            return {**fields, tail: b""}
+    return fields
 
 
 def encode_payload(name: str, fields: dict[str, Any]) -> bytes:
     msg = BY_NAME.get(name)
     if msg is None:
         raise ProtocolError("unknown_type", f"unknown message {name!r}")
-    _check(msg, fields)
+    fields = _with_tails(name, fields)
+    try:
+        _check(msg, fields)
+    except (KeyError, TypeError) as exc:
+        raise ProtocolError("value", f"{name}: {exc!r}") from None
     try:
         payload = msg.construct.build(fields)
     except (cs.ConstructError, KeyError, TypeError, ValueError, struct.error) as exc:

@@ -81,8 +81,8 @@ def _pack_args(msg: schema.Message) -> list[str]:
 
 
 def _pack_fn(msg: schema.Message) -> list[str]:
-    args = ", ".join(_pack_args(msg))
-    out = [f"def pack_{msg.name}(buf, off, {args}):"]
+    args = "".join(", " + a for a in _pack_args(msg))
+    out = [f"def pack_{msg.name}(buf, off{args}):"]
     for kind, item in _groups(msg.fields):
         if kind == "fixed":
             fmt = _fixed_fmt(item, msg, _is_split)
@@ -114,6 +114,13 @@ def _plain_unpack_fn(msg: schema.Message) -> list[str] | None:
     """unpack_<name> for a message of fixed fields read as they are: struct's own tuple
     is the result (no locals, no second tuple); None for any other message."""
     groups = list(_groups(msg.fields))
+    if not groups:  # a message without fields: its payload is empty
+        return [
+            f"def unpack_{msg.name}(buf, off, end):",
+            "    if off != end:",
+            f"        raise ValueError('{msg.name}: trailing bytes')",
+            "    return ()",
+        ]
     if len(groups) != 1 or groups[0][0] != "fixed":
         return None
     run = groups[0][1]
@@ -262,12 +269,22 @@ def render() -> str:
         body = ", ".join(f"{k!r}: {v}" for k, v in mapping.items())
         lines.append(f"{name.upper()} = {{{body}}}")
     lines.append("")
+    lines.append("# effect id -> (lowest, highest, default) period_ms; an effect not here has no period")
+    eff = schema.ENUMS["effect"]
+    body = ", ".join(f"{eff[k]}: {tuple(v)!r}" for k, v in messages.EFFECT_PERIODS.items() if v is not None)
+    lines.append(f"EFFECT_PERIODS = {{{body}}}")
+    lines.append("")
+    lines.append("# field indices of the commands (a NACK's detail names the refused field by its index)")
+    for m in schema.MESSAGES:
+        if m.command:
+            lines += [f"F_{m.name.upper()}_{f.name.upper()} = const({i})" for i, f in enumerate(m.fields)]
+    lines.append("")
     lines.append("NAMES = {" + ", ".join(f"{m.const_name}: {m.name!r}" for m in schema.MESSAGES) + "}")
     lines.append("COMMANDS = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES if m.command) + ")")
     lines.append("FIELDS = {")
     for m in schema.MESSAGES:
-        names = ", ".join(repr(f.name) for f in m.fields)
-        lines.append(f"    {m.const_name}: ({names},),")
+        names = "".join(repr(f.name) + ", " for f in m.fields)
+        lines.append(f"    {m.const_name}: ({names.rstrip()}),")
     lines.append("}")
     lines.append(_HELPERS)
     for m in schema.MESSAGES:

@@ -19,6 +19,7 @@ from construct import (
     Int8ul,
     Int16sl,
     Int16ul,
+    Int32sl,
     Int32ul,
     Int64ul,
     PascalString,
@@ -66,6 +67,35 @@ Palette = Enum(Int8ul, warm=0, ember=1, ocean=2, aurora=3, forest=4, dusk=5, moo
 
 NightMode = Enum(Int8ul, off=0, on=1, schedule=2)
 
+# Who chose the scene a pod shows (SceneShown.source)
+SceneSource = Enum(
+    Int8ul,
+    set=0,  # a SCENE (or FADE_SAFE) command
+    timeline=1,  # a SCENE_AT that came due (a circle's shared timeline)
+    pod=2,  # the pod itself: the fade to safe after link silence
+)
+
+# Animation period of each effect, in ms: (lowest, highest, default), or None for an
+# effect without one (its period_ms is ignored). The pod refuses a period outside the
+# range (NACK bad_param naming period_ms and the range); hostd sends the default when a
+# scene names none. firmware/pod/effects.py reads the ranges from the generated wire.py.
+EFFECT_PERIODS = {
+    "off": None,
+    "solid": None,
+    "breathe": (100, 65535, 4000),
+    "slow_wave": (1000, 65535, 8000),
+    "aurora": (2000, 65535, 20000),
+    "candle": None,
+    "ripple": (1000, 65535, 4000),
+    "palette_drift": (1000, 65535, 20000),
+    "starfield": None,
+    "tide": (2000, 65535, 10000),
+    "heartbeat": (500, 3000, 1000),
+    "alpha_bloom": None,
+    "circle": None,
+    "strobe": (77, 125, 100),  # 13..8 Hz
+}
+
 NackReason = Enum(
     Int8ul,
     bad_message=1,  # payload did not decode
@@ -97,6 +127,24 @@ SAFE_MODE_CONFIRM = 0x5AFE
 
 # Bits of Scene.flags
 SCENE_FLAG_STROBE_OPT_IN = 0x01  # the sender explicitly asks for a stroboscopic effect
+
+# Bits of SceneShown.state
+SHOWN_NIGHT = 0x01  # night limits hold now (NIGHT_MODE on, or inside its schedule)
+SHOWN_LINK_SAFE = 0x02  # the fade to safe after link silence (source "pod")
+SHOWN_STOPPED = 0x04  # FADE_SAFE: faded to the safe glow and held until the next SCENE
+
+# LedPreview: the strip averaged down to at most this many segments, at most this often
+LED_PREVIEW_MAX_SEGMENTS = 32
+LED_PREVIEW_MS = 200  # 5 a second
+
+# Nack.detail: empty, or this (the refused field and the range it allows)
+NACK_NO_FIELD = 0xFF  # NackDetail.field / .item: none
+NackDetail = Struct(
+    "field" / Int8ul,  # index of the failing field in the refused message's Struct (NACK_NO_FIELD: none)
+    "item" / Int8ul,  # index inside that field, for a list (params) or array (color); NACK_NO_FIELD: the whole field
+    "lo" / Int32sl,  # the range the field (or item) allows, inclusive; for a list without item: its item count
+    "hi" / Int32sl,
+)
 
 # ---------------------------------------------------------------------------
 # Messages. Type ids are part of the wire contract; never reuse one.
@@ -231,6 +279,31 @@ FramePhase = Struct(  # host -> pod, not acknowledged: align the render schedule
     "period_us" / Int32ul,  # 0: keep the pod's own frame period
 )
 
+FadeSafe = Struct(  # host -> pod, command: a participant's stop
+    # the strip fades to the safe glow within 2 s and holds it: SCENE_AT scenes are
+    # acknowledged but not shown until a SCENE arrives (docs/light.md "Stop")
+)
+
+LedPreview = Struct(  # pod -> host, telemetry every LED_PREVIEW_MS: the strip as driven
+    "led_count" / Int16ul,
+    "segments" / Int8ul,  # 1..LED_PREVIEW_MAX_SEGMENTS
+    # segments x (R, G, B): the mean of each segment's LEDs (sRGB bytes, after the governor)
+    "rgb" / GreedyBytes,
+)
+
+SceneShown = Struct(  # pod -> host: the scene it shows, whenever that changes and in answer to CONNECT
+    "source" / SceneSource,
+    "state" / Int8ul,  # SHOWN_*
+    "effect" / Effect,
+    "brightness" / Int8ul,
+    "color" / Array(3, Int8ul),
+    "transition_ms" / Int16ul,
+    "period_ms" / Int16ul,
+    "palette" / Palette,
+    "flags" / Int8ul,
+    "params" / PrefixedArray(Int8ul, Int16sl),
+)
+
 Ack = Struct(  # pod -> host
     "ack_seq" / Int16ul,  # seq of the command being acknowledged
 )
@@ -238,6 +311,9 @@ Ack = Struct(  # pod -> host
 Nack = Struct(  # pod -> host
     "ack_seq" / Int16ul,
     "reason" / NackReason,
+    # empty (a pod that names no field; every pod before this tail existed) or a
+    # NackDetail: a reader takes the first two fields whatever follows
+    "detail" / GreedyBytes,
 )
 
 Log = Struct(  # pod -> host
@@ -255,6 +331,8 @@ MESSAGES = (
     ("eeg_batch", 0x10, EegBatch),
     ("eeg_bands", 0x11, EegBands),
     ("power", 0x12, Power),
+    ("leds", 0x13, LedPreview),
+    ("scene_shown", 0x14, SceneShown),
     ("scene", 0x20, Scene),
     ("eeg_replay", 0x21, EegReplay),
     ("night_mode", 0x22, NightModeSet),
@@ -262,16 +340,22 @@ MESSAGES = (
     ("scene_at", 0x24, SceneAt),
     ("frame_phase", 0x25, FramePhase),
     ("safe_mode", 0x26, SafeMode),
+    ("fade_safe", 0x27, FadeSafe),
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
 )
 
 # Commands the pod must answer with ACK or NACK.
-COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode"})
+COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe"})
 
 # Largest item count of each PrefixedArray field, checked by both codecs.
-LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("eeg_bands", "powers"): 16 * 5}
+LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("scene_shown", "params"): 8,
+               ("eeg_bands", "powers"): 16 * 5}
+
+# Bytes fields that hold a Struct of their own, or nothing: (message, field) -> Struct.
+# The host codec builds an absent one empty, and checks a present one's length.
+TAILS = {("nack", "detail"): NackDetail}
 
 ENUMS = (
     ("effect", Effect),
@@ -279,6 +363,7 @@ ENUMS = (
     ("log_level", LogLevel),
     ("palette", Palette),
     ("night_mode", NightMode),
+    ("scene_source", SceneSource),
 )
 
 # Scalar constants exported to the firmware.
@@ -299,4 +384,11 @@ CONSTANTS = (
     ("SAFE_MODE_CONFIRM", SAFE_MODE_CONFIRM),
     ("N_BANDS", 5),
     ("MAX_SCENE_PARAMS", 8),
+    ("SHOWN_NIGHT", SHOWN_NIGHT),
+    ("SHOWN_LINK_SAFE", SHOWN_LINK_SAFE),
+    ("SHOWN_STOPPED", SHOWN_STOPPED),
+    ("LED_PREVIEW_MAX_SEGMENTS", LED_PREVIEW_MAX_SEGMENTS),
+    ("LED_PREVIEW_MS", LED_PREVIEW_MS),
+    ("NACK_NO_FIELD", NACK_NO_FIELD),
+    ("NACK_DETAIL_SIZE", NackDetail.sizeof()),
 )

@@ -115,7 +115,26 @@ def load() -> tuple[Message, ...]:
             raise ValueError(f"{name}: type id {type_id:#x} is reused or out of range")
         seen.add(type_id)
         out.append(_message(name, type_id, con))
+    for (name, field), tail in messages.TAILS.items():
+        msg = next((m for m in out if m.name == name), None)
+        if msg is None or not msg.fields or msg.fields[-1].name != field or msg.fields[-1].kind != BYTES:
+            raise TypeError(f"{name}.{field}: a tail must be the message's last field, of GreedyBytes")
+        for sub in tail.subcons:
+            _int_fmt(sub.subcon, f"{name}.{field}.{sub.name}")
     return tuple(out)
+
+
+def _check_periods() -> None:
+    """EFFECT_PERIODS names every effect once, each (lo, hi, default) with lo <= default <= hi in u16."""
+    effects = {str(k) for k in messages.Effect.encmapping}
+    if set(messages.EFFECT_PERIODS) != effects:
+        raise ValueError(f"EFFECT_PERIODS must name every effect: {sorted(effects ^ set(messages.EFFECT_PERIODS))}")
+    for name, period in messages.EFFECT_PERIODS.items():
+        if period is not None and not (len(period) == 3 and 0 < period[0] <= period[2] <= period[1] <= 65535):
+            raise ValueError(f"EFFECT_PERIODS[{name!r}] = {period!r}: want (lo, hi, default), 0 < lo <= default <= hi <= 65535")
+
+
+_check_periods()
 
 
 MESSAGES: tuple[Message, ...] = load()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cobs import cobs
 
-from . import codec, schema
+from . import codec, messages, schema
 from .schema import ARRAY, BYTES, ENUM, INT, LIST, STR
 
 TARGET = Path(__file__).resolve().parent / "vectors.json"
@@ -45,6 +45,11 @@ def _int(fmt: str, n: int, edge: str) -> int | float:
     return lo + (n * 2654435761 + 17) % span  # spread over the range
 
 
+def _fmt(sub) -> str:
+    """The struct format char of one integer subcon of a tail Struct."""
+    return {"l": "i", "L": "I"}.get(sub.subcon.fmtstr[1:], sub.subcon.fmtstr[1:])
+
+
 def _values(msg: schema.Message, edge: str) -> dict:
     out: dict = {}
     for i, f in enumerate(msg.fields):
@@ -61,6 +66,14 @@ def _values(msg: schema.Message, edge: str) -> dict:
         elif f.kind == LIST:
             count = {"max": f.max_items, "min": 0}.get(edge, n % f.max_items + 1)
             out[f.name] = [_int(f.fmt, n + k, edge) for k in range(count)]
+        elif (msg.name, f.name) in messages.TAILS:  # empty, or its own Struct
+            tail = messages.TAILS[(msg.name, f.name)]
+            out[f.name] = b"" if edge == "min" else tail.build(
+                {s.name: _int(_fmt(s), n + k, edge) for k, s in enumerate(tail.subcons)})
+        elif msg.name == "leds" and f.name == "rgb":  # segments x (R, G, B)
+            k = {"max": messages.LED_PREVIEW_MAX_SEGMENTS, "min": 1}.get(edge, n % messages.LED_PREVIEW_MAX_SEGMENTS + 1)
+            out["segments"] = k
+            out[f.name] = bytes((n * 7 + i) & 0xFF for i in range(3 * k))
         elif f.kind == BYTES:
             width = 3 * out.get("channels", 1)
             count = {"max": 1, "min": 0}.get(edge, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,33 @@ def test_demo_runs_two_pods_and_cleans_up():
     assert _leftovers(marker, workdir) == []
 
 
+def test_the_demos_recording_makes_a_debrief_report(tmp_path):
+    # `make demo` records every pod (EEG, scenes, LED frames); with --keep it says how to
+    # report on it, and that command makes the debrief page
+    marker = uuid.uuid4().hex
+    proc = _demo("--duration", "10", "--pods", "1", "--keep", marker=marker)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    workdir = _workdir(out)
+    try:
+        assert proc.returncode == 0, out
+        m = re.search(r"debrief: hypnolum report (\S+\.bdf) --frames (\S+) --html", out)
+        assert m, out
+        html = tmp_path / "pod-01.html"
+        rep = subprocess.run([sys.executable, "-m", "hypnolum", "report", m[1], "--frames", m[2], "--html", str(html)],
+                             capture_output=True, text=True, timeout=120)
+        assert rep.returncode == 0, rep.stderr
+        page = html.read_text()
+        assert "pod-01" in page and "<img" in page and "http://" not in page and "https://" not in page
+        assert "scene" in page.lower() and "alpha" in page.lower()
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def test_demo_stops_cleanly_on_sigterm():
     marker = uuid.uuid4().hex
     proc = _demo("--forever", "--pods", "1", marker=marker)
@@ -129,3 +157,46 @@ def test_demo_fails_clearly_when_pods_do_not_come_online():
     import shutil
 
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("width", [80, 120, 160])
+def test_the_live_view_is_readable_at_80_columns_and_uses_the_room_at_120(width):
+    """The view ``hypnolum demo`` draws on a terminal, at the terminal's width: every pod's
+    row whole within it; from 100 columns on every column with its full header."""
+    import json
+    import shutil
+
+    from rich.console import Console
+
+    from hypnolum.demo import Demo, _parser
+
+    demo = Demo(_parser().parse_args(["--pods", "4"]), Console(width=width))
+    try:
+        model = demo.model
+        for i, pod_id in enumerate(demo.pod_ids):
+            model.on_message(f"hypnolum/v1/pods/{pod_id}/availability", b"online")
+            model.on_message(f"hypnolum/v1/pods/{pod_id}/eeg", json.dumps({"n": 125, "gap": False}).encode())
+            model.command_sent(pod_id, f"demo-1-{pod_id}", {"effect": "breathe", "color": [255, 120, 40],
+                                                            "period_ms": 4000})
+            model.on_message(f"hypnolum/v1/pods/{pod_id}/set/result",
+                             json.dumps({"id": f"demo-1-{pod_id}", "ok": i != 3, "nack": "safety"}).encode())
+        leds = {pod_id: bytes([255, 120, 40]) * 30 for pod_id in demo.pod_ids}
+        console = Console(width=width, record=True, force_terminal=True, color_system=None)
+        console.print(model.renderable(demo.header(), leds, footer=f"Ctrl-C stops · workdir {demo.workdir}"))
+        lines = console.export_text().splitlines()
+    finally:
+        shutil.rmtree(demo.workdir, ignore_errors=True)
+    text = "\n".join(lines)
+    assert max(map(len, lines)) <= width, "\n" + text
+    rows = [line for line in lines if line.startswith("pod-")]
+    assert [row.split()[0] for row in rows] == demo.pod_ids, text
+    for row in rows[:3]:
+        assert row.split()[1] == "online" and "█" * 12 in row and "ok breathe #ff7828" in row, text
+    assert "FAILED breathe" in rows[3], text
+    header = next(line for line in lines if line.startswith("pod "))
+    if width >= 120:
+        for column in ("EEG/s", "samples", "gaps", "frames rx/bad", "cmds ok/fail", "last command"):
+            assert column in header, (column, text)
+        assert "…" not in header and all("█" * 24 in row for row in rows), text
+    else:
+        assert "EEG/s" in header and "last command" in header, text

@@ -45,7 +45,7 @@ def test_every_handler_survives_fuzzed_payloads_through_link_under_micropython()
     # the Link's own handlers and every one app.py registers were fuzzed, and the payloads reached
     # them: each handler took some and refused some as bad_message
     handled = {codec.BY_TYPE[t].name for t in r.handlers}
-    assert handled == fuzz_link.app_registrations() | {"connect", "ping", "scene"}, handled
+    assert handled == fuzz_link.app_registrations() | {"connect", "ping", "scene", "fade_safe"}, handled
     assert {"scene_at", "frame_phase"} <= handled and COMMANDS <= handled
     for t in r.handlers:
         answers = {a.split(" ", 1)[1] for a in r.answers if a.split(" ", 1)[0] == str(t)}

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from hypnolum.host import commands
-from hypnolum.protocol import codec, schema
+from hypnolum.protocol import codec, messages, schema
 
 
 def parse(obj):
@@ -47,3 +47,82 @@ def test_bad_light_fields_name_the_field():
         assert e.value.field == field, obj
     with pytest.raises(commands.BadCommand, match="scene and/or night"):
         parse({"id": "x"})
+
+
+def test_each_effect_alone_gets_a_period_in_its_range():
+    for name, spec in messages.EFFECT_PERIODS.items():
+        (msg, fields), = parse({"scene": {"effect": name}}).messages()
+        if spec is None:
+            assert fields["period_ms"] == 0, name  # no period: the pod ignores it
+        else:
+            assert spec[0] <= fields["period_ms"] <= spec[1] and fields["period_ms"] == spec[2], name
+    assert set(messages.EFFECT_PERIODS) == set(schema.ENUMS["effect"])
+
+
+def test_a_period_out_of_the_effects_range_is_refused_with_the_range():
+    with pytest.raises(commands.BadCommand) as e:
+        parse({"id": "h", "scene": {"effect": "heartbeat", "period_ms": 4000}}).messages()
+    assert e.value.result() == {"id": "h", "ok": False, "field": "scene.period_ms", "allowed": [500, 3000],
+                                "error": "scene.period_ms: 4000 ms is outside heartbeat's range 500..3000 ms"}
+    # a change of the period alone is checked against the effect the pod shows
+    with pytest.raises(commands.BadCommand) as e:
+        parse({"scene": {"period_ms": 50}}).messages(shown=dict(SHOWN, effect="tide", period_ms=9000))
+    assert e.value.allowed == (2000, 65535)
+
+
+SHOWN = {"effect": "aurora", "brightness": 204, "color": [255, 120, 40], "transition_ms": 500, "period_ms": 30000,
+         "palette": "ember", "flags": 0, "params": [12], "source": "timeline", "stopped": False}
+
+
+def test_a_scene_without_effect_changes_only_what_it_names():
+    shown = {k: v for k, v in SHOWN.items() if k not in ("source", "stopped")}
+    (_, fields), = parse({"scene": {"brightness": 0.3}}).messages(shown=SHOWN)
+    assert fields == {**shown, "brightness": round(0.3 * 255), "transition_ms": 0}  # the transition: the command's
+    (_, fields), = parse({"scene": {"color": [1, 2, 3], "transition_ms": 800}}).messages(shown=SHOWN)
+    assert fields == {**shown, "color": [1, 2, 3], "transition_ms": 800}
+    (_, fields), = parse({"scene": {"palette": "ocean", "params": [3]}}).messages(shown=SHOWN)
+    assert (fields["effect"], fields["palette"], fields["params"]) == ("aurora", "ocean", [3])
+    # a strobe keeps its opt-in; a lit scene missing fields gets the defaults for them
+    (_, fields), = parse({"scene": {"brightness": 0.5}}).messages(shown={"effect": "strobe", "flags": 1, "period_ms": 90})
+    assert (fields["effect"], fields["flags"], fields["period_ms"], fields["brightness"]) == ("strobe", 1, 90, 128)
+    # nothing known, or dark: white at full brightness, changed by what the command names
+    for dark in (None, {}, dict(SHOWN, effect="off"), {"effect": "no-such-effect"}):
+        (_, fields), = parse({"scene": {"brightness": 0.5}}).messages(shown=dark)
+        assert (fields["effect"], fields["color"], fields["brightness"]) == ("solid", [255, 255, 255], 128), dark
+    # with an effect: a new scene, whatever the pod shows
+    (_, fields), = parse({"scene": {"effect": "breathe"}}).messages(shown=SHOWN)
+    assert fields == {"effect": "breathe", "brightness": 255, "color": [255, 255, 255], "transition_ms": 0,
+                      "period_ms": messages.EFFECT_PERIODS["breathe"][2], "palette": "warm", "flags": 0, "params": []}
+    with pytest.raises(commands.BadCommand) as e:
+        parse({"scene": {"effect": None, "brightness": 0.5}})
+    assert e.value.field == "scene.effect"
+
+
+def test_a_stopped_pod_resumes_only_with_a_whole_scene():
+    stopped = dict(SHOWN, effect="solid", stopped=True)
+    for change in ({"brightness": 0.8}, {"color": [255, 0, 0]}, {"palette": "ocean"}):
+        with pytest.raises(commands.BadCommand) as e:
+            parse({"id": "b", "scene": change}).messages(shown=stopped)
+        assert e.value.field == "scene.effect" and "stopped" in str(e.value), change
+    (_, fields), = parse({"scene": {"effect": "aurora", "brightness": 0.4}}).messages(shown=stopped)
+    assert (fields["effect"], fields["brightness"]) == ("aurora", 102)
+
+
+def test_stop_goes_alone_and_sends_fade_safe():
+    assert parse({"id": "s", "stop": True}).messages() == [("fade_safe", {})]
+    codec.encode("fade_safe", 1, {})
+    for obj, field in (({"stop": False}, "stop"), ({"stop": 1}, "stop"), ({"stop": None}, "stop"),
+                       ({"stop": True, "scene": {"effect": "off"}}, None),
+                       ({"stop": True, "night": {"mode": "on"}}, None), ({"stop": True, "safe_mode": True}, None)):
+        with pytest.raises(commands.BadCommand) as e:
+            parse(obj)
+        assert e.value.field == field, obj
+
+
+def test_a_field_the_pod_names_is_given_as_the_command_names_it():
+    fields = {"effect": "aurora", "brightness": 128, "params": [999], "period_ms": 10}
+    assert commands.refused_field("scene", "params.0", [1, 64], fields) == \
+        ("scene.params.0", [1, 64], "scene.params.0: 999 was sent")
+    assert commands.refused_field("scene", "brightness", [0, 51], fields) == \
+        ("scene.brightness", [0.0, 0.2], "scene.brightness: 0.502 was sent")
+    assert commands.refused_field("night_mode", "start_min", [0, 1439], {"start_min": 2000})[0] == "night.start_min"

@@ -79,7 +79,7 @@ async def test_eeg_batches_are_decoded_and_gaps_counted(session, pod):
 async def test_command_ack_nack_and_resend_with_same_seq(session, pod):
     await wait_until(lambda: session.state.link == "online", what="online")
     assert await session.command("scene", SCENE) == ("ack", None)
-    assert session.state.scene == SCENE
+    assert session.state.scene == dict(SCENE, source="set", stopped=False, link_safe=False, night=False)
     pod.nack_effects["off"] = "safety"
     assert await session.command("scene", dict(SCENE, effect="off")) == ("nack", "safety")
     pod.drop_commands = 2

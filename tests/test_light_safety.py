@@ -5,7 +5,9 @@ parameters, including invalid ones and strobe requests, night mode, group
 values, alpha levels, garbage bytes, silences and late frames); the real
 firmware runs them under the real MicroPython through its command path (link
 decoder -> handlers -> renderer -> governor -> LED encoder), many sequences per
-interpreter (tests/light_driver_mpy.py). The frames it drives are checked by
+interpreter (tests/light_driver_mpy.py). A participant's stop (FADE_SAFE: the
+governor's fast fade to the glow, held) is in the alphabet too, alone and in
+storms of stops and bright scenes in quick turns. The frames it drives are checked by
 tests/helpers/flash_analyzer.py, written from the WCAG definitions and
 sharing no code with the firmware: flashes per 1-s window (each LED and the
 whole array), red flashes, current against the PSU budget, the brightness cap,
@@ -38,7 +40,7 @@ pytestmark = pytest.mark.micropython
 from helpers.light_rig import BUDGET_MA, CONFIG, N_LEDS  # noqa: E402
 BATCH = 25
 EXAMPLES = int(os.environ.get("HYPNOLUM_LIGHT_EXAMPLES", "400"))  # x BATCH = 10 000 sequences
-T_SCENE, T_NIGHT, T_GROUP, T_PING, T_SCENE_AT, T_FRAME_PHASE = 0x20, 0x22, 0x23, 0x04, 0x24, 0x25
+T_SCENE, T_NIGHT, T_GROUP, T_PING, T_SCENE_AT, T_FRAME_PHASE, T_FADE_SAFE = 0x20, 0x22, 0x23, 0x04, 0x24, 0x25, 0x27
 T0_US = (1 << 30) - 1_500_000  # the driver's pod ticks_us when a sequence begins (light_driver_mpy.py)
 T_ACK, T_NACK = 0x30, 0x31
 NACK_SAFETY = 7
@@ -80,6 +82,10 @@ strobes = st.tuples(  # well-formed strobe requests, with and without the opt-in
     st.integers(77, 125), st.integers(0, 6), st.integers(0, 3), st.just([]),
 )
 u32 = st.integers(0, 0xFFFFFFFF)
+bright = st.tuples(  # solid scenes at full brightness, saturated red included
+    st.just(1), st.just(255), st.sampled_from([(255, 255, 255), (255, 0, 0), (0, 255, 0), (255, 255, 0)]),
+    st.just(0), st.just(0), st.just(0), st.just(0), st.just([]),
+)
 # a SCENE_AT instant: ms after the command on the pod's ticks_us (past ones too) plus k x 2**30
 # (a host value at or past the tick period), or any u32 at all
 instants = st.one_of(st.tuples(st.integers(-3000, 3000), st.integers(0, 3)), u32)
@@ -92,6 +98,9 @@ events = st.one_of(
     st.tuples(st.just("group"), u16),
     st.tuples(st.just("alpha"), st.integers(0, 255)),
     st.tuples(st.just("ping"), st.just(0)),
+    st.tuples(st.just("fade_safe"), st.just(0)),
+    # a stop and a bright scene in turn, quickly: the stop's fast fade must not make a flash
+    st.tuples(st.just("stop_storm"), st.tuples(st.integers(2, 8), st.integers(100, 400), st.integers(5, 200), bright)),
     st.tuples(st.just("garbage"), st.binary(min_size=1, max_size=12)),
     st.tuples(st.just("stall"), st.integers(1, 150)),
 )
@@ -105,8 +114,16 @@ sequence = st.tuples(
 
 def to_driver(seq) -> tuple[dict, list]:
     """(driver sequence, the commands sent: (seq, kind, fields))"""
-    first, evs, tail = seq
-    evs = [first] + evs
+    first, drawn, tail = seq
+    evs = [first]
+    for t, (kind, data) in drawn:
+        if kind == "stop_storm":  # count x (scene, up ms, stop, down ms)
+            count, up, down, scene = data
+            for i in range(count):
+                at = t + i * (up + down)
+                evs += [(at, ("scene", scene)), (at + up, ("fade_safe", 0))]
+        else:
+            evs.append((t, (kind, data)))
     out, sent = [], []
     n = 0
     for t, (kind, data) in sorted(evs, key=lambda e: e[0]):
@@ -131,6 +148,9 @@ def to_driver(seq) -> tuple[dict, list]:
             out.append([t, "rx", frame(T_GROUP, n, struct.pack("<HH", 1, data)).hex()])
         elif kind == "ping":
             out.append([t, "rx", frame(T_PING, n, struct.pack("<IQ", n, 0)).hex()])
+        elif kind == "fade_safe":
+            out.append([t, "rx", frame(T_FADE_SAFE, n, b"").hex()])
+            sent.append((n, kind, data))
         elif kind == "garbage":
             out.append([t, "rx", (data + b"\x00").hex()])  # a corrupt frame, delimited
         else:
@@ -201,8 +221,13 @@ def decode_frames(hexdata: str) -> tuple[np.ndarray, np.ndarray]:
     return t, rec[:, 4:].reshape(-1, N_LEDS, 3)
 
 
+def answers_of(result: dict) -> list:
+    """ACK and NACK frames the pod sent (it also reports the scene it shows, SCENE_SHOWN)."""
+    return [a for a in result["answers"] if a[0] in (T_ACK, T_NACK)]
+
+
 def strobe_accepted(result: dict, sent: list) -> bool:
-    acked = {a[1] for a in result["answers"] if a[0] == T_ACK}
+    acked = {a[1] for a in answers_of(result) if a[0] == T_ACK}
     return any(k in ("scene", "scene_at") and d[0] == EFFECT_STROBE and n in acked for n, k, d in sent)
 
 
@@ -215,11 +240,13 @@ def check_sequence(result: dict, sent: list, strobe_enabled: bool) -> list[str]:
     if strobe_enabled and strobe_accepted(result, sent):
         rep.general = 0  # an opted-in strobe may flash; everything else still holds
     problems += rep.violations(BUDGET_MA, CONFIG["brightness_max"])
-    answers = {a[1]: a for a in result["answers"]}
+    answers = {a[1]: a for a in answers_of(result)}
     for n, kind, data in sent:
         if n not in answers:
             problems.append(f"command {n} ({kind}) not answered")
             continue
+        if kind == "fade_safe" and answers[n][0] != T_ACK:  # a stop is never refused
+            problems.append(f"stop {n} answered {answers[n]}, not ACK")
         if kind in ("scene", "scene_at") and data[0] == EFFECT_STROBE and 77 <= data[4] <= 125 and not data[7]:
             want_safety = not (strobe_enabled and data[6] & 1)
             got = answers[n]
@@ -228,7 +255,7 @@ def check_sequence(result: dict, sent: list, strobe_enabled: bool) -> list[str]:
     return problems
 
 
-STATS = {"sequences": 0, "frames": 0, "scenes": 0, "scenes_at": 0, "refused_strobe": 0}
+STATS = {"sequences": 0, "frames": 0, "scenes": 0, "scenes_at": 0, "refused_strobe": 0, "stops": 0}
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -243,6 +270,7 @@ def test_no_command_sequence_breaks_a_limit(pod, batch):
         STATS["frames"] += len(res["frames"]) // (2 * (4 + 3 * N_LEDS))
         STATS["scenes"] += sum(1 for s in sent if s[1] == "scene")
         STATS["scenes_at"] += sum(1 for s in sent if s[1] == "scene_at")
+        STATS["stops"] += sum(1 for s in sent if s[1] == "fade_safe")
         STATS["refused_strobe"] += sum(1 for a in res["answers"] if a[0] == T_NACK and a[2] == NACK_SAFETY)
 
 
@@ -268,7 +296,7 @@ def test_the_property_run_covered_enough(pod):
     print("light property run:", STATS)
     assert STATS["sequences"] >= EXAMPLES * BATCH >= 10_000, STATS
     assert STATS["refused_strobe"] > 0 and STATS["frames"] > 1_000_000, STATS
-    assert STATS["scenes_at"] > 1000, STATS
+    assert STATS["scenes_at"] > 1000 and STATS["stops"] > 1000, STATS
     print("with strobe provisioned:", STROBE_STATS)
     assert STROBE_STATS["strobes_accepted"] > 0, STROBE_STATS
 
@@ -290,7 +318,7 @@ def test_analyzer_sees_the_strobe_that_provisioning_and_opt_in_allow(pod):
     t, f = decode_frames(red["frames"])
     rep = fa.analyze(t, f, strict=True)
     assert rep.red <= fa.MAX_TRANSITIONS, rep
-    assert refused["answers"] == [[T_NACK, 1, NACK_SAFETY]]
+    assert answers_of(refused) == [[T_NACK, 1, NACK_SAFETY]]
 
 
 def test_analyzer_counts_flashes_as_wcag_defines_them():

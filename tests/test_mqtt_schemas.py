@@ -103,34 +103,3 @@ async def test_real_payloads_validate(tmp_path, mosquitto):
     assert set(checked) == {"availability", "pod-state", "host-state", "eeg", "set-result", "ha-discovery"}, checked
     results = watch.all_json(f"{P}/pod-a/set/result")
     assert sum(1 for r in results if r.get("duplicate")) == 1 and sum(1 for r in results if r.get("ok")) == 2
-
-
-@pytest.mark.parametrize("variables", [
-    {}, {"brightness": 128}, {"brightness": 255, "red": 10, "green": 20, "blue": 30, "transition": 1.5},
-    {"effect": "breathe", "brightness": 0}, {"effect": "off"},
-])
-def test_home_assistant_light_templates_render_valid_set_commands(variables):
-    """Home Assistant renders the light's command templates with Jinja2; the result must be a valid set."""
-    import datetime
-
-    import jinja2
-
-    from hypnolum.host import discovery
-
-    light = discovery.configs("homeassistant", "h1", "pod-a", {"firmware": "0.1.0"})[0][1]
-    env = jinja2.Environment(undefined=jinja2.Undefined)
-    env.globals["now"] = lambda: datetime.datetime.now()
-    for key in ("command_on_template", "command_off_template"):
-        rendered = env.from_string(light[key]).render(**variables)
-        payload = json.loads(rendered)
-        assert validator("set").is_valid(payload), rendered
-        cmd = commands.parse(rendered.encode())
-        if key == "command_off_template":
-            assert cmd.scene.effect == "off"
-        else:
-            assert cmd.scene.effect != "off"
-            assert cmd.scene.brightness == round(variables.get("brightness", 255) / 255, 3)
-    state = {"scene": {"effect": "solid", "brightness": 128, "color": [1, 2, 3]}}
-    assert env.from_string(light["state_template"]).render(value_json=state) == "on"
-    assert env.from_string(light["state_template"]).render(value_json={"scene": None}) == "off"
-    assert env.from_string(light["brightness_template"]).render(value_json=state) == "128"

@@ -323,6 +323,6 @@ def test_the_unit_restarts_hostd_after_any_exit_it_did_not_ask_for(tmp_path):
     if not analyze:
         pytest.fail("systemd-analyze is missing: `make setup` installs the Debian package systemd")
     installed = tmp_path / UNIT.name
-    installed.write_text(UNIT.read_text().replace("/usr/bin/hypnolum", str(Path(sys.executable).with_name("hypnolum"))))
+    installed.write_text(UNIT.read_text().replace("/opt/hypnolum/bin/hypnolum", str(Path(sys.executable).with_name("hypnolum"))))
     out = subprocess.run([analyze, "verify", str(installed)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and UNIT.name not in out.stderr, out.stderr

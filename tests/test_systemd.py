@@ -26,6 +26,7 @@ from helpers.wait import wait_until
 
 DEPLOY = Path(__file__).resolve().parent.parent / "host" / "deploy"
 UNIT = DEPLOY / "hypnolum-hostd.service"
+INSTALLED = "/opt/hypnolum/bin/hypnolum"  # the production venv of docs/install.md
 P = "hypnolum/v1/pods"
 
 
@@ -40,7 +41,7 @@ def _installed_unit(tmp_path: Path) -> Path:
     """The unit as installed, with ExecStart pointing at this checkout's hypnolum."""
     exe = Path(sys.executable).with_name("hypnolum")
     unit = tmp_path / "hypnolum-hostd.service"
-    unit.write_text(UNIT.read_text().replace("/usr/bin/hypnolum", str(exe)))
+    unit.write_text(UNIT.read_text().replace(INSTALLED, str(exe)))
     return unit
 
 
@@ -74,6 +75,14 @@ def test_unit_has_the_promised_settings():
     assert any("ttyUSB" in v for v in settings["DeviceAllow"]) and any("ttyACM" in v for v in settings["DeviceAllow"])
     assert "AF_BLUETOOTH" in settings["RestrictAddressFamilies"][0].split()
     assert "WatchdogSec" in settings
+    # it runs the hypnolum of the production install that docs/install.md sets up
+    assert settings["ExecStartPre"] == [f"{INSTALLED} hostd --check-config /etc/hypnolum/hostd.toml"]
+    assert settings["ExecStart"] == [f"{INSTALLED} hostd --config /etc/hypnolum/hostd.toml"]
+    install_doc = (DEPLOY.parent.parent / "docs" / "install.md").read_text()
+    assert f"python3 -m venv {INSTALLED.removesuffix('/bin/hypnolum')}" in install_doc
+    # /etc/hypnolum stays root's (systemd never chowns a ConfigurationDirectory): hostd reads it as group hypnolum
+    assert "hypnolum" in settings["SupplementaryGroups"][0].split() and settings["ConfigurationDirectoryMode"] == ["0750"]
+    assert "groupadd --system hypnolum" in install_doc and "install -d -m 0750 -g hypnolum /etc/hypnolum" in install_doc
 
 
 def test_udev_names_match_the_example_config_and_the_units_group():

@@ -14,7 +14,7 @@ import struct
 import hal
 from micropython import const
 
-from pod import alpha, bands, config, cyton, derate, link, render, ring, safemode, status, wire
+from pod import alpha, bands, config, cyton, derate, link, preview, render, ring, safemode, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
 _GC_EVERY = const(16384)  # bytes allocated between collections
@@ -73,6 +73,8 @@ class Pod:
         except ValueError as e:  # a sample rate it cannot track: alpha_bloom stays dark
             alpha_error = str(e)
         self.heartbeat = status.Heartbeat(lk, self.headset, self.renderer)
+        # LEDS telemetry: the strip as driven, for the host's live view (the lowest priority)
+        self.preview = preview.Preview(lk, self.renderer.governor.shown, cfg.led_count)
         lk.send_hello()
         for err in cfg.errors:
             lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
@@ -87,6 +89,7 @@ class Pod:
             self._guard("bands", self.bands.run()),
             self._guard("status", self.heartbeat.run()),
             self._guard("derate", self.derate.run()),
+            self._guard("preview", self.preview.run()),
         )
 
 

@@ -1,9 +1,12 @@
 """The effects engine: a registry of effects, each a class with a parameter schema.
 
-@effect(id, params=..., period=...) binds a wire effect id to a class and to
-the schema of its SCENE params: positional (name, unit, default, low, high).
-The registry is data: check() validates any scene against it, docs/light.md
-lists it, and the host only has to know the names.
+@effect(id, params=...) binds a wire effect id to a class and to the schema
+of its SCENE params: positional (name, unit, default, low, high). Its period
+range comes from the protocol (wire.EFFECT_PERIODS, generated from
+protocol/messages.py EFFECT_PERIODS, which hostd reads too). The registry is
+data: check() validates any scene against it and names the failing field for
+the NACK (pod/refusal.py), docs/light.md lists it, and the host only has to
+know the names.
 
 Every effect renders the whole array into the caller's preallocated frame
 (count x sRGB R, G, B bytes) for a moment t_ms of its scene, on small ints
@@ -17,12 +20,11 @@ the same effect gets new parameters (phase kept), render(t_ms, out), stop().
 import micropython
 from micropython import const
 
-from pod import palette, wire
+from pod import palette, refusal, wire
 
-_MIN_PERIOD_MS = const(100)  # shorter "breathing" is flicker, not an animation
-_MAX_PERIOD_MS = const(65535)
-STROBE_MIN_MS = const(77)  # 13 Hz
-STROBE_MAX_MS = const(125)  # 8 Hz
+STROBE_MIN_MS = wire.EFFECT_PERIODS[wire.EFFECT_STROBE][0]  # 13 Hz
+STROBE_MAX_MS = wire.EFFECT_PERIODS[wire.EFFECT_STROBE][1]  # 8 Hz
+_N_PALETTES = len(wire.PALETTE)
 
 
 def _table(fn):
@@ -62,7 +64,7 @@ class Spec:
         self.name = None
         self.cls = cls
         self.params = params  # ((name, unit, default, low, high), ...)
-        self.period = period  # (low, high) ms, or None if the effect has no period
+        self.period = period  # (low, high, default) ms (wire.EFFECT_PERIODS), or None if it has no period
         self.palette = uses_palette
         self.strobe = strobe
 
@@ -70,9 +72,9 @@ class Spec:
 REGISTRY = {}
 
 
-def effect(eid, params=(), period=None, uses_palette=False, strobe=False):
+def effect(eid, params=(), uses_palette=False, strobe=False):
     def bind(cls):
-        spec = Spec(eid, cls, params, period, uses_palette, strobe)
+        spec = Spec(eid, cls, params, wire.EFFECT_PERIODS.get(eid), uses_palette, strobe)
         for name, value in wire.EFFECT.items():
             if value == eid:
                 spec.name = name
@@ -83,24 +85,28 @@ def effect(eid, params=(), period=None, uses_palette=False, strobe=False):
     return bind
 
 
-def check(effect_id, brightness, color, transition_ms, period_ms, palette_id, flags, params):
-    """0 if the scene is well formed, else the wire.NACK_REASON_* why not.
+def check(effect_id, brightness, color, transition_ms, period_ms, palette_id, flags, params, base=0):
+    """0 if the scene is well formed, else the wire.NACK_REASON_* why not, with the
+    failing field named (pod/refusal.py): its index in SCENE, plus base (SCENE_AT's
+    scene fields start one further).
 
     Safety (strobe permission) is the governor's call, not this one's.
     """
     spec = REGISTRY.get(effect_id)
     if spec is None:
-        return wire.NACK_REASON_UNKNOWN_EFFECT
-    if len(params) > len(spec.params):
-        return wire.NACK_REASON_BAD_PARAM
+        return refusal.field(wire.NACK_REASON_UNKNOWN_EFFECT, wire.F_SCENE_EFFECT + base, 0, _MAX_EFFECT)
+    sp = spec.params
+    if len(params) > len(sp):  # the range of a list without an item: how many it may hold
+        return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PARAMS + base, 0, len(sp))
     for i in range(len(params)):
-        p = spec.params[i]
+        p = sp[i]
         if not p[3] <= params[i] <= p[4]:
-            return wire.NACK_REASON_BAD_PARAM
-    if spec.period is not None and not spec.period[0] <= period_ms <= spec.period[1]:
-        return wire.NACK_REASON_BAD_PARAM
+            return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PARAMS + base, p[3], p[4], i)
+    per = spec.period
+    if per is not None and not per[0] <= period_ms <= per[1]:
+        return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PERIOD_MS + base, per[0], per[1])
     if spec.palette and palette_id not in palette.STOPS:
-        return wire.NACK_REASON_BAD_PARAM
+        return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PALETTE + base, 0, _N_PALETTES - 1)
     return 0
 
 
@@ -405,7 +411,7 @@ class Solid(Effect):
         fill(out, self.n, c[0], c[1], c[2])
 
 
-@effect(wire.EFFECT_BREATHE, period=(_MIN_PERIOD_MS, _MAX_PERIOD_MS))
+@effect(wire.EFFECT_BREATHE)
 class Breathe(Effect):
     def render(self, t_ms, out):
         lv = BREATH[self.phase(t_ms, self.period_ms) >> 4]
@@ -416,7 +422,6 @@ class Breathe(Effect):
 @effect(
     wire.EFFECT_SLOW_WAVE,
     params=(("wavelength", "leds", 30, 2, 1000), ("floor", "1/255", 40, 0, 255)),
-    period=(1000, _MAX_PERIOD_MS),
 )
 class SlowWave(Effect):
     def render(self, t_ms, out):
@@ -424,7 +429,7 @@ class SlowWave(Effect):
         _wave(out, self.n, self.color, SIN, self.phase(t_ms, self.period_ms), step, self.p[1])
 
 
-@effect(wire.EFFECT_AURORA, params=(("scale", "1/256 turn per led", 9, 1, 64),), period=(2000, _MAX_PERIOD_MS), uses_palette=True)
+@effect(wire.EFFECT_AURORA, params=(("scale", "1/256 turn per led", 9, 1, 64),), uses_palette=True)
 class Aurora(Effect):
     def render(self, t_ms, out):
         per = self.period_ms
@@ -449,7 +454,6 @@ class Candle(Effect):
 @effect(
     wire.EFFECT_RIPPLE,
     params=(("speed", "leds/s", 6, 1, 60), ("width", "leds", 3, 1, 30)),
-    period=(1000, _MAX_PERIOD_MS),
     uses_palette=True,
 )
 class Ripple(Effect):
@@ -487,7 +491,7 @@ class Ripple(Effect):
         _rings(out, self.n, self.pal, self.centers, self.radii, self.strength, self.p[1] * 256)
 
 
-@effect(wire.EFFECT_PALETTE_DRIFT, params=(("span", "palette steps", 128, 0, 1024),), period=(1000, _MAX_PERIOD_MS), uses_palette=True)
+@effect(wire.EFFECT_PALETTE_DRIFT, params=(("span", "palette steps", 128, 0, 1024),), uses_palette=True)
 class PaletteDrift(Effect):
     def render(self, t_ms, out):
         _drift(out, self.n, self.pal, self.phase(t_ms, self.period_ms) >> 4, self.p[0])
@@ -508,7 +512,7 @@ class Starfield(Effect):
         _stars(out, self.n, self.color, self.age, self.rng, p[0], p[1], p[2], BREATH)
 
 
-@effect(wire.EFFECT_TIDE, params=(("edge", "leds", 4, 1, 100),), period=(2000, _MAX_PERIOD_MS))
+@effect(wire.EFFECT_TIDE, params=(("edge", "leds", 4, 1, 100),))
 class Tide(Effect):
     def render(self, t_ms, out):
         lv = BREATH[self.phase(t_ms, self.period_ms) >> 4]
@@ -516,7 +520,7 @@ class Tide(Effect):
         _tide(out, self.n, self.color, top * lv // 255, self.p[0] * 256)
 
 
-@effect(wire.EFFECT_HEARTBEAT, params=(("floor", "1/255", 30, 0, 200),), period=(500, 3000))
+@effect(wire.EFFECT_HEARTBEAT, params=(("floor", "1/255", 30, 0, 200),))
 class Heartbeat(Effect):
     def render(self, t_ms, out):
         ph = self.phase(t_ms, self.period_ms)  # 0..4095
@@ -559,7 +563,7 @@ class Circle(Effect):
         fill(out, self.n, pal[e] * lv // 255, pal[e + 1] * lv // 255, pal[e + 2] * lv // 255)
 
 
-@effect(wire.EFFECT_STROBE, period=(STROBE_MIN_MS, STROBE_MAX_MS), strobe=True)
+@effect(wire.EFFECT_STROBE, strobe=True)
 class Strobe(Effect):
     def render(self, t_ms, out):
         if self.phase(t_ms, self.period_ms) < 2048:
@@ -567,3 +571,6 @@ class Strobe(Effect):
             fill(out, self.n, c[0], c[1], c[2])
         else:
             fill(out, self.n, 0, 0, 0)
+
+
+_MAX_EFFECT = max(REGISTRY)  # the highest effect id this pod knows (unknown_effect's range)

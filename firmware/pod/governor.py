@@ -26,6 +26,17 @@ Strobe scenes (allowed only with pod.json strobe_enabled and the command's
 opt-in; the renderer checks) lift the general-flash slew only; the red limit,
 power, brightness and night caps stay.
 
+Stop (FADE_SAFE, govern(..., fast=True)): the strip fades to a constant dim
+glow. Each LED moves on a straight line in linear light toward it, so its
+luminance and its max(0, R-G-B) change monotonically: the whole fade is one
+transition of each kind, never a flash. It moves _FAST times as fast as the
+slew allows, and is charged the exact change of max(0, R-G-B) rather than the
+bound above (a white LED fading to the warm glow barely changes it), so any
+frame reaches the glow in ~1.3 s at most (a full red). What it takes beyond
+its credit is left as debt: the LED cannot move again until time has paid it
+back, so over any stretch of time an LED changes no more than the slew allows
+plus its one fade in progress, and the flash limits above still hold.
+
 All per-LED work is @micropython.viper over preallocated buffers.
 """
 import micropython
@@ -39,6 +50,11 @@ _RATE_R = const(278)  # 1/16 x 0.85 / 200 ms of R-G-B: 4096 x 0.85 / 200 x 16
 _CAP = const(20970)  # carried credit: 0.02 (above one byte step at the top of the scale)
 _FREE = const(1 << 28)  # luminance credit in a strobe scene: unlimited
 _MAX_DT_MS = const(100)
+_FAST = const(3)  # a stop's fade: this many times the slew's pace, the excess left as debt
+_DEBT_MIN = const(-(1 << 27))  # credits never fall below this (a full swing costs ~2**20)
+MODE_SLEW = const(0)
+MODE_STROBE = const(1)  # luminance unlimited
+MODE_FAST = const(2)  # the stop's fade
 _MASK30 = const(0x3FFFFFFF)  # stored credits: 30-bit two's complement, the same on 32- and 64-bit
 _SIGN30 = const(0x20000000)
 _DAY_MIN = const(1440)
@@ -120,9 +136,9 @@ def _duty_sum_hist(hist, duty, level: int) -> int:
 
 
 @micropython.viper
-def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free: int, level: int) -> int:
+def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, mode: int, level: int) -> int:
     """Move each LED of shown toward tgt x level / 256 (rounded down; level 0..256) as far as
-    its credits allow. Returns LEDs held back."""
+    its credits allow (mode MODE_*). Returns LEDs held back."""
     sh = ptr8(shown)
     tg = ptr8(tgt)
     t = ptr16(lin)
@@ -130,6 +146,10 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
     cl = ptr32(cred_l)
     cr = ptr32(cred_r)
     held = 0
+    free = mode == 1  # MODE_STROBE
+    fast = mode == 2  # MODE_FAST
+    extra_l = add_l * (_FAST - 1)
+    extra_r = add_r * (_FAST - 1)
     i = 0
     k = 0
     while k < n:
@@ -175,11 +195,25 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
         # stays 0 and cannot flash)
         red0 = r0 - g0 - b0 > 0
         tvr = 0
-        if red0 or r1 - g1 - b1 > 0:
+        m0 = 0
+        if fast:
+            # a stop's fade moves on a straight line (the target stands still), along which
+            # max(0, R-G-B) is monotone: charged its exact change, not the bound below
+            m0 = r0 - g0 - b0 if red0 else 0
+            m1 = r1 - g1 - b1
+            m1 = m1 if m1 > 0 else 0
+            tvr = m1 - m0 if m1 >= m0 else m0 - m1
+        elif red0 or r1 - g1 - b1 > 0:
             tvr = adr + adg + adb
+        # what this step may spend: the credits, or in a stop's fade _FAST times the pace
+        la = a
+        lb = b
+        if fast:
+            la = (a if a > 0 else 0) + extra_l
+            lb = (b if b > 0 else 0) + extra_r
         if (adr | adg | adb) == 0:
             pass
-        elif tvl * 16 <= a and tvr * 16 <= b:
+        elif tvl * 16 <= la and tvr * 16 <= lb:
             sh[k] = u0
             sh[k + 1] = u1
             sh[k + 2] = u2
@@ -189,15 +223,15 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
             # fraction (1/4096) of the way the credits allow; channels rounded down
             # (a credit at or below 0 allows nothing: no division for it)
             f = 4096
-            if a <= 0:
+            if la <= 0:
                 f = 0
-            elif tvl * 16 > a:
-                f = a * 256 // tvl
-            if f > 0 and tvr and tvr * 16 > b:
-                if b <= 0:
+            elif tvl * 16 > la:
+                f = la * 256 // tvl
+            if f > 0 and tvr and tvr * 16 > lb:
+                if lb <= 0:
                     f = 0
                 else:
-                    f2 = b * 256 // tvr
+                    f2 = lb * 256 // tvr
                     if f2 < f:
                         f = f2
             if f > 0:
@@ -227,7 +261,11 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
                 xg = xg if xg >= 0 else 0 - xg
                 xb = xb if xb >= 0 else 0 - xb
                 a -= (((218 * xr + 732 * xg + 74 * xb) >> 10) + 1) * 16
-                if red0 or int(t[nr]) - int(t[ng]) - int(t[nb]) > 0:
+                m1 = int(t[nr]) - int(t[ng]) - int(t[nb])
+                if fast:
+                    m1 = m1 if m1 > 0 else 0
+                    b -= (m1 - m0 if m1 >= m0 else m0 - m1) * 16
+                elif red0 or m1 > 0:
                     b -= (xr + xg + xb) * 16
                 sh[k] = nr
                 sh[k + 1] = ng
@@ -235,6 +273,10 @@ def _slew(shown, tgt, n: int, lin, cred_l, cred_r, add_l: int, add_r: int, free:
             held += 1
         if free:
             a = 0
+        if a < _DEBT_MIN:
+            a = _DEBT_MIN
+        if b < _DEBT_MIN:
+            b = _DEBT_MIN
         cl[i] = a & _MASK30
         cr[i] = b & _MASK30
         i += 1
@@ -332,8 +374,9 @@ class Governor:
         return now >= s or now < e  # across midnight
 
     # -- the frame -------------------------------------------------------
-    def govern(self, frame, now_ms, dt_ms, night, strobe):
-        """frame (sRGB bytes from the engine) -> self.shown, the bytes to drive."""
+    def govern(self, frame, now_ms, dt_ms, night, strobe, fast=False):
+        """frame (sRGB bytes from the engine) -> self.shown, the bytes to drive.
+        strobe: an allowed strobe scene; fast: the stop's fade (the module doc)."""
         nb = self.nb
         cap = self.brightness_max
         if night:
@@ -375,8 +418,9 @@ class Governor:
             dt_ms = _MAX_DT_MS
         elif dt_ms < 0:
             dt_ms = 0
+        mode = MODE_FAST if fast else (MODE_STROBE if strobe else MODE_SLEW)
         held = _slew(self.shown, frame, nb, ledwire.LIN16, self.cred_l, self.cred_r,
-                     _RATE_L * dt_ms, _RATE_R * dt_ms, 1 if strobe else 0, level)
+                     _RATE_L * dt_ms, _RATE_R * dt_ms, mode, level)
         self.last_held = held
         if held:
             self.slewed += 1

@@ -2,28 +2,34 @@
 
 rx: bytes -> framing.Decoder -> a handler per message type (a table, not a
 chain of ifs). tx: every frame gets the next u16 sequence number. Commands
-(SCENE) are answered ACK or NACK; a command whose seq equals the last one
-handled is a host retry: its answer is sent again, the command is not applied
-twice. Telemetry is never acknowledged.
+(SCENE) are answered ACK or NACK; a NACK carries the refused field and the
+range it allows when the command's sink named them (pod/refusal.py). A
+command whose seq equals the last one handled is a host retry: its answer is
+sent again, the command is not applied twice. Telemetry is never acknowledged.
 
 The port (hal.open_link) never blocks: a frame is copied whole into its TX
 ring or not at all, so a send costs a copy and the render loop never waits
 for the host. The ring is the backlog. Telemetry stops going in while less
 than _RESERVE is free (dropped and counted in tx_dropped), so answers, HELLO
 and LOG still fit when the host stops reading; they are lost (tx_lost) only
-when the ring is truly full. Neither direction allocates per frame.
+when the ring is truly full. The LED preview is dropped first: it goes in only
+while _SPARE is free (spare()), so a slow link keeps its room for EEG.
+Neither direction allocates per frame.
 """
 import struct
 
 import hal
 from micropython import const
 
-from pod import build, framing, wire
+from pod import build, framing, refusal, wire
 from pod.mem import copy as _copy
 
 _RX_CHUNK = const(256)
 _MAX_ENCODED = const(1030)  # == framing.MAX_ENCODED, checked below
 _RESERVE = const(2 * _MAX_ENCODED)  # free TX bytes kept for answers: telemetry stops short of it
+_SPARE = const(3 * _MAX_ENCODED)  # free TX bytes below which the LED preview is dropped (before EEG)
+_NO_FIELD = const(0xFF)  # wire.NACK_NO_FIELD
+_DETAIL = const(10)  # wire.NACK_DETAIL_SIZE: field u8, item u8, lo i32, hi i32
 _HDR = const(4)  # wire.HEADER_SIZE
 _PING_SIZE = const(12)  # nonce u32, host_time_us u64
 _PONG_SIZE = const(20)  # the same two, then pod_rx_us u32, pod_tx_us u32
@@ -32,6 +38,8 @@ _encode_frame = framing.encode_frame
 
 if framing.MAX_ENCODED != _MAX_ENCODED or wire.MAX_FRAME - wire.CRC_SIZE != _MAX_END:
     raise ImportError("link: frame sizes do not match framing.py / wire.py")
+if wire.NACK_NO_FIELD != _NO_FIELD or wire.NACK_DETAIL_SIZE != _DETAIL or struct.calcsize("<BBii") != _DETAIL:
+    raise ImportError("link: NACK detail layout does not match wire.py")
 
 
 def _pong_layout_ok():
@@ -76,6 +84,9 @@ class Link:
         self._last_cmd_seq = -1  # no command seen yet in this session
         self._last_cmd_type = 0
         self._last_cmd_reason = 0
+        self._last_detail = [_NO_FIELD, _NO_FIELD, 0, 0]  # the retried command's NACK detail
+        self.on_connect = None  # called after CONNECT's HELLO (the renderer reports its scene)
+        self.spare_dropped = 0  # LED previews not sent: the TX ring was below _SPARE
         self.heard = False  # a valid frame has arrived since boot (fade to safe arms)
         self.last_rx_ms = 0  # ticks_ms of the last valid frame
         self._handlers = {
@@ -122,6 +133,11 @@ class Link:
             return False
         return self.send(type_, end)
 
+    def spare(self):
+        """True while the TX ring has _SPARE free. The LED preview goes only then (and is not
+        even packed otherwise): the first thing dropped when the link is slow."""
+        return self._port.tx_free() >= _SPARE
+
     def send_hello(self):
         h = self._hello
         end = wire.pack_hello(
@@ -133,11 +149,17 @@ class Link:
         text = text.encode()[:200]  # the length prefix is a u8; keep well inside a frame
         self.send(wire.T_LOG, wire.pack_log(self.body, _HDR, level, text))
 
-    def _answer(self, type_, seq, reason):
-        if reason:
-            self.send(wire.T_NACK, wire.pack_nack(self.body, _HDR, seq, reason))
-        else:
+    def _answer(self, type_, seq, reason, detail=None):
+        """ACK (reason 0) or NACK; detail: [field, item, lo, hi] (refusal.DETAIL), field
+        _NO_FIELD for none."""
+        if not reason:
             self.send(wire.T_ACK, wire.pack_ack(self.body, _HDR, seq))
+            return
+        n = 0
+        if detail is not None and detail[0] != _NO_FIELD:
+            struct.pack_into("<BBii", self.body, _HDR + 3, detail[0], detail[1], detail[2], detail[3])
+            n = _DETAIL
+        self.send(wire.T_NACK, wire.pack_nack(self.body, _HDR, seq, reason, n))
 
     # -- rx -----------------------------------------------------------------
     async def rx_task(self):
@@ -156,6 +178,7 @@ class Link:
     def _on_frame(self, type_, seq, frame, end):
         self.last_rx_ms = hal.ticks_ms()
         self.heard = True
+        refusal.clear()
         handler = self._handlers.get(type_)
         if handler is None:
             self.unknown_types += 1
@@ -176,6 +199,8 @@ class Link:
         self.connected = True
         self._last_cmd_seq = -1  # a new session may reuse sequence numbers
         self.send_hello()
+        if self.on_connect is not None:
+            self.on_connect()
 
     def _on_ping(self, seq, frame, end):
         # PONG(nonce, host_time_us, pod_rx_us, pod_tx_us): the first two are PING's bytes
@@ -201,11 +226,17 @@ class Link:
         self._handlers[type_] = handler
 
     def _on_command(self, type_, sink, unpack, seq, frame, end):
+        last = self._last_detail
         if seq == self._last_cmd_seq and self._last_cmd_type == type_:
-            self._answer(type_, seq, self._last_cmd_reason)  # retry: answer again only
+            self._answer(type_, seq, self._last_cmd_reason, last)  # retry: answer again only
             return
         reason = sink(*unpack(frame, _HDR, end))
         self._last_cmd_seq = seq
         self._last_cmd_type = type_
         self._last_cmd_reason = reason
-        self._answer(type_, seq, reason)
+        d = refusal.DETAIL
+        last[0] = d[0]
+        last[1] = d[1]
+        last[2] = d[2]
+        last[3] = d[3]
+        self._answer(type_, seq, reason, last)

@@ -13,6 +13,16 @@ the pod to a dim warm glow (an "off" scene stays dark). At boot the pod is
 dark until a scene arrives. The loop is also the pod's heartbeat for the
 watchdog: it feeds it, and only it does.
 
+Stop (FADE_SAFE, a participant's stop): the same glow, reached within 2 s by
+the governor's fast fade (pod/governor.py), and held: SCENE_AT scenes are
+acknowledged but not shown (a waiting one is dropped) until a SCENE arrives.
+
+Scene report: whenever what the pod shows changes (a SCENE, a SCENE_AT that
+came due, the fade to safe, a stop, night limits starting or ending) and in
+answer to CONNECT, the pod sends SCENE_SHOWN: the scene, who chose it (set,
+timeline, pod) and the safety state. A pod still dark since boot reports
+nothing: it shows no scene.
+
 Every frame is computed a lead (3 ms, more after late frames, up to most of
 a period, shrinking again while frames are on time) before its scheduled
 instant, so it shows the newest inputs (the wearer's alpha, the group value),
@@ -35,12 +45,14 @@ import hal
 import micropython
 from micropython import const
 
-from pod import config, effects, governor, wire
+from pod import config, effects, governor, refusal, wire
 
 _FEED_EVERY_MS = const(250)  # watchdog feeds: often enough, not a datagram per frame
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
 _SAFE_TRANSITION_MS = const(4000)
+_HDR = const(4)  # wire.HEADER_SIZE
+_DAY_MIN = const(1440)
 _LEAD_MIN_US = const(3000)  # a frame is computed at least this long before its instant
 _LEAD_STEP_US = const(1000)  # more lead after a late frame; a quarter of it back after
 _LEAD_RELAX_FRAMES = const(30)  # ... this many frames on time (half a second at 60 fps)
@@ -103,7 +115,13 @@ class Renderer:
         self._strobe = False
         self._link = None
         self._fade_after_ms = 0
-        self.safe = False  # showing the fade-to-safe glow
+        self.safe = False  # showing the fade-to-safe glow (link silence)
+        self.stopped = False  # FADE_SAFE: the glow, held until a SCENE
+        self.source = wire.SCENE_SOURCE_POD  # who chose the scene shown (SCENE_SHOWN.source)
+        self._shown_any = False  # a scene has been shown since boot (else nothing to report)
+        self._night_shown = False  # night limits held at the last frame
+        self.held_back = 0  # SCENE_AT commands not shown because the pod is stopped
+        self.reports = 0  # SCENE_SHOWN frames sent
         self.frames_rendered = 0
         self.render_overruns = 0  # frames skipped: the loop woke after their instant
         self.late_frames = 0  # frames handed to the LEDs more than _LATE_US after their instant
@@ -118,13 +136,17 @@ class Renderer:
 
     # -- commands --------------------------------------------------------
     def watch(self, link, fade_after_ms):
-        """Fade to safe when link (its .heard, .last_rx_ms) is silent for fade_after_ms."""
+        """Serve the pod link (pod/link.py): fade to safe when it is silent for fade_after_ms,
+        take its FADE_SAFE commands, and report the scene shown on it (SCENE_SHOWN)."""
         self._link = link
         self._fade_after_ms = fade_after_ms
+        link.register(wire.T_FADE_SAFE, self.fade_safe)
+        link.on_connect = self.report
 
-    def _refuse(self, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
-        """0 if the scene may be shown, else the wire.NACK_REASON_* refusing it."""
-        reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+    def _refuse(self, effect, brightness, color, transition_ms, period_ms, palette, flags, params, base=0):
+        """0 if the scene may be shown, else the wire.NACK_REASON_* refusing it (the field named
+        for the NACK; base: where the scene's fields start in the command, see effects.check)."""
+        reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params, base)
         if reason:
             return reason
         if effects.REGISTRY[effect].strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
@@ -140,13 +162,21 @@ class Renderer:
         self._set(effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
                   params)
         self.safe = False
+        self.stopped = False
+        self.source = wire.SCENE_SOURCE_SET
+        self.report()
         return 0
 
     def scene_at(self, at_us, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
-        """SCENE_AT command: check now, apply at pod instant at_us (see the module doc)."""
-        reason = self._refuse(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+        """SCENE_AT command: check now, apply at pod instant at_us (see the module doc).
+        While stopped it is acknowledged and not shown."""
+        reason = self._refuse(effect, brightness, color, transition_ms, period_ms, palette, flags, params,
+                              wire.F_SCENE_AT_EFFECT - wire.F_SCENE_EFFECT)
         if reason:
             return reason
+        if self.stopped:
+            self.held_back += 1
+            return 0
         self._at = (effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
                     params)
         self._at_us = at_us & _TICKS_MASK  # ticks_diff needs a value inside the tick period
@@ -172,6 +202,8 @@ class Renderer:
         self._at = None
         self._set(*at)
         self.safe = False
+        self.source = wire.SCENE_SOURCE_TIMELINE
+        self.report()
         if late_us > _PAST_MAX_US:
             late_us = 0
         # the animation started at the instant, not at this frame
@@ -193,6 +225,7 @@ class Renderer:
         s.palette = palette
         s.flags = flags
         s.params = params
+        self._shown_any = True
         now = hal.ticks_ms()
         if same:
             self._fx.apply(s)  # new parameters, same phase
@@ -211,9 +244,16 @@ class Renderer:
         self._strobe = spec.strobe
 
     def night(self, mode, start_min, end_min, now_min):
-        """NIGHT_MODE command: 0 or wire.NACK_REASON_BAD_PARAM."""
+        """NIGHT_MODE command: 0 or wire.NACK_REASON_BAD_PARAM naming the field."""
+        bad = wire.NACK_REASON_BAD_PARAM
+        if mode > wire.NIGHT_MODE_SCHEDULE:
+            return refusal.field(bad, wire.F_NIGHT_MODE_MODE, 0, wire.NIGHT_MODE_SCHEDULE)
+        if start_min >= _DAY_MIN:
+            return refusal.field(bad, wire.F_NIGHT_MODE_START_MIN, 0, _DAY_MIN - 1)
+        if end_min >= _DAY_MIN:
+            return refusal.field(bad, wire.F_NIGHT_MODE_END_MIN, 0, _DAY_MIN - 1)
         if not self.governor.set_night(mode, start_min, end_min, now_min, hal.ticks_ms()):
-            return wire.NACK_REASON_BAD_PARAM
+            return refusal.field(bad, wire.F_NIGHT_MODE_NOW_MIN, 0, _DAY_MIN - 1)
         return 0
 
     def group(self, group_id, value):
@@ -226,6 +266,45 @@ class Renderer:
         self._set(effects.REGISTRY[wire.EFFECT_SOLID], wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, c,
                   _SAFE_TRANSITION_MS, 0, 0, 0, ())
         self.safe = True
+        self.source = wire.SCENE_SOURCE_POD
+        self.report()
+
+    def fade_safe(self):
+        """FADE_SAFE command (a participant's stop): the safe glow within 2 s, held until a
+        SCENE; a waiting SCENE_AT is dropped. An "off" scene stays dark. Always 0 (ACK)."""
+        self._at = None
+        old = self._old
+        if old is not None:  # a cross-fade in progress ends: the target stands still at once
+            old.stop()
+            self._old = None
+        if self.scene.effect != wire.EFFECT_OFF:
+            # no cross-fade: the governor's fast fade takes every LED straight to the glow
+            self._set(effects.REGISTRY[wire.EFFECT_SOLID], wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, SAFE_COLOR,
+                      0, 0, 0, 0, ())
+        self._shown_any = True
+        self.stopped = True
+        self.safe = False
+        self.source = wire.SCENE_SOURCE_SET
+        self.report()
+        return 0
+
+    def report(self):
+        """Send SCENE_SHOWN: the scene shown, who chose it, the safety state (module doc)."""
+        lk = self._link
+        if lk is None or not self._shown_any:
+            return
+        s = self.scene
+        state = 0
+        if self._night_shown:
+            state |= wire.SHOWN_NIGHT
+        if self.safe:
+            state |= wire.SHOWN_LINK_SAFE
+        if self.stopped:
+            state |= wire.SHOWN_STOPPED
+        end = wire.pack_scene_shown(lk.body, _HDR, self.source, state, s.effect, s.brightness, s.color,
+                                    s.transition_ms, s.period_ms, s.palette, s.flags, s.params)
+        lk.send(wire.T_SCENE_SHOWN, end)
+        self.reports += 1
 
     # -- frames ----------------------------------------------------------
     def render(self, now_ms):
@@ -240,7 +319,7 @@ class Renderer:
         """Compute and govern the frame for pod time now_ms; returns the bytes to show."""
         diff = hal.ticks_diff
         lk = self._link
-        if lk is not None and lk.heard and not self.safe and self.scene.effect != wire.EFFECT_OFF:
+        if lk is not None and lk.heard and not self.safe and not self.stopped and self.scene.effect != wire.EFFECT_OFF:
             if diff(now_ms, lk.last_rx_ms) > self._fade_after_ms:
                 self._go_safe()
         s = self.scene
@@ -272,8 +351,11 @@ class Renderer:
                 _blend(frame, of, nb, t * 256 // s.transition_ms)
         g = self.governor
         night = g.night_mode and g.is_night(now_ms, diff, hal.ticks_add)
-        shown = g.govern(frame, now_ms, diff(now_ms, self._last_ms), night, self._strobe)
+        shown = g.govern(frame, now_ms, diff(now_ms, self._last_ms), night, self._strobe, self.stopped)
         self._last_ms = now_ms
+        if night != self._night_shown:
+            self._night_shown = night
+            self.report()
         return shown
 
     async def run(self, watchdog=None):

@@ -28,7 +28,7 @@ import asyncio
 import micropython
 from micropython import const
 
-from pod import wire
+from pod import refusal, wire
 from pod.mem import copy as _copy  # no allocation per sample
 
 BUDGET_BYTES = const(24576)
@@ -187,7 +187,7 @@ class Replayer:
         ring = self.ring
         if count == 0 or count > ring.capacity:
             self.refused += 1
-            return wire.NACK_REASON_BAD_PARAM
+            return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_EEG_REPLAY_COUNT, 1, ring.capacity)
         if self._left:
             self.refused += 1
             return wire.NACK_REASON_BUSY

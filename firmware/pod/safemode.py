@@ -8,7 +8,7 @@ import asyncio
 import hal
 from micropython import const
 
-from pod import wire
+from pod import refusal, wire
 
 _RESET_DELAY_MS = const(200)  # let the ACK leave before resetting
 
@@ -20,7 +20,8 @@ class SafeModeCommand:
     def request(self, confirm):
         """Link sink: 0 (ACK) and a reset shortly, or NACK bad_param without the confirm value."""
         if confirm != wire.SAFE_MODE_CONFIRM:
-            return wire.NACK_REASON_BAD_PARAM
+            return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SAFE_MODE_CONFIRM, wire.SAFE_MODE_CONFIRM,
+                                 wire.SAFE_MODE_CONFIRM)
         if self.task is None:
             hal.request_safe_mode()
             self.task = asyncio.create_task(self._reset())

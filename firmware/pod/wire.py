@@ -4,7 +4,7 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0x97c55f63)
+FINGERPRINT = const(0x5b8be72e)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
@@ -21,6 +21,13 @@ POWER_FLAG_VIN_FAULT = const(32)
 SAFE_MODE_CONFIRM = const(23294)
 N_BANDS = const(5)
 MAX_SCENE_PARAMS = const(8)
+SHOWN_NIGHT = const(1)
+SHOWN_LINK_SAFE = const(2)
+SHOWN_STOPPED = const(4)
+LED_PREVIEW_MAX_SEGMENTS = const(32)
+LED_PREVIEW_MS = const(200)
+NACK_NO_FIELD = const(255)
+NACK_DETAIL_SIZE = const(10)
 
 # message types
 T_HELLO = const(0x01)
@@ -31,6 +38,8 @@ T_PONG = const(0x05)
 T_EEG_BATCH = const(0x10)
 T_EEG_BANDS = const(0x11)
 T_POWER = const(0x12)
+T_LEDS = const(0x13)
+T_SCENE_SHOWN = const(0x14)
 T_SCENE = const(0x20)
 T_EEG_REPLAY = const(0x21)
 T_NIGHT_MODE = const(0x22)
@@ -38,6 +47,7 @@ T_GROUP_VALUE = const(0x23)
 T_SCENE_AT = const(0x24)
 T_FRAME_PHASE = const(0x25)
 T_SAFE_MODE = const(0x26)
+T_FADE_SAFE = const(0x27)
 T_ACK = const(0x30)
 T_NACK = const(0x31)
 T_LOG = const(0x40)
@@ -93,8 +103,43 @@ NIGHT_MODE_ON = const(1)
 NIGHT_MODE_SCHEDULE = const(2)
 NIGHT_MODE = {'off': 0, 'on': 1, 'schedule': 2}
 
-NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
-COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, )
+# enum scene_source
+SCENE_SOURCE_SET = const(0)
+SCENE_SOURCE_TIMELINE = const(1)
+SCENE_SOURCE_POD = const(2)
+SCENE_SOURCE = {'set': 0, 'timeline': 1, 'pod': 2}
+
+# effect id -> (lowest, highest, default) period_ms; an effect not here has no period
+EFFECT_PERIODS = {2: (100, 65535, 4000), 3: (1000, 65535, 8000), 4: (2000, 65535, 20000), 6: (1000, 65535, 4000), 7: (1000, 65535, 20000), 9: (2000, 65535, 10000), 10: (500, 3000, 1000), 13: (77, 125, 100)}
+
+# field indices of the commands (a NACK's detail names the refused field by its index)
+F_SCENE_EFFECT = const(0)
+F_SCENE_BRIGHTNESS = const(1)
+F_SCENE_COLOR = const(2)
+F_SCENE_TRANSITION_MS = const(3)
+F_SCENE_PERIOD_MS = const(4)
+F_SCENE_PALETTE = const(5)
+F_SCENE_FLAGS = const(6)
+F_SCENE_PARAMS = const(7)
+F_EEG_REPLAY_FROM_SEQ = const(0)
+F_EEG_REPLAY_COUNT = const(1)
+F_NIGHT_MODE_MODE = const(0)
+F_NIGHT_MODE_START_MIN = const(1)
+F_NIGHT_MODE_END_MIN = const(2)
+F_NIGHT_MODE_NOW_MIN = const(3)
+F_SCENE_AT_AT_US = const(0)
+F_SCENE_AT_EFFECT = const(1)
+F_SCENE_AT_BRIGHTNESS = const(2)
+F_SCENE_AT_COLOR = const(3)
+F_SCENE_AT_TRANSITION_MS = const(4)
+F_SCENE_AT_PERIOD_MS = const(5)
+F_SCENE_AT_PALETTE = const(6)
+F_SCENE_AT_FLAGS = const(7)
+F_SCENE_AT_PARAMS = const(8)
+F_SAFE_MODE_CONFIRM = const(0)
+
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_LEDS: 'leds', T_SCENE_SHOWN: 'scene_shown', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_FADE_SAFE: 'fade_safe', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, T_FADE_SAFE, )
 FIELDS = {
     T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
@@ -104,6 +149,8 @@ FIELDS = {
     T_EEG_BATCH: ('first_seq', 'ticks_ms', 'channels', 'flags', 'samples',),
     T_EEG_BANDS: ('last_seq', 'ticks_ms', 'channels', 'window_ms', 'railed', 'near_railed', 'powers',),
     T_POWER: ('temp_c16', 'vin_mv', 'limit_ma', 'full_ma', 'flags',),
+    T_LEDS: ('led_count', 'segments', 'rgb',),
+    T_SCENE_SHOWN: ('source', 'state', 'effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
     T_SCENE: ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
     T_EEG_REPLAY: ('from_seq', 'count',),
     T_NIGHT_MODE: ('mode', 'start_min', 'end_min', 'now_min',),
@@ -111,8 +158,9 @@ FIELDS = {
     T_SCENE_AT: ('at_us', 'effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
     T_FRAME_PHASE: ('anchor_us', 'period_us',),
     T_SAFE_MODE: ('confirm',),
+    T_FADE_SAFE: (),
     T_ACK: ('ack_seq',),
-    T_NACK: ('ack_seq', 'reason',),
+    T_NACK: ('ack_seq', 'reason', 'detail',),
     T_LOG: ('level', 'text',),
 }
 
@@ -316,6 +364,47 @@ def unpack_power(buf, off, end):
     return struct.unpack_from('<hHHHB', buf, off)
 
 
+def pack_leds(buf, off, led_count, segments, rgb):
+    struct.pack_into('<HB', buf, off, led_count, segments)
+    off += 3
+    if isinstance(rgb, int):
+        off += rgb
+    else:
+        off = _pack_bytes(buf, off, rgb)
+    return off
+
+
+def unpack_leds(buf, off, end):
+    if off + 3 > end:
+        raise ValueError('leds: short payload')
+    led_count, segments = struct.unpack_from('<HB', buf, off)
+    off += 3
+    rgb = memoryview(buf)[off:end]
+    off = end
+    if off != end:
+        raise ValueError('leds: trailing bytes')
+    return (led_count, segments, rgb,)
+
+
+def pack_scene_shown(buf, off, source, state, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+    struct.pack_into('<BBBBBBBHHBB', buf, off, source, state, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
+    off += 13
+    off = _pack_list(buf, off, params, 'B', 'h', 8)
+    return off
+
+
+def unpack_scene_shown(buf, off, end):
+    if off + 13 > end:
+        raise ValueError('scene_shown: short payload')
+    source, state, effect, brightness, _color0, _color1, _color2, transition_ms, period_ms, palette, flags = struct.unpack_from('<BBBBBBBHHBB', buf, off)
+    off += 13
+    color = (_color0, _color1, _color2,)
+    params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
+    if off != end:
+        raise ValueError('scene_shown: trailing bytes')
+    return (source, state, effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
+
+
 def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
     struct.pack_into('<BBBBBHHBB', buf, off, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
     off += 11
@@ -431,6 +520,16 @@ def unpack_safe_mode(buf, off, end):
     return struct.unpack_from('<H', buf, off)
 
 
+def pack_fade_safe(buf, off):
+    return off
+
+
+def unpack_fade_safe(buf, off, end):
+    if off != end:
+        raise ValueError('fade_safe: trailing bytes')
+    return ()
+
+
 def pack_ack(buf, off, ack_seq):
     struct.pack_into('<H', buf, off, ack_seq)
     off += 2
@@ -445,18 +544,26 @@ def unpack_ack(buf, off, end):
     return struct.unpack_from('<H', buf, off)
 
 
-def pack_nack(buf, off, ack_seq, reason):
+def pack_nack(buf, off, ack_seq, reason, detail):
     struct.pack_into('<HB', buf, off, ack_seq, reason)
     off += 3
+    if isinstance(detail, int):
+        off += detail
+    else:
+        off = _pack_bytes(buf, off, detail)
     return off
 
 
 def unpack_nack(buf, off, end):
     if off + 3 > end:
         raise ValueError('nack: short payload')
-    if off + 3 != end:
+    ack_seq, reason = struct.unpack_from('<HB', buf, off)
+    off += 3
+    detail = memoryview(buf)[off:end]
+    off = end
+    if off != end:
         raise ValueError('nack: trailing bytes')
-    return struct.unpack_from('<HB', buf, off)
+    return (ack_seq, reason, detail,)
 
 
 def pack_log(buf, off, level, text):
@@ -477,5 +584,5 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_LEDS: pack_leds, T_SCENE_SHOWN: pack_scene_shown, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_FADE_SAFE: pack_fade_safe, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
+UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_LEDS: unpack_leds, T_SCENE_SHOWN: unpack_scene_shown, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}

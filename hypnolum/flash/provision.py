@@ -38,7 +38,7 @@ class Provision(BaseModel):
     eeg_channels: int = Field(8, ge=1, le=8)
     sample_rate_hz: int = Field(250, ge=1, le=16000)
     headset_baud: int = Field(115200, ge=1200, le=4000000)
-    eeg_batch_ms: int = Field(40, ge=4, le=40, description="EEG sent every this many ms (20 for circle pods)")
+    eeg_batch_ms: int = Field(40, ge=4, le=40, description="EEG sent every this many ms (12 for circle pods)")
     strobe_enabled: bool = Field(False, description="allow 8-13 Hz strobe effects on this pod at all "
                                                      "(a command must still opt in)")
 

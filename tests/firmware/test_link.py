@@ -2,7 +2,9 @@
 # Link object the app runs, fed real frames, answers decoded again.
 import asyncio
 
-from pod import framing, link, wire
+import struct
+
+from pod import framing, link, refusal, wire
 
 HDR = wire.HEADER_SIZE
 
@@ -47,7 +49,9 @@ class Host:
         self.dec = framing.Decoder(self._on)
 
     def _on(self, type_, seq, frame, end):
-        self.got.append((type_, seq, wire.UNPACK[type_](frame, HDR, end)))
+        # bytes fields (a NACK's detail) as bytes: a memoryview into the decoder's buffer compares to nothing
+        fields = tuple(bytes(f) if isinstance(f, memoryview) else f for f in wire.UNPACK[type_](frame, HDR, end))
+        self.got.append((type_, seq, fields))
 
     def frame(self, type_, seq, *fields):
         end = wire.PACK[type_](self.enc.body, HDR, *fields)
@@ -121,7 +125,7 @@ def test_scene_nack_unknown_effect_and_its_retry():
     deliver(lk, bad)
     deliver(lk, bad)
     got = host.read(w)
-    assert [(t, f) for t, s, f in got] == [(wire.T_NACK, (3, wire.NACK_REASON_UNKNOWN_EFFECT))] * 2
+    assert [(t, f) for t, s, f in got] == [(wire.T_NACK, (3, wire.NACK_REASON_UNKNOWN_EFFECT, b""))] * 2
     assert applied == []
 
 
@@ -130,7 +134,7 @@ def test_unknown_type_is_counted_and_nacked():
     deliver(lk, host.raw(0x7E, 12, b"\x01\x02"))
     deliver(lk, host.raw(wire.T_STATUS, 13, b""))  # a type the pod sends, never receives
     got = host.read(w)
-    assert [f for t, s, f in got] == [(12, wire.NACK_REASON_UNKNOWN_TYPE), (13, wire.NACK_REASON_UNKNOWN_TYPE)]
+    assert [f for t, s, f in got] == [(12, wire.NACK_REASON_UNKNOWN_TYPE, b""), (13, wire.NACK_REASON_UNKNOWN_TYPE, b"")]
     assert lk.unknown_types == 2 and lk.rx_errors == 2
 
 
@@ -138,7 +142,7 @@ def test_undecodable_payload_is_nacked_bad_message():
     lk, w, host, applied = make()
     deliver(lk, host.raw(wire.T_SCENE, 5, b"\x01\x02"))  # too short for a scene
     got = host.read(w)
-    assert got == [(wire.T_NACK, 0, (5, wire.NACK_REASON_BAD_MESSAGE))]
+    assert got == [(wire.T_NACK, 0, (5, wire.NACK_REASON_BAD_MESSAGE, b""))]
     assert applied == [] and lk.bad_messages == 1
 
 
@@ -191,7 +195,7 @@ def test_registered_command_is_answered_and_its_retry_not_reapplied():
     deliver(lk, f)
     deliver(lk, host.frame(wire.T_NIGHT_MODE, 10, wire.NIGHT_MODE_ON, 5000, 0, 0))
     got = [(t, fl) for t, s, fl in host.read(w)]
-    assert got == [(wire.T_ACK, (9,)), (wire.T_ACK, (9,)), (wire.T_NACK, (10, wire.NACK_REASON_BAD_PARAM))]
+    assert got == [(wire.T_ACK, (9,)), (wire.T_ACK, (9,)), (wire.T_NACK, (10, wire.NACK_REASON_BAD_PARAM, b""))]
     assert nights == [(wire.NIGHT_MODE_SCHEDULE, 1320, 420, 1000), (wire.NIGHT_MODE_ON, 5000, 0, 0)]
 
 
@@ -202,3 +206,56 @@ def test_registered_message_is_not_answered_and_marks_the_link_heard():
     assert not lk.heard
     deliver(lk, host.frame(wire.T_GROUP_VALUE, 1, 7, 40000))
     assert values == [(7, 40000)] and host.read(w) == [] and lk.heard
+
+
+def _detail(field, item, lo, hi):
+    return struct.pack("<BBii", field, item, lo, hi)
+
+
+def test_nack_names_the_field_and_range_the_sink_named_and_its_retry_too():
+    lk, w, host, _ = make()
+
+    def night(mode, start, end, now):
+        if start >= 1440:
+            return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_NIGHT_MODE_START_MIN, 0, 1439)
+        return wire.NACK_REASON_BUSY  # a refusal that names no field
+
+    lk.register(wire.T_NIGHT_MODE, night)
+    bad = host.frame(wire.T_NIGHT_MODE, 4, wire.NIGHT_MODE_ON, 5000, 0, 0)
+    deliver(lk, bad)
+    deliver(lk, host.frame(wire.T_PING, 5, 1, 2))  # another frame between: the retry still gets its detail
+    deliver(lk, bad)
+    deliver(lk, host.frame(wire.T_NIGHT_MODE, 6, wire.NIGHT_MODE_ON, 10, 0, 0))
+    got = [(t, f) for t, s, f in host.read(w) if t != wire.T_PONG]
+    named = (wire.T_NACK, (4, wire.NACK_REASON_BAD_PARAM, _detail(wire.F_NIGHT_MODE_START_MIN, 0xFF, 0, 1439)))
+    assert got == [named, named, (wire.T_NACK, (6, wire.NACK_REASON_BUSY, b""))], got
+    # a negative range survives the i32s: a param of -32768..32767
+    refusal.field(0, 7, -32768, 32767, 2)
+    assert lk._answer(wire.T_SCENE, 9, wire.NACK_REASON_BAD_PARAM, refusal.DETAIL) is None
+    assert host.read(w)[0][2] == (9, wire.NACK_REASON_BAD_PARAM, _detail(7, 2, -32768, 32767))
+
+
+def test_the_spare_tier_ends_before_telemetrys_reserve():
+    lk, w, host, _ = make()
+    w.free = 2500  # telemetry still goes (more than its reserve), the preview does not
+    assert not lk.backlogged() and not lk.spare()
+    w.free = 4096
+    assert lk.spare()
+
+
+def test_connect_calls_the_hook_after_hello():
+    lk, w, host, _ = make()
+    calls = []
+    lk.on_connect = lambda: (calls.append(len(host.read(w))), lk.send_log(wire.LOG_LEVEL_INFO, "after"))
+    deliver(lk, host.frame(wire.T_CONNECT, 1, wire.PROTOCOL_VERSION, wire.FINGERPRINT, "h"))
+    assert calls == [1]  # HELLO was out before the hook ran
+    assert [t for t, s, f in host.read(w)] == [wire.T_LOG]
+
+
+def test_safe_mode_without_its_confirm_value_names_it():
+    from pod import safemode
+
+    cmd = safemode.SafeModeCommand()
+    assert cmd.request(0x1234) == wire.NACK_REASON_BAD_PARAM and cmd.task is None
+    assert refusal.DETAIL == [wire.F_SAFE_MODE_CONFIRM, wire.NACK_NO_FIELD, wire.SAFE_MODE_CONFIRM,
+                              wire.SAFE_MODE_CONFIRM]

@@ -4,7 +4,7 @@ import gc
 
 import asyncio
 import hal
-from pod import config, effects, ledwire, render, wire
+from pod import config, effects, ledwire, link, refusal, render, wire
 
 
 class FakeLeds:
@@ -29,9 +29,24 @@ class FakeLeds:
         return late if late > 0 else 0
 
 
-class FakeLink:
-    heard = False
-    last_rx_ms = 0
+class Port:
+    """hal.open_link()'s port, TX side: always room; keeps what the pod sent."""
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def tx_free(self):
+        return 4096
+
+    def write(self, buf, n):
+        self.out.extend(buf[:n])
+        return n
+
+
+def pod_link(r):
+    """A real pod link over Port, serving renderer r as app.py wires it."""
+    lk = link.Link(Port(), ("pod-r", "0", 1, r.count, 8, 250), r.apply)
+    return lk
 
 
 def make(count=4, fps=60, **cfg_keys):
@@ -113,6 +128,41 @@ def test_refusals_leave_scene_unchanged():
     assert r.scene.effect == wire.EFFECT_SOLID and bytes(r.scene.color) == b"\x01\x02\x03"
 
 
+def test_refusals_name_the_field_and_its_range():
+    leds, r = make(1)
+    d = refusal.DETAIL
+    none = wire.NACK_NO_FIELD
+    # heartbeat's period is 500..3000 ms (protocol/messages.py EFFECT_PERIODS): 4000 is refused
+    assert r.apply(wire.EFFECT_HEARTBEAT, 255, (9, 9, 9), 0, 4000) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_SCENE_PERIOD_MS, none, 500, 3000], d
+    lo, hi, default = wire.EFFECT_PERIODS[wire.EFFECT_HEARTBEAT]
+    assert r.apply(wire.EFFECT_HEARTBEAT, 255, (9, 9, 9), 0, default) == 0
+    assert r.apply(wire.EFFECT_SLOW_WAVE, 255, (0, 0, 0), 0, 5000, 0, 0, (30, 300)) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_SCENE_PARAMS, 1, 0, 255], d  # params.1 (floor) is 0..255
+    assert r.apply(wire.EFFECT_SOLID, 255, (0, 0, 0), 0, 0, 0, 0, (1,)) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_SCENE_PARAMS, none, 0, 0], d  # solid takes no params at all
+    assert r.apply(wire.EFFECT_AURORA, 255, (0, 0, 0), 0, 5000, 77) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_SCENE_PALETTE, none, 0, len(wire.PALETTE) - 1], d
+    assert r.apply(99, 255, (0, 0, 0), 0, 0) == wire.NACK_REASON_UNKNOWN_EFFECT
+    assert d == [wire.F_SCENE_EFFECT, none, 0, max(wire.EFFECT.values())], d
+    # SCENE_AT's scene fields are one further along (at_us first)
+    assert r.scene_at(0, wire.EFFECT_TIDE, 255, (0, 0, 0), 0, 1000) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_SCENE_AT_PERIOD_MS, none, 2000, 65535], d
+    assert r.night(3, 0, 0, 0) == wire.NACK_REASON_BAD_PARAM and d == [wire.F_NIGHT_MODE_MODE, none, 0, 2]
+    assert r.night(wire.NIGHT_MODE_SCHEDULE, 0, 1440, 0) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_NIGHT_MODE_END_MIN, none, 0, 1439], d
+    assert r.night(wire.NIGHT_MODE_SCHEDULE, 0, 10, 2000) == wire.NACK_REASON_BAD_PARAM
+    assert d == [wire.F_NIGHT_MODE_NOW_MIN, none, 0, 1439], d
+
+
+def test_every_effect_accepts_its_default_period():
+    leds, r = make(1, strobe_enabled=True)
+    for eid, spec in effects.REGISTRY.items():
+        per = wire.EFFECT_PERIODS[eid][2] if eid in wire.EFFECT_PERIODS else 0
+        assert r.apply(eid, 255, (9, 9, 9), 0, per, 0, wire.SCENE_FLAG_STROBE_OPT_IN) == 0, spec.name
+        assert spec.period == wire.EFFECT_PERIODS.get(eid), spec.name
+
+
 def test_strobe_needs_provisioning_and_the_commands_opt_in():
     opt_in = wire.SCENE_FLAG_STROBE_OPT_IN
     leds, r = make(1)
@@ -178,7 +228,7 @@ def test_every_effect_renders_something_in_range():
 
 def test_fade_to_safe_after_link_silence_and_off_stays_dark():
     leds, r = make(2)
-    lk = FakeLink()
+    lk = pod_link(r)
     r.watch(lk, 2000)
     t = hal.ticks_ms()
     r.apply(wire.EFFECT_SOLID, 255, (0, 0, 255), 0, 0)
@@ -302,7 +352,7 @@ def test_no_allocation_per_frame_over_1000_frames_of_every_effect():
     cfg = config.Config()
     cfg.set("strobe_enabled", True)
     r = render.Renderer(leds, 60, cfg)
-    lk = FakeLink()
+    lk = pod_link(r)
     lk.heard = True
     r.watch(lk, 2000)
     r.night(wire.NIGHT_MODE_SCHEDULE, 0, 720, 600)

@@ -4,7 +4,7 @@ import gc
 import struct
 
 import asyncio
-from pod import framing, ring, wire
+from pod import framing, refusal, ring, wire
 
 
 class FakeLink:
@@ -109,6 +109,7 @@ def test_refusals():
     assert rp.request(400, 10) == wire.NACK_REASON_UNAVAILABLE  # not recorded yet
     assert rp.request(250, 0) == wire.NACK_REASON_BAD_PARAM
     assert rp.request(250, 101) == wire.NACK_REASON_BAD_PARAM
+    assert refusal.DETAIL == [wire.F_EEG_REPLAY_COUNT, wire.NACK_NO_FIELD, 1, 100]  # count, and its range
     assert rp.request(290, 50) == 0  # the future part is clamped: it comes live
     assert rp._left == 10
     assert rp.request(290, 5) == wire.NACK_REASON_BUSY

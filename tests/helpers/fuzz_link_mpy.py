@@ -241,7 +241,14 @@ def answers(port):
     got = []
 
     def on(type_, seq, frame, end):
-        got.append((type_, wire.UNPACK[type_](frame, _HDR, end)))
+        f = wire.UNPACK[type_](frame, _HDR, end)
+        if type_ == wire.T_SCENE_SHOWN:
+            return  # the pod reports what it shows when that changes: not an answer
+        if type_ == wire.T_NACK:
+            if len(f[2]) not in (0, wire.NACK_DETAIL_SIZE):
+                raise ValueError("NACK detail of %d bytes" % len(f[2]))
+            f = f[:2]
+        got.append((type_, f))
 
     framing.Decoder(on).feed(port.out, len(port.out))
     port.out = bytearray()
