@@ -12,7 +12,7 @@ import socket
 import tomllib
 from pathlib import Path
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
 
@@ -195,15 +195,23 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
 def _key(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def parse(data: dict, source: str = "<config>") -> Config:
+def validated(model: type[_M], data: dict, source: str) -> _M:
+    """``model`` validated from ``data`` (a TOML file's tables); ConfigError names every problem."""
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, [f"{_key(e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
+
+
+def parse(data: dict, source: str = "<config>") -> Config:
+    return validated(Config, data, source)
 
 
 def load(path: str | Path) -> Config:

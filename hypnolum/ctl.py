@@ -327,19 +327,6 @@ def _pod_id(pod_id: str) -> str:
     return pod_id
 
 
-def _run(main) -> int:
-    try:
-        return main()
-    except mo.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return mo.EXIT_USAGE
-    except mo.Unreachable as exc:
-        print(f"hypnolum: {exc}", file=sys.stderr)
-        return mo.EXIT_NO_ANSWER
-    except KeyboardInterrupt:
-        return 130
-
-
 def set_main(argv: list[str] | None = None) -> int:
     def main() -> int:
         try:
@@ -364,7 +351,7 @@ def set_main(argv: list[str] | None = None) -> int:
             print(describe_result(pod_id, result, elapsed))
         return mo.EXIT_OK if result.get("ok") else mo.EXIT_REFUSED
 
-    return _run(main)
+    return mo.run_tool(main)
 
 
 # -- get --------------------------------------------------------------------------------
@@ -450,4 +437,4 @@ def get_main(argv: list[str] | None = None) -> int:
             print(describe_state(state, availability))
         return mo.EXIT_OK
 
-    return _run(main)
+    return mo.run_tool(main)

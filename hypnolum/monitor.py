@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -325,16 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    try:
+
+    def run() -> int:
         if not 0 < args.interval <= 3600 or not 0 <= args.settle <= 600:
             raise mo.UsageError("hypnolum monitor: --interval must be in (0, 3600] s and --settle in [0, 600] s")
-        cfg = mo.mqtt_config(args)
-        return asyncio.run(Monitor(args, cfg, Console()).run())
-    except mo.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return mo.EXIT_USAGE
-    except mo.Unreachable as exc:
-        print(f"hypnolum monitor: {exc}", file=sys.stderr)
-        return mo.EXIT_NO_ANSWER
-    except KeyboardInterrupt:
-        return 0
+        return asyncio.run(Monitor(args, mo.mqtt_config(args), Console()).run())
+
+    return mo.run_tool(run, "hypnolum monitor", interrupted=0)

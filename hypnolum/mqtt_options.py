@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiomqtt
@@ -43,6 +44,21 @@ class UsageError(Exception):
 
 class Unreachable(Exception):
     """The broker cannot be reached or refused the connection (exit 3)."""
+
+
+def run_tool(main: Callable[[], int], prefix: str = "hypnolum", interrupted: int = 130) -> int:
+    """``main()``'s exit status, with the tools' errors printed as one line and turned into
+    their exit codes (usage 2, unreachable 3); Ctrl-C ends with ``interrupted``."""
+    try:
+        return main()
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except KeyboardInterrupt:
+        return interrupted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ import hal
 from pod import wire
 
 STEP_MS = 17  # ~60 fps
+_GC_EVERY = 16384  # firmware/pod/app.py: the board collects after every 16 KB allocated
 
 
 def scene(r, spec, eid, transition_ms=0):
@@ -48,3 +49,32 @@ def best_of(frame, t, frames, repeats):
         if us < best:
             best = us
     return t, best, alloc // repeats
+
+
+def timed(fn, n, reps):
+    """(best us per call over reps runs of n calls, bytes allocated per call); GC off while timing,
+    so a run allocates at most what the board allocates between two collections (_GC_EVERY):
+    with the GC off, each multi-block allocation searches the heap from the first free block
+    past every one allocated since the last collection, a cost that grows with the run."""
+    gc.collect()
+    a0 = gc.mem_alloc()
+    fn()
+    one = gc.mem_alloc() - a0
+    if one > 0:
+        gc.collect()
+        n = max(5, min(n, gc.mem_free() // 2 // one, _GC_EVERY // one))
+    best = 1 << 30
+    alloc = 0
+    for r in range(reps):
+        gc.collect()
+        gc.disable()
+        a0 = gc.mem_alloc()
+        t0 = time.ticks_us()
+        for i in range(n):
+            fn()
+        us = time.ticks_diff(time.ticks_us(), t0)
+        alloc = gc.mem_alloc() - a0
+        gc.enable()
+        if us < best:
+            best = us
+    return best / n, alloc // n

@@ -30,6 +30,7 @@ from pod import alpha, bands, config, cyton, derate, effects, framing, ledwire, 
     usbcdc, wire
 from pod.mem import copy as _copy
 from frametime import best_of, scene, settle  # shared with bench/light_frame.py
+from frametime import timed as _timed  # shared with preview_paths.py
 
 CH = int(sys.argv[1])
 RATE = int(sys.argv[2])
@@ -40,7 +41,6 @@ N = 300
 REPS = 3 if QUICK else 9
 K = 1 if QUICK else 10  # iteration multiplier
 _HDR = 4
-_GC_EVERY = 16384  # firmware/pod/app.py: the board collects after every 16 KB allocated
 
 
 def report(key, us, alloc=0, note=""):
@@ -48,32 +48,7 @@ def report(key, us, alloc=0, note=""):
 
 
 def timed(fn, n, reps=REPS):
-    """(best us per call over reps runs of n calls, bytes allocated per call); GC off while timing,
-    so a run allocates at most what the board allocates between two collections (_GC_EVERY):
-    with the GC off, each multi-block allocation searches the heap from the first free block
-    past every one allocated since the last collection, a cost that grows with the run."""
-    gc.collect()
-    a0 = gc.mem_alloc()
-    fn()
-    one = gc.mem_alloc() - a0
-    if one > 0:
-        gc.collect()
-        n = max(5, min(n, gc.mem_free() // 2 // one, _GC_EVERY // one))
-    best = 1 << 30
-    alloc = 0
-    for r in range(reps):
-        gc.collect()
-        gc.disable()
-        a0 = gc.mem_alloc()
-        t0 = time.ticks_us()
-        for i in range(n):
-            fn()
-        us = time.ticks_diff(time.ticks_us(), t0)
-        alloc = gc.mem_alloc() - a0
-        gc.enable()
-        if us < best:
-            best = us
-    return best / n, alloc // n
+    return _timed(fn, n, reps)
 
 
 class _BuiltinCDC:

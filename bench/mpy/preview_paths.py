@@ -19,6 +19,7 @@ import micropython
 
 from pod import config, link, preview, render, usbcdc, wire
 from pod.mem import copy as _copy
+from frametime import timed  # shared with pod_cpu_paths.py
 
 N = 300
 REPS = 9
@@ -77,23 +78,6 @@ class BenchPort:
         yield
 
 
-def timed(fn, n):
-    best = 1 << 30
-    alloc = 0
-    for r in range(REPS):
-        gc.collect()
-        gc.disable()
-        a0 = gc.mem_alloc()
-        t0 = time.ticks_us()
-        for i in range(n):
-            fn()
-        us = time.ticks_diff(time.ticks_us(), t0)
-        alloc = gc.mem_alloc() - a0
-        gc.enable()
-        best = min(best, us)
-    return best / n, alloc // n
-
-
 cfg = config.Config()
 cfg.set("led_count", N)
 leds = hal.Leds(N, "GRB", "ws2812")
@@ -118,9 +102,9 @@ def frame():
 
 for i in range(200):
     frame()
-us, al = timed(pv.send, 200)
+us, al = timed(pv.send, 200, REPS)
 print("R preview_send %.3f %d" % (us, al))
-us, al = timed(r.report, 200)
+us, al = timed(r.report, 200, REPS)
 print("R scene_report %.3f %d" % (us, al))
 # the governor alone, every LED moving each frame (the target toggles), with and without a stop's pace
 g = r.governor
@@ -139,6 +123,6 @@ def govern(fast):
 
 
 for fast, key in ((False, "govern_slew"), (True, "govern_stop_fade")):
-    us, al = timed(govern(fast), 300)
+    us, al = timed(govern(fast), 300, REPS)
     print("R %s %.3f %d" % (key, us, al))
 print("I preview_sent %d spare_dropped %d tx_bytes %d" % (pv.sent, lk.spare_dropped, usbd.tx_bytes))

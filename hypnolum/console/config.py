@@ -14,9 +14,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
-from ..host.config import ConfigError, MqttConfig, is_loopback
+from ..host.config import ConfigError, MqttConfig, is_loopback, validated
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
 
@@ -92,15 +92,8 @@ class ConsoleConfig(BaseModel):
     web: WebConfig = WebConfig()
 
 
-def _key(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
-
-
 def parse(data: dict, source: str = "<config>") -> ConsoleConfig:
-    try:
-        return ConsoleConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, [f"{_key(e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
+    return validated(ConsoleConfig, data, source)
 
 
 def load(path: str | Path, listen: str | None = None) -> ConsoleConfig:
