@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "get": ("hypnolum.ctl:get_main", "print a pod's state as hostd publishes it on MQTT"),
     "monitor": ("hypnolum.monitor:main", "live terminal view of every pod on an MQTT broker"),
     "console": ("hypnolum.console.app:main", "the session console: a web page to watch and steer a session"),
-    "report": ("hypnolum.report.cli:main", "debrief report (HTML) of a recording"),
+    "report": ("hypnolum.report.cli:main", "debrief report (HTML, PDF) of a recording"),
 }
 
 
