@@ -39,7 +39,12 @@ _HALF_BIG = const(500000000)
 _CORR_MAX = const(570000000)  # |chunk x ppb| bound: with |remainder| < 5e8 the sum stays a small int
 _PPB_MAX = const(1000000)  # 1000 ppm: far beyond any crystal, keeps the chunk >= 570 us
 _WAIT_MAX_US = const(1000000)  # longest single host wait: the clock reads the host well inside its wrap
-_ALARM_SPIN_US = const(200)  # an Alarm's thread sleeps to this far before the instant, then spins (host sleeps overshoot)
+_ALARM_RECHECK_US = const(500)  # a scheduled Alarm callback not yet run: look again this often
+# How far before a timer's instant the Alarm thread and the poller stop sleeping and spin: none.
+# A SCHED_FIFO thread's sleep ends within tens of us; a spin keeps its core (FIFO threads of one
+# priority do not share it), and the eight pods of a circle, two threads each, spinning 200 us
+# at the same instant put a 0.6-1 ms tail on their frames' start on a 2-core machine.
+_ALARM_SPIN_US = const(0)
 
 host_us = time.ticks_us  # the host clock the pod clock is built on (wraps at 2**30 on 32-bit)
 
@@ -334,7 +339,7 @@ class Alarm:
 
     def _isr(self):
         # the timer's ISR: at the instant, schedule the callback; again every
-        # _ALARM_SPIN_US while it is armed and has not run (the interpreter ran it too
+        # _ALARM_RECHECK_US while it is armed and has not run (the interpreter ran it too
         # early by the pod clock's rounding, or the schedule queue was full)
         diff = time.ticks_diff
         self._started = True
@@ -352,7 +357,7 @@ class Alarm:
                         micropython.schedule(self._run_cb, self._gen)
                     except RuntimeError:  # the schedule queue is full: try again below
                         self._queued = False
-                time.sleep_us(_ALARM_SPIN_US)
+                time.sleep_us(_ALARM_RECHECK_US)
 
 
 def _fire():
@@ -485,9 +490,8 @@ class TickPoller:
 
     def _sleep(self, w, timer):
         # wait w pod us, or until an OS-polled object is ready (1) or a flag is set
-        # (2); for a timer (its instant ends the wait), the last _ALARM_SPIN_US spin,
-        # as host sleeps overshoot by about that much and a board's timer interrupt
-        # does not
+        # (2); for a timer (its instant ends the wait), the last _ALARM_SPIN_US spin
+        # (none: see its definition)
         c = clock
         target = _wrap_add(c.us, w)
         ms = w // 1000
