@@ -103,7 +103,9 @@ async def test_refusals_name_the_field_and_a_stop_fades_within_2_s_and_holds(emu
         n0, t0 = len(link.previews), time.monotonic()
         await asyncio.sleep(2.0)  # the span we count over, not a wait for a condition
         rate = (len(link.previews) - n0) / (time.monotonic() - t0)
-        assert 3.0 <= rate <= 5.5, rate
+        # at most 5 a second; fewer when the link or the machine is busy (the preview goes
+        # only while the link has room: the first thing dropped), never none
+        assert 1.0 <= rate <= 5.5, rate
         assert {(p.led_count, p.segments) for p in link.previews} == {(30, 30)}
 
         # the participant's stop: the glow within 2 s (the pod's own clock and the wall clock)
@@ -165,7 +167,7 @@ async def test_hostd_publishes_leds_and_the_reported_scene(tmp_path, mosquitto, 
             n0, t0 = len(watch.history[f"{P}/pod-01/leds"]), time.monotonic()
             await asyncio.sleep(2.0)  # the span we count over
             rate = (len(watch.history[f"{P}/pod-01/leds"]) - n0) / (time.monotonic() - t0)
-            assert 3.0 <= rate <= 5.5, rate
+            assert 1.0 <= rate <= 5.5, rate  # at most 5 a second, as the pod sends them; never none
             leds_msgs = [m for m in watch.messages if m.topic.value == f"{P}/pod-01/leds"]
             assert all(m.qos == 0 and not m.retain for m in leds_msgs)
             state = await wait_until(lambda: (st := watch.json(f"{P}/pod-01/state")) and st["scene"]
