@@ -26,7 +26,8 @@ It ends after ``--duration`` seconds of show (or on Ctrl-C / SIGTERM), stops
 hostd with SIGTERM, then the emulator and the broker, and prints a summary.
 Exit status: 0 when every pod came online, streamed EEG and acknowledged every
 command; 1 on a failure (with the reason and hostd's log); 130 when interrupted
-before a timed run finished.
+before a timed run finished. A ``--forever`` demo ends only by being stopped: 0
+then, whatever it was doing.
 """
 from __future__ import annotations
 
@@ -121,6 +122,7 @@ class Demo:
         self.fired: set[tuple[int, int]] = set()  # (cycle, schedule index)
         self.cmd_no = 0
         self.failure = ""
+        self.cut_short = False  # stopped before the show could judge the pods
         self.model.clock = self.elapsed
 
     # -- helpers ----------------------------------------------------------
@@ -325,7 +327,8 @@ class Demo:
                     with contextlib.suppress(BaseException):
                         await consumer
         except Interrupted:
-            status = 130
+            self.cut_short = True
+            status = 0 if self.args.forever else 130  # a --forever demo ends only by a stop
         except DemoError as exc:
             self.failure = str(exc)
         except aiomqtt.MqttError as exc:
@@ -423,7 +426,7 @@ class Demo:
                 + (f" / {no_answer} unanswered" if no_answer else "")
                 + f"  frames {p.frames_rx} rx / {p.frames_bad} bad"
             )
-            if self.show_start is not None and status == 0:
+            if self.show_start is not None and status == 0 and not self.cut_short:
                 if p.samples == 0:
                     problems.append(f"{p.pod_id} sent no EEG")
                 if p.failed:

@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import signal
+import threading
 import ssl
 import sys
 from pathlib import Path
@@ -84,6 +86,22 @@ def _tls(web_cfg: WebConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+_SHUTDOWN_S = 10.0  # a stop that takes longer than this ends the process anyway
+
+
+def _exit_after(seconds: float) -> None:
+    """Make sure a stop ends the process: should closing the pages, the MQTT connection or
+    the server hang (a connection half-made when the stop came), exit regardless after
+    ``seconds``, as a supervisor would kill it, with a line saying so."""
+    def _force() -> None:
+        print(f"hypnolum console: stopping took more than {seconds:.0f} s; exiting", file=sys.stderr, flush=True)
+        os._exit(EXIT_OK)
+
+    timer = threading.Timer(seconds, _force)
+    timer.daemon = True
+    timer.start()
+
+
 async def serve(web_cfg: WebConfig, target: Target) -> int:
     """Run until SIGTERM or SIGINT."""
     console = Console(web_cfg, target)
@@ -114,6 +132,7 @@ async def serve(web_cfg: WebConfig, target: Target) -> int:
     try:
         await stop.wait()
     finally:
+        _exit_after(_SHUTDOWN_S)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -12,6 +12,7 @@ reconnect with backoff). With ``--demo`` the broker is the running demo's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import Counter
@@ -101,6 +102,8 @@ class Feed:
                 await broker.keep("console", client_id, self._serve_until(moved), moved, level=logging.WARNING)
             finally:
                 watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher  # ended here, not left for the loop's close to find pending
             self.client = None
             self._status(connected=False, problem="the broker moved: reconnecting")
 
