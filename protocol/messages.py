@@ -232,7 +232,8 @@ EegReplay = Struct(  # host -> pod, command: re-send samples still held in the p
     "count" / Int16ul,
 )
 
-Scene = Struct(  # host -> pod, command (answered ACK or NACK)
+# A scene's fields, in order: SCENE, SCENE_AT and SCENE_SHOWN carry the same ones
+SCENE_FIELDS = (
     "effect" / Effect,
     "brightness" / Int8ul,  # 0..255, further limited by the pod's safety governor
     "color" / Array(3, Int8ul),  # r, g, b
@@ -242,6 +243,8 @@ Scene = Struct(  # host -> pod, command (answered ACK or NACK)
     "flags" / Int8ul,  # SCENE_FLAG_*
     "params" / PrefixedArray(Int8ul, Int16sl),  # effect-specific, at most 8
 )
+
+Scene = Struct(*SCENE_FIELDS)  # host -> pod, command (answered ACK or NACK)
 
 NightModeSet = Struct(  # host -> pod, command: low-blue, low-brightness night limits
     "mode" / NightMode,
@@ -262,14 +265,7 @@ SceneAt = Struct(  # host -> pod, command: apply a scene at a pod instant (the s
     # (up to 2**28 us) applies at once with the phase it would have had: a pod that
     # rejoins a running timeline catches up instead of starting over.
     "at_us" / Int32ul,
-    "effect" / Effect,
-    "brightness" / Int8ul,
-    "color" / Array(3, Int8ul),
-    "transition_ms" / Int16ul,
-    "period_ms" / Int16ul,
-    "palette" / Palette,
-    "flags" / Int8ul,
-    "params" / PrefixedArray(Int8ul, Int16sl),
+    *SCENE_FIELDS,
 )
 
 FramePhase = Struct(  # host -> pod, not acknowledged: align the render schedule
@@ -294,14 +290,7 @@ LedPreview = Struct(  # pod -> host, telemetry every LED_PREVIEW_MS: the strip a
 SceneShown = Struct(  # pod -> host: the scene it shows, whenever that changes and in answer to CONNECT
     "source" / SceneSource,
     "state" / Int8ul,  # SHOWN_*
-    "effect" / Effect,
-    "brightness" / Int8ul,
-    "color" / Array(3, Int8ul),
-    "transition_ms" / Int16ul,
-    "period_ms" / Int16ul,
-    "palette" / Palette,
-    "flags" / Int8ul,
-    "params" / PrefixedArray(Int8ul, Int16sl),
+    *SCENE_FIELDS,
 )
 
 Ack = Struct(  # pod -> host

@@ -15,6 +15,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from helpers.mqtt_watch import Watcher
 from helpers.wait import wait_until
 from test_mqtt_secure import USERS, close_secure_broker, secure_broker, tls
 
@@ -32,15 +33,14 @@ def broker():
     close_secure_broker(b)
 
 
-class Peer:
+class Peer(Watcher):
     """An MQTT 5 client of the shipped broker, logged in as ``user``: what it received, and
     the broker's answer to each of its publishes."""
 
     def __init__(self, broker, user: str, identifier: str | None = None, filters: tuple[str, ...] = (),
                  protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5, **kw):
+        super().__init__(broker.port, filters)
         self.user = user
-        self.filters = filters
-        self.received: list[tuple[str, bytes]] = []
         self.client = aiomqtt.Client("127.0.0.1", broker.port, username=user, password=USERS[user],
                                      identifier=identifier, protocol=protocol,
                                      tls_context=tls(broker.ca.ca_file), timeout=5, **kw)
@@ -52,26 +52,6 @@ class Peer:
             inner(client, userdata, mid, reason_code, properties)
 
         self.client._client.on_publish = on_publish
-        self._task: asyncio.Task | None = None
-
-    async def __aenter__(self) -> Peer:
-        await self.client.__aenter__()
-        for f in self.filters:
-            await self.client.subscribe(f, qos=1)
-        self._task = asyncio.create_task(self._collect())
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await self.client.__aexit__(None, None, None)
-        except aiomqtt.MqttError:
-            pass  # already disconnected by the broker
-
-    async def _collect(self) -> None:
-        async for msg in self.client.messages:
-            self.received.append((msg.topic.value, bytes(msg.payload)))
 
     async def publish(self, topic: str, payload: bytes | str = b"{}", retain: bool = False,
                       properties: Properties | None = None) -> int:
@@ -81,8 +61,13 @@ class Peer:
         await self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         return OK if self._reason < 0x80 else self._reason
 
+    @property
+    def received(self) -> list[tuple[str, bytes]]:
+        """(topic, payload) of every message, in order."""
+        return [(m.topic.value, bytes(m.payload)) for m in self.messages]
+
     def got(self, topic: str) -> list[bytes]:
-        return [payload for t, payload in self.received if t == topic]
+        return self.history.get(topic, [])
 
     async def wait_for(self, topic: str, what: str = "") -> bytes:
         await wait_until(lambda: self.got(topic), what=what or f"{topic} at {self.user}")

@@ -19,6 +19,7 @@ from hypnolum.console.config import load
 from hypnolum.host.config import ConfigError
 from hypnolum.host.timeline import Timeline
 
+from helpers.console_proc import stop as stop_console
 from helpers.fake_pod import FakePod
 from helpers.hostd import Hostd
 from helpers.mqtt_watch import Watcher
@@ -108,13 +109,7 @@ async def stack(tmp_path, mosquitto):
     finally:
         pod.close()
         hostd.kill()
-        console.terminate()
-        try:
-            console.wait(10)
-        finally:
-            if console.poll() is None:
-                console.kill()
-            log.close()
+        stop_console(console, log)
     assert console.returncode == 0, (tmp_path / "console.log").read_text()
     assert "Traceback" not in (tmp_path / "console.log").read_text()
 

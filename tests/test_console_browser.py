@@ -24,6 +24,7 @@ from hypnolum.broker import free_port
 from hypnolum.console import auth
 from hypnolum.emulator.runner import Emulator
 
+from helpers.console_proc import stop as stop_console
 from helpers.hostd import Hostd
 from helpers.mqtt_watch import Watcher
 from helpers.wait import wait_until
@@ -209,13 +210,7 @@ async def test_operator_sends_a_scene_and_stops_a_pod_in_the_browser(tmp_path, m
         finally:
             await asyncio.to_thread(driver.quit)
             hostd.kill()
-            console.terminate()
-            try:
-                console.wait(10)
-            finally:
-                if console.poll() is None:
-                    console.kill()
-                log.close()
+            stop_console(console, log)
     assert console.returncode == 0 and "Traceback" not in (tmp_path / "console.log").read_text()
     if os.environ.get("HYPNOLUM_UPDATE_PICTURES"):  # `make pictures`: the docs' copy is refreshed on request only
         shutil.copyfile(tmp_path / "console.png", SCREENSHOT)

@@ -5,7 +5,6 @@ Prints "R key us_per_call bytes_allocated_per_call" lines: the LED preview
 firmware's own usbcdc.Port, as pod_cpu_paths.py wires it), the scene report,
 and a frame during a stop's fast fade against the same frame without it.
 """
-import gc
 import time
 
 import hal
@@ -15,67 +14,14 @@ hal.ticks_us = time.ticks_us
 hal.ticks_diff = time.ticks_diff
 hal.ticks_add = time.ticks_add
 
-import micropython
 
 from pod import config, link, preview, render, usbcdc, wire
 from pod.mem import copy as _copy
 from frametime import timed  # shared with pod_cpu_paths.py
+from benchusb import BenchPort, StandInUSBDevice  # shared with pod_cpu_paths.py
 
 N = 300
 REPS = 9
-
-
-class _BuiltinCDC:  # as bench/mpy/pod_cpu_paths.py
-    itf_max = 2
-    ep_max = 3
-    str_max = 4
-    desc_dev = bytes(18)
-    desc_cfg = bytes(9)
-
-
-class StandInUSBDevice:
-    """machine.USBDevice as usbcdc.Port uses it (bench/mpy/pod_cpu_paths.py): IN transfers
-    counted and completed through micropython.schedule."""
-
-    BUILTIN_CDC = _BuiltinCDC()
-
-    def __init__(self):
-        self.builtin_driver = None
-        self.tx_bytes = 0
-        self._done_in_cb = self._done_in
-
-    def active(self, v=None):
-        return True
-
-    def config(self, desc_dev, desc_cfg, strs, open_cb, reset_cb, control_cb, xfer_cb):
-        self._open_cb = open_cb
-        self._xfer_cb = xfer_cb
-
-    def open(self):
-        self._open_cb(bytes((9, 4, self.BUILTIN_CDC.itf_max)))
-
-    def submit_xfer(self, ep, buf):
-        if ep & 0x80:
-            self.tx_bytes += len(buf)
-            self._ep_in = ep
-            micropython.schedule(self._done_in_cb, len(buf))
-        return True
-
-    def _done_in(self, n):
-        self._xfer_cb(self._ep_in, 0, n)
-
-
-class BenchPort:
-    def __init__(self, port):
-        self.readinto = port.readinto
-        self.write = port.write
-        self.tx_free = port.tx_free
-
-    def wait(self):
-        return self._wait()
-
-    def _wait(self):
-        yield
 
 
 cfg = config.Config()

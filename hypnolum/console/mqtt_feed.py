@@ -114,8 +114,9 @@ class Feed:
 
     def _serve_until(self, moved: asyncio.Event):
         async def serve(client: aiomqtt.Client) -> None:
-            for topic in SUBSCRIPTIONS:
-                await client.subscribe(topic, qos=1)
+            # one SUBSCRIBE for all: one round trip, and no window between several for a
+            # stop to cancel one while its SUBACK is on the way
+            await client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
             for pod_id in self.watchers:
                 await self._subscribe(client, pod_id)
             self.client = client
@@ -135,8 +136,7 @@ class Feed:
     # -- EEG of watched pods ---------------------------------------------------
     @staticmethod
     async def _subscribe(client: aiomqtt.Client, pod_id: str) -> None:
-        for leaf in WATCHED_LEAVES:
-            await client.subscribe(f"{PREFIX}/pods/{pod_id}/{leaf}", qos=0)
+        await client.subscribe([(f"{PREFIX}/pods/{pod_id}/{leaf}", 0) for leaf in WATCHED_LEAVES])
 
     async def watch(self, pod_id: str) -> None:
         self.watchers[pod_id] += 1
@@ -151,8 +151,7 @@ class Feed:
             del self.watchers[pod_id]
             if self.client is not None:
                 try:
-                    for leaf in WATCHED_LEAVES:
-                        await self.client.unsubscribe(f"{PREFIX}/pods/{pod_id}/{leaf}")
+                    await self.client.unsubscribe([f"{PREFIX}/pods/{pod_id}/{leaf}" for leaf in WATCHED_LEAVES])
                 except aiomqtt.MqttError as exc:
                     log.info("unsubscribing from %s's EEG: %s", pod_id, exc)
         else:

@@ -20,7 +20,8 @@ class Watcher:
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Watcher":
-        self.client = aiomqtt.Client("127.0.0.1", self.port, **self.client_kw)
+        if self.client is None:  # a subclass may have made its own (credentials, TLS)
+            self.client = aiomqtt.Client("127.0.0.1", self.port, **self.client_kw)
         await self.client.__aenter__()
         for f in self.filters:
             await self.client.subscribe(f, qos=1)
@@ -30,7 +31,10 @@ class Watcher:
     async def __aexit__(self, *exc) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        await self.client.__aexit__(None, None, None)
+        try:
+            await self.client.__aexit__(None, None, None)
+        except aiomqtt.MqttError:
+            pass  # already disconnected by the broker
 
     async def _collect(self) -> None:
         async for msg in self.client.messages:
