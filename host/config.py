@@ -214,13 +214,17 @@ def parse(data: dict, source: str = "<config>") -> Config:
     return validated(Config, data, source)
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate one TOML file; raises ConfigError on any problem."""
-    path = Path(path)
+def read_toml(path: Path) -> dict:
+    """The tables of one TOML file; ConfigError if it cannot be read or parsed."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), [f"(file): {exc.strerror or exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"(syntax): {exc}"]) from None
-    return parse(data, str(path))
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate one TOML file; raises ConfigError on any problem."""
+    path = Path(path)
+    return parse(read_toml(path), str(path))

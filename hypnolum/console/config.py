@@ -11,12 +11,11 @@ Listening beyond loopback is refused unless the page is served over TLS
 """
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
-from ..host.config import ConfigError, MqttConfig, is_loopback, validated
+from ..host.config import MqttConfig, is_loopback, read_toml, validated
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
 
@@ -99,12 +98,7 @@ def parse(data: dict, source: str = "<config>") -> ConsoleConfig:
 def load(path: str | Path, listen: str | None = None) -> ConsoleConfig:
     """Read ``path`` (``listen``, if given, replaces ``[web] listen``); ConfigError on any problem."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), [f"(file): {exc.strerror or exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"(syntax): {exc}"]) from None
+    data = read_toml(path)
     web = data.get("web", {})
     if listen is not None and isinstance(web, dict):  # (a [web] that is no table stays, and is refused)
         data["web"] = {**web, "listen": listen}
