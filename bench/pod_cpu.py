@@ -94,6 +94,7 @@ SCENE_ATS = 1 / 3.0  # every 3 s
 BAND_UPDATES = 4.0  # every 250 ms (bands.UPDATE_MS)
 STATUSES = 1.0
 DERATES = 4.0  # derate._PASS_MS = 250
+GC_EVERY_RE = re.compile(r"^_GC_EVERY_MS = const\((\d+)\)", re.M)  # the render loop's collections
 PACKETS_PER_READ = 2  # Cyton packets per UART read (one loop wakeup)
 IDLE_TICKS = 100.0  # an idle asyncio wait ends at every 10 ms tick (board-port.md section 1)
 
@@ -146,9 +147,18 @@ def spi_baud() -> int:
     return int(m.group(1))
 
 
+def gc_every_ms() -> int:
+    m = GC_EVERY_RE.search((ROOT / "firmware" / "pod" / "render.py").read_text())
+    if m is None:
+        raise SystemExit("firmware/pod/render.py: no _GC_EVERY_MS = const(N)")
+    return int(m.group(1))
+
+
 def run_mpy(args: list[str], micropypath: list[str], tmp: str, script: Path) -> tuple[dict, dict]:
     exe = ROOT / ".venv" / "bin" / "micropython"
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join(micropypath), HYPNOLUM_POD_DIR=tmp)
+    from hypnolum.emulator.pod import interpreter_env
+
+    env = interpreter_env(dict(os.environ, MICROPYPATH=os.pathsep.join(micropypath), HYPNOLUM_POD_DIR=tmp))
     heap = "262144"  # firmware/pod/budget.py HEAP_BUDGET: the heap the emulator gives every pod
     p = subprocess.run([str(exe), "-X", f"heapsize={heap}", str(script), *args], env=env, cwd=tmp,
                        capture_output=True, text=True, timeout=600)
@@ -181,6 +191,7 @@ def main() -> int:
         a.write_text(ASYNCIO_SCRIPT % (2000 if args.quick else 20000))
         ra, _ = run_mpy([], [".frozen"], tmp, a)
     baud = spi_baud()
+    gc_every = gc_every_ms()
 
     def frame_rows(kind: str) -> tuple[float, float, str, float, str]:
         fx = {k[len(f"frame_{kind}_"):]: v[0] for k, v in r8.items() if k.startswith(f"frame_{kind}_")}
@@ -248,9 +259,11 @@ def main() -> int:
                 + BAND_UPDATES * (1 + (8 if rate == 250 else 16)) + STATUSES + DERATES + IDLE_TICKS
             h, _ = row("asyncio wakeup (8 tasks, no HAL tick model)", ra["asyncio_wakeup"][0], 0, wakeups, "estimated count")
             here += h
-            gc_us_per_byte = info["gc_collect_us"] / info["mem_free"]
-            h, _ = row(f"GC: {alloc_s / 1000:.1f} KB/s allocated", gc_us_per_byte * 1000, 0, alloc_s / 1000,
-                       f"collect {info['gc_collect_us']} us per {info['mem_free'] // 1024} KB freed")
+            # the render loop collects every _GC_EVERY_MS whatever was allocated (the heap's own
+            # threshold is off: firmware/pod/render.py); one collection, with this live set, timed
+            collections = 1000 / gc_every
+            h, _ = row(f"GC: {collections:.0f} collections a second", info["gc_collect_us"], 0, collections,
+                       f"{alloc_s / 1000:.1f} KB/s allocated; live set {info['mem_alloc'] // 1024} KB")
             here += h
             chain = res["headset_chain_check"][0]
             parts = res["packet_parse_tap"][0] + res["eeg_batch"][0] / (2 * bs if rate == 125 else bs)

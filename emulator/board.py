@@ -61,7 +61,7 @@ from hypnolum.procs import die_with_parent
 
 from . import image
 from .esp_rom import CHIPS, FakeEspRom, FlashFile
-from .pod import EmulatedPod, find_micropython
+from .pod import EmulatedPod, find_micropython, interpreter_env
 from .ptys import linked_pty
 
 HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/machine.py)
@@ -266,9 +266,8 @@ class EmulatedBoard:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # stdin's pty becomes the controlling terminal
 
-        env = dict(os.environ)
-        env.update(MICROPYPATH=f"{REPL_SHIMS}:.frozen", HYPNOLUM_UID=self.uid,
-                   HYPNOLUM_BOARD_SYS=str(self._repl_sys_path()))
+        env = interpreter_env(dict(os.environ, MICROPYPATH=f"{REPL_SHIMS}:.frozen", HYPNOLUM_UID=self.uid,
+                                   HYPNOLUM_BOARD_SYS=str(self._repl_sys_path())))
         try:
             self._repl_proc = await asyncio.create_subprocess_exec(
                 find_micropython(), "-X", f"heapsize={self.heapsize}",

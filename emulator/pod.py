@@ -77,6 +77,22 @@ def find_micropython() -> str:
     return found
 
 
+# The board's heap lies below 2**31: the S3 maps its internal data RAM at 0x3FC88000-0x3FD00000
+# and PSRAM at 0x3C000000-0x3E000000 (ESP-IDF soc/esp32s3 soc.h, SOC_DRAM_* and SOC_EXTRAM_DATA_*).
+# There id(obj), which asyncio's IOQueue calls on every wait on a stream or flag, is a small
+# int and allocates nothing (py/obj.c:519-534, v1.28.0). glibc gives a 32-bit process a heap
+# block of 128 KB or more from mmap, near the top of its address space, where each id() is a
+# long int (32 B a call): glibc is told to take the interpreter's heap from brk, below 2**31.
+_BOARD_LIKE_HEAP = "glibc.malloc.mmap_threshold=33554432"  # up to 32 MB: every heap size the tests use
+
+
+def interpreter_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a ``micropython`` that stands in for the board: its heap placed as
+    the board's is (see _BOARD_LIKE_HEAP)."""
+    tunables = env.get("GLIBC_TUNABLES")
+    return dict(env, GLIBC_TUNABLES=_BOARD_LIKE_HEAP if not tunables else f"{tunables}:{_BOARD_LIKE_HEAP}")
+
+
 # In the child: SIGKILL if the emulator dies without cleaning up.
 _die_with_parent = die_with_parent(signal.SIGKILL)
 _RELAY_SOCK = "link-relay.sock"  # where the firmware connects when the link has latency
@@ -84,12 +100,30 @@ _RELAY_PRIORITY = 10  # SCHED_FIFO priority of the link relay (root only)
 
 
 def _prioritise(pid: int, nice: int | None = None, rt: int | None = None) -> None:
-    """Raise a child's scheduling priority where allowed (a negative nice and SCHED_FIFO need root)."""
+    """Raise a process's scheduling priority where allowed (a negative nice and SCHED_FIFO need root).
+
+    Both are per thread on Linux: given to a running process, they reach only its
+    main thread. A child gets them through ``_started_prioritised`` instead, before
+    it runs, so every thread it starts inherits them."""
     with contextlib.suppress(PermissionError, ProcessLookupError, AttributeError):
         if nice is not None:
             os.setpriority(os.PRIO_PROCESS, pid, nice)
         if rt is not None:
             os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(rt))
+
+
+def _started_prioritised(nice: int | None, rt: int | None) -> Callable[[], None]:
+    """A ``preexec_fn``: the child dies with the emulator and runs at this priority, with
+    every thread it starts (the interpreter's timer and USB threads stand in for the
+    board's interrupts: left at the default policy while the interpreter runs at
+    SCHED_FIFO, one holding the GIL is preempted by the pods' interpreters, and the
+    interpreter that waits for the GIL waits for them: a priority inversion)."""
+
+    def preexec() -> None:
+        _die_with_parent()
+        _prioritise(0, nice, rt)
+
+    return preexec
 
 
 @dataclass
@@ -399,9 +433,8 @@ class EmulatedPod:
             str(self.dir / "link.sock"), "--jitter-ms", str(lo * 1000), str(hi * 1000),
             "--seed", f"{self.seed}:{self.pod_id}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=self._log,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_started_prioritised(None, _RELAY_PRIORITY),  # its timers are the injected jitter
         )
-        _prioritise(self._relay.pid, rt=_RELAY_PRIORITY)  # its timers are the injected jitter
         async with asyncio.timeout(10):
             line = await self._relay.stdout.readline()
         if line.strip() != b"ready":
@@ -563,7 +596,7 @@ class EmulatedPod:
         if self.link_jitter_s is not None:
             env["HYPNOLUM_LINK_SOCK"] = _RELAY_SOCK
         env.update(self.extra_env)
-        return env
+        return interpreter_env(env)
 
     async def _spawn(self) -> None:
         # a fresh clock a few seconds before the wrap, every boot
@@ -585,9 +618,8 @@ class EmulatedPod:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # its own process group: killed as one
-            preexec_fn=_die_with_parent,
+            preexec_fn=_started_prioritised(self.nice, self.rt_priority),
         )
-        _prioritise(self._proc.pid, self.nice, self.rt_priority)
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
         self._booted.set()

@@ -295,6 +295,16 @@ def read_file(name):
         return None
 
 
+def open_file(name):
+    """File name in the pod's filesystem opened for reading (binary), or None if
+    absent: for reading a large file in pieces (f.readinto into a buffer of the
+    caller's), where read_file would need one heap block as large as the file."""
+    try:
+        return open(name, "rb")
+    except OSError:
+        return None
+
+
 def write_file(name, data):
     """Replace file name with data atomically (write a temp file, then rename)."""
     tmp = name + ".tmp"

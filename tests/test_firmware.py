@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from hypnolum.emulator.pod import interpreter_env
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 SHIMS = ROOT / "emulator" / "mpy"
@@ -48,12 +50,12 @@ CASES = [(p.stem, name) for p in sorted(MPY_TESTS.glob("test_*.py")) for name in
 
 @cache
 def _run_module(module: str, pod_dir: str) -> tuple[dict[str, str], str]:
-    env = dict(
+    env = interpreter_env(dict(
         os.environ,
         MICROPYPATH=os.pathsep.join([str(MPY_TESTS), str(SHIMS), str(FIRMWARE), ".frozen"]),
         HYPNOLUM_POD_DIR=pod_dir,
         HYPNOLUM_VECTORS=str(ROOT / "protocol" / "vectors.json"),
-    )
+    ))
     proc = subprocess.run(
         [_tool("micropython"), "-X", "heapsize=2M", str(RUNNER), module],
         cwd=pod_dir, env=env, capture_output=True, text=True, timeout=120,

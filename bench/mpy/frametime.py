@@ -13,7 +13,7 @@ import hal
 from pod import wire
 
 STEP_MS = 17  # ~60 fps
-_GC_EVERY = 16384  # firmware/pod/app.py: the board collects after every 16 KB allocated
+_GC_EVERY = 16384  # bytes a timing run may allocate: what the pod allocates between two collections
 
 
 def scene(r, spec, eid, transition_ms=0):

@@ -255,6 +255,13 @@ def read_file(name):
         return None
 
 
+def open_file(name):
+    try:
+        return open(_path(name), "rb")
+    except OSError:
+        return None
+
+
 def write_file(name, data):
     tmp = _path(name + ".tmp")
     with open(tmp, "wb") as f:

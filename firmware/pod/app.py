@@ -17,7 +17,6 @@ from micropython import const
 from pod import alpha, bands, config, cyton, derate, link, preview, render, ring, safemode, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
-_GC_EVERY = const(16384)  # bytes allocated between collections
 
 
 def _boot_id():
@@ -94,9 +93,9 @@ class Pod:
 
 
 def main():
-    # Collect after every _GC_EVERY bytes allocated rather than when the heap is
-    # full: each pause stays short, and free memory never falls further than
-    # that below what the live set leaves (the budget's floor, pod/budget.py).
+    # The render loop collects, at its quiet moment (pod/render.py); the heap's
+    # allocation threshold stays off (-1), as it counts call frames freed on return.
+    # A full heap still collects at once, whoever allocates.
     gc.collect()
-    gc.threshold(_GC_EVERY)
+    gc.threshold(-1)
     asyncio.run(Pod(config.load()).run())

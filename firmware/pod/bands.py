@@ -36,6 +36,7 @@ BANDS_HZ = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
 _MASK30 = const(0x3FFFFFFF)
 _HDR = const(4)
 _WIN_ONE = const(32768)  # window values are Q15
+_HI_SMALL = const(1 << 14)  # a band sum hi * 65536 + lo with hi under this is a small int
 _TARGET = const(8192)  # samples are normalised to [2**13, 2**14) before windowing
 _VREF_UV = 4500000.0
 _FULL_SCALE = 8388607.0
@@ -155,6 +156,9 @@ class BandPower:
         self.gains = [gain] * self.channels
         self._base_gain = None  # the gain self._base was computed for
         self._base = 0.0
+        self._scales = [0.0] * self.channels  # per channel: the scale for ...
+        self._scale_x = [None] * self.channels  # ... this FFT exponent and ...
+        self._scale_gain = [None] * self.channels  # ... this gain
         self.last_seq = 0
         self._slot0 = 0
         self.last_hi = 0
@@ -207,10 +211,22 @@ class BandPower:
             uv = _VREF_UV / _FULL_SCALE / gain
             self._base = 4.0 * self._norm * uv * uv
             self._base_gain = gain
-        scale = self._base * 4.0 ** (s + e)  # band_sum gives 1/4 of the sum
+        # floats are heap objects on the board (MICROPY_OBJ_REPR_A): each operation below
+        # allocates 16 B, so the scale is kept while the channel's exponent and gain hold,
+        # and a band sum that fits a small int takes one multiplication, not three
+        x = s + e
+        if x != self._scale_x[ch] or self._scale_gain[ch] != self._base_gain:
+            self._scales[ch] = self._base * 4.0 ** x  # band_sum gives 1/4 of the sum
+            self._scale_x[ch] = x
+            self._scale_gain[ch] = self._base_gain
+        scale = self._scales[ch]
         k = ch * N_BANDS
         for b in range(N_BANDS):
-            powers[k + b] = (sums[2 * b] * 65536.0 + sums[2 * b + 1]) * scale
+            hi = sums[2 * b]
+            if hi < _HI_SMALL:
+                powers[k + b] = ((hi << 16) | sums[2 * b + 1]) * scale
+            else:
+                powers[k + b] = (hi * 65536.0 + sums[2 * b + 1]) * scale
 
     def send(self):
         ring = self.ring

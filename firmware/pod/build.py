@@ -21,13 +21,15 @@ import hal
 
 _ROOT_FILES = ("boot.py", "hal.mpy", "hal.py", "main.py")
 _APP_DIR = "pod"
+_CHUNK = 512  # bytes read at a time: no heap block as large as a file (the largest is ~12 KB)
 
 _hash = None
 
 
 def app_files():
     """Paths of the app files present, sorted."""
-    names = [n for n in _ROOT_FILES if hal.read_file(n) is not None]
+    root = hal.list_dir(".")
+    names = [n for n in _ROOT_FILES if n in root]
     names += [_APP_DIR + "/" + n for n in hal.list_dir(_APP_DIR)]
     names.sort()
     return names
@@ -38,12 +40,24 @@ def compute():
     if "boot.py" not in names or "main.py" not in names:
         return 0
     h = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
     for name in names:
-        data = hal.read_file(name)
-        h.update(name.encode())
-        h.update(struct.pack("<BI", 0, len(data)))
-        h.update(data)
-        data = None  # one file in memory at a time
+        f = hal.open_file(name)
+        if f is None:
+            continue  # gone since it was listed
+        try:
+            size = f.seek(0, 2)
+            f.seek(0)
+            h.update(name.encode())
+            h.update(struct.pack("<BI", 0, size))
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                h.update(view[:n])
+        finally:
+            f.close()
     return struct.unpack("<I", h.digest()[:4])[0]
 
 

@@ -33,6 +33,7 @@ import micropython
 from micropython import const
 
 from pod import wire
+from pod.flagwait import StreamRead
 from pod.mem import copy as _copy  # no allocation per sample
 
 PACKET_SIZE = const(33)
@@ -380,10 +381,11 @@ class Headset:
             self.ready = True
             self.parser.restart()
             feed = self.parser.feed
-            readinto = reader.readinto
+            read = StreamRead(reader, buf)  # no coroutine per read
             ticks_ms = hal.ticks_ms
             while True:
-                n = await readinto(buf)
+                await read.wait()
+                n = read.n
                 if not n:
                     return  # headset gone (emulator unplug); a board's UART never ends
                 feed(buf, n, ticks_ms())

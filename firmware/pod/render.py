@@ -32,6 +32,14 @@ depends neither on how long the effect took nor on when the asyncio loop
 comes back to this task. A frame the loop wakes for too late is skipped, not
 drawn in a burst, and the schedule keeps its grid.
 
+Garbage collection runs here, every _GC_EVERY_MS, just after a frame's instant
+(its data is on the wire): the longest quiet moment the pod has, so a pause
+never holds a frame's start. The heap's own allocation threshold is off
+(pod/app.py): it counts every call frame the VM takes from the heap and frees
+on return (py/objfun.c:273-274 and :342-344; counted at py/gc.c:967, checked at :875), so it
+tracks the call rate, not garbage; at 16 KB it collected about 20 times a
+second at instants nobody chose.
+
 Shared timeline (circles): FRAME_PHASE puts the schedule on the host's grid
 (anchor + k x period, pod ticks_us): pods of a circle then show frame k
 together. SCENE_AT holds a scene until the first frame scheduled at or after
@@ -40,6 +48,7 @@ one pod must not slip that pod a whole frame), and counts the effect's
 animation time from that instant, so every pod shows the same phase.
 """
 import asyncio
+import gc
 
 import hal
 import micropython
@@ -48,6 +57,8 @@ from micropython import const
 from pod import config, effects, governor, refusal, wire
 
 _FEED_EVERY_MS = const(250)  # watchdog feeds: often enough, not a datagram per frame
+_GC_EVERY_MS = const(500)  # 2 a second: ~30 ms/s on the S3 (bench/pod_cpu.py), garbage well under the floor
+_GC_AFTER_US = const(500)  # ... this long after a frame's instant: the LED timer has handed it over
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
 _SAFE_TRANSITION_MS = const(4000)
@@ -124,6 +135,7 @@ class Renderer:
         self.reports = 0  # SCENE_SHOWN frames sent
         self.frames_rendered = 0
         self.render_overruns = 0  # frames skipped: the loop woke after their instant
+        self.collections = 0  # garbage collections the loop ran
         self.late_frames = 0  # frames handed to the LEDs more than _LATE_US after their instant
         self.lead_us = _LEAD_MIN_US
         self.refused_safety = 0
@@ -368,7 +380,7 @@ class Renderer:
         timer = hal.FrameTimer()
         leds = self.leds
         due = add(ticks_us(), self.period_us)
-        fed = ticks_ms()
+        fed = collected = ticks_ms()
         on_time = 0
         while True:
             # wake a lead before the frame's instant: it shows the newest inputs
@@ -402,6 +414,13 @@ class Renderer:
             if watchdog is not None and diff(frame_ms, fed) >= _FEED_EVERY_MS:
                 watchdog.feed()
                 fed = frame_ms
+            if diff(frame_ms, collected) >= _GC_EVERY_MS:
+                # after the instant, not before: a pause then would hold the frame's start
+                timer.arm(add(due, _GC_AFTER_US))
+                await timer.wait()
+                gc.collect()
+                self.collections += 1
+                collected = frame_ms
             period = self.period_us
             if self._phase_new:
                 # next grid instant at least half a frame away: never two frames at once

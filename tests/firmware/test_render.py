@@ -485,3 +485,47 @@ async def test_run_at_60_fps_under_the_tick_model_keeps_its_grid():
     assert len(skipped) <= 1, skipped  # on its grid, no frame skipped (one allowed for a loaded host)
     assert r.render_overruns <= 1, r.render_overruns
     assert 0 < leds.early < r.period_us, (leds.early, r.period_us)
+
+
+async def test_run_collects_garbage_twice_a_second_just_after_a_frames_instant():
+    # the loop's collections come at its quiet moment: after a frame's instant (the LED
+    # timer has handed it over), long before the next frame is computed; never before
+    # an instant, where a pause would hold the frame's start
+
+    class GridLeds(FakeLeds):
+        def __init__(self, count):
+            super().__init__(count)
+            self.dues = []
+
+        def show_at(self, rgb, due_us):
+            self.dues.append(due_us)
+            return FakeLeds.show_at(self, rgb, due_us)
+
+    class CountingGc:
+        # the runtime's gc, with each collection's instant noted
+        def __init__(self, real):
+            self.real = real
+            self.at = []  # (pod us, the last frame's instant)
+
+        def collect(self):
+            self.at.append((hal.ticks_us(), leds.dues[-1]))
+            self.real.collect()
+
+    leds = GridLeds(30)
+    r = render.Renderer(leds, 60)
+    real, render.gc = render.gc, CountingGc(render.gc)
+    try:
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep_ms(1700)
+        task.cancel()
+        await asyncio.sleep_ms(0)
+        at = render.gc.at
+    finally:
+        render.gc = real
+    assert 2 <= len(at) <= 4, at
+    assert r.collections == len(at)
+    for now, due in at:
+        after = hal.ticks_diff(now, due)
+        # after the instant, and the next frame (one period on, computed a lead before) not yet due
+        assert 500 <= after < r.period_us - r.lead_us, (after, r.period_us, r.lead_us)
+    assert r.render_overruns <= 1, r.render_overruns
