@@ -153,3 +153,6 @@ def test_flash_options_name_the_source_of_a_bad_value(tmp_path):
     limits = help_text[help_text.index("safety limits"):help_text.index("connection")]
     assert all(f"--{k.name.replace('_', '-')}" in limits for k in KEYS if k.safety)
     assert "--led-count" not in limits
+    flashing = (gen_pod_config.DOC.parent / "flashing.md").read_text()
+    named = flashing[flashing.index("**safety limits**"):flashing.index("no host command")]
+    assert set(re.findall(r"`(\w+)`", named)) == {k.name for k in KEYS if k.safety}
