@@ -133,8 +133,9 @@ SAFETY_LIMITS: tuple[str, ...] = tuple(k.name for k in KEYS if k.safety)
 
 
 def show(value: object) -> str:
-    """A refused value as a message shows it: its repr in ASCII (as MicroPython's repr
-    escapes what is not), cut to SHOW_MAX characters."""
+    """A refused value as a message shows it: its repr in ASCII, cut to SHOW_MAX characters.
+    MicroPython's repr of a str escapes all but 32..126 as ascii() does (\\t, \\xNN,
+    \\uNNNN, \\UNNNNNNNN: py/objstrunicode.c:42-84 in v1.28.0), so the pod's words match."""
     text = ascii(value)
     return text if len(text) <= SHOW_MAX else text[:SHOW_MAX - 3] + "..."
 

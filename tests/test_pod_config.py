@@ -46,7 +46,7 @@ def _cases(key: Key) -> list[object]:
         return [*key.choices, key.choices[0] + "x", key.choices[0][:-1], key.choices[0].swapcase(), "", 3, None]
     ok = key.first[0]
     return [ok * (key.low - 1), ok * key.low, ok * key.high, ok * (key.high + 1), "-" + ok, ok + " " + ok,
-            ok + "\u00f6", 7, None, *GOOD_IDS, *BAD_IDS]
+            ok + "\u00f6", ok + "'\t\x7f", "\U0001f600", 7, None, *GOOD_IDS, *BAD_IDS]
 
 
 CASES = [(key.name, value) for key in KEYS for value in _cases(key)] + [("colour", 1), ("x" * 80, 0)]
@@ -54,7 +54,10 @@ CASES = [(key.name, value) for key in KEYS for value in _cases(key)] + [("colour
 
 def _pod_verdicts(tmp_path) -> list[list]:
     """[errors, the value the pod then holds] per case, from firmware/pod/config.py on MicroPython."""
-    (tmp_path / "cases.json").write_text(json.dumps([{name: value} for name, value in CASES]))
+    # UTF-8, as a hand-edited file holds it: MicroPython's json takes each \\uXXXX alone, so an
+    # escaped surrogate pair would reach the pod as two characters (extmod/modjson.c:224-234, v1.28.0)
+    (tmp_path / "cases.json").write_text(json.dumps([{name: value} for name, value in CASES], ensure_ascii=False),
+                                         encoding="utf-8")
     code = ("import json\nfrom pod import config\n"
             "for data in json.loads(open('cases.json').read()):\n"
             "    name = list(data)[0]\n"
