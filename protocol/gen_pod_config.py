@@ -80,10 +80,13 @@ def render_firmware() -> str:
 
 def _host_field(key: Key) -> list[str]:
     kind = _HOST_TYPE[key.kind]
+    if key.kind == CHOICE:
+        kind = "Literal[" + ", ".join(f'"{c}"' for c in key.choices) + "]"
     if key.pod_decides:
         line = f"    {key.name}: {kind} | None = None"
     else:
-        line = f"    {key.name}: {kind} = {key.default!r}"
+        default = f'"{key.default}"' if isinstance(key.default, str) else repr(key.default)
+        line = f"    {key.name}: {kind} = {default}"
     unit = f" {key.unit}," if key.unit else ""
     safety = "; a safety limit" if key.safety else ""
     return [line, f'    """{key.doc} ({key.allowed()},{unit} default {key.default_text()}{safety})"""']
@@ -96,6 +99,7 @@ def render_host() -> str:
         "from __future__ import annotations",
         "",
         "from dataclasses import dataclass",
+        "from typing import Literal",
         "",
         "from .pod_config import Values",
         "",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from .pod_config import Values
 
@@ -19,11 +20,11 @@ class PodJson(Values):
     """the pod's name on the link, in MQTT topics and in file names (1..64 characters of [A-Za-z0-9][A-Za-z0-9_-]*, default pod-<unique id hex>)"""
     led_count: int = 16
     """LEDs on the strip (1..300, LEDs, default 16)"""
-    led_type: str = 'ws2812'
+    led_type: Literal["ws2812", "sk6812", "sk6812_rgbw", "apa102", "sk9822"] = "ws2812"
     """LED chip: sets the wire protocol (one of ws2812 sk6812 sk6812_rgbw apa102 sk9822, default ws2812)"""
-    led_order: str = 'GRB'
+    led_order: Literal["RGB", "RBG", "GRB", "GBR", "BRG", "BGR", "RGBW", "GRBW", "BRGW", "WRGB", "WGRB"] = "GRB"
     """colour order on the wire; 4 letters with W for RGBW strips (one of RGB RBG GRB GBR BRG BGR RGBW GRBW BRGW WRGB WGRB, default GRB)"""
-    headset: str = 'cyton'
+    headset: Literal["cyton", "none"] = "cyton"
     """EEG headset on the pod's UART (one of cyton none, default cyton)"""
     eeg_channels: int = 8
     """EEG channels: 9..16 with the Cyton's Daisy board (1..16, default 8)"""
