@@ -129,7 +129,6 @@ KEYS: tuple[Key, ...] = (
         safety=True),
 )
 BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
-SAFETY_LIMITS: tuple[str, ...] = tuple(k.name for k in KEYS if k.safety)
 
 
 def show(value: object) -> str:
