@@ -81,6 +81,7 @@ flash: setup
 # Regenerate the firmware codec and the test vectors from protocol/messages.py.
 codec: setup
 	$(BIN)/python -m hypnolum.protocol.gen_firmware
+	$(BIN)/python -m hypnolum.protocol.gen_pod_config
 	$(BIN)/python -m hypnolum.protocol.vectors
 
 # Regenerate firmware/pod/board.py from hardware/schematics/ (pin map + power budget).

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import random
 import shutil
@@ -49,6 +48,7 @@ from hypnolum import paths
 
 from hypnolum.procs import die_with_parent
 from hypnolum.protocol.ids import pod_id_problem
+from hypnolum.protocol.pod_json import PodJson
 
 from . import image
 from .headset import HeadsetPty, VirtualHeadset
@@ -126,20 +126,9 @@ def _started_prioritised(nice: int | None, rt: int | None) -> Callable[[], None]
     return preexec
 
 
-@dataclass
-class PodConfig:
-    """What goes into pod.json (the board's provisioning file)."""
-
-    pod_id: str
-    led_count: int = 30
-    led_order: str = "GRB"
-    eeg_channels: int = 8
-    sample_rate_hz: int = 250
-    headset_baud: int = 115200
-    eeg_batch_ms: int | None = None  # None: the firmware's default
-
-    def to_json(self) -> str:
-        return json.dumps({k: v for k, v in self.__dict__.items() if v is not None}, indent=2) + "\n"
+# What goes into an emulated pod's pod.json (its board's provisioning file): the
+# host's model of pod.json, generated from protocol/pod_config.py (docs/pod-config.md).
+PodConfig = PodJson
 
 
 @dataclass
@@ -191,7 +180,7 @@ class EmulatedPod:
         self.seed = seed
         self.config = config or PodConfig(
             pod_id=pod_id, led_count=led_count, eeg_channels=eeg_channels, sample_rate_hz=125 if eeg_channels > 8 else 250,
-            eeg_batch_ms=eeg_batch_ms,
+            **({} if eeg_batch_ms is None else {"eeg_batch_ms": eeg_batch_ms}),  # None: the firmware's default
         )
         self.tty_path = Path(tty_link) if tty_link is not None else self.dir.parent / f"{pod_id}.tty"
         self._rng = random.Random(f"{seed}:{pod_id}")

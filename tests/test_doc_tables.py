@@ -2,10 +2,9 @@
 
 * docs/hostd.md, "Configuration": every key of each section it lists (all but ``[mqtt]``,
   which docs/mqtt.md covers) against host/config.py's pydantic models.
-* docs/flashing.md, "Provisioning config": the numbers of each ``pod.json`` row against the
-  flash tool's model (hypnolum/flash/provision.py), and the power limits (``psu_ma``,
-  ``board_reserve_ma``) against the firmware's own schema (firmware/pod/light_config.py and
-  the board's ``LED_LIMIT_MA`` in firmware/pod/board.py), read from the source.
+
+pod.json's key table (docs/pod-config.md) is generated from its schema; tests/test_pod_config.py
+fails when it is stale.
 """
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from pathlib import Path
 import annotated_types as at
 from pydantic.fields import FieldInfo
 
-from hypnolum import paths
-from hypnolum.flash.provision import Provision
 from hypnolum.host.config import Config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -120,52 +117,4 @@ def test_hostd_configuration_table_matches_the_models():
     for section, names in documented.items():
         missing = set(Config.model_fields[section].annotation.model_fields) - names
         problems += [f"{section}.{name}: in host/config.py, not in docs/hostd.md" for name in sorted(missing)]
-    assert not problems, "\n".join(problems)
-
-
-def _firmware_schema() -> dict[str, tuple]:
-    """firmware/pod/light_config.py's SCHEMA, with ``board.X`` read from firmware/pod/board.py."""
-    board = dict(re.findall(r"^(\w+) = const\((\d+)\)", (paths.FIRMWARE / "pod" / "board.py").read_text(), re.M))
-    tree = ast.parse((paths.FIRMWARE / "pod" / "light_config.py").read_text())
-    node = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "SCHEMA")
-    schema = {}
-    for key, value in zip(node.keys, node.values):
-        default = value.elts[0]
-        resolved = int(board[default.attr]) if isinstance(default, ast.Attribute) else ast.literal_eval(default)
-        schema[ast.literal_eval(key)] = (resolved, *(ast.literal_eval(e) if not isinstance(e, ast.Name) else e.id
-                                                     for e in value.elts[1:]))
-    return schema
-
-
-def test_flashing_pod_json_table_matches_the_flash_tool_and_the_firmware():
-    firmware = _firmware_schema()
-    problems = []
-    rows = {cells[0].strip("`"): cells for cells in _rows(_section("flashing.md", "Provisioning config"))}
-    assert {"psu_ma", "board_reserve_ma", "led_count"} <= set(rows), sorted(rows)
-    for key, (_name, default, allowed) in ((k, c[:3]) for k, c in rows.items()):
-        field = Provision.model_fields[key]
-        if key == "pod_id":  # derived from the MAC: no default value
-            continue
-        if isinstance(field.default, bool) or (isinstance(field.default, str)):
-            shown = str(field.default).lower() if isinstance(field.default, bool) else field.default
-            if default.strip("`") != shown:
-                problems.append(f"{key}: documented default {default!r}, the flash tool's {field.default!r}")
-            continue
-        span = re.match(r"(\d+)–(\d+)", allowed)
-        low, high = int(span.group(1)), int(span.group(2))
-        if {(at.Ge, low), (at.Le, high)} != _bounds(field):
-            problems.append(f"{key}: documented {low}–{high}, the flash tool's {_bounds(field)}")
-        numbers = [int(n) for n in re.findall(r"\b\d+\b", default)]
-        if key == "psu_ma":  # the tool leaves it to the firmware, whose default is the board's limit
-            assert field.default is None
-            if firmware[key][0] not in numbers or "LED_LIMIT_MA" not in default:
-                problems.append(f"psu_ma: documented default {default!r}, the firmware's is board.LED_LIMIT_MA, "
-                                f"{firmware[key][0]}")
-        elif numbers[:1] != [field.default]:
-            problems.append(f"{key}: documented default {default!r}, the flash tool's {field.default!r}")
-        if key in ("psu_ma", "board_reserve_ma"):
-            if firmware[key][2:] != (low, high):
-                problems.append(f"{key}: documented {low}–{high}, the firmware's {firmware[key][2:]}")
-            if key == "board_reserve_ma" and numbers[:1] != [firmware[key][0]]:
-                problems.append(f"{key}: documented default {default!r}, the firmware's {firmware[key][0]}")
     assert not problems, "\n".join(problems)

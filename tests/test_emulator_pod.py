@@ -63,10 +63,7 @@ async def read_serial(port, n, timeout=3.0):
 async def test_pod_dir_config_env_and_sockets(pod):
     d = pod.dir
     cfg = json.loads((d / "pod.json").read_text())
-    assert cfg == {
-        "pod_id": "pod-07", "led_count": 30, "led_order": "GRB",
-        "eeg_channels": 8, "sample_rate_hz": 250, "headset_baud": 115200,
-    }
+    assert cfg == {"pod_id": "pod-07", "led_count": 30}  # and the firmware's defaults for every other key
     for name in ("link.sock", "headset.sock", "leds.sock", "sys.sock"):
         assert stat.S_ISSOCK((d / name).stat().st_mode), name
     await until(lambda: "idle up" in pod.tail(), what="interpreter output")

@@ -2,7 +2,7 @@
 
 docs/light.md's effect table against protocol/messages.py EFFECT_PERIODS (the one
 home of each effect's period range and default); its pod.json key list against
-the defaults the firmware really takes (firmware/pod/light_config.py, with the
+the defaults the firmware really takes (protocol/pod_config.py, with the
 board's constants from firmware/pod/board.py, read as source: they are
 MicroPython); docs/protocol.md's message tables against protocol/messages.py.
 """
@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from hypnolum.protocol.messages import EFFECT_PERIODS, MESSAGES
+from hypnolum.protocol.pod_config import KEYS, Board
 
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT = (ROOT / "docs" / "light.md").read_text()
@@ -29,18 +30,10 @@ def _board_consts() -> dict[str, int]:
 
 
 def firmware_light_defaults() -> dict[str, object]:
-    """pod.json light keys -> the default firmware/pod/light_config.py gives them."""
+    """pod.json's safety limits -> the default the pod takes (protocol/pod_config.py; a board
+    default is the constant of firmware/pod/board.py)."""
     board = _board_consts()
-    tree = ast.parse((ROOT / "firmware" / "pod" / "light_config.py").read_text())
-    schema = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "SCHEMA")
-    out = {}
-    for key, spec in zip(schema.keys, schema.values):
-        default = spec.elts[0]
-        if isinstance(default, ast.Attribute):  # board.<CONST>
-            out[key.value] = board[default.attr]
-        else:
-            out[key.value] = ast.literal_eval(default)
-    return out
+    return {k.name: board[k.default.name] if isinstance(k.default, Board) else k.default for k in KEYS if k.safety}
 
 
 def test_the_effect_table_gives_each_effects_period_range_and_default():
@@ -57,7 +50,7 @@ def test_the_effect_table_gives_each_effects_period_range_and_default():
 
 
 def test_pod_json_defaults_in_light_md_are_the_firmwares():
-    para = LIGHT[LIGHT.index("pod.json keys (`firmware/pod/light_config.py`)"):]
+    para = LIGHT[LIGHT.index("pod.json keys (docs/pod-config.md)"):]
     para = para[:para.index("\n\n")]
     defaults = firmware_light_defaults()
     stated = {}

@@ -19,6 +19,7 @@ from hypnolum.host.config import PodsConfig
 from hypnolum.host.session import LocalClaims, PodSession
 from hypnolum.host.transport.serial import SerialTransport
 from hypnolum.protocol.ids import PathEscape, check_inside, is_pod_id, pod_id_problem
+from hypnolum.protocol.pod_config import problem
 
 from helpers.fake_pod import FakePod
 from helpers.hostd import Hostd
@@ -61,7 +62,8 @@ def test_the_pod_refuses_a_pod_id_outside_the_grammar(tmp_path):
     out = subprocess.run([find_micropython(), "-c", code], env=env, cwd=tmp_path, capture_output=True, timeout=30, check=False)
     assert out.returncode == 0, out.stderr.decode()
     got = [json.loads(line) for line in out.stdout.decode().splitlines()]
-    assert got == [[i, []] for i in GOOD] + [["pod-246f28aabbcc", ["bad pod_id"]] for _ in BAD]
+    assert got == [[i, []] for i in GOOD] + [["pod-246f28aabbcc", [problem("pod_id", i)]] for i in BAD]
+    assert all(problem("pod_id", i).startswith("pod_id: ") for i in BAD)
 
 
 def test_topics_refuse_ids_that_are_not_one_level():

@@ -1,7 +1,10 @@
 """Pod configuration: pod.json from the pod's filesystem, checked, with defaults.
 
-A bad or missing key never stops the pod: it takes the default and the
-problem is kept in Config.errors, which app.py reports over the link.
+The keys, their kinds, bounds and defaults are pod/config_schema.py's tables,
+generated from protocol/pod_config.py (docs/pod-config.md). A bad or missing
+key never stops the pod: it takes the default and the problem, naming the key,
+the value and what is allowed, is kept in Config.errors, which app.py reports
+over the link.
 
 pod_id follows the one pod id grammar (protocol/ids.py): an ASCII letter or
 digit, then up to 63 letters, digits, "_" or "-". Any other id would reach
@@ -11,71 +14,64 @@ pod takes the id derived from its unique id.
 import json
 
 import hal
-from pod.light_config import LED_TYPES, SCHEMA as _LIGHT_SCHEMA
-from pod.ledwire import ORDERS as _ORDERS, ORDERS_W as _ORDERS_W
+from pod.config_schema import K_BOOL, K_CHOICE, K_INT, KEYS, SHOW_MAX
 
 FW_VERSION = "0.1.0"
 
-# key: (default, type, low, high); low/high bound ints, or lengths of strings
-_SCHEMA = {
-    "pod_id": (None, str, 1, 64),  # None: derived from the board's unique id; see is_pod_id
-    "led_count": (16, int, 1, 300),
-    "led_order": ("GRB", str, 3, 4),  # 4 letters (with W) for RGBW strips
-    "eeg_channels": (8, int, 1, 16),  # 9..16: the Cyton with its Daisy
-    "sample_rate_hz": (250, int, 1, 16000),  # per channel: 125 with the Daisy
-    "headset_baud": (115200, int, 1200, 4000000),
-    "eeg_batch_ms": (40, int, 4, 40),  # EEG_BATCH every this many ms: 12 for circle pods (latency)
-    "render_fps": (60, int, 1, 200),
-    "watchdog_ms": (5000, int, 1000, 60000),
-    "headset": ("cyton", str, 1, 16),  # cyton | none
-}
-# hypnolum/flash/provision.py validates pod.json with these bounds before writing it
-_SCHEMA.update(_LIGHT_SCHEMA)
 
-_ID_FIRST = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_ID_REST = _ID_FIRST + "_-"
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= SHOW_MAX else text[:SHOW_MAX - 3] + "..."
 
 
-def is_pod_id(s):
-    """True if s is a pod id: [A-Za-z0-9][A-Za-z0-9_-]{0,63}, the whole string."""
-    if not isinstance(s, str) or not 1 <= len(s) <= 64 or s[0] not in _ID_FIRST:
-        return False
-    for c in s:
-        if c not in _ID_REST:
-            return False
-    return True
+def _refusal(spec, value):
+    """Why value does not fit spec (after the key's name), or None if it does."""
+    kind = spec[1]
+    low = spec[2]
+    high = spec[3]
+    if kind == K_BOOL:
+        return None if value is True or value is False else " is not true or false"
+    # bool is an int subclass in CPython, not in MicroPython: keep them apart on both
+    if kind == K_INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return " is not an integer"
+        return None if low <= value <= high else " is outside %d..%d" % (low, high)
+    if not isinstance(value, str):
+        return " is not a string"
+    extra = spec[4]
+    if kind == K_CHOICE:
+        return None if value in extra else " is not one of " + " ".join(extra)
+    if not low <= len(value) <= high:
+        return " is not %d..%d characters long" % (low, high)
+    if value[0] not in extra[0]:
+        return " does not match " + extra[2]
+    for c in value:
+        if c not in extra[1]:
+            return " does not match " + extra[2]
+    return None
+
+
+def problem(key, value):
+    """Why pod.json's key: value is refused, naming the key, the value and what is
+    allowed; None if it is taken. protocol/pod_config.py's problem says the same."""
+    spec = KEYS.get(key)
+    if spec is None:
+        return _show(key) + " is not a pod.json key"
+    why = _refusal(spec, value)
+    return None if why is None else key + ": " + _show(value) + why
 
 
 class Config:
     def __init__(self):
         self.errors = []
-        for key, spec in _SCHEMA.items():
+        for key, spec in KEYS.items():
             setattr(self, key, spec[0])
 
     def set(self, key, value):
-        """Check and set one key; returns False (and records why) if rejected."""
-        spec = _SCHEMA.get(key)
-        if spec is None:
-            self.errors.append("unknown key " + key)
-            return False
-        _, kind, low, high = spec
-        # bool is an int subclass in CPython, not in MicroPython: keep them apart on both
-        if kind is bool:
-            ok = value is True or value is False
-        else:
-            ok = isinstance(value, kind) and not isinstance(value, bool)
-        size = len(value) if kind is str and isinstance(value, str) else (low if kind is bool else value)
-        if not ok or not low <= size <= high:
-            self.errors.append("bad " + key)
-            return False
-        if key == "led_order" and value not in _ORDERS and value not in _ORDERS_W:
-            self.errors.append("bad led_order")
-            return False
-        if key == "led_type" and value not in LED_TYPES:
-            self.errors.append("bad led_type")
-            return False
-        if key == "pod_id" and not is_pod_id(value):
-            self.errors.append("bad pod_id")
+        """Check and set one key; returns False (and records why) if refused."""
+        why = problem(key, value)
+        if why is not None:
+            self.errors.append(why)
             return False
         setattr(self, key, value)
         return True

@@ -11,20 +11,49 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hypnolum import paths
+from hypnolum.protocol import pod_config
 
 from . import boards, bundle, provision
 from .errors import BadConfig, FlashError
 from .image import load_image, not_regular
 from .job import Options, Outcome, run_board
 
-_SETTINGS = ("pod_id", "led_type", "led_count", "led_order", "psu_ma", "headset", "eeg_channels",
-             "sample_rate_hz", "headset_baud", "eeg_batch_ms")
+_TRUTH = {"true": True, "false": False}
+
+
+def _flag(key: pod_config.Key) -> str:
+    return "--" + key.name.replace("_", "-")
+
+
+def _truth(text: str) -> bool:
+    try:
+        return _TRUTH[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false") from None
+
+
+def _key_help(key: pod_config.Key) -> str:
+    unit = f" {key.unit}" if key.unit else ""
+    return f"{key.doc}: {key.allowed()}{unit}; default {key.default_text()}"
+
+
+def _provisioning_options(p: argparse.ArgumentParser) -> None:
+    """One option per pod.json key of protocol/pod_config.py; the safety limits in a group of their own."""
+    cfg = p.add_argument_group("provisioning (pod.json; docs/pod-config.md)")
+    cfg.add_argument("--config", type=Path, help="TOML or JSON file of pod.json keys; the options below override it")
+    limits = p.add_argument_group("safety limits (pod.json): set only here, at provisioning, never by a host command")
+    for key in pod_config.KEYS:
+        kind: Any = {pod_config.INT: int, pod_config.BOOL: _truth}.get(key.kind, str)
+        extra = " (only with one board)" if key.name == "pod_id" else ""
+        (limits if key.safety else cfg).add_argument(_flag(key), dest=key.name, type=kind, metavar=key.kind.upper(),
+                                                     help=_key_help(key) + extra)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,19 +74,7 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--firmware", type=Path, default=paths.FIRMWARE, help="firmware tree (default: firmware/)")
     what.add_argument("--app-format", choices=bundle.FORMATS, default="xtensawin",
                       help="xtensawin .mpy for an ESP32-S3 (default); x86 .mpy (the 32-bit emulator) or py source")
-    cfg = p.add_argument_group("provisioning (pod.json)")
-    cfg.add_argument("--config", type=Path, help="TOML or JSON file with the settings below")
-    cfg.add_argument("--pod-id", help="pod id (default: pod-<MAC>); only with one board")
-    cfg.add_argument("--led-type", help="ws2812 | sk6812 | sk6812_rgbw | apa102 | sk9822")
-    cfg.add_argument("--led-count", type=int)
-    cfg.add_argument("--led-order", help="wire colour order, e.g. GRB")
-    cfg.add_argument("--psu-ma", type=int, help="LED supply current in mA (default: the board's LED limit)")
-    cfg.add_argument("--headset", help="cyton | none")
-    cfg.add_argument("--eeg-channels", type=int)
-    cfg.add_argument("--sample-rate-hz", type=int)
-    cfg.add_argument("--headset-baud", type=int)
-    cfg.add_argument("--eeg-batch-ms", type=int)
-    cfg.add_argument("--strobe", action="store_true", help="enable strobe effects on this pod (commands must still opt in)")
+    _provisioning_options(p)
     link = p.add_argument_group("connection")
     link.add_argument("--baud", type=int, default=921600, help="flashing baud rate (default 921600; "
                       "the S3's native USB ignores it)")
@@ -105,16 +122,14 @@ def _regular(path: Path, flag: str, must_exist: bool) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    settings = provision.load_base(args.config)
-    for key in _SETTINGS:
-        value = getattr(args, key)
-        if value is not None:
-            settings[key] = value
-    if args.strobe:
-        settings["strobe_enabled"] = True
-    # validate everything now, before any board is touched (the id may still come from the MAC)
-    provision.make({"pod_id": "pod-000000000000", **settings}, where=str(args.config or "arguments"))
-    return settings
+    """pod.json's keys from --config, overridden by the options; all checked now, before any
+    board is touched (the id may still come from the MAC), each problem named after its source."""
+    flags = {k.name: getattr(args, k.name) for k in pod_config.KEYS if getattr(args, k.name) is not None}
+    base = {k: v for k, v in provision.load_base(args.config).items() if k not in flags}
+    if base:
+        provision.make(base, where=str(args.config))
+    provision.make(flags, where="arguments")
+    return {**base, **flags}
 
 
 def _boards(args: argparse.Namespace) -> list[boards.Board]:

@@ -1,58 +1,29 @@
 """The pod's provisioning config (``pod.json`` on the board), validated before anything is written.
 
-The firmware reads the same keys (firmware/pod/config.py ``_SCHEMA``) and
-falls back to a default, with a warning over the link, for anything it
-refuses; the bounds here are the firmware's, so a config that passes here is
-taken by the pod as written (tests/test_flash_provision.py runs the
-firmware's parser on what this module writes).
+Every key of pod.json is defined once, in protocol/pod_config.py; the firmware
+checks the same keys with the same bounds and words (firmware/pod/config.py,
+from the generated firmware/pod/config_schema.py), so a config that passes
+here is taken by the pod as written (tests/test_pod_config.py runs the
+firmware's parser on every bound). docs/pod-config.md lists the keys.
 """
 from __future__ import annotations
 
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ..protocol.ids import POD_ID_PATTERN
+from ..protocol.pod_config import problem
+from ..protocol.pod_json import PodJson
 from .errors import BadConfig
 
-LedOrder = Literal["RGB", "RBG", "GRB", "GBR", "BRG", "BGR",
-                   "RGBW", "GRBW", "WRGB", "WGRB"]  # 4 letters: RGBW strips
 
-
-class Provision(BaseModel):
-    """What a technician decides per pod. Units are in the names."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pod_id: str = Field(pattern=POD_ID_PATTERN, description="name on the wire, in MQTT topics and in file names")
-    led_type: Literal["ws2812", "sk6812", "sk6812_rgbw", "apa102", "sk9822"] = "ws2812"
-    led_count: int = Field(30, ge=1, le=300)
-    led_order: LedOrder = "GRB"
-    psu_ma: int | None = Field(None, ge=100, le=100000,
-                               description="LED supply current in mA (default: the pod board's LED limit)")
-    board_reserve_ma: int = Field(0, ge=0, le=10000, description="mA kept back for other loads on that supply")
-    headset: Literal["cyton", "none"] = "cyton"
-    eeg_channels: int = Field(8, ge=1, le=8)
-    sample_rate_hz: int = Field(250, ge=1, le=16000)
-    headset_baud: int = Field(115200, ge=1200, le=4000000)
-    eeg_batch_ms: int = Field(40, ge=4, le=40, description="EEG sent every this many ms (12 for circle pods)")
-    strobe_enabled: bool = Field(False, description="allow 8-13 Hz strobe effects on this pod at all "
-                                                     "(a command must still opt in)")
+class Provision(PodJson):
+    """What a technician decides per pod: pod.json's typed values (protocol/pod_json.py)."""
 
     def pod_json(self) -> bytes:
-        data: dict[str, Any] = self.model_dump(exclude_none=True)
-        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
-
-
-def _errors(exc: ValidationError, where: str) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        parts.append(f"{where}: {key}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
+        """The file's bytes: the keys that differ from the pod's defaults."""
+        return self.to_json().encode()
 
 
 def load_base(path: Path | None) -> dict[str, Any]:
@@ -73,11 +44,12 @@ def load_base(path: Path | None) -> dict[str, Any]:
 
 
 def make(settings: dict[str, Any], where: str = "config") -> Provision:
-    """Validate settings into a Provision, or raise BadConfig naming each bad key."""
-    try:
-        return Provision(**settings)
-    except ValidationError as exc:
-        raise BadConfig(_errors(exc, where), step="config") from None
+    """Check settings as the pod would and make a Provision, or raise BadConfig naming
+    each refused key, its value and what is allowed (after ``where``, the file or flag)."""
+    found = [f"{where}: {why}" for key, value in settings.items() if (why := problem(key, value))]
+    if found:
+        raise BadConfig("; ".join(found), step="config")
+    return Provision(**settings)
 
 
 def default_pod_id(mac: str) -> str:

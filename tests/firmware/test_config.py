@@ -19,7 +19,33 @@ def test_pod_json_overrides():
 def test_bad_values_fall_back_and_are_reported():
     c = config.parse(b'{"led_count": 0, "led_order": "XYZ", "eeg_channels": "8", "colour": 1, "render_fps": true}', UID)
     assert (c.led_count, c.led_order, c.eeg_channels, c.render_fps) == (16, "GRB", 8, 60)
-    assert len(c.errors) == 5, c.errors
+    assert sorted(c.errors) == [
+        "'colour' is not a pod.json key",
+        "eeg_channels: '8' is not an integer",
+        "led_count: 0 is outside 1..300",
+        "led_order: 'XYZ' is not one of RGB RBG GRB GBR BRG BGR RGBW GRBW BRGW WRGB WGRB",
+        "render_fps: True is not an integer",
+    ], c.errors
+
+
+def test_the_led_choices_are_the_drivers():
+    """pod.json's LED types and colour orders (protocol/pod_config.py) are those ledwire drives."""
+    from pod import ledwire
+    from pod.config_schema import KEYS
+
+    assert KEYS["led_order"][4] == ledwire.ORDERS + ledwire.ORDERS_W
+    assert sorted(KEYS["led_type"][4]) == sorted(ledwire.KINDS)
+    for order in KEYS["led_order"][4]:
+        ledwire.order_index(order)
+
+
+def test_safety_limits_default_to_the_boards():
+    from pod import board
+
+    c = config.parse(b"{}", UID)
+    assert (c.psu_ma, c.led_ma, c.led_idle_ma) == (board.LED_LIMIT_MA, board.LED_MA_PER_CHANNEL,
+                                                   board.LED_IDLE_MA_PER_LED)
+    assert (c.brightness_max, c.fade_after_ms, c.strobe_enabled) == (255, 2000, False)
 
 
 def test_not_json():
