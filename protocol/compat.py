@@ -109,8 +109,7 @@ def judge(hello: dict[str, Any]) -> Verdict:
     except BadTable as exc:
         return Verdict(refusal=str(exc))
     if layouts is None:
-        return Verdict(refusal=f"schema fingerprint {fp:#010x} is not a known schema and the pod sent no "
-                               "message table (protocol/known_schemas.json)")
+        return Verdict(refusal=f"unknown schema fingerprint {fp:#010x} and no message table in HELLO")
     missing = unsupported(layouts)
     core = sorted(name for name in missing if name in messages.CORE)
     if core:
