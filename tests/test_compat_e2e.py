@@ -2,7 +2,7 @@
 a subprocess, and two emulated pods that do not run this checkout's firmware:
 
 * ``pod-old`` runs the firmware exactly as released before HELLO carried a message
-  table (git archive of OLD_FIRMWARE): hostd finds its schema by fingerprint in
+  table (git archive of other_firmware.BEFORE_TABLE): hostd finds its schema by fingerprint in
   protocol/known_schemas.json; it streams EEG into a recording and takes a scene.
 * ``pod-var`` runs this firmware generated from definitions in which POWER and
   NIGHT_MODE are laid out otherwise: it is online, those two messages are
@@ -27,8 +27,6 @@ from helpers.wait import wait_until
 pytestmark = [pytest.mark.broker, pytest.mark.micropython]
 
 P = "hypnolum/v1/pods"
-# the last firmware whose HELLO carries no message table (its schema: 0x5b8be72e)
-OLD_FIRMWARE = "d7916d09c0b761c5da0c8a072c8f3aa4e661e5f9"
 VARIANT = {'"temp_c16" / Int16sl,': '"temp_c16" / Int32sl,', '"start_min" / Int16ul,': '"start_min" / Int32ul,'}
 RED = {"effect": "solid", "color": [255, 0, 0], "brightness": 1.0}
 
@@ -55,7 +53,7 @@ async def _takes_a_scene(watch, pod: EmulatedPod, cmd_id: str) -> None:
 
 
 async def test_an_old_pod_and_a_pod_with_other_layouts_work_with_this_host(tmp_path, mosquitto):
-    old = other_firmware.released_tree(OLD_FIRMWARE, tmp_path / "old")
+    old = other_firmware.released_tree(other_firmware.BEFORE_TABLE, tmp_path / "old")
     var = other_firmware.variant_tree(tmp_path / "var", VARIANT)
     old_fp = _fingerprint(old / "firmware")
     assert old_fp != schema.FINGERPRINT and old_fp in compat.known()

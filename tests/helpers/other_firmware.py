@@ -16,14 +16,16 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 import io
+import tarfile
 from pathlib import Path
 
 from hypnolum import paths
 from hypnolum.emulator import image
 
 REPO = paths.ROOT
+# the last commit whose firmware sends HELLO without a message table (schema 0x5b8be72e)
+BEFORE_TABLE = "d7916d09c0b761c5da0c8a072c8f3aa4e661e5f9"
 _PROTOCOL_CODE = ("__init__.py", "schema.py", "gen_firmware.py", "compat.py", "known_schemas.py")
 # names an older messages.py lacks, with the values they had before they existed
 _BEFORE = "\nTAIL_RUNS = globals().get('TAIL_RUNS', {})\n" \
