@@ -110,7 +110,7 @@ class PodSession:
         self.state = st.PodState(port=transport.name)
         self.events: asyncio.Queue[Event] = asyncio.Queue(_EVENT_QUEUE)
         self.claimed: str | None = None  # pod id this session holds
-        self._decoder = codec.FrameDecoder(awaits_hello=True)
+        self._decoder = codec.FrameDecoder(by_hello=True)
         self._layouts: dict[int, int] | None = None  # what the pod speaks, once its HELLO was judged
         self._logged_unsupported: set[str] = set()  # messages whose dropping or skipping was logged
         self._seq = 0

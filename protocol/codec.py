@@ -9,10 +9,11 @@ COBS removes every 0x00 from the frame, so a 0x00 always ends a frame and a
 receiver that starts mid-stream, or meets garbage, is back in step at the
 next delimiter.
 
-Both directions go by the layouts the peer speaks (protocol/compat.py): given
-``layouts`` ({type id: layout hash}), a message whose hash differs from this
-host's definition is neither built nor parsed (``LayoutError``), so no frame is
-read with the wrong layout. ``FrameDecoder`` takes them from the peer's HELLO.
+Both directions can go by the layouts the peer speaks (protocol/compat.py):
+given ``layouts`` ({type id: layout hash}), a message whose hash differs from
+this host's definition is neither built nor parsed (``LayoutError``), so no
+frame is read with the wrong layout. ``FrameDecoder(by_hello=True)`` takes them
+from the pod's HELLO.
 """
 from __future__ import annotations
 
@@ -232,11 +233,12 @@ def decode(frame: bytes, layouts: dict[int, int] | None = None) -> Frame:
 class FrameDecoder:
     """Stream decoder: feed bytes, get frames; bad frames are counted, never fatal.
 
-    After a HELLO it decodes by the layouts that HELLO names (compat.decode_layouts):
-    a frame of a message the peer lays out otherwise is dropped and counted in
-    ``unsupported`` by message name, never parsed with the wrong layout. With
-    ``awaits_hello`` only core messages are decoded until the first HELLO; the
-    others are dropped and counted in ``before_hello``."""
+    By default it decodes by this host's layouts (or by ``layouts``, if given). With
+    ``by_hello`` (a host reading a pod) it decodes by what the pod's HELLO says: until
+    the first HELLO only core messages (the others are dropped and counted in
+    ``before_hello``), then the layouts that HELLO names (compat.decode_layouts). A
+    frame of a message the pod lays out otherwise is dropped and counted in
+    ``unsupported`` by message name, never parsed with the wrong layout."""
 
     errors: dict[str, int] = field(default_factory=dict)
     frames: int = 0
@@ -244,18 +246,19 @@ class FrameDecoder:
     last_failed: str = ""  # the message the last bad frame held ("" if its header was not read)
     layouts: dict[int, int] | None = None  # None: this host's own (no HELLO yet)
     unsupported: dict[str, int] = field(default_factory=dict)
-    awaits_hello: bool = False
+    by_hello: bool = False
     before_hello: int = 0
+    _hello_seen: bool = False
     _buf: bytearray = field(default_factory=bytearray)
     _skipping: bool = False  # inside an oversize run already counted
 
     def __post_init__(self) -> None:
-        if self.awaits_hello and self.layouts is None:
+        if self.by_hello:
             self.layouts = dict(compat.CORE_LAYOUTS)
 
     def _fail(self, exc: ProtocolError) -> None:
         if isinstance(exc, LayoutError):
-            if self.awaits_hello:
+            if self.by_hello and not self._hello_seen:
                 self.before_hello += 1
                 return
             self.unsupported[exc.message] = self.unsupported.get(exc.message, 0) + 1
@@ -284,9 +287,9 @@ class FrameDecoder:
                 if len(chunk) > MAX_ENCODED:
                     raise ProtocolError("oversize", f"{len(chunk)} bytes without a delimiter")
                 frame = decode(chunk, self.layouts)
-                if frame.name == "hello":  # what the peer speaks from now on
+                if self.by_hello and frame.name == "hello":  # what the pod speaks from now on
                     self.layouts = compat.decode_layouts(frame.fields)
-                    self.awaits_hello = False
+                    self._hello_seen = True
                 out.append(frame)
                 self.frames += 1
             except ProtocolError as exc:

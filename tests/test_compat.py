@@ -111,7 +111,7 @@ def test_decoder_reads_only_core_before_hello_then_the_pods_layouts():
                                       "sample_rate_hz": 250, "table": _table(power=0x1234)})
     power = codec.encode("power", 3, {"temp_c16": 1, "vin_mv": 2, "limit_ma": 3, "full_ma": 4, "flags": 0})
     log = codec.encode("log", 4, {"level": "info", "text": "hi"})
-    dec = codec.FrameDecoder(awaits_hello=True)
+    dec = codec.FrameDecoder(by_hello=True)
     got = dec.feed(power + log + codec.encode("ack", 1, {"ack_seq": 0}) + hello + power + log + power)
     assert [f.name for f in got] == ["ack", "hello", "log"]
     assert (dec.before_hello, dec.unsupported, dec.errors) == (2, {"power": 2}, {})
