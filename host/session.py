@@ -151,8 +151,10 @@ class PodSession:
             await self.transport.write(b"\x00" + frame)
 
     def supports(self, name: str) -> bool:
-        """True unless the pod lays message ``name`` out otherwise or does not know it."""
-        return name not in self.state.unsupported
+        """True unless the pod, taken with its HELLO, lays message ``name`` out otherwise or
+        does not know it. Before that (and while it is refused) the host's own layouts go:
+        CONNECT keeps asking a refused pod, which may be reflashed."""
+        return self._layouts is None or name not in self.state.unsupported
 
     def _log_unsupported(self, name: str, what: str) -> None:
         if name not in self._logged_unsupported:

@@ -84,7 +84,7 @@ def test_vectors_hold_a_hello_with_and_without_its_table():
                                        f"host {H['ack']:#06x}", None),
     (_hello(_table(connect=None)), "core message connect: not known to the pod", None),
     (_hello(_table() + _table()[:3]), "hello.table: type 0x01 is listed twice (entry 21)", {}),
-])
+], ids=["same", "two-differ", "released", "unknown", "core-ack", "core-connect", "twice"])
 def test_judge(hello, refusal, unsupported):
     verdict = compat.judge(hello)
     assert verdict.refusal == refusal
@@ -130,7 +130,8 @@ async def _session(pod: FakePod):
     (_table(scene=None) + _table()[:3], "hello.table: type 0x01 is listed twice (entry 20)"),
     (_table(nack=H["nack"] ^ 0xFF), f"core message nack: layout differs: pod {H['nack'] ^ 0xFF:#06x}, "
                                     f"host {H['nack']:#06x}"),
-])
+    (_table(connect=None), "core message connect: not known to the pod"),  # hostd still asks it: CONNECT
+], ids=["short", "twice", "nack", "connect"])
 async def test_a_pod_with_a_bad_table_or_core_is_refused_and_hostd_goes_on(tmp_path, table, reason):
     pod = FakePod(tmp_path / "p.tty", pod_id="pod-t")
     pod.table = table
