@@ -18,6 +18,7 @@ import subprocess
 import sys
 import io
 import tarfile
+import tempfile
 from pathlib import Path
 
 from hypnolum import paths
@@ -62,10 +63,11 @@ def _run(root: Path, code: str) -> str:
 
 def layouts_of(protocol_dir: Path) -> tuple[int, dict[int, tuple[str, int]]]:
     """(fingerprint, {type id: (name, layout hash)}) of the definitions in protocol_dir/messages.py."""
-    root = _package((protocol_dir / "messages.py").read_text(), protocol_dir.parent / "layouts")
-    out = json.loads(_run(root, "import json; from altproto import schema as s\n"
-                                "print(json.dumps([s.FINGERPRINT, [[m.type_id, m.name, m.layout_hash] "
-                                "for m in s.MESSAGES]]))"))
+    with tempfile.TemporaryDirectory(prefix="layouts-") as tmp:
+        root = _package((protocol_dir / "messages.py").read_text(), Path(tmp))
+        out = json.loads(_run(root, "import json; from altproto import schema as s\n"
+                                    "print(json.dumps([s.FINGERPRINT, [[m.type_id, m.name, m.layout_hash] "
+                                    "for m in s.MESSAGES]]))"))
     return out[0], {t: (name, h) for t, name, h in out[1]}
 
 
