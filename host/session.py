@@ -19,6 +19,15 @@ carries what the pod named: the field and the range it allows
 A frame whose handler raises is contained to that frame: counted in
 ``counters.host.frames_failed`` and in the hub's handler failures, logged, and
 the link goes on.
+
+Compatibility is per message (protocol/compat.py, docs/protocol.md): the pod's
+HELLO names the layout of every message it knows (or its fingerprint a released
+schema's). Only a core message that differs refuses the pod; any other is listed
+in ``state.unsupported`` with its reason. A command whose message is unsupported
+fails at once (``Unsupported``); other unsupported messages are not sent
+(``counters.host.sends_unsupported``); the pod's frames of an unsupported message
+are dropped undecoded (``counters.host.frames_unsupported``), each message
+logged once.
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..protocol import codec, nack
+from ..protocol import codec, compat, nack
 from ..protocol.ids import pod_id_problem
 from ..protocol.messages import (
     EEG_FLAG_GAP_BEFORE,
@@ -64,6 +73,10 @@ class CommandTimeout(CommandError):
     pass
 
 
+class Unsupported(CommandError):
+    """The pod lays the command's message out otherwise, or does not know it."""
+
+
 class Claims(Protocol):
     """Who holds a pod id; the first session to claim it wins."""
 
@@ -97,7 +110,9 @@ class PodSession:
         self.state = st.PodState(port=transport.name)
         self.events: asyncio.Queue[Event] = asyncio.Queue(_EVENT_QUEUE)
         self.claimed: str | None = None  # pod id this session holds
-        self._decoder = codec.FrameDecoder()
+        self._decoder = codec.FrameDecoder(by_hello=True)
+        self._layouts: dict[int, int] | None = None  # what the pod speaks, once its HELLO was judged
+        self._logged_unsupported: set[str] = set()  # messages whose dropping or skipping was logged
         self._seq = 0
         self._send_lock = asyncio.Lock()
         self._hello: dict[str, Any] | None = None
@@ -135,9 +150,27 @@ class PodSession:
             # so this frame is decoded even right after garbage on the line
             await self.transport.write(b"\x00" + frame)
 
+    def supports(self, name: str) -> bool:
+        """True unless the pod, taken with its HELLO, lays message ``name`` out otherwise or
+        does not know it. Before that (and while it is refused) the host's own layouts go:
+        CONNECT keeps asking a refused pod, which may be reflashed."""
+        return self._layouts is None or name not in self.state.unsupported
+
+    def _log_unsupported(self, name: str, what: str) -> None:
+        if name not in self._logged_unsupported:
+            self._logged_unsupported.add(name)
+            log.warning("pod %s: %s %s (%s); logged once", self.state.pod_id, what, name,
+                        self.state.unsupported.get(name, "layout differs"))
+
     async def send(self, name: str, fields: dict[str, Any]) -> int:
+        """Send a message that is not answered; one the pod cannot take is not sent (counted,
+        logged once) and -1 returned."""
+        if not self.supports(name):
+            self.state.counters.sends_unsupported += 1
+            self._log_unsupported(name, "not sending")
+            return -1
         seq = self._next_seq()
-        await self._write(codec.encode(name, seq, fields))
+        await self._write(codec.encode(name, seq, fields, layouts=self._layouts))
         return seq
 
     # -- run ------------------------------------------------------------------
@@ -169,11 +202,18 @@ class PodSession:
         decoder = self._decoder
         while data := await self.transport.read():
             version_errors = decoder.errors.get("version", 0)
+            bad_before = sum(decoder.errors.values())
             frames = decoder.feed(data)
             if decoder.errors:
                 self.state.counters.frames_bad = dict(decoder.errors)
             if decoder.errors.get("version", 0) > version_errors and self.state.link != st.ONLINE:
                 self._refuse(f"protocol version mismatch: {decoder.last_error}")
+            elif (sum(decoder.errors.values()) > bad_before and decoder.last_failed == "hello"
+                  and self.state.link != st.ONLINE):
+                self._refuse(f"bad HELLO: {decoder.last_error}")
+            if decoder.unsupported:
+                self._count_dropped(decoder.unsupported)
+            self.state.counters.frames_before_hello = decoder.before_hello
             if frames:
                 self._last_rx = time.monotonic()
                 self.state.counters.frames_rx += len(frames)
@@ -186,6 +226,13 @@ class PodSession:
                     except Exception as exc:  # noqa: BLE001  (one frame's failure is that frame's)
                         self.state.counters.frames_failed += 1
                         self.failures.contain("frame", f"{frame.name} from {self.transport.name}", exc)
+
+    def _count_dropped(self, dropped: dict[str, int]) -> None:
+        c = self.state.counters
+        if dropped != c.frames_unsupported:
+            c.frames_unsupported = dict(dropped)
+            for name in dropped:
+                self._log_unsupported(name, "dropping frames of")
 
     # -- link state machine -----------------------------------------------------
     async def _link_loop(self) -> None:
@@ -229,10 +276,16 @@ class PodSession:
             if holder is not None:
                 return f"pod id {pod_id} is already connected on {holder.transport.name}"
             self.claimed = pod_id
-        if hello["fingerprint"] != codec.FINGERPRINT:
-            return f"schema fingerprint 0x{hello['fingerprint']:08x} differs from host 0x{codec.FINGERPRINT:08x}"
         if hello["protocol_version"] != codec.PROTOCOL_VERSION:
             return f"protocol version {hello['protocol_version']} differs from host {codec.PROTOCOL_VERSION}"
+        verdict = compat.judge(hello)
+        self.state.unsupported = verdict.unsupported
+        if verdict.refusal:
+            self._layouts = None
+            return verdict.refusal
+        if verdict.layouts != self._layouts:
+            self._logged_unsupported.clear()  # another firmware: say again what it lacks
+        self._layouts = verdict.layouts
         return ""
 
     def _refuse(self, reason: str) -> None:
@@ -255,6 +308,9 @@ class PodSession:
             "pod %s online on %s (firmware %s, boot %08x, %d LEDs, %d EEG channels at %d Hz)",
             s.pod_id, self.transport.name, s.firmware, s.boot_id, s.led_count, s.eeg_channels, s.sample_rate_hz,
         )
+        if s.unsupported:
+            log.warning("pod %s: messages this host cannot use with it: %s", s.pod_id,
+                        "; ".join(f"{name}: {why}" for name, why in s.unsupported.items()))
         self.changed()
 
     async def _stay_online(self) -> None:
@@ -263,9 +319,11 @@ class PodSession:
         boot_id = s.boot_id
         while True:
             self._nonce = (self._nonce + 1) & 0xFFFFFFFF
-            await self.send("ping", {"nonce": self._nonce, "host_time_us": time.time_ns() // 1000})
+            ping = self.supports("ping")  # a pod without it has no clock estimate; STATUS keeps the link
+            if ping:
+                await self.send("ping", {"nonce": self._nonce, "host_time_us": time.time_ns() // 1000})
             # ping fast until the clock estimate stands on enough exchanges
-            fast = len(self.clock.window) < _SYNC_EXCHANGES
+            fast = ping and len(self.clock.window) < _SYNC_EXCHANGES
             try:
                 async with asyncio.timeout(_SYNC_PING_S if fast else self.cfg.ping_interval_s):
                     await self._hello_evt.wait()
@@ -297,13 +355,16 @@ class PodSession:
         Re-sent with the same seq (so the pod can de-duplicate) every
         ``command_timeout_s``, ``command_retries`` times after the first try;
         then ``CommandTimeout``. ``NotOnline`` if the pod is not online;
+        ``Unsupported`` at once if the pod cannot take ``name`` (state.unsupported);
         ``codec.ProtocolError`` if the fields do not encode.
         """
         c = self.state.counters
         if self.state.link != st.ONLINE:
             raise NotOnline(f"pod {self.state.pod_id or self.transport.name} is not online (link {self.state.link})")
+        if not self.supports(name):
+            raise Unsupported(f"pod {self.state.pod_id}: {name} is unsupported: {self.state.unsupported[name]}")
         seq = self._next_seq()
-        frame = codec.encode(name, seq, fields)
+        frame = codec.encode(name, seq, fields, layouts=self._layouts)
         fut = asyncio.get_running_loop().create_future()
         self._pending[seq] = name
         self._futures[seq] = fut

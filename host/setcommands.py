@@ -35,7 +35,7 @@ from . import commands, topics
 from . import state as st
 from .backpressure import CommandGate, busy_result
 from .mqtt import Incoming, topic_name_problem
-from .session import CommandTimeout, NotOnline, PodSession
+from .session import CommandTimeout, NotOnline, PodSession, Unsupported
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -282,6 +282,9 @@ class SetCommands:
                 return Outcome.TIMEOUT, commands.error_result(cmd_id, f"timeout: {exc}")
             except NotOnline as exc:
                 return Outcome.ABSENT, commands.error_result(cmd_id, str(exc), "pod_id")
+            except Unsupported as exc:  # the pod lays the message out otherwise: nothing was sent
+                self.hub.count_bad(session)
+                return Outcome.BAD, commands.error_result(cmd_id, str(exc))
             if answer != "ack":
                 return Outcome.NACK, self._refused(cmd_id, name, fields, reason)
         return Outcome.OK, commands.ok_result(cmd_id)

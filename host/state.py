@@ -8,7 +8,7 @@ from typing import Any
 # link values
 CONNECTING = "connecting"  # port open, handshaking (or link lost, re-handshaking)
 ONLINE = "online"
-REFUSED = "refused"  # pod answered but cannot be used (schema, version, duplicate id)
+REFUSED = "refused"  # pod answered but cannot be used (core message, unknown schema, version, duplicate id)
 OFFLINE = "offline"  # port gone or hostd stopping
 
 # Nominal ADS1299 scale at gain 24, microvolts per count.
@@ -33,12 +33,17 @@ class Counters:
     reboots: int = 0
     events_dropped: int = 0
     frames_failed: int = 0  # frames whose handler failed (contained: the link went on)
+    # frames dropped undecoded, by message: the pod lays that message out otherwise (PodState.unsupported)
+    frames_unsupported: dict[str, int] = field(default_factory=dict)
+    frames_before_hello: int = 0  # non-core frames dropped before the pod's HELLO said how it lays them out
+    sends_unsupported: int = 0  # messages not sent: the pod lays them out otherwise (PodState.unsupported)
     rtt_ms: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As ``dataclasses.asdict`` gives it, without its recursive deep copy (once per state message)."""
         out = dict(vars(self))
         out["frames_bad"] = dict(self.frames_bad)
+        out["frames_unsupported"] = dict(self.frames_unsupported)
         return out
 
 
@@ -51,6 +56,8 @@ class PodState:
     firmware: str | None = None
     protocol: int | None = None
     fingerprint: int | None = None
+    # message name -> why this host cannot use it with this pod (protocol/compat.py)
+    unsupported: dict[str, str] = field(default_factory=dict)
     boot_id: int | None = None
     led_count: int | None = None
     eeg_channels: int | None = None
@@ -71,6 +78,7 @@ class PodState:
             "firmware": self.firmware,
             "protocol": self.protocol,
             "fingerprint": None if self.fingerprint is None else f"0x{self.fingerprint:08x}",
+            "unsupported": dict(self.unsupported),
             "capabilities": {
                 "led_count": self.led_count,
                 "eeg_channels": self.eeg_channels,

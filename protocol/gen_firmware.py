@@ -28,7 +28,7 @@ import struct
 import sys
 from pathlib import Path
 
-from . import messages, schema
+from . import compat, messages, schema
 from .schema import ARRAY, BYTES, ENUM, INT, LIST, STR
 
 TARGET = Path(__file__).resolve().parent.parent / "firmware" / "pod" / "wire.py"
@@ -278,6 +278,9 @@ def render() -> str:
     for m in schema.MESSAGES:
         if m.command:
             lines += [f"F_{m.name.upper()}_{f.name.upper()} = const({i})" for i, f in enumerate(m.fields)]
+    lines.append("")
+    lines.append("# HELLO's table: (type id u8, layout hash u16 LE) of every message this pod knows")
+    lines.append(f"MESSAGE_TABLE = {compat.table_bytes()!r}")
     lines.append("")
     lines.append("NAMES = {" + ", ".join(f"{m.const_name}: {m.name!r}" for m in schema.MESSAGES) + "}")
     lines.append("COMMANDS = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES if m.command) + ")")

@@ -3,7 +3,10 @@
 This module is the specification. The host codec (codec.py) parses and builds
 with these definitions; the generator (gen_firmware.py) turns them into the
 struct-based MicroPython codec in firmware/pod/wire.py; the schema fingerprint
-(schema.py) is a hash of them, so a pod built from other definitions is refused.
+(schema.py) is a hash of them, and each message has a layout hash of its own
+(schema.Message.layout_hash): a host uses every message whose layout a pod
+shares and refuses a pod only when a CORE message differs (docs/protocol.md,
+"Compatibility").
 
 Conventions: little-endian integers; strings are UTF-8 with a u8 length prefix;
 EEG samples are carried exactly as the Cyton sends them (24-bit big-endian
@@ -146,6 +149,12 @@ NackDetail = Struct(
     "hi" / Int32sl,
 )
 
+# Hello.table: one of these per message the pod knows, back to back
+HelloTableEntry = Struct(
+    "type_id" / Int8ul,
+    "layout_hash" / Int16ul,  # schema.Message.layout_hash of the pod's definition
+)
+
 # ---------------------------------------------------------------------------
 # Messages. Type ids are part of the wire contract; never reuse one.
 # ---------------------------------------------------------------------------
@@ -159,6 +168,10 @@ Hello = Struct(  # pod -> host, at boot and in answer to CONNECT
     "led_count" / Int16ul,
     "eeg_channels" / Int8ul,
     "sample_rate_hz" / Int16ul,
+    # the pod's message table: a HelloTableEntry per message it knows. Empty from a pod
+    # built before the table existed: the host looks its fingerprint up in
+    # protocol/known_schemas.json instead
+    "table" / GreedyBytes,
 )
 
 Connect = Struct(  # host -> pod: start a session; the pod answers HELLO
@@ -333,7 +346,14 @@ MESSAGES = (
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
+    # 0x50-0x5F: reserved for the update messages (they join CORE)
 )
+
+# Messages whose layout may never change: a pod that differs in one of them is refused;
+# any other message that differs is only unsupported with that pod. The update messages
+# join this set when they exist. tests/test_compat.py holds each one to the layout hash
+# recorded for it in protocol/known_schemas.json.
+CORE = frozenset({"hello", "connect", "ack", "nack"})
 
 # Commands the pod must answer with ACK or NACK.
 COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe"})
@@ -345,6 +365,10 @@ LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("scene_shown"
 # Bytes fields that hold a Struct of their own, or nothing: (message, field) -> Struct.
 # The host codec builds an absent one empty, and checks a present one's length.
 TAILS = {("nack", "detail"): NackDetail}
+
+# Bytes fields that hold zero or more of a Struct back to back: (message, field) -> Struct.
+# Absent, they are built empty; a present one must be a whole number of entries.
+TAIL_RUNS = {("hello", "table"): HelloTableEntry}
 
 ENUMS = (
     ("effect", Effect),

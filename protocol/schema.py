@@ -8,6 +8,7 @@ silently differs between the two ends.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -47,10 +48,19 @@ class Message:
     fields: tuple[Field, ...]
     construct: cs.Construct
     command: bool
+    layout_hash: int = 0  # see layout_text(); set by load()
 
     @property
     def const_name(self) -> str:
         return "T_" + self.name.upper()
+
+    def layout_text(self) -> str:
+        """Canonical text of this message's layout: its type id, name and fields' signatures,
+        as in the fingerprint. A tail (messages.TAILS, TAIL_RUNS) is left out: it is optional
+        by construction (a reader takes the fields before it, whatever follows), so adding
+        one keeps a message's layout."""
+        sigs = [f.signature() for f in self.fields if (self.name, f.name) not in TAIL_FIELDS]
+        return f"{self.type_id:#04x} {self.name} " + " ".join(sigs)
 
 
 _CANON = {"l": "i", "L": "I"}  # construct spells 32-bit fields l / L
@@ -101,10 +111,19 @@ def _field(sub: cs.Renamed, msg: str, last: bool) -> Field:
     raise TypeError(f"{where}: unsupported construct {type(con).__name__}")
 
 
+TAIL_FIELDS = frozenset(messages.TAILS) | frozenset(messages.TAIL_RUNS)
+
+
+def layout_hash(text: str) -> int:
+    """u16 layout hash: the first two bytes of SHA-256 of a layout text, little-endian."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:2], "little")
+
+
 def _message(name: str, type_id: int, con: cs.Struct) -> Message:
     subs = con.subcons
     fields = tuple(_field(s, name, i == len(subs) - 1) for i, s in enumerate(subs))
-    return Message(name, type_id, fields, con, name in messages.COMMANDS)
+    msg = Message(name, type_id, fields, con, name in messages.COMMANDS)
+    return dataclasses.replace(msg, layout_hash=layout_hash(msg.layout_text()))
 
 
 def load() -> tuple[Message, ...]:
@@ -115,12 +134,15 @@ def load() -> tuple[Message, ...]:
             raise ValueError(f"{name}: type id {type_id:#x} is reused or out of range")
         seen.add(type_id)
         out.append(_message(name, type_id, con))
-    for (name, field), tail in messages.TAILS.items():
+    for (name, field), tail in (*messages.TAILS.items(), *messages.TAIL_RUNS.items()):
         msg = next((m for m in out if m.name == name), None)
         if msg is None or not msg.fields or msg.fields[-1].name != field or msg.fields[-1].kind != BYTES:
             raise TypeError(f"{name}.{field}: a tail must be the message's last field, of GreedyBytes")
         for sub in tail.subcons:
             _int_fmt(sub.subcon, f"{name}.{field}.{sub.name}")
+    missing = messages.CORE - {m.name for m in out}
+    if missing:
+        raise ValueError(f"CORE names messages that do not exist: {sorted(missing)}")
     return tuple(out)
 
 

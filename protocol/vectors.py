@@ -70,6 +70,15 @@ def _values(msg: schema.Message, edge: str) -> dict:
             tail = messages.TAILS[(msg.name, f.name)]
             out[f.name] = b"" if edge == "min" else tail.build(
                 {s.name: _int(_fmt(s), n + k, edge) for k, s in enumerate(tail.subcons)})
+        elif (msg.name, f.name) in messages.TAIL_RUNS:  # empty (an older pod), or entries
+            run = messages.TAIL_RUNS[(msg.name, f.name)]
+            if edge == "min":
+                out[f.name] = b""
+            elif msg.name == "hello":  # this schema's own table; at the limits, every hash at its max
+                out[f.name] = b"".join(run.build({"type_id": m.type_id, "layout_hash": m.layout_hash if not edge
+                                                  else _int("H", 0, edge)}) for m in schema.MESSAGES)
+            else:
+                raise TypeError(f"{msg.name}.{f.name}: no test values for this run")
         elif msg.name == "leds" and f.name == "rgb":  # segments x (R, G, B)
             k = {"max": messages.LED_PREVIEW_MAX_SEGMENTS, "min": 1}.get(edge, n % messages.LED_PREVIEW_MAX_SEGMENTS + 1)
             out["segments"] = k

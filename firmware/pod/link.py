@@ -139,9 +139,12 @@ class Link:
         return self._port.tx_free() >= _SPARE
 
     def send_hello(self):
+        # HELLO ends with the table of every message this pod knows and the layout it
+        # has for each (docs/protocol.md "Compatibility"): the host uses those that match
         h = self._hello
         end = wire.pack_hello(
-            self.body, _HDR, h[0], h[1], wire.PROTOCOL_VERSION, wire.FINGERPRINT, build.build_hash(), h[2], h[3], h[4], h[5]
+            self.body, _HDR, h[0], h[1], wire.PROTOCOL_VERSION, wire.FINGERPRINT, build.build_hash(), h[2], h[3], h[4], h[5],
+            wire.MESSAGE_TABLE,
         )
         self.send(wire.T_HELLO, end)
 

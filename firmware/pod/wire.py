@@ -4,7 +4,7 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0x5b8be72e)
+FINGERPRINT = const(0x39357f2f)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
@@ -138,10 +138,13 @@ F_SCENE_AT_FLAGS = const(7)
 F_SCENE_AT_PARAMS = const(8)
 F_SAFE_MODE_CONFIRM = const(0)
 
+# HELLO's table: (type id u8, layout hash u16 LE) of every message this pod knows
+MESSAGE_TABLE = b'\x01a\xa9\x02\xca\x82\x03\x13A\x04<\xb2\x056Y\x10\x8d\x93\x118\x9c\x12\xe2\xd5\x13\xda0\x14\xbd\xd1 \x81l!}\x14"~I#\xab>$\xb24%;@&\xc0\xf7\'\xbf\x0e0%\xa61\xd4\x7f@\x9a\x0e'
+
 NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_LEDS: 'leds', T_SCENE_SHOWN: 'scene_shown', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_FADE_SAFE: 'fade_safe', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
 COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, T_FADE_SAFE, )
 FIELDS = {
-    T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz',),
+    T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz', 'table',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
     T_STATUS: ('uptime_ms', 'ticks_ms', 'rx_frames', 'rx_errors', 'tx_frames', 'eeg_samples', 'eeg_gaps', 'eeg_dropped', 'frames_rendered', 'render_overruns', 'mem_free', 'effect', 'brightness',),
     T_PING: ('nonce', 'host_time_us',),
@@ -225,11 +228,15 @@ def _pack_bytes(buf, off, data):
     return off + n
 
 
-def pack_hello(buf, off, pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz):
+def pack_hello(buf, off, pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz, table):
     off = _pack_str(buf, off, pod_id, 'B')
     off = _pack_str(buf, off, fw_version, 'B')
     struct.pack_into('<BIIIHBH', buf, off, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz)
     off += 18
+    if isinstance(table, int):
+        off += table
+    else:
+        off = _pack_bytes(buf, off, table)
     return off
 
 
@@ -240,9 +247,11 @@ def unpack_hello(buf, off, end):
         raise ValueError('hello: short payload')
     protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz = struct.unpack_from('<BIIIHBH', buf, off)
     off += 18
+    table = memoryview(buf)[off:end]
+    off = end
     if off != end:
         raise ValueError('hello: trailing bytes')
-    return (pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz,)
+    return (pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz, table,)
 
 
 def pack_connect(buf, off, protocol_version, fingerprint, host_id):

@@ -95,7 +95,11 @@ def test_hello_at_boot_and_on_connect():
     deliver(lk, host.frame(wire.T_CONNECT, 1, wire.PROTOCOL_VERSION, wire.FINGERPRINT, "host-a"))
     got = host.read(w)
     assert [(t, s) for t, s, _ in got] == [(wire.T_HELLO, 0), (wire.T_HELLO, 1)]
-    assert got[1][2] == ("pod-test", "0.1.0", wire.PROTOCOL_VERSION, wire.FINGERPRINT, 0, 0xB007, 12, 8, 250)
+    assert got[1][2] == ("pod-test", "0.1.0", wire.PROTOCOL_VERSION, wire.FINGERPRINT, 0, 0xB007, 12, 8, 250,
+                         wire.MESSAGE_TABLE)
+    # the table names every message the pod knows, once: (type id u8, layout hash u16)
+    table = got[1][2][-1]
+    assert sorted(table[i] for i in range(0, len(table), 3)) == sorted(wire.NAMES)
     assert lk.host_id == "host-a" and lk.connected
 
 

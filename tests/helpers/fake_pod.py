@@ -10,9 +10,12 @@ import collections
 import os
 import struct
 import tty
+import zlib
 from pathlib import Path
 
-from hypnolum.protocol import codec
+from cobs import cobs
+
+from hypnolum.protocol import codec, messages
 from hypnolum.protocol.messages import EEG_FLAG_REPLAY
 
 
@@ -24,6 +27,7 @@ class FakePod:
         self.link = Path(link)
         self.pod_id = pod_id
         self.fingerprint = fingerprint
+        self.table: bytes | None = None  # HELLO's message table as sent, even a malformed one; None: none
         self.boot_id = boot_id
         self.channels = channels
         self.status_period_s = status_period_s
@@ -95,11 +99,19 @@ class FakePod:
         os.write(self._master, data)
 
     def hello(self) -> None:
-        self.send("hello", {
+        fields = {
             "pod_id": self.pod_id, "fw_version": "fake-1.0", "protocol_version": codec.PROTOCOL_VERSION,
             "fingerprint": self.fingerprint, "build_hash": 0, "boot_id": self.boot_id, "led_count": 16,
             "eeg_channels": self.channels, "sample_rate_hz": 250,
-        })
+        }
+        if self.table is None:
+            self.send("hello", fields)
+            return
+        # built by the definition alone: a table the host codec would refuse to build goes out too
+        body = struct.pack("<BBH", codec.PROTOCOL_VERSION, codec.BY_NAME["hello"].type_id, self._seq)
+        body += messages.Hello.build({**fields, "table": self.table})
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.send_raw(cobs.encode(body + struct.pack("<I", zlib.crc32(body))) + b"\x00")
 
     def _on_readable(self) -> None:
         try:
