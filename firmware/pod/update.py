@@ -51,6 +51,7 @@ MAX_CHUNK = const(1024)
 MAX_MANIFEST = const(8192)
 MAX_FILES = const(128)
 MAX_PATH = const(64)
+MAX_BUNDLE = const(4 * 1024 * 1024)  # more than an app slot ever needs; its block bitmap is 8 KB
 MAGIC = b"HLU1"
 _HEAD = const(11)  # magic 4s, version u8, build hash u32, file count u16
 _ENTRY = const(36)  # after the path: size u32, sha256 32 bytes
@@ -231,10 +232,12 @@ class Store:
             return e.args[0]
         slot = other(self.active)
         need = _RESERVE
+        total = 0
         for f in files:
             need += _blocks(f[1])
+            total += f[1]
         try:
-            if need > hal.fs_free() + _usage(slot):
+            if total > MAX_BUNDLE or need > hal.fs_free() + _usage(slot):
                 return E_SPACE
             self._close()
             self._bits = None
