@@ -277,7 +277,7 @@ def list_dir(name):
 
 
 # ---------------------------------------------------------------------------
-# The update store's file primitives, and power cuts (docs/emulator.md "Power cuts").
+# The update store's file primitives, and power cuts (docs/update.md "Power loss").
 # HYPNOLUM_POWER_CUT=K[:SEED] cuts the power at the K-th change this boot makes to the
 # filesystem through hal (a file write, a rename, a remove, a mkdir): a write leaves a
 # random prefix of its bytes (SEED picks it), a rename, remove or mkdir is done or not,
