@@ -182,3 +182,25 @@ def test_no_slots_no_update():
     _rm("slots.json")
     m = _manifest(NEW)
     assert update.Store(KEY).begin(m, update.hmac_sha256(KEY, m)) == update.E_STATE
+
+
+def test_an_unconfirmed_build_resets_the_pod_when_its_time_is_up():
+    import asyncio
+    _fresh()
+    m = _manifest(NEW)
+    store = update.Store(KEY)
+    assert store.begin(m, update.hmac_sha256(KEY, m)) == update.OK
+    _send(store, _payload(NEW))
+    assert store.commit(confirm_ms=600) == update.OK
+    booted = update.Store(KEY)  # the build on trial, after the reset
+    said = []
+    t0 = hal.ticks_ms()
+    try:
+        asyncio.run(booted.supervise(lambda: said.append(1)))
+        assert False, "supervise returned with a build on trial"
+    except SystemExit:  # hal.reset(): the emulator's process ends as the chip resets
+        pass
+    assert said == [1] and 600 <= hal.ticks_diff(hal.ticks_ms(), t0) < 3000
+    # confirmed in time: no reset (supervise runs on until RUNNING_MS, so only its first tick is run here)
+    confirmed = update.Store(KEY)
+    assert confirmed.confirm() == update.OK and not confirmed.trial
