@@ -321,6 +321,69 @@ def list_dir(name):
         return []
 
 
+# The update store's file primitives (pod/update.py). littlefs, the ESP32 port's
+# filesystem, commits a file's data at close and makes a rename atomic
+# (docs/update.md); a power cut inside any of these leaves the last commit.
+
+
+def open_rw(name):
+    """File name opened for reading and writing anywhere in it (binary), created empty
+    if absent: f.seek(pos), f.write(buf, off, n) (py/stream.c:279-297: no slice to
+    allocate), f.close() commits. Modes "r+b" / "w+b" (extmod/vfs_lfsx_file.c:56-75)."""
+    try:
+        return open(name, "r+b")
+    except OSError:
+        return open(name, "w+b")
+
+
+def rename(old, new):
+    """Rename file old to new, replacing new: atomic on littlefs."""
+    os.rename(old, new)
+
+
+def remove(name):
+    """Remove file or empty directory name; False if there was none."""
+    try:
+        os.remove(name)
+    except OSError:
+        try:
+            os.rmdir(name)
+        except OSError:
+            return False
+    return True
+
+
+def make_dir(name):
+    """Make directory name (its parent must exist); nothing if it is there already."""
+    try:
+        os.mkdir(name)
+    except OSError:
+        pass
+
+
+def list_dirs(name):
+    """Names of the directories in directory name, [] if it is absent."""
+    try:
+        return [e[0] for e in os.ilistdir(name) if e[1] == 0x4000]
+    except OSError:
+        return []
+
+
+def file_size(name):
+    """Size of file name in bytes, -1 if it is absent."""
+    try:
+        return os.stat(name)[6]
+    except OSError:
+        return -1
+
+
+def fs_free():
+    """Bytes free in the filesystem: littlefs's free blocks times the block size
+    (extmod/vfs_lfsx.c:424-449; 4096-byte blocks on an ESP32, ports/esp32/esp32_partition.c:42)."""
+    st = os.statvfs("/")
+    return st[0] * st[3]
+
+
 def unique_id():
     """The board's unique id as bytes (the MAC on an ESP32)."""
     return machine.unique_id()

@@ -11,7 +11,7 @@ import pytest
 
 from hypnolum import paths
 from hypnolum.emulator.pod import find_micropython
-from hypnolum.flash import bundle
+from hypnolum.flash import bundle, upload
 from hypnolum.flash.errors import FlashError
 
 
@@ -19,6 +19,7 @@ def _install(b: bundle.Bundle, fs: Path) -> None:
     for f in b.files:
         (fs / f.path).parent.mkdir(parents=True, exist_ok=True)
         (fs / f.path).write_bytes(f.data)
+    (fs / upload.STATE_FILE).write_bytes(upload.FIRST_STATE)
 
 
 def _pod_hash(fs: Path) -> int:
@@ -39,12 +40,14 @@ def x86():
 def test_layout_per_format(fmt):
     b = bundle.build(paths.FIRMWARE, fmt)
     names = b.paths
-    assert {"boot.py", "main.py", "pod/app" + (".py" if fmt == "py" else ".mpy")} <= names
-    assert ("hal.py" if fmt == "py" else "hal.mpy") in names
+    assert {"boot.py", "main.py", "a/pod/app" + (".py" if fmt == "py" else ".mpy")} <= names
+    assert ("a/hal.py" if fmt == "py" else "a/hal.mpy") in names
+    assert {f.path for f in b.root} == {"boot.py", "main.py"}  # never in a slot: never updated
+    assert [f.path for f in b.slot] == sorted(f.path for f in b.slot)  # the manifest's order
     if fmt != "py":
-        mpy = next(f for f in b.files if f.path == "pod/link.mpy")
+        mpy = next(f for f in b.slot if f.path == "pod/link.mpy")
         assert mpy.data[:1] == b"M"  # the .mpy magic
-    assert b.build_hash == bundle.build_hash(list(b.files))
+    assert b.build_hash == bundle.build_hash(list(b.slot))
 
 
 def test_pod_computes_the_same_build_hash(x86, tmp_path):
@@ -55,17 +58,26 @@ def test_pod_computes_the_same_build_hash(x86, tmp_path):
 
 def test_a_changed_or_extra_file_changes_the_pod_hash(x86, tmp_path):
     _install(x86, tmp_path)
-    target = tmp_path / "pod" / "render.mpy"
+    target = tmp_path / "a" / "pod" / "render.mpy"
     data = bytearray(target.read_bytes())
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
     assert _pod_hash(tmp_path) != x86.build_hash
     _install(x86, tmp_path)
-    (tmp_path / "pod" / "old_module.mpy").write_bytes(b"M")  # left over from an older build
+    (tmp_path / "a" / "pod" / "old_module.mpy").write_bytes(b"M")  # left over from an older build
     assert _pod_hash(tmp_path) != x86.build_hash
 
 
-def test_no_app_files_means_unknown(tmp_path):
+def test_the_hash_is_the_active_slots(x86, tmp_path):
+    _install(x86, tmp_path)
+    (tmp_path / "boot.py").write_text("# edited\n")  # outside the slot: never updated, not the build
+    assert _pod_hash(tmp_path) == x86.build_hash
+    (tmp_path / "a").rename(tmp_path / "b")
+    (tmp_path / upload.STATE_FILE).write_text('{"active": "b"}')
+    assert _pod_hash(tmp_path) == x86.build_hash
+
+
+def test_no_slots_means_unknown(tmp_path):
     assert _pod_hash(tmp_path) == 0
 
 

@@ -7,6 +7,7 @@ Each board is an emulated ESP32-S3 that starts in download mode with a blank
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -20,16 +21,22 @@ from serial.tools import list_ports
 from hypnolum import paths
 from hypnolum.emulator import esp_rom
 from hypnolum.emulator.board import EmulatedBoard
-from hypnolum.flash import bundle, flashlog, verify
+from hypnolum.flash import bundle, flashlog, updatekey, verify
 from hypnolum.protocol import codec
 
 TOOL = [sys.executable, str(paths.ROOT / "tools" / "flash.py")]
 
 
+@pytest.fixture(autouse=True)
+def _bench(tmp_path, monkeypatch):
+    # the technician's working directory: the flash log and update-keys/ land here
+    monkeypatch.chdir(tmp_path)
+
+
 async def flash(*args: str, timeout: float = 90) -> tuple[int, str]:
     env = dict(os.environ, COLUMNS="250")
     proc = await asyncio.create_subprocess_exec(*TOOL, *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, env=env)
+                                                stderr=asyncio.subprocess.STDOUT, env=env, cwd=os.getcwd())
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(errors="replace")
 
@@ -75,6 +82,11 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86
     for f in app_x86.files:
         assert (board.fs_dir / f.path).read_bytes() == f.data
     assert not list(board.fs_dir.rglob("*.tmp"))
+    # the app in slot a, active and confirmed; the pod's own update key, kept for hostd
+    assert {p.name for p in board.fs_dir.iterdir() if p.is_dir()} == {"a"}
+    state = json.loads((board.fs_dir / "slots.json").read_text())  # as boot.py rewrote it, booting
+    assert (state["active"], state["trial"], state["safe"]) == ("a", 0, 0)
+    assert (board.fs_dir / "update.key").read_bytes() == updatekey.read(tmp_path / "update-keys" / "pod-07.key")
     (rec,) = flashlog.read(log)
     assert rec["result"] == "ok" and rec["pod_id"] == "pod-07" and rec["port"] == str(board.port)
     assert rec["mac"] == board.mac_text and rec["chip"] == "ESP32-S3"
@@ -92,8 +104,8 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86
                           "--led-count", "12", "--log", str(log))
     assert rc == 0, out
     # ... and fails once a file on the board is not what was uploaded (the pod hashes its own files)
-    with open(board.fs_dir / "boot.py", "a") as f:
-        f.write("# edited on the board\n")
+    with open(board.fs_dir / "a" / "pod" / "render.mpy", "ab") as f:
+        f.write(b"# edited on the board\n")
     await board.reset()
     rc, out = await flash("--emulator", "--verify-only", "--port", str(board.port), "--pod-id", "pod-07",
                           "--led-count", "12", "--log", str(log))
@@ -190,10 +202,24 @@ async def test_running_firmware_holds_the_repl(boards, image, tmp_path):
     rec = flashlog.read(log)[-1]
     assert rec["step"] == "upload" and "safe mode" in rec["error"], rec
     await board.reset(safe_mode=True)  # SAFE held at reset: the REPL stays
+    # an app from an update in slot b, and the layout before slots: the re-flash leaves neither
+    (board.fs_dir / "b" / "pod").mkdir(parents=True)
+    (board.fs_dir / "b" / "pod" / "app.mpy").write_bytes(b"M")
+    (board.fs_dir / "pod").mkdir()
+    (board.fs_dir / "pod" / "old.mpy").write_bytes(b"M")
+    (board.fs_dir / "hal.mpy").write_bytes(b"M")
+    fleet = tmp_path / "fleet.key"
+    fleet.write_text("ab" * 32 + "\n")
     rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--pod-id", "pod-99",
-                          "--log", str(log))
+                          "--update-key", str(fleet), "--log", str(log))
     assert rc == 0, out
     assert flashlog.read(log)[-1]["pod_id"] == "pod-99"
+    assert (board.fs_dir / "update.key").read_bytes() == bytes.fromhex("ab" * 32)
+    assert not (board.fs_dir / "b").exists() and not (board.fs_dir / "pod").exists()
+    assert not (board.fs_dir / "hal.mpy").exists()
+    fleet.write_text("not a key\n")
+    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--update-key", str(fleet))
+    assert rc == 2 and "fleet.key: not an update key" in out, out
 
 
 async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x86, tmp_path):

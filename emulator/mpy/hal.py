@@ -263,10 +263,10 @@ def open_file(name):
 
 
 def write_file(name, data):
-    tmp = _path(name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, _path(name))
+    tmp = name + ".tmp"
+    with open(_path(tmp), "wb") as f:
+        _File(f).write(data)
+    rename(tmp, name)
 
 
 def list_dir(name):
@@ -274,6 +274,162 @@ def list_dir(name):
         return [e[0] for e in os.ilistdir(_path(name)) if e[1] == 0x8000]
     except OSError:
         return []
+
+
+# ---------------------------------------------------------------------------
+# The update store's file primitives, and power cuts (docs/update.md "Power loss").
+# HYPNOLUM_POWER_CUT=K[:SEED] cuts the power at the K-th change this boot makes to the
+# filesystem through hal (a file write, a rename, a remove, a mkdir): a write leaves a
+# random prefix of its bytes (SEED picks it), a rename, remove or mkdir is done or not,
+# then the process is killed with SIGKILL, so nothing after it runs, as when a board
+# loses power. _changes counts them (a run without a cut tells how many there are).
+
+_changes = 0
+_cut = os.getenv("HYPNOLUM_POWER_CUT") or ""
+_cut_at = int(_cut.split(":")[0]) if _cut else 0
+_cut_seed = int(_cut.split(":")[1]) if ":" in _cut else _cut_at
+
+
+def _cut_now():
+    global _changes
+    _changes += 1
+    return _changes == _cut_at
+
+
+def _power_off():
+    print("hypnolum-emulator: power cut at change", _changes)
+    os.system("kill -KILL $PPID")  # the shell's parent: this interpreter
+    while True:
+        time.sleep(1)
+
+
+def _cut_prefix(n):
+    import random
+
+    random.seed(_cut_seed)
+    return random.getrandbits(20) % n if n > 0 else 0
+
+
+def _changed():
+    # a change that is whole or not at all (rename, remove, mkdir): done or not, then off
+    if _cut_now():
+        if _cut_prefix(2):
+            return  # done: the caller makes it, the next change check ends the boot
+        _power_off()
+
+
+class _File:
+    """A file whose writes count as changes; the cut one leaves a prefix."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def seek(self, pos, whence=0):
+        return self._f.seek(pos, whence)
+
+    def readinto(self, buf):
+        return self._f.readinto(buf)
+
+    def read(self, n=-1):
+        return self._f.read(n)
+
+    def write(self, buf, off=0, n=-1):
+        if n < 0:
+            n = len(buf) - off
+        if _cut_now():
+            self._f.write(buf, off, _cut_prefix(n))
+            self._f.close()
+            _power_off()
+        return self._f.write(buf, off, n)
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def open_rw(name):
+    try:
+        f = open(_path(name), "r+b")
+    except OSError:
+        f = open(_path(name), "w+b")
+    return _File(f)
+
+
+def rename(old, new):
+    _changed()
+    os.rename(_path(old), _path(new))
+    _after_done()
+
+
+def remove(name):
+    _changed()
+    try:
+        os.remove(_path(name))
+    except OSError:
+        try:
+            os.rmdir(_path(name))
+        except OSError:
+            _after_done()
+            return False
+    _after_done()
+    return True
+
+
+def make_dir(name):
+    _changed()
+    try:
+        os.mkdir(_path(name))
+    except OSError:
+        pass
+    _after_done()
+
+
+def _after_done():
+    # a cut change that was done: the power goes now
+    if _changes == _cut_at:
+        _power_off()
+
+
+def list_dirs(name):
+    try:
+        return [e[0] for e in os.ilistdir(_path(name)) if e[1] == 0x4000]
+    except OSError:
+        return []
+
+
+def file_size(name):
+    try:
+        return os.stat(_path(name))[6]
+    except OSError:
+        return -1
+
+
+_FS_BLOCK = const(4096)  # the board's littlefs block (firmware/hal.py fs_free)
+
+
+def _used(path):
+    # bytes the files under path take in whole blocks, as littlefs stores them
+    n = 0
+    for e in os.ilistdir(path):
+        if e[1] == 0x4000:
+            n += _used(path + "/" + e[0])
+        else:
+            n += (os.stat(path + "/" + e[0])[6] + _FS_BLOCK - 1) // _FS_BLOCK * _FS_BLOCK
+    return n
+
+
+def fs_free():
+    # HYPNOLUM_FS_BYTES: a filesystem of that size holding the pod directory's files; else the host's
+    size = os.getenv("HYPNOLUM_FS_BYTES")
+    if size:
+        return max(0, int(size) - _used(_DIR))
+    st = os.statvfs(_DIR)
+    return st[0] * st[3]
 
 
 def unique_id():

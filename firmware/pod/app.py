@@ -14,7 +14,7 @@ import struct
 import hal
 from micropython import const
 
-from pod import alpha, bands, config, cyton, derate, link, preview, render, ring, safemode, status, wire
+from pod import alpha, bands, config, cyton, derate, link, preview, render, ring, safemode, status, update, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
 
@@ -24,8 +24,9 @@ def _boot_id():
 
 
 class Pod:
-    def __init__(self, cfg):
+    def __init__(self, cfg, store):
         self.cfg = cfg
+        self.store = store  # the update store (pod/update.py)
         self.leds = hal.Leds(cfg.led_count, cfg.led_order, cfg.led_type)
         self.renderer = render.Renderer(self.leds, cfg.render_fps, cfg)
         self.renderer.render(hal.ticks_ms())  # dark at once
@@ -79,8 +80,10 @@ class Pod:
             lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
         if alpha_error:
             lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
+        _say_update_state(lk, self.store)
         wdt = hal.Watchdog(cfg.watchdog_ms)
         await asyncio.gather(
+            self._guard("update", self.store.supervise(_rollback_log(lk))),
             self._guard("link rx", lk.rx_task()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
@@ -92,10 +95,62 @@ class Pod:
         )
 
 
+def _refuse_scene(*_scene):
+    return wire.NACK_REASON_UNAVAILABLE  # safe mode for updates: the LEDs stay dark
+
+
+def _say_update_state(lk, store):
+    if store.rolled_back:
+        lk.send_log(wire.LOG_LEVEL_WARNING, "update: the build on trial was not confirmed; rolled back")
+    if store.trial:
+        lk.send_log(wire.LOG_LEVEL_INFO, "update: build on trial, awaiting confirmation")
+
+
+def _rollback_log(lk):
+    def say():
+        lk.send_log(wire.LOG_LEVEL_WARNING, "update: not confirmed in time; rolling back")
+    return say
+
+
+async def _feed(wdt):
+    while True:
+        wdt.feed()
+        await asyncio.sleep_ms(wdt.timeout_ms // 4)
+
+
+class UpdatesOnly(Pod):
+    """Safe mode for updates, after boots in a row that never ran: LEDs dark, no
+    headset, no renderer; the link and the update store only."""
+
+    def __init__(self, cfg, store):
+        self.cfg = cfg
+        self.store = store
+        self.link = None
+
+    async def run(self):
+        cfg = self.cfg
+        port = await hal.open_link()
+        hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
+        self.link = lk = link.Link(port, hello, _refuse_scene)
+        self.safe_mode = safemode.SafeModeCommand()
+        lk.register(wire.T_SAFE_MODE, self.safe_mode.request)
+        lk.send_hello()
+        lk.send_log(wire.LOG_LEVEL_ERROR, "safe mode for updates: %d boots in a row did not run"
+                    % self.store.failed_boots)
+        _say_update_state(lk, self.store)
+        wdt = hal.Watchdog(cfg.watchdog_ms)
+        await asyncio.gather(
+            self._guard("update", self.store.supervise(_rollback_log(lk))),
+            self._guard("link rx", lk.rx_task()),
+            self._guard("watchdog", _feed(wdt)),
+        )
+
+
 def main():
     # The render loop collects, at its quiet moment (pod/render.py); the heap's
     # allocation threshold stays off (-1), as it counts call frames freed on return.
     # A full heap still collects at once, whoever allocates.
     gc.collect()
     gc.threshold(-1)
-    asyncio.run(Pod(config.load()).run())
+    store = update.Store(update.load_key())
+    asyncio.run((UpdatesOnly if store.safe else Pod)(config.load(), store).run())

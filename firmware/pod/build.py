@@ -2,48 +2,51 @@
 
 The flash tool computes the same value over the files it uploads
 (hypnolum/flash/bundle.py) and refuses a board that reports another, so a
-partial, stale or tampered upload is caught at verify time.
+partial, stale or tampered upload is caught at verify time; an update's
+manifest carries it too (docs/update.md).
 
-Definition (docs/flashing.md): SHA-256 over the app files sorted by name;
-for each, its path (UTF-8), a 0x00 byte, its length (u32 LE), its bytes. The
-build hash is the digest's first 4 bytes as a u32 LE. The app files are
-boot.py, main.py and hal.py / hal.mpy at the filesystem root and every file
-in pod/; pod.json (the provisioning config) is not part of the build.
+Definition (docs/flashing.md): SHA-256 over the files of the active slot
+(slots.json, pod/update.py) sorted by their path inside the slot; for each,
+that path (UTF-8), a 0x00 byte, its length (u32 LE), its bytes. The build
+hash is the digest's first 4 bytes as a u32 LE. The slot holds hal.mpy (or
+hal.py) and pod/; boot.py, main.py (never updated), pod.json (the
+provisioning config) and the update key are outside it.
 
 Computed once, at the first HELLO (before the watchdog starts). 0 means
-unknown: no boot.py / main.py in the filesystem, as when the emulator runs
-firmware/ straight from the repository.
+unknown: no slots.json, as when the emulator runs firmware/ straight from the
+repository.
 """
 import hashlib
 import struct
 
 import hal
 
-_ROOT_FILES = ("boot.py", "hal.mpy", "hal.py", "main.py")
-_APP_DIR = "pod"
+from pod import update
+
 _CHUNK = 512  # bytes read at a time: no heap block as large as a file (the largest is ~12 KB)
 
 _hash = None
 
 
-def app_files():
-    """Paths of the app files present, sorted."""
-    root = hal.list_dir(".")
-    names = [n for n in _ROOT_FILES if n in root]
-    names += [_APP_DIR + "/" + n for n in hal.list_dir(_APP_DIR)]
+def app_files(slot):
+    """Paths inside slot of its files (one directory level down), sorted."""
+    names = list(hal.list_dir(slot))
+    for d in hal.list_dirs(slot):
+        names += [d + "/" + n for n in hal.list_dir(slot + "/" + d)]
     names.sort()
     return names
 
 
 def compute():
-    names = app_files()
-    if "boot.py" not in names or "main.py" not in names:
+    st = update.read_state()
+    if st is None:
         return 0
+    slot = st["active"]
     h = hashlib.sha256()
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
-    for name in names:
-        f = hal.open_file(name)
+    for name in app_files(slot):
+        f = hal.open_file(slot + "/" + name)
         if f is None:
             continue  # gone since it was listed
         try:

@@ -1,11 +1,15 @@
 """The app as it goes onto a board: firmware/ compiled for the target, and its build hash.
 
 Layout on the board (paths relative to the filesystem root, which is also
-the working directory of MicroPython on an ESP32 and of the emulated board):
+the working directory of MicroPython on an ESP32 and of the emulated board;
+docs/update.md):
 
-* ``boot.py``, ``main.py``: always source (MicroPython runs only these names);
-* ``hal``: ``hal.mpy`` (or ``hal.py`` in ``py`` format);
-* ``pod/<module>.mpy`` (or ``.py``) for every ``firmware/pod/*.py``.
+* ``boot.py``, ``main.py``: always source (MicroPython runs only these names),
+  at the root, never updated over the link;
+* the app, in a slot directory (``a/`` at flashing, ``a/`` or ``b/`` after
+  updates): ``hal.mpy`` (or ``hal.py`` in ``py`` format) and
+  ``pod/<module>.mpy`` (or ``.py``) for every ``firmware/pod/*.py``;
+* ``slots.json`` (which slot is active) and ``update.key``, written at flashing.
 
 Formats: ``xtensawin`` (the default, for an ESP32: ``mpy-cross
 -march=xtensawin``), ``x86`` (``.mpy`` with 32-bit x86 native code, which the
@@ -13,7 +17,9 @@ emulator's unix port can import) and ``py`` (plain source, runs anywhere).
 The unix port cannot run xtensawin native code (``@micropython.viper``), so
 an emulated board needs ``x86`` (the 32-bit unix port, as the board is 32-bit) or ``py``.
 
-The build hash is defined in firmware/pod/build.py, which computes it on the
+The build hash covers the slot's files only (paths inside the slot), so an
+update (the slot's files alone) carries the same hash the flashed pod
+reports. It is defined in firmware/pod/build.py, which computes it on the
 pod; :func:`build_hash` is the same definition on the host.
 """
 from __future__ import annotations
@@ -35,20 +41,28 @@ FORMATS = ("xtensawin", "x86", "py")
 SOURCE_ONLY = ("boot.py", "main.py")
 ROOT_MODULES = ("boot.py", "main.py", "hal.py")
 APP_DIR = "pod"
+SLOTS = ("a", "b")
+FIRST_SLOT = "a"  # the flash tool's slot
 
 
 @dataclass(frozen=True)
 class AppFile:
-    path: str  # on the board, relative to the filesystem root
+    path: str  # root files: from the filesystem root; slot files: inside the slot
     data: bytes
 
 
 @dataclass(frozen=True)
 class Bundle:
-    files: tuple[AppFile, ...]
+    root: tuple[AppFile, ...]  # boot.py, main.py
+    slot: tuple[AppFile, ...]  # hal and pod/, in path order: what an update carries
     format: str
     build_hash: int
-    sha256: str  # full digest of the same input, for the flash log
+    sha256: str  # full digest of the slot's files, for the flash log
+
+    @property
+    def files(self) -> tuple[AppFile, ...]:
+        """Every file with its path on a freshly flashed board (the slot's under ``a/``)."""
+        return self.root + tuple(AppFile(f"{FIRST_SLOT}/{f.path}", f.data) for f in self.slot)
 
     @property
     def size(self) -> int:
@@ -69,7 +83,7 @@ def _digest(files: list[AppFile]) -> bytes:
 
 
 def build_hash(files: list[AppFile]) -> int:
-    """First 4 bytes of SHA-256 over (path, 0x00, u32 length, bytes) per file in path order, as u32 LE."""
+    """First 4 bytes of SHA-256 over (path, 0x00, u32 length, bytes) per slot file in path order, as u32 LE."""
     return struct.unpack("<I", _digest(files)[:4])[0]
 
 
@@ -104,15 +118,17 @@ def build(firmware: Path = paths.FIRMWARE, fmt: str = "xtensawin") -> Bundle:
     if strays:
         raise FlashError(f"{firmware}: {', '.join(strays)}: root modules are {', '.join(ROOT_MODULES)}; "
                          "put other modules in pod/ (the pod's build hash covers only those)", step="compile")
-    sources = [(firmware / n, n) for n in ROOT_MODULES if (firmware / n).is_file()]
+    root = tuple(AppFile(n, (firmware / n).read_bytes()) for n in SOURCE_ONLY)
+    sources = [(firmware / n, n) for n in ROOT_MODULES if n not in SOURCE_ONLY and (firmware / n).is_file()]
     sources += [(p, f"{APP_DIR}/{p.name}") for p in sorted((firmware / APP_DIR).glob("*.py"))]
     files = []
     with tempfile.TemporaryDirectory(prefix="hypnolum-mpy-") as tmp:
-        for src, board_path in sources:
-            if fmt == "py" or board_path in SOURCE_ONLY:
-                files.append(AppFile(board_path, src.read_bytes()))
+        for src, slot_path in sources:
+            if fmt == "py":
+                files.append(AppFile(slot_path, src.read_bytes()))
             else:
-                mpy_path = board_path[:-3] + ".mpy"
-                files.append(AppFile(mpy_path, _compile(src, board_path, fmt, Path(tmp))))
+                mpy_path = slot_path[:-3] + ".mpy"
+                files.append(AppFile(mpy_path, _compile(src, slot_path, fmt, Path(tmp))))
+    files.sort(key=lambda f: f.path)
     digest = _digest(files)
-    return Bundle(tuple(files), fmt, struct.unpack("<I", digest[:4])[0], digest.hex())
+    return Bundle(root, tuple(files), fmt, struct.unpack("<I", digest[:4])[0], digest.hex())

@@ -20,7 +20,7 @@ from rich.table import Table
 from hypnolum import paths
 from hypnolum.protocol import pod_config
 
-from . import boards, bundle, provision
+from . import boards, bundle, provision, updatekey
 from .errors import BadConfig, FlashError
 from .image import load_image, not_regular
 from .job import Options, Outcome, run_board
@@ -75,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--app-format", choices=bundle.FORMATS, default="xtensawin",
                       help="xtensawin .mpy for an ESP32-S3 (default); x86 .mpy (the 32-bit emulator) or py source")
     _provisioning_options(p)
+    keys = p.add_argument_group("update key (docs/update.md)")
+    keys.add_argument("--update-key", type=Path, metavar="FILE",
+                      help="the fleet's update key (64 hex digits) for every pod; default: a key of each pod's own")
+    keys.add_argument("--update-keys", type=Path, default=Path("update-keys"), metavar="DIR",
+                      help="where each pod's own key is kept, as DIR/<pod id>.key (default: update-keys); "
+                           "hostd needs it to update the pod")
     link = p.add_argument_group("connection")
     link.add_argument("--baud", type=int, default=921600, help="flashing baud rate (default 921600; "
                       "the S3's native USB ignores it)")
@@ -177,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             raise FlashError("--pod-id names one pod; with several boards leave it out (ids come from MACs)",
                              step="config")
         app = bundle.build(args.firmware, args.app_format)
+        fleet_key = updatekey.read(args.update_key) if args.update_key is not None else None
     except FlashError as exc:
         err.print(f"[red]flash: {exc}[/]", highlight=False)
         return 2
     opts = Options(bundle=app, settings=settings, image=image, upload=not args.verify_only, baud=args.baud,
                    before=args.before, after=args.after, stub=not args.no_stub, erase=args.erase,
-                   boot_timeout_s=args.boot_timeout, log_path=args.log)
+                   boot_timeout_s=args.boot_timeout, log_path=args.log, update_key=fleet_key,
+                   update_keys_dir=args.update_keys)
     console.print(f"app: {len(app.files)} files, {app.size} bytes ({app.format}), build hash {app.build_hash:#010x}"
                   + (f"; image {image.path.name} {len(image.data)} bytes" if image else ""), highlight=False)
     progress = Progress(TextColumn("{task.fields[port]}"), TextColumn("{task.description:<8}"), BarColumn(),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import boards, flashlog, provision, upload, verify
+from . import boards, flashlog, provision, updatekey, upload, verify
 from .bundle import Bundle
 from .errors import FlashError
 from .image import FlashResult, Image, flash_image
@@ -33,6 +33,8 @@ class Options:
     erase: bool = False
     boot_timeout_s: float = 20.0
     log_path: Path | None = None
+    update_key: bytes | None = None  # the fleet key; None: each pod's own, from update_keys_dir
+    update_keys_dir: Path = Path("update-keys")
 
 
 @dataclass
@@ -66,6 +68,12 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         out.pod_id = cfg.pod_id
         return cfg.pod_json()
 
+    def key_for(_mac: str) -> bytes:
+        # after pod_json_for: the pod id is known
+        if opts.update_key is not None:
+            return opts.update_key
+        return updatekey.for_pod(opts.update_keys_dir, out.pod_id)
+
     try:
         boards.check_free(board.port)
         if opts.image is not None:
@@ -80,8 +88,8 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         if opts.upload:
             step = "upload"
             tell("upload", 0, opts.bundle.size)
-            _, out.uploaded_bytes = upload.upload(board.port, opts.bundle, pod_json_for, progress=tell,
-                                                  timeout_s=opts.boot_timeout_s)
+            _, out.uploaded_bytes = upload.upload(board.port, opts.bundle, pod_json_for, key_for=key_for,
+                                                  progress=tell, timeout_s=opts.boot_timeout_s)
         else:
             pod_json_for(out.mac or "00:00:00:00:00:00")
         step = "verify"

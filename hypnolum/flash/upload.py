@@ -1,11 +1,15 @@
-"""Step 2: app files and pod.json into the board's filesystem over the raw REPL.
+"""Step 2: app files, pod.json and the update key into the board's filesystem over the raw REPL.
 
 mpremote's serial transport does the talking (raw REPL, raw-paste flow
 control). Each file is sent base64-encoded in chunks into ``<path>.tmp`` and
 then renamed over ``<path>`` (LittleFS, the ESP32 port's default, renames
 atomically), so a board unplugged mid-upload keeps whole files, old or new,
-never half of one. Files of an older build that the new one no longer has
-are removed, since the pod's build hash covers every file in ``pod/``.
+never half of one. boot.py and main.py go to the root, the app into slot
+``a/`` (docs/update.md); then ``slots.json`` makes ``a`` the active slot,
+confirmed. Only then is the rest removed: files of an older build that the
+new one no longer has (the pod's build hash covers every file in the slot),
+slot ``b`` with any update under way into it, and the app files of the
+layout before slots (``hal.*`` and ``pod/`` at the root).
 Paths are relative: the filesystem root is the working directory on the
 board and in the emulator. On an ESP32-S3 pod the REPL is MicroPython's USB
 CDC, which ignores the baud rate.
@@ -16,11 +20,16 @@ import base64
 import time
 from collections.abc import Callable
 
-from .bundle import APP_DIR, Bundle
+from .bundle import APP_DIR, FIRST_SLOT, SLOTS, Bundle
+from .updatekey import POD_FILE as KEY_FILE
 from .errors import NoAnswer, PortBusy, UploadFailed
 
 CHUNK = 2048  # raw bytes per exec: base64 grows it to 2732, well within an ESP32's heap
-_ROOT_APP = ("boot.py", "main.py", "hal.py", "hal.mpy")
+_OLD_ROOT_APP = ("hal.py", "hal.mpy")  # the app's root files before slots
+STATE_FILE = "slots.json"
+PENDING_FILE = "update.man"  # an update under way (firmware/pod/update.py)
+# slots.json of a freshly flashed pod: slot a active, confirmed, no boots counted
+FIRST_STATE = b'{"active": "%s", "trial": 0, "tried": 0, "fails": 0, "safe": 0, "back": 0}' % FIRST_SLOT.encode()
 
 Progress = Callable[[str, int, int], None]
 
@@ -110,11 +119,14 @@ def _write(t, path: str, data: bytes, progress: Progress | None, done: int, tota
 
 
 def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes], *,
-           progress: Progress | None = None, timeout_s: float = 20.0, reset: bool = True) -> tuple[str, int]:
-    """Write the app and pod.json, remove stale app files, then hard-reset.
+           key_for: Callable[[str], bytes] | None = None, progress: Progress | None = None,
+           timeout_s: float = 20.0, reset: bool = True) -> tuple[str, int]:
+    """Write the app, pod.json and the update key, make slot a active, remove stale files, then hard-reset.
 
     ``pod_json_for(mac)`` makes pod.json once the board's MAC (its
-    ``machine.unique_id()``) is known. Returns (MAC, bytes of files uploaded).
+    ``machine.unique_id()``) is known; ``key_for(mac)`` then gives the pod's
+    update key (32 bytes; None: the board keeps the key it has). Returns
+    (MAC, bytes of files uploaded).
     """
     t = _transport(port, timeout_s)
     try:
@@ -122,20 +134,19 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes], *,
                     "read unique_id").decode().strip()
         mac = ":".join(uid[i:i + 2] for i in range(0, len(uid), 2))
         pod_json = pod_json_for(mac)
-        _exec(t, f"import os\ntry:\n os.mkdir({APP_DIR!r})\nexcept OSError:\n pass", "mkdir pod")
-        total = bundle.size + len(pod_json)
+        key = key_for(mac) if key_for is not None else None
+        for d in (FIRST_SLOT, f"{FIRST_SLOT}/{APP_DIR}"):
+            _exec(t, f"import os\ntry:\n os.mkdir({d!r})\nexcept OSError:\n pass", f"mkdir {d}")
+        extra = [("pod.json", pod_json)] + ([(KEY_FILE, key)] if key is not None else [])
+        total = bundle.size + sum(len(data) for _, data in extra) + len(FIRST_STATE)
         done = 0
         for f in bundle.files:
             done = _write(t, f.path, f.data, progress, done, total)
-        done = _write(t, "pod.json", pod_json, progress, done, total)
-        # what an older build left behind would change the pod's build hash
-        listing = _exec(t, f"import os\nprint([e[0] for e in os.ilistdir({APP_DIR!r}) if e[1]==0x8000])",
-                        "list pod/").decode()
-        present = {f"{APP_DIR}/{n}" for n in _literal(listing)}
-        root = _exec(t, "import os\nprint([e[0] for e in os.ilistdir() if e[1]==0x8000])", "list /").decode()
-        present |= {n for n in _literal(root) if n in _ROOT_APP}
-        for stale in sorted(present - bundle.paths):
-            _exec(t, f"import os\nos.remove({stale!r})", f"{stale}: remove")
+        for path, data in extra + [(STATE_FILE, FIRST_STATE)]:
+            done = _write(t, path, data, progress, done, total)
+        for stale in _stale(t, bundle):
+            _exec(t, f"import os\ntry:\n os.remove({stale!r})\nexcept OSError:\n os.rmdir({stale!r})",
+                  f"{stale}: remove")
         if reset:
             t.exec_raw_no_follow("import machine\nmachine.reset()")
         return mac, done
@@ -146,11 +157,42 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes], *,
             pass
 
 
-def _literal(text: str) -> list[str]:
+def _listing(t, path: str) -> tuple[list[str], list[str]] | None:
+    """(files, directories) in a directory on the board; None if it is absent."""
+    arg = repr(path) if path else ""  # the root: ilistdir() lists the working directory
+    out = _exec(t, f"import os\ntry:\n print([(e[0],e[1]) for e in os.ilistdir({arg})])\n"
+                   "except OSError:\n print('None')", f"list {path or '/'}").decode()
+    if out.strip() == "None":
+        return None
+    entries = _literal(out)
+    return ([n for n, kind in entries if kind == 0x8000], [n for n, kind in entries if kind == 0x4000])
+
+
+def _stale(t, bundle: Bundle) -> list[str]:
+    """What the new layout does not hold, files before their directories."""
+    stale: list[str] = []
+    root_files, _ = _listing(t, "") or ([], [])
+    stale += [n for n in root_files if n in _OLD_ROOT_APP or n == PENDING_FILE]
+    for top in (*SLOTS, APP_DIR):
+        listing = _listing(t, top)
+        if listing is None:
+            continue
+        files, dirs = listing
+        stale += [f"{top}/{n}" for n in files]
+        for d in dirs:
+            inner, _ = _listing(t, f"{top}/{d}") or ([], [])
+            stale += [f"{top}/{d}/{n}" for n in inner]
+            stale.append(f"{top}/{d}")
+        stale.append(top)
+    keep = bundle.paths | {FIRST_SLOT, f"{FIRST_SLOT}/{APP_DIR}"}
+    return [p for p in stale if p not in keep]
+
+
+def _literal(text: str) -> list[tuple[str, int]]:
     import ast
 
     try:
         value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
+        return [(str(name), int(kind)) for name, kind in value]
+    except (ValueError, SyntaxError, TypeError):
         raise UploadFailed(f"unexpected listing from the board: {text.strip()[:80]!r}", step="upload") from None
-    return [str(v) for v in value]

@@ -1,8 +1,9 @@
-# The build hash HELLO carries (pod/build.py), over an app larger than the heap.
+# The build hash HELLO carries (pod/build.py): the active slot's files, over an app larger than the heap.
 import hashlib
 import os
 import struct
 
+import hal
 from pod import build
 
 _BIG = 3 * 1024 * 1024  # larger than this interpreter's whole heap (2 MB)
@@ -20,15 +21,15 @@ def _write(path, size, seed):
             left -= n
 
 
-def _reference(names):
-    # docs/flashing.md: per file, sorted by name: path, 0x00, length u32 LE, bytes
+def _reference(slot, names):
+    # docs/flashing.md: per file, sorted by its path in the slot: path, 0x00, length u32 LE, bytes
     h = hashlib.sha256()
     buf = bytearray(4096)
     for name in names:
-        size = os.stat(name)[6]
+        size = os.stat(slot + "/" + name)[6]
         h.update(name.encode())
         h.update(struct.pack("<BI", 0, size))
-        with open(name, "rb") as f:
+        with open(slot + "/" + name, "rb") as f:
             while True:
                 n = f.readinto(buf)
                 if not n:
@@ -37,27 +38,40 @@ def _reference(names):
     return struct.unpack("<I", h.digest()[:4])[0]
 
 
+def _mkdirs(*names):
+    for name in names:
+        try:
+            os.mkdir(name)
+        except OSError:
+            pass
+
+
+def _clean(paths):
+    for name in paths:
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+
+
 def test_build_hash_reads_each_file_in_pieces():
     # a file the heap cannot hold in one block: hashed piece by piece, as defined
-    made = ["boot.py", "main.py", "pod/big.mpy", "pod/small.mpy"]
+    made = ["hal.mpy", "pod/big.mpy", "pod/small.mpy"]
+    _mkdirs("b", "b/pod")
     try:
-        os.mkdir("pod")
-    except OSError:
-        pass
-    try:
-        _write("boot.py", 100, 1)
-        _write("main.py", 200, 2)
-        _write("pod/big.mpy", _BIG, 3)
-        _write("pod/small.mpy", 7, 4)
-        assert build.app_files() == sorted(made)
-        assert build.compute() == _reference(sorted(made))
+        hal.write_file("slots.json", b'{"active": "b"}')
+        _write("boot.py", 100, 1)  # outside the slot: not part of the build
+        _write("b/hal.mpy", 200, 2)
+        _write("b/pod/big.mpy", _BIG, 3)
+        _write("b/pod/small.mpy", 7, 4)
+        assert build.app_files("b") == sorted(made)
+        assert build.compute() == _reference("b", sorted(made))
+        before = build.compute()
+        _write("boot.py", 101, 1)
+        assert build.compute() == before
     finally:
-        for name in made:
-            try:
-                os.remove(name)
-            except OSError:
-                pass
+        _clean(["b/" + n for n in made] + ["boot.py", "slots.json"])
 
 
-def test_no_app_files_means_unknown():
+def test_no_slots_means_unknown():
     assert build.compute() == 0  # firmware/ run straight from the repository
