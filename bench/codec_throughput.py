@@ -37,7 +37,7 @@ def host() -> None:
 def firmware() -> None:
     mpy = shutil.which("micropython", path=str(Path(sys.executable).parent)) or shutil.which("micropython")
     script = Path(__file__).with_name("codec_throughput_mpy.py")
-    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:.frozen")
+    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:{FIRMWARE.parent / 'tests' / 'firmware'}:.frozen")
     out = subprocess.run([mpy, str(script)], env=env, capture_output=True, text=True, timeout=120)
     print(out.stdout.strip() or out.stderr.strip())
 

@@ -2,6 +2,7 @@
 import time
 
 from pod import framing, wire
+import peer_wire  # the host's side of the codec (generated)
 
 CH = 8
 N = 10
@@ -13,7 +14,7 @@ got = [0]
 
 
 def on_frame(type_, seq, frame, end):
-    wire.unpack_eeg_batch(frame, wire.HEADER_SIZE, end)
+    peer_wire.unpack_eeg_batch(frame, wire.HEADER_SIZE, end)
     got[0] += 1
 
 
@@ -21,7 +22,7 @@ dec = framing.Decoder(on_frame)
 frames = 2000
 t0 = time.ticks_us()
 for k in range(frames):
-    end = wire.pack_eeg_batch(enc.body, wire.HEADER_SIZE, k * N, k, CH, 0, samples)
+    end = wire.pack_eeg_batch(enc.body, wire.HEADER_SIZE, k * N, 0, k, CH, 0, samples)
     enc.encode(wire.T_EEG_BATCH, k, end)
 t1 = time.ticks_us()
 out = bytes(enc.encode(wire.T_EEG_BATCH, 1, end))

@@ -181,7 +181,7 @@ def main() -> int:
     args = ap.parse_args()
     from hypnolum.emulator import image
 
-    mpath = image.build() + [str(ROOT / "bench" / "mpy"), ".frozen"]
+    mpath = image.build() + [str(ROOT / "bench" / "mpy"), str(ROOT / "tests" / "firmware"), ".frozen"]
     script = ROOT / "bench" / "mpy" / "pod_cpu_paths.py"
     q = "1" if args.quick else "0"
     with tempfile.TemporaryDirectory(prefix="pod-cpu-") as tmp:

@@ -68,9 +68,9 @@ def _dark():
         cfg = json.loads(hal.read_file("pod.json"))
         n = cfg.get("led_count", _MAX_LEDS)
         kind = cfg.get("led_type", "ws2812")
-        hal.Leds(n, cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else "GRB"), kind).write(bytearray(n * 3))
+        hal.dark(n, cfg.get("led_order", "GRBW" if kind == "sk6812_rgbw" else "GRB"), kind)
     except Exception:  # noqa: no or broken pod.json: the board's own LED type
-        hal.Leds(_MAX_LEDS).write(bytearray(_MAX_LEDS * 3))
+        hal.dark(_MAX_LEDS)
 
 
 def _count(st):
@@ -95,3 +95,6 @@ if _st is not None:
         print("hypnolum: slots.json not written:", repr(e))
 if not hal.safe_mode():
     hal.Watchdog(10000)  # start-up budget; the app re-arms it with pod.json's watchdog_ms
+# boot.py's names stay in the interpreter's globals for as long as the pod runs:
+# what only the boot needed goes, so its code is not kept in the heap
+del _read_state, _choose, _dark, _count, _st

@@ -95,6 +95,34 @@ _TIMER_MIN_US = const(50)  # nearer than this: no alarm, at once
 _LATE_START_US = const(100)  # a timed LED frame handed over later than this after its instant is late
 
 
+def _led_spi(k, wire_size):
+    """(the LED SPI bus, one-wire?, bytes a frame takes on it) for LED kind k."""
+    pin = machine.Pin
+    if k == ledwire.KIND_APA102:
+        # miso=None: left out, SPI(1) would claim its IO MUX MISO pin (GPIO 13) as well
+        spi = machine.SPI(_LED_SPI, baudrate=_LED_SPI_BAUD, sck=pin(_LED_SPI_SCK), mosi=pin(_LED_SPI_MOSI), miso=None)
+        return spi, False, wire_size
+    # data only: no clock pin (sck=None), the line idles low between frames (the latch)
+    spi = machine.SPI(_LED_SPI, baudrate=ledwire.SPI_ONEWIRE_BAUD, sck=None, mosi=machine.Pin(_LED_PIN), miso=None)
+    return spi, True, ledwire.spi_onewire_size(wire_size)
+
+
+def dark(count, order="GRB", kind="ws2812"):
+    """Drive count LEDs dark once and keep nothing: no writer thread, no timer, the
+    SPI bus released (boot.py, before the app makes its Leds). The write waits
+    for the transfer (machine_hw_spi.c:378-392)."""
+    k, idx, wire = ledwire.setup(count, order, kind)
+    spi, onewire, n = _led_spi(k, len(wire))
+    ledwire.encode(k, wire, bytearray(count * 3), count * 3, idx)
+    if onewire:
+        buf = bytearray(n)
+        ledwire.spread_onewire(buf, wire, len(wire))
+    else:
+        buf = wire
+    spi.write(buf)
+    spi.deinit()
+
+
 class Leds:
     """The LED array: count LEDs, wire colour order, LED type.
 
@@ -133,19 +161,7 @@ class Leds:
         self.order = order
         self.kind = kind
         self._k, self._idx, self.wire = ledwire.setup(count, order, kind)
-        n = len(self.wire)
-        pin = machine.Pin
-        if self._k == ledwire.KIND_APA102:
-            # miso=None: left out, SPI(1) would claim its IO MUX MISO pin (GPIO 13) as well
-            self._spi = machine.SPI(_LED_SPI, baudrate=_LED_SPI_BAUD, sck=pin(_LED_SPI_SCK), mosi=pin(_LED_SPI_MOSI),
-                                    miso=None)
-            self._onewire = False
-        else:
-            # data only: no clock pin (sck=None), the line idles low between frames (the latch)
-            self._spi = machine.SPI(_LED_SPI, baudrate=ledwire.SPI_ONEWIRE_BAUD, sck=None, mosi=pin(_LED_PIN),
-                                    miso=None)
-            n = ledwire.spi_onewire_size(n)
-            self._onewire = True
+        self._spi, self._onewire, n = _led_spi(self._k, len(self.wire))
         self._bufs = (bytearray(n), bytearray(n))
         self._next = 0  # the buffer the writer thread sends next
         self._sending = -1  # the buffer on the wire, -1: none

@@ -355,6 +355,11 @@ MESSAGES = (
 # recorded for it in protocol/known_schemas.json.
 CORE = frozenset({"hello", "connect", "ack", "nack"})
 
+# What the pod sends; the host sends every other message. The pod's codec holds
+# pack_ for these and unpack_ for the rest (protocol/gen_firmware.py).
+POD_SENDS = frozenset({"hello", "status", "pong", "eeg_batch", "eeg_bands", "power", "leds", "scene_shown", "ack",
+                       "nack", "log"})
+
 # Commands the pod must answer with ACK or NACK.
 COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe"})
 

@@ -17,6 +17,7 @@ import sys
 
 import hal
 from pod import config, framing, link, render, wire
+import peer_wire  # the host's side of the codec (generated)
 
 _T0 = hal.TICKS_PERIOD - 1500  # every sequence crosses the tick wrap
 T0_US = hal.TICKS_PERIOD - 1500000  # ... on ticks_us too
@@ -92,7 +93,7 @@ def run_seq(cfg, n, seq):
     answers = []
 
     def on(type_, s, frame, end):
-        f = wire.UNPACK[type_](frame, wire.HEADER_SIZE, end)
+        f = peer_wire.UNPACK[type_](frame, wire.HEADER_SIZE, end)
         answers.append([type_, f[0], f[1] if type_ == wire.T_NACK else 0])
 
     framing.Decoder(on).feed(w.out, len(w.out))

@@ -164,7 +164,7 @@ class Pod:
 
     def __init__(self):
         env = dict(os.environ, MICROPYPATH=os.pathsep.join(
-            [str(ROOT / "emulator" / "mpy"), str(ROOT / "firmware"), ".frozen"]))
+            [str(ROOT / "emulator" / "mpy"), str(ROOT / "firmware"), str(ROOT / "tests" / "firmware"), ".frozen"]))
         exe = Path(sys.executable).parent / "micropython"
         self.proc = subprocess.Popen([str(exe), "-X", "heapsize=8M", str(DRIVER)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, text=True, cwd=str(ROOT))

@@ -46,6 +46,8 @@ def test_bad_vectors_rejected_with_reason(bad):
 
 def test_generated_firmware_codec_is_fresh():
     assert gen_firmware.TARGET.read_text() == gen_firmware.render(), "firmware/pod/wire.py is stale: run `make codec`"
+    assert gen_firmware.PEER_TARGET.read_text() == gen_firmware.render_peer(), \
+        "tests/firmware/peer_wire.py is stale: run `make codec`"
 
 
 def test_vectors_file_is_fresh():

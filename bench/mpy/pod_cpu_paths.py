@@ -27,6 +27,7 @@ hal.ticks_add = time.ticks_add
 
 from pod import alpha, bands, config, cyton, derate, effects, framing, ledwire, link, render, ring, status, \
     usbcdc, wire
+import peer_wire  # the host's side of the codec (generated, tests/firmware)
 from pod.mem import copy as _copy
 from frametime import best_of, scene, settle  # shared with bench/light_frame.py
 from frametime import timed as _timed  # shared with preview_paths.py
@@ -235,10 +236,10 @@ def rx():
     task.send(None)  # started: nothing to read yet, waiting
     now_us = hal.ticks_us()
     kinds = (
-        ("rx_ping", wire.T_PING, lambda b, o, i: wire.pack_ping(b, o, i, 123456789012 + i)),
-        ("rx_group_value", wire.T_GROUP_VALUE, lambda b, o, i: wire.pack_group_value(b, o, 1, (i * 997) & 0xFFFF)),
-        ("rx_frame_phase", wire.T_FRAME_PHASE, lambda b, o, i: wire.pack_frame_phase(b, o, now_us + i * 16667, 16667)),
-        ("rx_scene_at", wire.T_SCENE_AT, lambda b, o, i: wire.pack_scene_at(
+        ("rx_ping", wire.T_PING, lambda b, o, i: peer_wire.pack_ping(b, o, i, 123456789012 + i)),
+        ("rx_group_value", wire.T_GROUP_VALUE, lambda b, o, i: peer_wire.pack_group_value(b, o, 1, (i * 997) & 0xFFFF)),
+        ("rx_frame_phase", wire.T_FRAME_PHASE, lambda b, o, i: peer_wire.pack_frame_phase(b, o, now_us + i * 16667, 16667)),
+        ("rx_scene_at", wire.T_SCENE_AT, lambda b, o, i: peer_wire.pack_scene_at(
             b, o, now_us + 500000, (wire.EFFECT_AURORA, wire.EFFECT_CANDLE)[i & 1], 200, (255, 160, 80), 1000, 4000,
             wire.PALETTE_AURORA, 0, ())),
     )

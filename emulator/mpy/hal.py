@@ -125,6 +125,11 @@ class _Datagrams:
         except OSError:  # EAGAIN (receiver behind) or ECONNREFUSED (receiver gone)
             self.dropped += 1
 
+    def close(self):
+        if self._s is not None:
+            self._s.close()
+            self._s = None
+
 
 _sys = None
 
@@ -135,6 +140,24 @@ def _sys_sock():
         _sys = _Datagrams("sys.sock")
     return _sys
 
+
+
+def _led_datagram(out, buf, frame_no, count, lit_us):
+    # buf: the header's room, then the frame's sRGB bytes; lit lit_us after now
+    c = emutime.clock
+    struct.pack_into(_LED_HDR, buf, 0, b"LED3", c.ms, frame_no, count)
+    emutime.put_host_us(buf, _LED_SHOWN, lit_us)
+    emutime.put_host_us(buf, _LED_WRITTEN, 0)
+    out.send(buf)
+
+
+def dark(count, order="GRB", kind="ws2812"):
+    # as the board's: one dark frame, nothing kept (the datagram socket is closed)
+    ledwire.setup(count, order, kind)  # the same refusals as the board's
+    emutime.clock.advance()
+    out = _Datagrams("leds.sock")
+    _led_datagram(out, bytearray(_LED_HDR_SIZE + count * 3), 0, count, 0)
+    out.close()
 
 
 class Leds:
@@ -225,11 +248,7 @@ class Leds:
         b = self._back
         self._ends[b] = end
         self._back = b ^ 1
-        buf = self._buf
-        struct.pack_into(_LED_HDR, buf, 0, b"LED3", c.ms, self.frames, self.count)
-        emutime.put_host_us(buf, _LED_SHOWN, lit_us)
-        emutime.put_host_us(buf, _LED_WRITTEN, 0)
-        self._out.send(buf)
+        _led_datagram(self._out, self._buf, self.frames, self.count, lit_us)
         self.frames += 1
 
     @property

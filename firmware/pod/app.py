@@ -14,7 +14,7 @@ import struct
 import hal
 from micropython import const
 
-from pod import alpha, bands, config, cyton, derate, link, preview, render, ring, safemode, status, update, wire
+from pod import alpha, bands, config, cyton, derate, link, preview, render, ring, safemode, slots, status, wire
 
 _RESET_DELAY_MS = const(200)  # let the LOG frame leave before resetting
 
@@ -24,9 +24,9 @@ def _boot_id():
 
 
 class Pod:
-    def __init__(self, cfg, store):
+    def __init__(self, cfg, slots_):
         self.cfg = cfg
-        self.store = store  # the update store (pod/update.py)
+        self.slots = slots_  # the A/B slots (pod/slots.py); .store() is the update store
         self.leds = hal.Leds(cfg.led_count, cfg.led_order, cfg.led_type)
         self.renderer = render.Renderer(self.leds, cfg.render_fps, cfg)
         self.renderer.render(hal.ticks_ms())  # dark at once
@@ -80,10 +80,10 @@ class Pod:
             lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
         if alpha_error:
             lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
-        _say_update_state(lk, self.store)
+        _say_update_state(lk, self.slots)
         wdt = hal.Watchdog(cfg.watchdog_ms)
         await asyncio.gather(
-            self._guard("update", self.store.supervise(_rollback_log(lk))),
+            self._guard("update", self.slots.supervise(_rollback_log(lk))),
             self._guard("link rx", lk.rx_task()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
@@ -99,10 +99,10 @@ def _refuse_scene(*_scene):
     return wire.NACK_REASON_UNAVAILABLE  # safe mode for updates: the LEDs stay dark
 
 
-def _say_update_state(lk, store):
-    if store.rolled_back:
+def _say_update_state(lk, sl):
+    if sl.rolled_back:
         lk.send_log(wire.LOG_LEVEL_WARNING, "update: the build on trial was not confirmed; rolled back")
-    if store.trial:
+    if sl.trial:
         lk.send_log(wire.LOG_LEVEL_INFO, "update: build on trial, awaiting confirmation")
 
 
@@ -122,9 +122,9 @@ class UpdatesOnly(Pod):
     """Safe mode for updates, after boots in a row that never ran: LEDs dark, no
     headset, no renderer; the link and the update store only."""
 
-    def __init__(self, cfg, store):
+    def __init__(self, cfg, slots_):
         self.cfg = cfg
-        self.store = store
+        self.slots = slots_
         self.link = None
 
     async def run(self):
@@ -136,11 +136,11 @@ class UpdatesOnly(Pod):
         lk.register(wire.T_SAFE_MODE, self.safe_mode.request)
         lk.send_hello()
         lk.send_log(wire.LOG_LEVEL_ERROR, "safe mode for updates: %d boots in a row did not run"
-                    % self.store.failed_boots)
-        _say_update_state(lk, self.store)
+                    % self.slots.failed_boots)
+        _say_update_state(lk, self.slots)
         wdt = hal.Watchdog(cfg.watchdog_ms)
         await asyncio.gather(
-            self._guard("update", self.store.supervise(_rollback_log(lk))),
+            self._guard("update", self.slots.supervise(_rollback_log(lk))),
             self._guard("link rx", lk.rx_task()),
             self._guard("watchdog", _feed(wdt)),
         )
@@ -152,5 +152,5 @@ def main():
     # A full heap still collects at once, whoever allocates.
     gc.collect()
     gc.threshold(-1)
-    store = update.Store(update.load_key())
-    asyncio.run((UpdatesOnly if store.safe else Pod)(config.load(), store).run())
+    sl = slots.Slots()
+    asyncio.run((UpdatesOnly if sl.safe else Pod)(config.load(), sl).run())

@@ -6,7 +6,7 @@ partial, stale or tampered upload is caught at verify time; an update's
 manifest carries it too (docs/update.md).
 
 Definition (docs/flashing.md): SHA-256 over the files of the active slot
-(slots.json, pod/update.py) sorted by their path inside the slot; for each,
+(slots.json, pod/slots.py) sorted by their path inside the slot; for each,
 that path (UTF-8), a 0x00 byte, its length (u32 LE), its bytes. The build
 hash is the digest's first 4 bytes as a u32 LE. The slot holds hal.mpy (or
 hal.py) and pod/; boot.py, main.py (never updated), pod.json (the
@@ -21,7 +21,7 @@ import struct
 
 import hal
 
-from pod import update
+from pod import slots
 
 _CHUNK = 512  # bytes read at a time: no heap block as large as a file (the largest is ~12 KB)
 
@@ -38,7 +38,7 @@ def app_files(slot):
 
 
 def compute():
-    st = update.read_state()
+    st = slots.read_state()
     if st is None:
         return 0
     slot = st["active"]

@@ -26,25 +26,21 @@ import hal
 from micropython import const
 
 from pod import framing
+from pod.slots import E_IO, E_STATE, OK, SLOTS, STATE, TRIAL_MS, Slots, other, read_state, write_state  # noqa: F401
 from pod.mem import copy as _copy
 
-OK = const(0)
 E_AUTH = const(1)  # the tag is not the manifest's HMAC under this pod's key
 E_MANIFEST = const(2)  # not a manifest (docs/update.md "The manifest")
 E_PATH = const(3)  # a path outside the slot, or twice, or a file where a directory is
 E_SPACE = const(4)  # the files do not fit in the free space
-E_STATE = const(5)  # not now: no update begun, a build on trial, nothing to confirm, no slots
 E_CRC = const(6)  # the chunk's CRC-32 does not match its bytes
 E_RANGE = const(7)  # the chunk is outside the bundle, off a block boundary or too long
 E_INCOMPLETE = const(8)  # commit before every byte arrived
 E_HASH = const(9)  # a file's sha256 differs: it is written again (its bytes count as missing)
-E_IO = const(10)  # the filesystem refused
 E_NO_KEY = const(11)  # no update key was provisioned (update.key)
 
-STATE = "slots.json"
 KEY_FILE = "update.key"
 PENDING = "update.man"  # slot letter, tag, manifest of the update under way
-SLOTS = ("a", "b")
 KEY_SIZE = const(32)
 BLOCK = const(64)  # chunks start on a multiple of this; their length is one too, or they end the bundle
 MAX_CHUNK = const(1024)
@@ -57,30 +53,7 @@ _HEAD = const(11)  # magic 4s, version u8, build hash u32, file count u16
 _ENTRY = const(36)  # after the path: size u32, sha256 32 bytes
 _FS_BLOCK = const(4096)  # littlefs block on an ESP32 (ports/esp32/esp32_partition.c:42)
 _RESERVE = const(8 * 4096)  # kept free: slots.json, pod.json, littlefs metadata
-RUNNING_MS = const(20000)  # up this long: the boot counts as running (boot-loop detection)
-TRIAL_MS = const(30000)  # default time for the host to confirm a new build
-_TICK_MS = const(500)
 _READ = const(512)
-
-
-def other(slot):
-    return "b" if slot == "a" else "a"
-
-
-def read_state():
-    """slots.json as a dict, or None: no slots (firmware run from the repository) or unreadable."""
-    data = hal.read_file(STATE)
-    if data is None:
-        return None
-    try:
-        st = json.loads(data)
-    except ValueError:
-        return None
-    return st if isinstance(st, dict) and st.get("active") in SLOTS else None
-
-
-def write_state(st):
-    hal.write_file(STATE, json.dumps(st))
 
 
 def load_key():
@@ -187,18 +160,13 @@ def _wipe(slot):
         hal.remove(slot + "/" + name)
 
 
-class Store:
-    """The pod's side of an update (docs/update.md). key: the update key, or None."""
+class Store(Slots):
+    """The pod's side of an update (docs/update.md). key: the update key, or None.
+    What the app needs at boot (the slots' state, confirm, supervise) is Slots'."""
 
     def __init__(self, key):
+        Slots.__init__(self)
         self._key = key
-        self.state = read_state()
-        st = self.state or {}
-        self.active = st.get("active")  # None: no slots
-        self.trial = bool(st.get("trial"))  # this build awaits the host's confirmation
-        self.safe = bool(st.get("safe"))  # safe mode for updates: only the link and this store run
-        self.rolled_back = bool(st.get("back"))  # this boot rolled a build on trial back
-        self.failed_boots = max(0, st.get("fails", 1) - 1)  # boots before this one that did not reach running
         self.build = 0  # the build hash of the update under way
         self._slot = None
         self._bits = None  # one bit per BLOCK received
@@ -440,51 +408,3 @@ class Store:
             for name in hal.list_dir(slot + "/" + d):
                 if slot + "/" + d + name not in self._paths:
                     hal.remove(slot + "/" + d + name)
-
-    def confirm(self):
-        """The host confirmed the build on trial: it stays."""
-        if not self.trial:
-            return E_STATE
-        st = dict(self.state)
-        st["trial"] = 0
-        st["tried"] = 0
-        try:
-            write_state(st)
-        except OSError:
-            return E_IO
-        self.state = st
-        self.trial = False
-        return OK
-
-    # ------------------------------------------------------------ running, rollback
-    def _running(self):
-        # up RUNNING_MS: this boot is no boot-loop boot
-        st = read_state()
-        if st is not None and st.get("fails"):
-            st["fails"] = 0
-            write_state(st)
-            if self.state is not None:
-                self.state["fails"] = 0
-
-    async def supervise(self, on_rollback=None):
-        """Count this boot as running after RUNNING_MS; with a build on trial that the host
-        has not confirmed within its time (slots.json "wait", TRIAL_MS by default), call
-        on_rollback() and reset: boot.py then boots the previous slot."""
-        if self.state is None:
-            return
-        start = hal.ticks_ms()
-        wait = self.state.get("wait", TRIAL_MS)
-        running = False
-        while True:
-            await asyncio.sleep_ms(_TICK_MS)
-            age = hal.ticks_diff(hal.ticks_ms(), start)
-            if not running and age >= RUNNING_MS:
-                running = True
-                self._running()
-            if self.trial and age >= wait:
-                if on_rollback is not None:
-                    on_rollback()
-                await asyncio.sleep_ms(200)  # let a LOG leave
-                hal.reset()
-            if running and not self.trial:
-                return

@@ -240,24 +240,78 @@ def pack_hello(buf, off, pod_id, fw_version, protocol_version, fingerprint, buil
     return off
 
 
-def unpack_hello(buf, off, end):
-    pod_id, off = _unpack_str(buf, off, end, 'B')
-    fw_version, off = _unpack_str(buf, off, end, 'B')
-    if off + 18 > end:
-        raise ValueError('hello: short payload')
-    protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz = struct.unpack_from('<BIIIHBH', buf, off)
-    off += 18
-    table = memoryview(buf)[off:end]
-    off = end
-    if off != end:
-        raise ValueError('hello: trailing bytes')
-    return (pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz, table,)
+def pack_status(buf, off, uptime_ms, uptime_ms_hi, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness):
+    struct.pack_into('<HHIIIIIIIIIIBB', buf, off, uptime_ms & 0xFFFF, ((uptime_ms >> 16) & 0x3FFF) | (uptime_ms_hi << 14), ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness)
+    off += 46
+    return off
 
 
-def pack_connect(buf, off, protocol_version, fingerprint, host_id):
-    struct.pack_into('<BI', buf, off, protocol_version, fingerprint)
-    off += 5
-    off = _pack_str(buf, off, host_id, 'B')
+def pack_pong(buf, off, nonce, host_time_us, pod_rx_us, pod_tx_us):
+    struct.pack_into('<IQII', buf, off, nonce, host_time_us, pod_rx_us, pod_tx_us)
+    off += 20
+    return off
+
+
+def pack_eeg_batch(buf, off, first_seq, first_seq_hi, ticks_ms, channels, flags, samples):
+    struct.pack_into('<HHIBB', buf, off, first_seq & 0xFFFF, ((first_seq >> 16) & 0x3FFF) | (first_seq_hi << 14), ticks_ms, channels, flags)
+    off += 10
+    if isinstance(samples, int):
+        off += samples
+    else:
+        off = _pack_bytes(buf, off, samples)
+    return off
+
+
+def pack_eeg_bands(buf, off, last_seq, last_seq_hi, ticks_ms, channels, window_ms, railed, near_railed, powers):
+    struct.pack_into('<HHIBHHH', buf, off, last_seq & 0xFFFF, ((last_seq >> 16) & 0x3FFF) | (last_seq_hi << 14), ticks_ms, channels, window_ms, railed, near_railed)
+    off += 15
+    off = _pack_list(buf, off, powers, 'B', 'f', 80)
+    return off
+
+
+def pack_power(buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags):
+    struct.pack_into('<hHHHB', buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags)
+    off += 9
+    return off
+
+
+def pack_leds(buf, off, led_count, segments, rgb):
+    struct.pack_into('<HB', buf, off, led_count, segments)
+    off += 3
+    if isinstance(rgb, int):
+        off += rgb
+    else:
+        off = _pack_bytes(buf, off, rgb)
+    return off
+
+
+def pack_scene_shown(buf, off, source, state, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+    struct.pack_into('<BBBBBBBHHBB', buf, off, source, state, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
+    off += 13
+    off = _pack_list(buf, off, params, 'B', 'h', 8)
+    return off
+
+
+def pack_ack(buf, off, ack_seq):
+    struct.pack_into('<H', buf, off, ack_seq)
+    off += 2
+    return off
+
+
+def pack_nack(buf, off, ack_seq, reason, detail):
+    struct.pack_into('<HB', buf, off, ack_seq, reason)
+    off += 3
+    if isinstance(detail, int):
+        off += detail
+    else:
+        off = _pack_bytes(buf, off, detail)
+    return off
+
+
+def pack_log(buf, off, level, text):
+    struct.pack_into('<B', buf, off, level)
+    off += 1
+    off = _pack_str(buf, off, text, 'B')
     return off
 
 
@@ -272,153 +326,12 @@ def unpack_connect(buf, off, end):
     return (protocol_version, fingerprint, host_id,)
 
 
-def pack_status(buf, off, uptime_ms, uptime_ms_hi, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness):
-    struct.pack_into('<HHIIIIIIIIIIBB', buf, off, uptime_ms & 0xFFFF, ((uptime_ms >> 16) & 0x3FFF) | (uptime_ms_hi << 14), ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness)
-    off += 46
-    return off
-
-
-def unpack_status(buf, off, end):
-    if off + 46 > end:
-        raise ValueError('status: short payload')
-    _uptime_ms_lo, _uptime_ms_hi, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness = struct.unpack_from('<HHIIIIIIIIIIBB', buf, off)
-    off += 46
-    uptime_ms = _uptime_ms_lo | (_uptime_ms_hi & 0x3FFF) << 16  # low 30 bits
-    if off != end:
-        raise ValueError('status: trailing bytes')
-    return (uptime_ms, ticks_ms, rx_frames, rx_errors, tx_frames, eeg_samples, eeg_gaps, eeg_dropped, frames_rendered, render_overruns, mem_free, effect, brightness,)
-
-
-def pack_ping(buf, off, nonce, host_time_us):
-    struct.pack_into('<IQ', buf, off, nonce, host_time_us)
-    off += 12
-    return off
-
-
 def unpack_ping(buf, off, end):
     if off + 12 > end:
         raise ValueError('ping: short payload')
     if off + 12 != end:
         raise ValueError('ping: trailing bytes')
     return struct.unpack_from('<IQ', buf, off)
-
-
-def pack_pong(buf, off, nonce, host_time_us, pod_rx_us, pod_tx_us):
-    struct.pack_into('<IQII', buf, off, nonce, host_time_us, pod_rx_us, pod_tx_us)
-    off += 20
-    return off
-
-
-def unpack_pong(buf, off, end):
-    if off + 20 > end:
-        raise ValueError('pong: short payload')
-    if off + 20 != end:
-        raise ValueError('pong: trailing bytes')
-    return struct.unpack_from('<IQII', buf, off)
-
-
-def pack_eeg_batch(buf, off, first_seq, first_seq_hi, ticks_ms, channels, flags, samples):
-    struct.pack_into('<HHIBB', buf, off, first_seq & 0xFFFF, ((first_seq >> 16) & 0x3FFF) | (first_seq_hi << 14), ticks_ms, channels, flags)
-    off += 10
-    if isinstance(samples, int):
-        off += samples
-    else:
-        off = _pack_bytes(buf, off, samples)
-    return off
-
-
-def unpack_eeg_batch(buf, off, end):
-    if off + 10 > end:
-        raise ValueError('eeg_batch: short payload')
-    _first_seq_lo, _first_seq_hi, ticks_ms, channels, flags = struct.unpack_from('<HHIBB', buf, off)
-    off += 10
-    first_seq = _first_seq_lo | (_first_seq_hi & 0x3FFF) << 16  # low 30 bits
-    samples = memoryview(buf)[off:end]
-    off = end
-    if off != end:
-        raise ValueError('eeg_batch: trailing bytes')
-    return (first_seq, ticks_ms, channels, flags, samples,)
-
-
-def pack_eeg_bands(buf, off, last_seq, last_seq_hi, ticks_ms, channels, window_ms, railed, near_railed, powers):
-    struct.pack_into('<HHIBHHH', buf, off, last_seq & 0xFFFF, ((last_seq >> 16) & 0x3FFF) | (last_seq_hi << 14), ticks_ms, channels, window_ms, railed, near_railed)
-    off += 15
-    off = _pack_list(buf, off, powers, 'B', 'f', 80)
-    return off
-
-
-def unpack_eeg_bands(buf, off, end):
-    if off + 15 > end:
-        raise ValueError('eeg_bands: short payload')
-    _last_seq_lo, _last_seq_hi, ticks_ms, channels, window_ms, railed, near_railed = struct.unpack_from('<HHIBHHH', buf, off)
-    off += 15
-    last_seq = _last_seq_lo | (_last_seq_hi & 0x3FFF) << 16  # low 30 bits
-    powers, off = _unpack_list(buf, off, end, 'B', 'f', 80)
-    if off != end:
-        raise ValueError('eeg_bands: trailing bytes')
-    return (last_seq, ticks_ms, channels, window_ms, railed, near_railed, powers,)
-
-
-def pack_power(buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags):
-    struct.pack_into('<hHHHB', buf, off, temp_c16, vin_mv, limit_ma, full_ma, flags)
-    off += 9
-    return off
-
-
-def unpack_power(buf, off, end):
-    if off + 9 > end:
-        raise ValueError('power: short payload')
-    if off + 9 != end:
-        raise ValueError('power: trailing bytes')
-    return struct.unpack_from('<hHHHB', buf, off)
-
-
-def pack_leds(buf, off, led_count, segments, rgb):
-    struct.pack_into('<HB', buf, off, led_count, segments)
-    off += 3
-    if isinstance(rgb, int):
-        off += rgb
-    else:
-        off = _pack_bytes(buf, off, rgb)
-    return off
-
-
-def unpack_leds(buf, off, end):
-    if off + 3 > end:
-        raise ValueError('leds: short payload')
-    led_count, segments = struct.unpack_from('<HB', buf, off)
-    off += 3
-    rgb = memoryview(buf)[off:end]
-    off = end
-    if off != end:
-        raise ValueError('leds: trailing bytes')
-    return (led_count, segments, rgb,)
-
-
-def pack_scene_shown(buf, off, source, state, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
-    struct.pack_into('<BBBBBBBHHBB', buf, off, source, state, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
-    off += 13
-    off = _pack_list(buf, off, params, 'B', 'h', 8)
-    return off
-
-
-def unpack_scene_shown(buf, off, end):
-    if off + 13 > end:
-        raise ValueError('scene_shown: short payload')
-    source, state, effect, brightness, _color0, _color1, _color2, transition_ms, period_ms, palette, flags = struct.unpack_from('<BBBBBBBHHBB', buf, off)
-    off += 13
-    color = (_color0, _color1, _color2,)
-    params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
-    if off != end:
-        raise ValueError('scene_shown: trailing bytes')
-    return (source, state, effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
-
-
-def pack_scene(buf, off, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
-    struct.pack_into('<BBBBBHHBB', buf, off, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
-    off += 11
-    off = _pack_list(buf, off, params, 'B', 'h', 8)
-    return off
 
 
 def unpack_scene(buf, off, end):
@@ -433,12 +346,6 @@ def unpack_scene(buf, off, end):
     return (effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
 
 
-def pack_eeg_replay(buf, off, from_seq, from_seq_hi, count):
-    struct.pack_into('<HHH', buf, off, from_seq & 0xFFFF, ((from_seq >> 16) & 0x3FFF) | (from_seq_hi << 14), count)
-    off += 6
-    return off
-
-
 def unpack_eeg_replay(buf, off, end):
     if off + 6 > end:
         raise ValueError('eeg_replay: short payload')
@@ -450,12 +357,6 @@ def unpack_eeg_replay(buf, off, end):
     return (from_seq, count,)
 
 
-def pack_night_mode(buf, off, mode, start_min, end_min, now_min):
-    struct.pack_into('<BHHH', buf, off, mode, start_min, end_min, now_min)
-    off += 7
-    return off
-
-
 def unpack_night_mode(buf, off, end):
     if off + 7 > end:
         raise ValueError('night_mode: short payload')
@@ -464,25 +365,12 @@ def unpack_night_mode(buf, off, end):
     return struct.unpack_from('<BHHH', buf, off)
 
 
-def pack_group_value(buf, off, group_id, value):
-    struct.pack_into('<HH', buf, off, group_id, value)
-    off += 4
-    return off
-
-
 def unpack_group_value(buf, off, end):
     if off + 4 > end:
         raise ValueError('group_value: short payload')
     if off + 4 != end:
         raise ValueError('group_value: trailing bytes')
     return struct.unpack_from('<HH', buf, off)
-
-
-def pack_scene_at(buf, off, at_us, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
-    struct.pack_into('<IBBBBBHHBB', buf, off, at_us, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
-    off += 15
-    off = _pack_list(buf, off, params, 'B', 'h', 8)
-    return off
 
 
 def unpack_scene_at(buf, off, end):
@@ -498,12 +386,6 @@ def unpack_scene_at(buf, off, end):
     return (at_us, effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
 
 
-def pack_frame_phase(buf, off, anchor_us, period_us):
-    struct.pack_into('<II', buf, off, anchor_us, period_us)
-    off += 8
-    return off
-
-
 def unpack_frame_phase(buf, off, end):
     if off + 8 > end:
         raise ValueError('frame_phase: short payload')
@@ -515,12 +397,6 @@ def unpack_frame_phase(buf, off, end):
     return (anchor_us, period_us,)
 
 
-def pack_safe_mode(buf, off, confirm):
-    struct.pack_into('<H', buf, off, confirm)
-    off += 2
-    return off
-
-
 def unpack_safe_mode(buf, off, end):
     if off + 2 > end:
         raise ValueError('safe_mode: short payload')
@@ -529,69 +405,11 @@ def unpack_safe_mode(buf, off, end):
     return struct.unpack_from('<H', buf, off)
 
 
-def pack_fade_safe(buf, off):
-    return off
-
-
 def unpack_fade_safe(buf, off, end):
     if off != end:
         raise ValueError('fade_safe: trailing bytes')
     return ()
 
 
-def pack_ack(buf, off, ack_seq):
-    struct.pack_into('<H', buf, off, ack_seq)
-    off += 2
-    return off
-
-
-def unpack_ack(buf, off, end):
-    if off + 2 > end:
-        raise ValueError('ack: short payload')
-    if off + 2 != end:
-        raise ValueError('ack: trailing bytes')
-    return struct.unpack_from('<H', buf, off)
-
-
-def pack_nack(buf, off, ack_seq, reason, detail):
-    struct.pack_into('<HB', buf, off, ack_seq, reason)
-    off += 3
-    if isinstance(detail, int):
-        off += detail
-    else:
-        off = _pack_bytes(buf, off, detail)
-    return off
-
-
-def unpack_nack(buf, off, end):
-    if off + 3 > end:
-        raise ValueError('nack: short payload')
-    ack_seq, reason = struct.unpack_from('<HB', buf, off)
-    off += 3
-    detail = memoryview(buf)[off:end]
-    off = end
-    if off != end:
-        raise ValueError('nack: trailing bytes')
-    return (ack_seq, reason, detail,)
-
-
-def pack_log(buf, off, level, text):
-    struct.pack_into('<B', buf, off, level)
-    off += 1
-    off = _pack_str(buf, off, text, 'B')
-    return off
-
-
-def unpack_log(buf, off, end):
-    if off + 1 > end:
-        raise ValueError('log: short payload')
-    level, = struct.unpack_from('<B', buf, off)
-    off += 1
-    text, off = _unpack_str(buf, off, end, 'B')
-    if off != end:
-        raise ValueError('log: trailing bytes')
-    return (level, text,)
-
-
-PACK = {T_HELLO: pack_hello, T_CONNECT: pack_connect, T_STATUS: pack_status, T_PING: pack_ping, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_LEDS: pack_leds, T_SCENE_SHOWN: pack_scene_shown, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_FADE_SAFE: pack_fade_safe, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_HELLO: unpack_hello, T_CONNECT: unpack_connect, T_STATUS: unpack_status, T_PING: unpack_ping, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_LEDS: unpack_leds, T_SCENE_SHOWN: unpack_scene_shown, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+PACK = {T_HELLO: pack_hello, T_STATUS: pack_status, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_LEDS: pack_leds, T_SCENE_SHOWN: pack_scene_shown, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
+UNPACK = {T_CONNECT: unpack_connect, T_PING: unpack_ping, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe}

@@ -7,6 +7,7 @@ import struct
 
 import hal
 from pod import board, config, derate, render, wire
+import peer_wire  # the host's side of the codec (generated)
 
 _DIR = os.getenv("HYPNOLUM_POD_DIR") or "."
 NO_THERMOMETER = 1
@@ -197,7 +198,7 @@ def test_power_report_and_a_pass_allocates_little():
         logs = []
 
         def send_telemetry(self, type_, end):
-            self.sent.append(wire.unpack_power(self.body, 4, end))
+            self.sent.append(peer_wire.unpack_power(self.body, 4, end))
 
         def send_log(self, level, text):
             self.logs.append((level, text))

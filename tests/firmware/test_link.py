@@ -5,6 +5,7 @@ import asyncio
 import struct
 
 from pod import framing, link, refusal, wire
+import peer_wire  # the host's side of the codec (generated)
 
 HDR = wire.HEADER_SIZE
 
@@ -50,11 +51,11 @@ class Host:
 
     def _on(self, type_, seq, frame, end):
         # bytes fields (a NACK's detail) as bytes: a memoryview into the decoder's buffer compares to nothing
-        fields = tuple(bytes(f) if isinstance(f, memoryview) else f for f in wire.UNPACK[type_](frame, HDR, end))
+        fields = tuple(bytes(f) if isinstance(f, memoryview) else f for f in peer_wire.UNPACK[type_](frame, HDR, end))
         self.got.append((type_, seq, fields))
 
     def frame(self, type_, seq, *fields):
-        end = wire.PACK[type_](self.enc.body, HDR, *fields)
+        end = peer_wire.PACK[type_](self.enc.body, HDR, *fields)
         return bytes(self.enc.encode(type_, seq, end))
 
     def raw(self, type_, seq, payload):

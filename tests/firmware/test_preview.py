@@ -4,6 +4,7 @@ import gc
 
 import hal
 from pod import config, framing, link, preview, render, wire
+import peer_wire  # the host's side of the codec (generated)
 from test_render import FakeLeds, Port
 
 
@@ -38,7 +39,7 @@ class Reader:
         self.dec = framing.Decoder(self._on)
 
     def _on(self, type_, seq, frame, end):
-        f = wire.UNPACK[type_](frame, wire.HEADER_SIZE, end)
+        f = peer_wire.UNPACK[type_](frame, wire.HEADER_SIZE, end)
         self.got.append((type_, tuple(bytes(x) if isinstance(x, memoryview) else x for x in f)))
 
     def read(self, port):

@@ -5,6 +5,7 @@ import struct
 
 import asyncio
 from pod import framing, refusal, ring, wire
+import peer_wire  # the host's side of the codec (generated)
 
 
 class FakeLink:
@@ -18,7 +19,7 @@ class FakeLink:
 
     def send(self, type_, end):
         self.last = bytes(self.body[:end])
-        first, ticks, channels, flags, samples = wire.unpack_eeg_batch(self.body, 4, end)
+        first, ticks, channels, flags, samples = peer_wire.unpack_eeg_batch(self.body, 4, end)
         self.frames.append((type_, (first, ticks, channels, flags, bytes(samples))))  # body is reused
 
 

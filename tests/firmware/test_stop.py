@@ -6,6 +6,7 @@ import gc
 
 import hal
 from pod import config, framing, governor, link, render, wire
+import peer_wire  # the host's side of the codec (generated)
 from test_render import FakeLeds, Port, run_for
 
 GLOW = bytes(render.SAFE_COLOR[i] * 28 // 255 for i in range(3))
@@ -32,11 +33,11 @@ class Host:
         self.seq = 100
 
     def _on(self, type_, seq, frame, end):
-        self.got.append((type_, wire.UNPACK[type_](frame, wire.HEADER_SIZE, end)))
+        self.got.append((type_, peer_wire.UNPACK[type_](frame, wire.HEADER_SIZE, end)))
 
     def send(self, lk, type_, *fields):
         self.seq += 1
-        end = wire.PACK[type_](self.enc.body, wire.HEADER_SIZE, *fields)
+        end = peer_wire.PACK[type_](self.enc.body, wire.HEADER_SIZE, *fields)
         data = self.enc.encode(type_, self.seq, end)
         lk._dec.feed(data, len(data))
 

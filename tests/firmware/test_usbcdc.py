@@ -7,6 +7,7 @@ import gc
 import micropython
 
 from pod import framing, link, usbcdc, wire
+import peer_wire  # the host's side of the codec (generated)
 from pod.mem import copy
 
 HDR = wire.HEADER_SIZE
@@ -221,7 +222,7 @@ async def test_backlog_drops_telemetry_answers_commands_and_resumes():
     assert lk.backlogged() and port.tx_free() >= 1030  # an answer still fits
     assert grown == 0  # bounded: nothing queued outside the ring
     ping = framing.Encoder()
-    e = wire.pack_ping(ping.body, HDR, 77, 123)
+    e = peer_wire.pack_ping(ping.body, HDR, 77, 123)
     f = bytes(ping.encode(wire.T_PING, 5, e))
     usb.host_send(f, len(f))
     await asyncio.sleep_ms(0)

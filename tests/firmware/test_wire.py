@@ -6,6 +6,7 @@ import json
 import os
 
 from pod import framing, wire
+import peer_wire  # the host's side of the codec (generated)
 
 _SPLIT = {"first_seq", "last_seq", "from_seq", "uptime_ms"}  # protocol/gen_firmware.py SPLIT32
 
@@ -15,14 +16,29 @@ def _vectors():
         return json.load(f)
 
 
+def _both(a, b):
+    d = dict(a)
+    d.update(b)
+    return d
+
+
+def test_the_pod_packs_what_it_sends_and_unpacks_the_rest():
+    for t in wire.NAMES:
+        assert (t in wire.PACK) != (t in wire.UNPACK), wire.NAMES[t]
+        assert (t in peer_wire.PACK) == (t in wire.UNPACK) and (t in peer_wire.UNPACK) == (t in wire.PACK)
+
+
 def test_every_vector_unpacks_and_packs_back_to_its_bytes():
+    # each direction by the side that packs it and the side that unpacks it
+    unpack = _both(wire.UNPACK, peer_wire.UNPACK)
+    pack = _both(wire.PACK, peer_wire.PACK)
     buf = bytearray(1100)
     seen = 0
     for v in _vectors()["vectors"]:
         frames = []
         framing.Decoder(lambda t, s, f, e: frames.append((t, bytes(f[:e])))).feed(bytes.fromhex(v["frame"]), len(v["frame"]) // 2)
         t, body = frames[0]
-        fields = wire.UNPACK[t](body, 4, len(body))
+        fields = unpack[t](body, 4, len(body))
         names = wire.FIELDS[t]
         args = []
         for name, value in zip(names, fields):
@@ -38,7 +54,7 @@ def test_every_vector_unpacks_and_packs_back_to_its_bytes():
             k = "at_us" if v["name"] == "scene_at" else "anchor_us"
             assert fields[0] == v["fields"][k] & 0x3FFFFFFF  # ticks: taken modulo the period
             args[0] = v["fields"][k]  # packed (host side only) with all 32 bits
-        end = wire.PACK[t](buf, 4, *args)
+        end = pack[t](buf, 4, *args)
         assert bytes(buf[4:end]) == body[4:], v["name"] + " " + v["case"]
         seen += 1
     assert seen >= 3 * len(wire.NAMES) - 3, seen

@@ -114,7 +114,8 @@ def _record(out: LinkFuzz, line: str, handlers: set[int]) -> None:
 
 def run(n: int, seed: int = 1, timeout_s: float = 600, firmware: Path = ROOT / "firmware") -> LinkFuzz:
     """Fuzz n messages into the firmware tree ``firmware`` (another tree: to see the fuzz catch a bug)."""
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / "emulator" / "mpy"), str(firmware), ".frozen"]))
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / "emulator" / "mpy"), str(firmware),
+                                                          str(ROOT / "tests" / "firmware"), ".frozen"]))
     request = {"count": n, "seed": seed, "config": CONFIG, "commands": sorted(_COMMAND_IDS)}
     proc = subprocess.run([micropython(), "-X", "heapsize=8M", str(DRIVER)], input=json.dumps(request) + "\n",
                           capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=timeout_s)

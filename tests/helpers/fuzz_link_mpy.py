@@ -25,6 +25,7 @@ import sys
 
 import hal
 from pod import config, framing, link, render, ring, safemode, wire
+import peer_wire  # the host's side of the codec (generated, tests/firmware)
 
 _HDR = wire.HEADER_SIZE
 _MAX_PAYLOAD = wire.MAX_FRAME - _HDR - wire.CRC_SIZE
@@ -184,8 +185,8 @@ def _valid(rng, t, pod, buf):
     if f is None:  # a type the pod does not handle: any bytes
         return _HDR + rng.below(40)
     if t == wire.T_EEG_REPLAY:
-        return wire.pack_eeg_replay(buf, _HDR, f[0], f[1], f[2])
-    return wire.PACK[t](buf, _HDR, *f)
+        return peer_wire.pack_eeg_replay(buf, _HDR, f[0], f[1], f[2])
+    return peer_wire.PACK[t](buf, _HDR, *f)
 
 
 def _mutate(rng, buf, end):
@@ -241,7 +242,7 @@ def answers(port):
     got = []
 
     def on(type_, seq, frame, end):
-        f = wire.UNPACK[type_](frame, _HDR, end)
+        f = peer_wire.UNPACK[type_](frame, _HDR, end)
         if type_ == wire.T_SCENE_SHOWN:
             return  # the pod reports what it shows when that changes: not an answer
         if type_ == wire.T_NACK:
