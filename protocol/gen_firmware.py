@@ -287,13 +287,6 @@ def render() -> str:
     lines.append("# HELLO's table: (type id u8, layout hash u16 LE) of every message this pod knows")
     lines.append(f"MESSAGE_TABLE = {compat.table_bytes()!r}")
     lines.append("")
-    lines.append("NAMES = {" + ", ".join(f"{m.const_name}: {m.name!r}" for m in schema.MESSAGES) + "}")
-    lines.append("COMMANDS = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES if m.command) + ")")
-    lines.append("FIELDS = {")
-    for m in schema.MESSAGES:
-        names = "".join(repr(f.name) + ", " for f in m.fields)
-        lines.append(f"    {m.const_name}: ({names.rstrip()}),")
-    lines.append("}")
     lines.append(_HELPERS)
     lines += _functions(pod_side=True)
     return "\n".join(lines) + "\n"
@@ -326,6 +319,15 @@ def render_peer() -> str:
         "from pod.wire import *  # noqa: F401,F403  (the constants)",
         "from pod.wire import _pack_bytes, _pack_list, _pack_str, _unpack_list, _unpack_str  # noqa: F401",
     ]
+    # names for the tests; the pod's code needs none of them
+    lines.append("")
+    lines.append("NAMES = {" + ", ".join(f"{m.const_name}: {m.name!r}" for m in schema.MESSAGES) + "}")
+    lines.append("COMMANDS = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES if m.command) + ")")
+    lines.append("FIELDS = {")
+    for m in schema.MESSAGES:
+        names = "".join(repr(f.name) + ", " for f in m.fields)
+        lines.append(f"    {m.const_name}: ({names.rstrip()}),")
+    lines.append("}")
     lines += _functions(pod_side=False)
     return "\n".join(lines) + "\n"
 

@@ -120,7 +120,15 @@ class Model:
             level = lo
         tgt = bytearray((v * level) >> 8 for v in frame) if level < 256 else frame
         dt = min(max(dt, 0), MAX_DT)
-        return _slew(self.shown, tgt, self.lin, self.cl, self.cr, RATE_L * dt, RATE_R * dt, strobe)
+        prev = bytes(self.shown)
+        held = _slew(self.shown, tgt, self.lin, self.cl, self.cr, RATE_L * dt, RATE_R * dt, strobe)
+        if self.duty_max >= 0 and held and sum(self.duty[v] for v in self.shown) > self.duty_max:
+            # the rises cut to the largest share (x/256) that keeps the frame within the limit
+            def rise(f):
+                return [a + ((b - a) * f >> 8) if b > a else b for a, b in zip(prev, self.shown)]
+            f = max(f for f in range(256) if f == 0 or sum(self.duty[v] for v in rise(f)) <= self.duty_max)
+            self.shown[:] = bytes(rise(f))
+        return held
 
 
 def _frames(rng: random.Random, n: int):

@@ -27,7 +27,6 @@ hal.ticks_add = time.ticks_add
 
 from pod import alpha, bands, config, cyton, derate, effects, framing, ledwire, link, render, ring, status, \
     usbcdc, wire
-import peer_wire  # the host's side of the codec (generated, tests/firmware)
 from pod.mem import copy as _copy
 from frametime import best_of, scene, settle  # shared with bench/light_frame.py
 from frametime import timed as _timed  # shared with preview_paths.py
@@ -231,10 +230,11 @@ def frames_of(t, pack, n=64):
     return res
 
 
-def rx():
-    task = lk.rx_task()  # the link's one task, as the app runs it
-    task.send(None)  # started: nothing to read yet, waiting
-    now_us = hal.ticks_us()
+def _host_frames(now_us):
+    # what a host sends, built with the host's side of the codec (tests/firmware/peer_wire.py),
+    # which is not in a pod's heap: it is dropped before anything is timed with these
+    import peer_wire
+
     kinds = (
         ("rx_ping", wire.T_PING, lambda b, o, i: peer_wire.pack_ping(b, o, i, 123456789012 + i)),
         ("rx_group_value", wire.T_GROUP_VALUE, lambda b, o, i: peer_wire.pack_group_value(b, o, 1, (i * 997) & 0xFFFF)),
@@ -243,8 +243,17 @@ def rx():
             b, o, now_us + 500000, (wire.EFFECT_AURORA, wire.EFFECT_CANDLE)[i & 1], 200, (255, 160, 80), 1000, 4000,
             wire.PALETTE_AURORA, 0, ())),
     )
-    for key, t, pack in kinds:
-        fr = frames_of(t, pack)
+    out = [(key, t, frames_of(t, pack)) for key, t, pack in kinds]
+    del sys.modules["peer_wire"]
+    return out
+
+
+def rx():
+    task = lk.rx_task()  # the link's one task, as the app runs it
+    task.send(None)  # started: nothing to read yet, waiting
+    built = _host_frames(hal.ticks_us())
+    gc.collect()
+    for key, t, fr in built:
         nbytes = len(fr[0])
         n = 64 * K
 

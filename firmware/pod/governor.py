@@ -43,6 +43,7 @@ import micropython
 from micropython import const
 
 from pod import ledwire
+from pod.mem import copy as _copy
 
 # Credits in linear-light units (0..65535 = 0..1) x 16, per ms.
 _RATE_L = const(445)  # 0.1 x 0.85 / 200 ms luminance: 6553.5 x 0.85 / 200 x 16
@@ -133,6 +134,38 @@ def _duty_sum_hist(hist, duty, level: int) -> int:
             t += c * int(g[(v * level) >> 8])
         v += 1
     return t
+
+
+@micropython.viper
+def _rise_sum(shown, prev, n: int, duty, f: int) -> int:
+    # driven duties of shown if each byte that rose from prev had risen only f / 256 of the way
+    s = ptr8(shown)
+    p = ptr8(prev)
+    g = ptr8(duty)
+    t = 0
+    i = 0
+    while i < n:
+        a = int(p[i])
+        b = int(s[i])
+        if b > a:
+            b = a + (((b - a) * f) >> 8)
+        t += int(g[b])
+        i += 1
+    return t
+
+
+@micropython.viper
+def _rise_apply(shown, prev, n: int, f: int):
+    # each byte that rose from prev rises only f / 256 of the way
+    s = ptr8(shown)
+    p = ptr8(prev)
+    i = 0
+    while i < n:
+        a = int(p[i])
+        b = int(s[i])
+        if b > a:
+            s[i] = a + (((b - a) * f) >> 8)
+        i += 1
 
 
 @micropython.viper
@@ -310,6 +343,8 @@ class Governor:
         self.cap_ma = self.budget_ma
         self.set_cap_ma(self.budget_ma)
         self.shown = bytearray(self.nb)  # what the LEDs show (boot: dark)
+        self._prev = bytearray(self.nb)  # shown before this frame's slew
+        self.rise_limited = 0  # frames whose rising LEDs the power limit held back
         self.cred_l = bytearray(4 * n)  # int32 per LED (ptr32)
         self.cred_r = bytearray(4 * n)
         self._hist = bytearray(4 * 256)  # a frame's byte values, counted (ptr32) for the power limit
@@ -419,9 +454,28 @@ class Governor:
         elif dt_ms < 0:
             dt_ms = 0
         mode = MODE_FAST if fast else (MODE_STROBE if strobe else MODE_SLEW)
-        held = _slew(self.shown, frame, nb, ledwire.LIN16, self.cred_l, self.cred_r,
+        shown = self.shown
+        prev = self._prev
+        _copy(prev, 0, shown, 0, nb)
+        held = _slew(shown, frame, nb, ledwire.LIN16, self.cred_l, self.cred_r,
                      _RATE_L * dt_ms, _RATE_R * dt_ms, mode, level)
         self.last_held = held
         if held:
             self.slewed += 1
-        return self.shown
+        # The level above keeps the target within the power limit; the flash limit then
+        # holds falling LEDs above their target while others rise to theirs, and the sum
+        # may pass the limit. Rising less is always allowed (a smaller step, and the frame
+        # before was within the limit): the rises are cut to the largest share that fits.
+        dmax = self.duty_max
+        if dmax >= 0 and held and _duty_sum(shown, nb, duty, 256) > dmax:
+            lo = 0
+            hi = 255
+            while lo < hi:
+                mid = (lo + hi + 1) >> 1
+                if _rise_sum(shown, prev, nb, duty, mid) <= dmax:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            _rise_apply(shown, prev, nb, lo)
+            self.rise_limited += 1
+        return shown

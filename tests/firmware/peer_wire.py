@@ -7,6 +7,32 @@ import struct
 from pod.wire import *  # noqa: F401,F403  (the constants)
 from pod.wire import _pack_bytes, _pack_list, _pack_str, _unpack_list, _unpack_str  # noqa: F401
 
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_LEDS: 'leds', T_SCENE_SHOWN: 'scene_shown', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_FADE_SAFE: 'fade_safe', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, T_FADE_SAFE, )
+FIELDS = {
+    T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz', 'table',),
+    T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
+    T_STATUS: ('uptime_ms', 'ticks_ms', 'rx_frames', 'rx_errors', 'tx_frames', 'eeg_samples', 'eeg_gaps', 'eeg_dropped', 'frames_rendered', 'render_overruns', 'mem_free', 'effect', 'brightness',),
+    T_PING: ('nonce', 'host_time_us',),
+    T_PONG: ('nonce', 'host_time_us', 'pod_rx_us', 'pod_tx_us',),
+    T_EEG_BATCH: ('first_seq', 'ticks_ms', 'channels', 'flags', 'samples',),
+    T_EEG_BANDS: ('last_seq', 'ticks_ms', 'channels', 'window_ms', 'railed', 'near_railed', 'powers',),
+    T_POWER: ('temp_c16', 'vin_mv', 'limit_ma', 'full_ma', 'flags',),
+    T_LEDS: ('led_count', 'segments', 'rgb',),
+    T_SCENE_SHOWN: ('source', 'state', 'effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
+    T_SCENE: ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
+    T_EEG_REPLAY: ('from_seq', 'count',),
+    T_NIGHT_MODE: ('mode', 'start_min', 'end_min', 'now_min',),
+    T_GROUP_VALUE: ('group_id', 'value',),
+    T_SCENE_AT: ('at_us', 'effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',),
+    T_FRAME_PHASE: ('anchor_us', 'period_us',),
+    T_SAFE_MODE: ('confirm',),
+    T_FADE_SAFE: (),
+    T_ACK: ('ack_seq',),
+    T_NACK: ('ack_seq', 'reason', 'detail',),
+    T_LOG: ('level', 'text',),
+}
+
 def pack_connect(buf, off, protocol_version, fingerprint, host_id):
     struct.pack_into('<BI', buf, off, protocol_version, fingerprint)
     off += 5

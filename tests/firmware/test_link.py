@@ -100,7 +100,7 @@ def test_hello_at_boot_and_on_connect():
                          wire.MESSAGE_TABLE)
     # the table names every message the pod knows, once: (type id u8, layout hash u16)
     table = got[1][2][-1]
-    assert sorted(table[i] for i in range(0, len(table), 3)) == sorted(wire.NAMES)
+    assert sorted(table[i] for i in range(0, len(table), 3)) == sorted(peer_wire.NAMES)
     assert lk.host_id == "host-a" and lk.connected
 
 
