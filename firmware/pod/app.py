@@ -153,4 +153,7 @@ def main():
     gc.collect()
     gc.threshold(-1)
     sl = slots.Slots()
-    asyncio.run((UpdatesOnly if sl.safe else Pod)(config.load(), sl).run())
+    cfg = config.load()
+    config.release_schema()
+    gc.collect()
+    asyncio.run((UpdatesOnly if sl.safe else Pod)(cfg, sl).run())

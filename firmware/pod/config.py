@@ -103,3 +103,14 @@ def parse(text, uid):
 
 def load():
     return parse(hal.read_file("pod.json"), hal.unique_id())
+
+
+def release_schema():
+    """Let the schema's tables go once pod.json has been read (pod/app.py, at boot):
+    nothing reads pod.json again until the next boot, and they hold ~2.7 KB of the
+    heap budget. problem(), Config() and parse() need them: not after this."""
+    global KEYS
+    KEYS = None
+    import sys
+
+    sys.modules.pop("pod.config_schema", None)
