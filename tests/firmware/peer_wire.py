@@ -68,6 +68,38 @@ def pack_fade_safe(buf, off):
     return off
 
 
+def pack_update_begin(buf, off, transfer, manifest_len, total, tag):
+    struct.pack_into('<HHI', buf, off, transfer, manifest_len, total)
+    off += 8
+    if isinstance(tag, int):
+        off += tag
+    else:
+        off = _pack_bytes(buf, off, tag)
+    return off
+
+
+def pack_update_data(buf, off, part, offset, crc, data):
+    struct.pack_into('<BII', buf, off, part, offset, crc)
+    off += 9
+    if isinstance(data, int):
+        off += data
+    else:
+        off = _pack_bytes(buf, off, data)
+    return off
+
+
+def pack_update_commit(buf, off, transfer, confirm_ms):
+    struct.pack_into('<HI', buf, off, transfer, confirm_ms)
+    off += 6
+    return off
+
+
+def pack_update_confirm(buf, off, build_hash):
+    struct.pack_into('<I', buf, off, build_hash)
+    off += 4
+    return off
+
+
 def unpack_hello(buf, off, end):
     pod_id, off = _unpack_str(buf, off, end, 'B')
     fw_version, off = _unpack_str(buf, off, end, 'B')
@@ -189,5 +221,13 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_CONNECT: pack_connect, T_PING: pack_ping, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_FADE_SAFE: pack_fade_safe}
-UNPACK = {T_HELLO: unpack_hello, T_STATUS: unpack_status, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_LEDS: unpack_leds, T_SCENE_SHOWN: unpack_scene_shown, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+def unpack_update_status(buf, off, end):
+    if off + 16 > end:
+        raise ValueError('update_status: short payload')
+    if off + 16 != end:
+        raise ValueError('update_status: trailing bytes')
+    return struct.unpack_from('<HBBIII', buf, off)
+
+
+PACK = {T_CONNECT: pack_connect, T_PING: pack_ping, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_FADE_SAFE: pack_fade_safe, T_UPDATE_BEGIN: pack_update_begin, T_UPDATE_DATA: pack_update_data, T_UPDATE_COMMIT: pack_update_commit, T_UPDATE_CONFIRM: pack_update_confirm}
+UNPACK = {T_HELLO: unpack_hello, T_STATUS: unpack_status, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_LEDS: unpack_leds, T_SCENE_SHOWN: unpack_scene_shown, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log, T_UPDATE_STATUS: unpack_update_status}
