@@ -177,19 +177,20 @@ class Transfer:
         offset, crc = struct.unpack_from("<II", frame, _HDR + 1)
         st = self.state
         if st == _DATA and part == wire.UPDATE_PART_PAYLOAD:
-            r = self._store.write(offset, frame, crc, start, n)
+            store = self._store
+            r = store.write(offset, frame, crc, start, n)
             if r:
                 self.refused += 1
                 self.reason = r
-            self._tick(r)
+            self._tick(r or store.complete())  # the last chunk is reported at once
         elif st == _MANIFEST and part == wire.UPDATE_PART_MANIFEST:
             self._manifest_chunk(offset, frame, start, n, crc)
         else:
             self.stray += 1  # a chunk of a part not under way (late, or no transfer): dropped
 
-    def _tick(self, r):
+    def _tick(self, now):
         self._frames += 1
-        if r or self._frames >= _STATUS_EVERY:
+        if now or self._frames >= _STATUS_EVERY:
             self._frames = 0
             self.send_status()
 

@@ -352,6 +352,10 @@ class Store(Slots):
             got -= self._nblocks * BLOCK - self._total
         return got, self._total
 
+    def complete(self):
+        """True once every byte of the update under way has arrived."""
+        return self._bits is not None and self._got >= self._nblocks
+
     def missing(self):
         """The first offset of the bundle not yet received (its size: every byte is)."""
         if self._bits is None:
