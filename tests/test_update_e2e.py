@@ -18,6 +18,7 @@ import shutil
 import sys
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from hypnolum import paths
 from hypnolum.emulator.flashed import flashed_pod
@@ -41,6 +42,11 @@ def _new_firmware(tmp_path):
     # and a module nothing imports, so the transfer lasts long enough to pull the cable in it
     (fw / "pod" / "filler.py").write_text('"""Bytes to send."""\nDATA = "' + "x" * 600_000 + '"\n')
     return fw
+
+
+def _schema_errors(state):
+    schema = json.loads((paths.ROOT / "docs" / "schemas" / "pod-state.json").read_text())
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in Draft202012Validator(schema).iter_errors(state)]
 
 
 def _flash(fs):
@@ -99,6 +105,8 @@ async def test_update_over_mqtt_resumes_after_a_cable_pull_confirms_and_refuses_
             result = watch.json(f"{P}/pod-u1/update/result")
             assert result["result"] == "ok" and result["build_hash"] == f"0x{new.build_hash:08x}"
             assert watch.json(state)["build_hash"] == f"0x{new.build_hash:08x}"
+            await wait_until(lambda: (watch.json(state)["update"] or {}).get("state") == "confirmed", what="shown")
+            assert _schema_errors(watch.json(state)) == []
             resumed = re.search(r"pod-u1: the pod holds (\d+) of (\d+) bytes; resuming at byte (\d+)", hostd.log_text())
             assert resumed and 0 < int(resumed[3]) < int(resumed[2]), hostd.log_text()[-3000:]
             slots = json.loads((pod.dir / "slots.json").read_text())
