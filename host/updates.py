@@ -47,6 +47,7 @@ ONLINE_WAIT_S = 30.0  # a pod gone (link lost, reset) this long: the update time
 REBOOT_WAIT_S = 60.0  # after the commit: the pod back with the new build within this
 ASSEMBLY_IDLE_S = 60.0  # a bundle whose parts stop coming is dropped
 MAX_ASSEMBLIES = 16
+MAX_HELD = 64 * 1024 * 1024  # bytes of bundles being put together at once
 PROGRESS_S = 0.5  # progress published at most this often
 
 
@@ -87,6 +88,7 @@ class Updates:
             self._take(pod_id, payload)
         except BadPart as exc:
             self.refused_parts += 1
+            self.hub.count_bad(self.hub.pods.get(pod_id))  # counted with the bad commands
             log.warning("update for pod %s: %s", pod_id, exc)
             self._result(pod_id, None, "refused", str(exc))
         except Exception as exc:  # noqa: BLE001  (a failed handler costs this part only)
@@ -109,6 +111,8 @@ class Updates:
         if a is None:
             if len(self._assemblies) >= MAX_ASSEMBLIES:
                 raise BadPart(f"more than {MAX_ASSEMBLIES} bundles arriving at once")
+            if sum(x.size for x in self._assemblies.values()) + part["size"] > MAX_HELD:
+                raise BadPart(f"more than {MAX_HELD} bytes of bundles arriving at once")
             a = self._assemblies[key] = Assembly(part["id"], part["count"], part["size"], part["sha256"],
                                                  part["confirm_s"])
         elif (a.count, a.size, a.sha256) != (part["count"], part["size"], part["sha256"]):

@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 from hypnolum import paths
 from hypnolum.emulator.flashed import flashed_pod
 from hypnolum.flash import bundle, updatekey
+from hypnolum.host import update_parts as up
 
 from helpers.hostd import Hostd
 from helpers.mqtt_watch import Watcher
@@ -118,13 +119,26 @@ async def test_update_over_mqtt_resumes_after_a_cable_pull_confirms_and_refuses_
             before = _flash(pod.dir)
             wrong = tmp_path / "wrong.key"
             updatekey.write(wrong, bytes(32))
-            proc = await _update(hostd, "--pod", "pod-u1", "--update-key", str(wrong), str(paths.FIRMWARE))
+            proc = await _update(hostd, "--all", "--update-key", str(wrong), str(paths.FIRMWARE))
             out, _ = await asyncio.wait_for(proc.communicate(), 60)
             text = out.decode()
             assert proc.returncode == 1, text
             assert "pod-u1: refused: the pod refused the bundle: auth" in text, text
             assert _flash(pod.dir) == before
             assert pod.counters.boots == 2 and watch.json(state)["link"] == "online"
+
+            # parts hostd cannot take: answered with what is wrong, counted, hostd goes on
+            bad = watch.json(state)["counters"]["host"]["commands_bad"]
+            await watch.publish(f"{P}/pod-u1/update", b"not json")
+            await wait_until(lambda: "not JSON" in ((watch.json(f"{P}/pod-u1/update/result") or {}).get("reason") or ""),
+                             what="the garbage refused")
+            part = json.loads(up.split(b"HLB1" + bytes(100), "short", 65536)[0])
+            part["sha256"] = "0" * 64  # the bytes are not the ones announced
+            await watch.publish(f"{P}/pod-u1/update", part)
+            await wait_until(lambda: "sha256 of the parts differs" in (
+                (watch.json(f"{P}/pod-u1/update/result") or {}).get("reason") or ""), what="the corrupt bundle refused")
+            await wait_until(lambda: watch.json(state)["counters"]["host"]["commands_bad"] == bad + 2, what="counted")
+            assert _flash(pod.dir) == before and hostd.proc.poll() is None
     finally:
         hostd.kill()
         await pod.stop()
