@@ -30,6 +30,11 @@ def lay_out(fs: Path, app: bundle.Bundle, key: bytes) -> None:
     (fs / updatekey.POD_FILE).write_bytes(key)
 
 
+def micropypath(fs: Path) -> list[str | os.PathLike]:
+    """MICROPYPATH of a board booting from ``fs``: the HAL shim, the filesystem root, frozen modules."""
+    return [image.build([paths.EMULATOR_SHIMS])[0], Path(fs).resolve(), ".frozen"]
+
+
 def flashed_pod(pod_id: str, pods_dir: str | os.PathLike, app: bundle.Bundle, key: bytes,
                 **kwargs: Any) -> EmulatedPod:
     """An :class:`EmulatedPod` booting from a flashed filesystem in ``pods_dir/<pod_id>``;
@@ -37,5 +42,4 @@ def flashed_pod(pod_id: str, pods_dir: str | os.PathLike, app: bundle.Bundle, ke
     fs = Path(pods_dir) / pod_id
     fs.mkdir(parents=True, exist_ok=True)
     lay_out(fs, app, key)
-    shim = image.build([paths.EMULATOR_SHIMS])[0]
-    return EmulatedPod(pod_id, fs, micropypath=[shim, fs.resolve(), ".frozen"], **kwargs)
+    return EmulatedPod(pod_id, fs, micropypath=micropypath(fs), **kwargs)
