@@ -170,7 +170,9 @@ class Transfer:
     def _on_data(self, seq, frame, end):
         start = _HDR + _DATA_HEAD
         n = end - start
-        if n <= 0:
+        if n < 0:
+            raise ValueError("update_data: short payload")  # NACKed bad_message, as any payload that does not decode
+        if n == 0:
             self.stray += 1
             return
         part = frame[_HDR]
