@@ -49,6 +49,7 @@ ASSEMBLY_IDLE_S = 60.0  # a bundle whose parts stop coming is dropped
 MAX_ASSEMBLIES = 16
 MAX_HELD = 64 * 1024 * 1024  # bytes of bundles being put together at once
 PROGRESS_S = 0.5  # progress published at most this often
+RETRY_S = 0.1  # after a failed round, before the next
 
 
 class Refused(Exception):
@@ -205,15 +206,20 @@ class Transfer:
         self._committed = False
 
     async def run(self) -> None:
+        last = ""
         while True:
             session = await self._online()
             try:
                 if await self._transfer(session):
                     break
             except (NotOnline, CommandTimeout, TransportClosed, _Again) as exc:
-                # gone for a moment or lost track: resume where the pod is
-                log.info("update of pod %s: %s; resuming where the pod is", self.pod_id,
-                         str(exc) or "no progress for %.1f s" % STALL_S)
+                # gone for a moment or lost track: resume where the pod is, once its session
+                # has seen what happened (a closed port fails at once: never in a tight loop)
+                why = str(exc) or "no progress for %.1f s" % STALL_S
+                if why != last:
+                    log.info("update of pod %s: %s; resuming where the pod is", self.pod_id, why)
+                last = why
+                await asyncio.sleep(RETRY_S)
                 continue
         await self._confirm()
 

@@ -433,6 +433,15 @@ CORE = frozenset({"hello", "connect", "ack", "nack"}) | UPDATE_MESSAGES
 POD_SENDS = frozenset({"hello", "status", "pong", "eeg_batch", "eeg_bands", "power", "leds", "scene_shown", "ack",
                        "nack", "log", "update_status"})
 
+# Enums whose values the pod keeps as constants of its own instead of in its codec (every
+# name in pod/wire.py is a global, in the pod's heap): the update states and reasons of
+# firmware/pod/transfer.py and pod/update.py, held equal to these by tests/test_update_codes.py.
+# The MicroPython tests that play the host find them in tests/firmware/peer_wire.py.
+POD_OWN_ENUMS = frozenset({"update_state", "update_reason"})
+
+# Messages the pod reads in place, without an unpack_ in its codec (firmware/pod/transfer.py)
+POD_READS_RAW = frozenset({"update_data"})
+
 # Commands the pod must answer with ACK or NACK.
 COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe", "update_begin",
                       "update_commit", "update_confirm"})

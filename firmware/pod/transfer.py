@@ -34,7 +34,7 @@ _TAG = const(32)  # wire.UPDATE_TAG_SIZE
 _MAX_MANIFEST = const(8192)  # update.MAX_MANIFEST
 _STATUS_EVERY = const(4)  # data frames between two UPDATE_STATUS
 _RESET_DELAY_MS = const(300)  # let ACK, UPDATE_STATUS and LOG leave before the reset
-# the store's reason codes (pod/update.py E_*, wire.UPDATE_REASON_*)
+# the store's reason codes (pod/update.py E_*, messages.UpdateReason)
 _E_AUTH = const(1)
 _E_MANIFEST = const(2)
 _E_STATE = const(5)
@@ -43,15 +43,14 @@ _E_RANGE = const(7)
 _E_IO = const(10)
 _E_NO_KEY = const(11)
 
-_IDLE = const(0)  # wire.UPDATE_STATE_*
+_IDLE = const(0)  # UPDATE_STATUS.state (messages.UpdateState; tests/test_update_codes.py holds them equal)
 _MANIFEST = const(1)
 _DATA = const(2)
 _COMMITTED = const(3)
 _REFUSED = const(4)
 _CONFIRMED = const(5)
 
-if (wire.HEADER_SIZE, wire.UPDATE_BLOCK, wire.UPDATE_CHUNK, wire.UPDATE_TAG_SIZE) != (_HDR, _BLOCK, _CHUNK, _TAG) or (
-        wire.UPDATE_STATE_CONFIRMED, wire.UPDATE_REASON_NO_KEY) != (_CONFIRMED, _E_NO_KEY):
+if (wire.HEADER_SIZE, wire.UPDATE_BLOCK, wire.UPDATE_CHUNK, wire.UPDATE_TAG_SIZE) != (_HDR, _BLOCK, _CHUNK, _TAG):
     raise ImportError("transfer: update constants do not match wire.py")
 
 

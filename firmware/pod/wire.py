@@ -119,30 +119,6 @@ SCENE_SOURCE_TIMELINE = const(1)
 SCENE_SOURCE_POD = const(2)
 SCENE_SOURCE = {'set': 0, 'timeline': 1, 'pod': 2}
 
-# enum update_state
-UPDATE_STATE_IDLE = const(0)
-UPDATE_STATE_MANIFEST = const(1)
-UPDATE_STATE_DATA = const(2)
-UPDATE_STATE_COMMITTED = const(3)
-UPDATE_STATE_REFUSED = const(4)
-UPDATE_STATE_CONFIRMED = const(5)
-UPDATE_STATE = {'idle': 0, 'manifest': 1, 'data': 2, 'committed': 3, 'refused': 4, 'confirmed': 5}
-
-# enum update_reason
-UPDATE_REASON_OK = const(0)
-UPDATE_REASON_AUTH = const(1)
-UPDATE_REASON_MANIFEST = const(2)
-UPDATE_REASON_PATH = const(3)
-UPDATE_REASON_SPACE = const(4)
-UPDATE_REASON_STATE = const(5)
-UPDATE_REASON_CRC = const(6)
-UPDATE_REASON_RANGE = const(7)
-UPDATE_REASON_INCOMPLETE = const(8)
-UPDATE_REASON_HASH = const(9)
-UPDATE_REASON_IO = const(10)
-UPDATE_REASON_NO_KEY = const(11)
-UPDATE_REASON = {'ok': 0, 'auth': 1, 'manifest': 2, 'path': 3, 'space': 4, 'state': 5, 'crc': 6, 'range': 7, 'incomplete': 8, 'hash': 9, 'io': 10, 'no_key': 11}
-
 # effect id -> (lowest, highest, default) period_ms; an effect not here has no period
 EFFECT_PERIODS = {2: (100, 65535, 4000), 3: (1000, 65535, 8000), 4: (2000, 65535, 20000), 6: (1000, 65535, 4000), 7: (1000, 65535, 20000), 9: (2000, 65535, 10000), 10: (500, 3000, 1000), 13: (77, 125, 100)}
 
@@ -475,18 +451,6 @@ def unpack_update_begin(buf, off, end):
     return (transfer, manifest_len, total, tag,)
 
 
-def unpack_update_data(buf, off, end):
-    if off + 9 > end:
-        raise ValueError('update_data: short payload')
-    part, offset, crc = struct.unpack_from('<BII', buf, off)
-    off += 9
-    data = memoryview(buf)[off:end]
-    off = end
-    if off != end:
-        raise ValueError('update_data: trailing bytes')
-    return (part, offset, crc, data,)
-
-
 def unpack_update_commit(buf, off, end):
     if off + 6 > end:
         raise ValueError('update_commit: short payload')
@@ -504,4 +468,4 @@ def unpack_update_confirm(buf, off, end):
 
 
 PACK = {T_HELLO: pack_hello, T_STATUS: pack_status, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_LEDS: pack_leds, T_SCENE_SHOWN: pack_scene_shown, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log, T_UPDATE_STATUS: pack_update_status}
-UNPACK = {T_CONNECT: unpack_connect, T_PING: unpack_ping, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe, T_UPDATE_BEGIN: unpack_update_begin, T_UPDATE_DATA: unpack_update_data, T_UPDATE_COMMIT: unpack_update_commit, T_UPDATE_CONFIRM: unpack_update_confirm}
+UNPACK = {T_CONNECT: unpack_connect, T_PING: unpack_ping, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe, T_UPDATE_BEGIN: unpack_update_begin, T_UPDATE_COMMIT: unpack_update_commit, T_UPDATE_CONFIRM: unpack_update_confirm}

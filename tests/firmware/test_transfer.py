@@ -9,7 +9,7 @@ from pod import build, link, slots, transfer, update, wire
 from test_link import FakePort, Host, HELLO, deliver
 from test_update import KEY, NEW, OLD, _fresh, _manifest, _payload, _slot_files
 
-import peer_wire  # noqa: F401  (the host's side of the codec, used by Host)
+import peer_wire  # the host's side of the codec (used by Host), and the update states and reasons
 
 CHUNK = wire.UPDATE_CHUNK
 
@@ -65,23 +65,23 @@ def test_update_over_the_link_with_losses_resume_commit_and_confirm():
     peer = Peer(lk, port, host)
     got = peer.send(wire.T_UPDATE_BEGIN, 7, len(m), len(p), tag)
     assert _answer(got) == [(wire.T_ACK, 0)]
-    assert _status(got) == (7, wire.UPDATE_STATE_MANIFEST, 0, 0, len(m), 0)
+    assert _status(got) == (7, peer_wire.UPDATE_STATE_MANIFEST, 0, 0, len(m), 0)
     got = peer.chunk(wire.UPDATE_PART_PAYLOAD, 0, p[:CHUNK])  # payload before the manifest: dropped
     assert t.stray == 1 and not got
     got = _send_part(peer, wire.UPDATE_PART_MANIFEST, m)
-    assert _status(got)[:2] == (7, wire.UPDATE_STATE_DATA) and _status(got)[4:] == (len(p), 0)
+    assert _status(got)[:2] == (7, peer_wire.UPDATE_STATE_DATA) and _status(got)[4:] == (len(p), 0)
     # the payload: one chunk with a bad CRC, one lost; then the link drops half way
     half = (len(p) // CHUNK // 2) * CHUNK
     got = peer.chunk(wire.UPDATE_PART_PAYLOAD, 0, p[:CHUNK], crc=binascii.crc32(p[:CHUNK]) ^ 1)
-    assert _status(got)[2] == wire.UPDATE_REASON_CRC and _status(got)[5] == 0
+    assert _status(got)[2] == peer_wire.UPDATE_REASON_CRC and _status(got)[5] == 0
     got = _send_part(peer, wire.UPDATE_PART_PAYLOAD, p[:half], skip=(CHUNK,))
     got = peer.send(wire.T_UPDATE_COMMIT, 7, 0)  # too early: refused, nothing switched
     assert _answer(got) == [(wire.T_NACK, wire.NACK_REASON_BAD_PARAM)]
-    assert _status(got)[2] == wire.UPDATE_REASON_INCOMPLETE
+    assert _status(got)[2] == peer_wire.UPDATE_REASON_INCOMPLETE
     # the host asks again (the same transfer): the pod says what it holds; nothing starts over
     got = peer.send(wire.T_UPDATE_BEGIN, 7, len(m), len(p), tag)
     st = _status(got)
-    assert _answer(got) == [(wire.T_ACK, 0)] and st[1] == wire.UPDATE_STATE_DATA
+    assert _answer(got) == [(wire.T_ACK, 0)] and st[1] == peer_wire.UPDATE_STATE_DATA
     assert st[5] == CHUNK and st[3] == half - CHUNK, st
     got = peer.chunk(wire.UPDATE_PART_PAYLOAD, CHUNK, p[CHUNK:2 * CHUNK])
     got = []
@@ -90,7 +90,7 @@ def test_update_over_the_link_with_losses_resume_commit_and_confirm():
     assert _status(got)[3:] == (len(p), len(p), len(p))
     got = peer.send(wire.T_UPDATE_COMMIT, 7, 45000)
     assert _answer(got) == [(wire.T_ACK, 0)]
-    assert _status(got)[:2] == (7, wire.UPDATE_STATE_COMMITTED)
+    assert _status(got)[:2] == (7, peer_wire.UPDATE_STATE_COMMITTED)
     st = json.loads(open("slots.json").read())
     assert (st["active"], st["trial"], st["wait"]) == ("b", 1, 45000)
     assert _slot_files("b") == new and _slot_files("a") == OLD
@@ -103,7 +103,7 @@ def test_update_over_the_link_with_losses_resume_commit_and_confirm():
     got = peer2.send(wire.T_UPDATE_CONFIRM, (build.build_hash() + 1) & 0xFFFFFFFF)
     assert _answer(got) == [(wire.T_NACK, wire.NACK_REASON_BAD_PARAM)] and sl2.trial
     got = peer2.send(wire.T_UPDATE_CONFIRM, build.build_hash())
-    assert _answer(got) == [(wire.T_ACK, 0)] and _status(got)[1] == wire.UPDATE_STATE_CONFIRMED
+    assert _answer(got) == [(wire.T_ACK, 0)] and _status(got)[1] == peer_wire.UPDATE_STATE_CONFIRMED
     assert json.loads(open("slots.json").read())["trial"] == 0
     got = peer2.send(wire.T_UPDATE_CONFIRM, build.build_hash())  # again: still fine
     assert _answer(got) == [(wire.T_ACK, 0)]
@@ -120,7 +120,7 @@ def test_a_tampered_manifest_is_refused_and_nothing_changes():
     before = open("slots.json").read()
     assert _answer(peer.send(wire.T_UPDATE_BEGIN, 1, len(m), len(p), tag)) == [(wire.T_ACK, 0)]
     got = _send_part(peer, wire.UPDATE_PART_MANIFEST, bytes(m))
-    assert _status(got)[1:3] == (wire.UPDATE_STATE_REFUSED, wire.UPDATE_REASON_AUTH)
+    assert _status(got)[1:3] == (peer_wire.UPDATE_STATE_REFUSED, peer_wire.UPDATE_REASON_AUTH)
     assert [f[1] for tt, s, f in got if tt == wire.T_LOG] == ["update: manifest refused (1)"]
     got = peer.chunk(wire.UPDATE_PART_PAYLOAD, 0, p[:CHUNK])
     assert t.stray == 1
@@ -130,9 +130,9 @@ def test_a_tampered_manifest_is_refused_and_nothing_changes():
     assert "b" not in os.listdir()
     # a tag of the wrong size, a manifest too long: refused at UPDATE_BEGIN
     got = peer.send(wire.T_UPDATE_BEGIN, 2, len(m), len(p), tag[:31])
-    assert _answer(got) == [(wire.T_NACK, wire.NACK_REASON_BAD_PARAM)] and _status(got)[2] == wire.UPDATE_REASON_AUTH
+    assert _answer(got) == [(wire.T_NACK, wire.NACK_REASON_BAD_PARAM)] and _status(got)[2] == peer_wire.UPDATE_REASON_AUTH
     got = peer.send(wire.T_UPDATE_BEGIN, 2, 9000, len(p), tag)
-    assert _status(got)[2] == wire.UPDATE_REASON_MANIFEST
+    assert _status(got)[2] == peer_wire.UPDATE_REASON_MANIFEST
 
 
 def test_no_slots_no_update_and_the_store_is_not_imported():
@@ -146,5 +146,5 @@ def test_no_slots_no_update_and_the_store_is_not_imported():
     sl.store = lambda: calls.append(1)  # the store is not even asked for
     got = Peer(lk, port, host).send(wire.T_UPDATE_BEGIN, 1, 100, 100, bytes(32))
     assert _answer(got) == [(wire.T_NACK, wire.NACK_REASON_BUSY)]
-    assert _status(got)[1:3] == (wire.UPDATE_STATE_IDLE, wire.UPDATE_REASON_STATE)
+    assert _status(got)[1:3] == (peer_wire.UPDATE_STATE_IDLE, peer_wire.UPDATE_REASON_STATE)
     assert calls == []
