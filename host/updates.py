@@ -50,6 +50,7 @@ MAX_ASSEMBLIES = 16
 MAX_HELD = 64 * 1024 * 1024  # bytes of bundles being put together at once
 PROGRESS_S = 0.5  # progress published at most this often
 RETRY_S = 0.1  # after a failed round, before the next
+NO_PROGRESS_S = 60.0  # rounds that bring the pod no byte further for this long: the update times out
 
 
 class Refused(Exception):
@@ -204,6 +205,8 @@ class Transfer:
         self._said = 0.0
         self._boot_id: int | None = None  # the pod's boot before the commit
         self._committed = False
+        self._best = -1  # the furthest the pod has been (state, next), and when it got there
+        self._best_at = time.monotonic()
 
     async def run(self) -> None:
         last = ""
@@ -216,6 +219,8 @@ class Transfer:
                 # gone for a moment or lost track: resume where the pod is, once its session
                 # has seen what happened (a closed port fails at once: never in a tight loop)
                 why = str(exc) or "no progress for %.1f s" % STALL_S
+                if time.monotonic() - self._best_at > NO_PROGRESS_S:
+                    raise TimedOut(f"pod {self.pod_id}: no progress for {NO_PROGRESS_S:g} s (last: {why})") from None
                 if why != last:
                     log.info("update of pod %s: %s; resuming where the pod is", self.pod_id, why)
                 last = why
@@ -228,9 +233,12 @@ class Transfer:
         deadline = time.monotonic() + wait_s
         while True:
             s = self.hub.pods.get(self.pod_id)
-            if (s is not None and s.state.link == st.ONLINE
-                    and (want_build is None or (s.state.build_hash == want_build and s.state.boot_id != boot_id))):
-                return s
+            if s is not None and s.state.link == st.ONLINE:
+                if want_build is None or (s.state.build_hash == want_build and s.state.boot_id != boot_id):
+                    return s
+                if boot_id is not None and s.state.boot_id != boot_id:  # back, but not with the new build
+                    raise Refused(f"pod {self.pod_id} came back with build {s.state.build_hash or 0:08x}, not "
+                                  f"{want_build:08x}: the new build did not start and was rolled back")
             if time.monotonic() >= deadline:
                 if want_build is not None:
                     raise TimedOut(f"pod {self.pod_id} did not come back with build {want_build:08x} "
@@ -242,6 +250,9 @@ class Transfer:
         s = session.update_status
         if s is None or s["transfer"] != self.tid:
             raise _Again()
+        step = {"manifest": 0, "data": 1}.get(s["state"], 2) * 2**32 + s["next"]
+        if step > self._best:  # further than ever: the update is moving
+            self._best, self._best_at = step, time.monotonic()
         return s
 
     def _show(self, session: PodSession, s: dict[str, Any], force: bool = False) -> None:
