@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Update pods' firmware over the link, through hostd (docs/update.md).",
                                 epilog="exit status: 0 every pod updated, 1 a pod refused or failed, 2 usage error, "
                                        "3 no broker or no answer")
-    who = p.add_mutually_exclusive_group(required=True)
+    who = p.add_mutually_exclusive_group()  # one of them, unless --save
     who.add_argument("--pod", action="append", metavar="ID", help="a pod to update (repeat for more)")
     who.add_argument("--all", action="store_true", help="every pod hostd reports online")
     p.add_argument("bundle", metavar="BUNDLE", type=Path,
@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             args.save.write_bytes(up.pack(manifest, _NO_TAG, payload))
             print(f"wrote {args.save}: build {mf.decode(manifest)[0]:#010x}, {len(payload)} bytes")
             return mo.EXIT_OK
+        if not args.pod and not args.all:
+            raise mo.UsageError("hypnolum update: name the pods: --pod ID (repeat for more) or --all")
         pods = _pods(args)
         for p in pods:
             _key(args, p)  # every key readable before anything is sent

@@ -119,7 +119,11 @@ async def test_update_over_mqtt_resumes_after_a_cable_pull_confirms_and_refuses_
             before = _flash(pod.dir)
             wrong = tmp_path / "wrong.key"
             updatekey.write(wrong, bytes(32))
-            proc = await _update(hostd, "--all", "--update-key", str(wrong), str(paths.FIRMWARE))
+            saved = tmp_path / "old.bundle"  # a bundle file, as `--save` writes it, untagged
+            proc = await _update(hostd, "--save", str(saved), str(paths.FIRMWARE))
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0 and f"build 0x{old.build_hash:08x}" in out.decode(), out.decode()
+            proc = await _update(hostd, "--all", "--update-key", str(wrong), str(saved))
             out, _ = await asyncio.wait_for(proc.communicate(), 60)
             text = out.decode()
             assert proc.returncode == 1, text
