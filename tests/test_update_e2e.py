@@ -146,3 +146,38 @@ async def test_update_over_mqtt_resumes_after_a_cable_pull_confirms_and_refuses_
     finally:
         hostd.kill()
         await pod.stop()
+
+
+async def test_a_pod_in_safe_mode_for_updates_takes_an_update_and_runs_it(mosquitto, tmp_path):
+    old = bundle.build(paths.FIRMWARE, "x86")
+    new_fw = _new_firmware(tmp_path)
+    new = bundle.build(new_fw, "x86")
+    keys = tmp_path / "update-keys"
+    updatekey.write(keys / "pod-s1.key", KEY)
+    emu = tmp_path / "emu"
+    pod = flashed_pod("pod-s1", emu, old, KEY, seed=6, led_count=12)
+    # three boots in a row that never ran: this one is safe mode for updates (boot.py)
+    (pod.dir / "slots.json").write_text(json.dumps({"active": "a", "trial": 0, "tried": 0, "fails": 3, "safe": 0,
+                                                    "back": 0}))
+    hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu)
+    state = f"{P}/pod-s1/state"
+    try:
+        await pod.start()
+        async with Watcher(mosquitto.port, filters=(f"{P}/+/state",)) as watch:
+            hostd.start()
+            await wait_until(lambda: (watch.json(state) or {}).get("link") == "online", timeout=30, what="online")
+            assert json.loads((pod.dir / "slots.json").read_text())["safe"] == 1  # no app: no EEG, LEDs dark
+            assert not (watch.json(state)["eeg"] or {}).get("samples") and not any(pod.leds.last_rgb() or b"")
+            proc = await _update(hostd, "--pod", "pod-s1", "--update-keys", str(keys), str(new_fw))
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, out.decode()
+            slots = json.loads((pod.dir / "slots.json").read_text())
+            assert (slots["active"], slots["trial"], slots["safe"]) == ("b", 0, 0), slots
+            # the app runs again: EEG flows from the new build
+            assert watch.json(state)["build_hash"] == f"0x{new.build_hash:08x}"
+            n = (watch.json(state)["eeg"] or {}).get("samples", 0)
+            await wait_until(lambda: (watch.json(state)["eeg"] or {}).get("samples", 0) > n + 250, timeout=15,
+                             what="EEG from the new build")
+    finally:
+        hostd.kill()
+        await pod.stop()
