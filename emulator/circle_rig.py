@@ -26,6 +26,9 @@ from hypnolum.procs import die_with_parent
 from hypnolum.host.commands import SceneSpec
 from hypnolum.host.timeline import Event, Timeline
 
+from hypnolum.flash.bundle import Bundle
+
+from . import flashed
 from .pod import EmulatedPod
 from .signals import Participant
 
@@ -54,6 +57,8 @@ class Rig:
     participant: Participant | None = None  # every wearer's signal model (None: one drawn per pod)
     led_count: int = 8
     eeg_channels: tuple[int, ...] = (8,)  # pod i has eeg_channels[i % len]: 8 at 250 Hz, 16 at 125 Hz
+    app: Bundle | None = None  # boards flashed with this app (emulator/flashed.py): updatable; None: the source tree
+    update_key: bytes = bytes(range(32))  # the flashed boards' update key
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
 
@@ -82,7 +87,13 @@ class Rig:
             h = i % self.n_hosts
             ppm = rng.uniform(-self.ppm_max, self.ppm_max)
             pod_id = f"pod{i}"
-            pod = EmulatedPod(pod_id, self.workdir / f"host{h}" / "state" / pod_id, seed=self.seed,
+            pod_dir = self.workdir / f"host{h}" / "state" / pod_id
+            flashed_kw = {}
+            if self.app is not None:
+                pod_dir.mkdir(parents=True, exist_ok=True)
+                flashed.lay_out(pod_dir, self.app, self.update_key)
+                flashed_kw["micropypath"] = flashed.micropypath(pod_dir)
+            pod = EmulatedPod(pod_id, pod_dir, seed=self.seed, **flashed_kw,
                               led_count=self.led_count, eeg_channels=self.eeg_channels[i % len(self.eeg_channels)],
                               eeg_batch_ms=self.eeg_batch_ms,
                               participant=self.participant,

@@ -122,6 +122,7 @@ class Daemon:
         runs: dict[str, Run] = {
             "mqtt": bridge.run,
             "commands": hub.serve_commands,
+            "updates": hub.updates.serve,
             "circles": CircleCoordinator(self.config, hub).run,
             "ports": PortScanner(self.config.serial, hub.serve_port).run,
             **hub.transports(),

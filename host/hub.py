@@ -31,6 +31,7 @@ from .state_publish import HostStatePublisher, StatePublisher
 from .streams import EegStreams
 from .supervisor import Failures
 from .transport import TransportError, create
+from .updates import Updates
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Hub:
         self.restarts: Counter[str] = Counter()  # subsystem -> restarts (hostd's supervisor counts here)
         self.host_state = HostStatePublisher(bridge, config.host.id, self._host_json)
         self.set_commands = SetCommands(self)  # set commands: intake, back-pressure, execution
+        self.updates = Updates(self)  # firmware bundles from MQTT, sent over the link (host/updates.py)
         bridge.handler = self
 
     # -- Claims (see session.Claims) -------------------------------------------
@@ -174,6 +176,10 @@ class Hub:
     async def execute(self, pod_id: str, payload: bytes) -> dict:
         """Carry out one set command; returns its result."""
         return (await self.set_commands.execute(pod_id, payload))[1]
+
+    def update(self, pod_id: str, payload: bytes) -> None:
+        """Take one part of a firmware bundle as the bridge reads it (host/updates.py)."""
+        self.updates.take(pod_id, payload)
 
     def pod_input(self, item: PodInput) -> None:
         """Take one marker or participant code as the bridge reads it and answer it on

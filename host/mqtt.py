@@ -89,6 +89,8 @@ class Handler(Protocol):
 
     def pod_input(self, item: PodInput) -> None: ...
 
+    def update(self, pod_id: str, payload: bytes) -> None: ...
+
 
 class MqttBridge:
     def __init__(self, config: Config):
@@ -141,6 +143,7 @@ class MqttBridge:
     async def _serve_main(self, client: aiomqtt.Client) -> None:
         host_topic = topics.host(self.host_id, "availability")
         await client.subscribe(topics.SET_FILTER, qos=1)
+        await client.subscribe(topics.UPDATE_FILTER, qos=1)
         for input_filter in topics.INPUT_FILTERS:
             await client.subscribe(input_filter, qos=1)
         await client.publish(host_topic, b"online", qos=1, retain=True)
@@ -183,6 +186,10 @@ class MqttBridge:
             response = getattr(props, "ResponseTopic", None) if props is not None else None
             correlation = getattr(props, "CorrelationData", None) if props is not None else None
             handler.command(Incoming(pod_id, payload, response, correlation))
+            return
+        update_pod = topics.pod_of_update(topic)
+        if update_pod is not None:
+            handler.update(update_pod, payload)
             return
         pod_input = topics.pod_input(topic)
         if pod_input is not None:

@@ -124,6 +124,8 @@ class PodSession:
         self._eeg_next: int | None = None
         self._online_before = False
         self._nonce = 0
+        self.update_status: dict[str, Any] | None = None  # the pod's last UPDATE_STATUS (host/updates.py)
+        self.update_evt = asyncio.Event()  # set at each UPDATE_STATUS
         self.clock = PodClock()  # the pod's ticks_us against the host's CLOCK_REALTIME (PING/PONG)
         # frame name -> bound handler (_on_<name>), looked up once instead of per frame
         self._handlers = {name[4:]: getattr(self, name) for name in dir(type(self)) if name.startswith("_on_")}
@@ -400,7 +402,7 @@ class PodSession:
         f = frame.fields
         s = self.state
         s.pod_id, s.firmware, s.protocol = f["pod_id"], f["fw_version"], f["protocol_version"]
-        s.fingerprint, s.boot_id = f["fingerprint"], f["boot_id"]
+        s.fingerprint, s.boot_id, s.build_hash = f["fingerprint"], f["boot_id"], f["build_hash"]
         s.led_count, s.eeg_channels, s.sample_rate_hz = f["led_count"], f["eeg_channels"], f["sample_rate_hz"]
         self._hello = f
         self._hello_evt.set()
@@ -408,6 +410,12 @@ class PodSession:
     def _on_status(self, frame: codec.Frame) -> None:
         self.state.pod_status = dict(frame.fields)
         self.changed()
+
+    def _on_update_status(self, frame: codec.Frame) -> None:
+        f = dict(frame.fields)
+        f["state"], f["reason"] = str(f["state"]), str(f["reason"])
+        self.update_status = f
+        self.update_evt.set()
 
     def _on_power(self, frame: codec.Frame) -> None:
         self.state.power = dict(frame.fields)  # the LED current limit and why (docs/light.md)

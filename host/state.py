@@ -59,6 +59,7 @@ class PodState:
     # message name -> why this host cannot use it with this pod (protocol/compat.py)
     unsupported: dict[str, str] = field(default_factory=dict)
     boot_id: int | None = None
+    build_hash: int | None = None  # of the firmware the pod runs (HELLO; 0: unknown)
     led_count: int | None = None
     eeg_channels: int | None = None
     sample_rate_hz: int | None = None
@@ -68,6 +69,7 @@ class PodState:
     power: dict[str, Any] = field(default_factory=dict)  # the pod's last POWER frame
     eeg: dict[str, Any] = field(default_factory=dict)  # the pod's EegStream (see eeg.py), kept across sessions
     clock: Any = None  # () -> dict: the pod clock estimate (host/clock.py PodClock.state)
+    update: dict[str, Any] | None = None  # an update over the link (host/updates.py): state, received, total
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class PodState:
             "firmware": self.firmware,
             "protocol": self.protocol,
             "fingerprint": None if self.fingerprint is None else f"0x{self.fingerprint:08x}",
+            "build_hash": None if self.build_hash is None else f"0x{self.build_hash:08x}",
             "unsupported": dict(self.unsupported),
             "capabilities": {
                 "led_count": self.led_count,
@@ -89,6 +92,7 @@ class PodState:
             "power": dict(self.power) or None,
             "eeg": self.eeg,
             "clock": self.clock() if self.clock is not None else None,
+            "update": self.update,
             "updated": now_iso(),
         }
 

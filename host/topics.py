@@ -10,6 +10,7 @@ from __future__ import annotations
 
 PREFIX = "hypnolum/v1"
 SET_FILTER = f"{PREFIX}/pods/+/set"
+UPDATE_FILTER = f"{PREFIX}/pods/+/update"
 
 
 class TopicError(ValueError):
@@ -29,6 +30,14 @@ def pod(pod_id: str, leaf: str) -> str:
 
 def host(host_id: str, leaf: str) -> str:
     return f"{PREFIX}/hosts/{level(host_id, 'host id')}/{leaf}"
+
+
+def pod_of_update(topic: str) -> str | None:
+    """The pod id of a ``.../pods/<id>/update`` topic (a part of a firmware bundle), else None."""
+    parts = topic.split("/")
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/pods" and parts[4] == "update" and parts[3]:
+        return parts[3]
+    return None
 
 
 def pod_of_set(topic: str) -> str | None:

@@ -31,6 +31,7 @@ ENTRY_SIZE = ENTRY.sizeof()
 # {type id: layout hash} of this host's definitions
 HOST_LAYOUTS: dict[int, int] = {m.type_id: m.layout_hash for m in schema.MESSAGES}
 # what a peer whose table is not known yet is decoded by: the core messages only
+_ID: dict[str, int] = {m.name: m.type_id for m in schema.MESSAGES}
 CORE_LAYOUTS: dict[int, int] = {m.type_id: m.layout_hash for m in schema.MESSAGES if m.name in messages.CORE}
 
 
@@ -111,7 +112,10 @@ def judge(hello: dict[str, Any]) -> Verdict:
     if layouts is None:
         return Verdict(refusal=f"unknown schema fingerprint {fp:#010x} and no message table in HELLO")
     missing = unsupported(layouts)
-    core = sorted(name for name in missing if name in messages.CORE)
+    # a core message laid out otherwise refuses the pod; one it lacks does too, except the
+    # update messages: a pod built before them is used, it just cannot be updated over the link
+    core = sorted(name for name in missing if name in messages.CORE
+                  and not (name in messages.UPDATE_MESSAGES and layouts.get(_ID[name]) is None))
     if core:
         return Verdict(refusal=f"core message {core[0]}: {missing[core[0]]}", unsupported=missing)
     return Verdict(unsupported=missing, layouts=layouts)

@@ -8,7 +8,10 @@ The board has no construct, so each message becomes struct-based functions:
 The pod's codec holds pack_ for what the pod sends (messages.POD_SENDS) and
 unpack_ for what it receives: code in the pod's heap for the other direction
 would only take room (~10 KB of the 256 KB budget). The other direction goes
-to tests/firmware/peer_wire.py, for the MicroPython tests that play the host.
+to tests/firmware/peer_wire.py, for the MicroPython tests that play the host,
+and so do the messages the pod reads in place (messages.POD_READS_RAW: no
+unpack_ on the pod) and the enums it keeps as its own constants
+(messages.POD_OWN_ENUMS).
 
 Consecutive fixed-size fields are packed with one struct call. A bytes or
 list field given as an int means that many bytes or items are already in
@@ -268,11 +271,8 @@ def render() -> str:
     lines.append("# message types")
     lines += [f"{m.const_name} = const({m.type_id:#04x})" for m in schema.MESSAGES]
     for name, mapping in schema.ENUMS.items():
-        lines.append("")
-        lines.append(f"# enum {name}")
-        lines += [f"{name.upper()}_{key.upper()} = const({value})" for key, value in mapping.items()]
-        body = ", ".join(f"{k!r}: {v}" for k, v in mapping.items())
-        lines.append(f"{name.upper()} = {{{body}}}")
+        if name not in messages.POD_OWN_ENUMS:
+            lines += _enum_lines(name, mapping)
     lines.append("")
     lines.append("# effect id -> (lowest, highest, default) period_ms; an effect not here has no period")
     eff = schema.ENUMS["effect"]
@@ -292,10 +292,20 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _enum_lines(name: str, mapping: dict[str, int]) -> list[str]:
+    body = ", ".join(f"{k!r}: {v}" for k, v in mapping.items())
+    return ["", f"# enum {name}", *(f"{name.upper()}_{key.upper()} = const({value})" for key, value in mapping.items()),
+            f"{name.upper()} = {{{body}}}"]
+
+
 def _functions(pod_side: bool) -> list[str]:
-    # pack_ for what this side sends, unpack_ for what it receives, and their tables
+    # pack_ for what this side sends, unpack_ for what it receives (the pod: but what it reads
+    # in place), and their tables
     sends = [m for m in schema.MESSAGES if (m.name in messages.POD_SENDS) == pod_side]
-    gets = [m for m in schema.MESSAGES if (m.name in messages.POD_SENDS) != pod_side]
+    gets = [m for m in schema.MESSAGES if (m.name in messages.POD_SENDS) != pod_side
+            and not (pod_side and m.name in messages.POD_READS_RAW)]
+    if not pod_side:  # the tests read those as the pod lays them out
+        gets += [m for m in schema.MESSAGES if m.name in messages.POD_READS_RAW]
     lines: list[str] = []
     for m in sends:
         lines += ["", *_pack_fn(m), ""]
@@ -318,6 +328,7 @@ def render_peer() -> str:
         "",
         "from pod.wire import *  # noqa: F401,F403  (the constants)",
         "from pod.wire import _pack_bytes, _pack_list, _pack_str, _unpack_list, _unpack_str  # noqa: F401",
+        "from micropython import const",
     ]
     # names for the tests; the pod's code needs none of them
     lines.append("")
@@ -328,6 +339,12 @@ def render_peer() -> str:
         names = "".join(repr(f.name) + ", " for f in m.fields)
         lines.append(f"    {m.const_name}: ({names.rstrip()}),")
     lines.append("}")
+    for name, mapping in schema.ENUMS.items():
+        if name in messages.POD_OWN_ENUMS:  # not in pod/wire.py: the pod has them as its own constants
+            lines += _enum_lines(name, mapping)
+    lines += ["", "# what the pod reads in place: no unpack_ in pod/wire.py (its unpack_ is here)",
+              "POD_READS_RAW = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES
+                                            if m.name in messages.POD_READS_RAW) + ")"]
     lines += _functions(pod_side=False)
     return "\n".join(lines) + "\n"
 

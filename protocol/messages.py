@@ -113,6 +113,41 @@ NackReason = Enum(
 
 LogLevel = Enum(Int8ul, debug=10, info=20, warning=30, error=40)
 
+# An update over the link (docs/update.md "The transfer"): where the pod is with it
+UpdateState = Enum(
+    Int8ul,
+    idle=0,  # no update under way
+    manifest=1,  # UPDATE_BEGIN taken: the manifest's bytes are arriving (UPDATE_DATA part 0)
+    data=2,  # the manifest is authentic: the payload's bytes are arriving (part 1)
+    committed=3,  # verified and switched: the pod resets into the new build, on trial
+    refused=4,  # the manifest was refused (reason): a new UPDATE_BEGIN starts over
+    confirmed=5,  # UPDATE_CONFIRM: the build on trial stays
+)
+
+# Why the pod's update store refused (firmware/pod/update.py E_*, the same numbers)
+UpdateReason = Enum(
+    Int8ul,
+    ok=0,
+    auth=1,  # the tag is not the manifest's HMAC under this pod's key
+    manifest=2,  # not a manifest, truncated, too long, or its sizes disagree with UPDATE_BEGIN
+    path=3,  # a path outside the slot, or twice
+    space=4,  # the files do not fit
+    state=5,  # not now: no slots, a build on trial, nothing begun, another transfer
+    crc=6,  # a chunk's CRC-32 did not match
+    range=7,  # a chunk outside the bundle or off its 64-byte blocks
+    incomplete=8,  # commit before every byte arrived
+    hash=9,  # a file's sha256 differs (its bytes count as missing again)
+    io=10,  # the filesystem refused
+    no_key=11,  # no update key was provisioned
+)
+
+# UpdateData.part
+UPDATE_PART_MANIFEST = 0  # offset is into the manifest
+UPDATE_PART_PAYLOAD = 1  # offset is into the slot files concatenated in manifest order
+UPDATE_BLOCK = 64  # a chunk starts on a multiple of this; its length is one too unless it ends its part
+UPDATE_CHUNK = 960  # the largest chunk: a multiple of UPDATE_BLOCK that fits a frame (MAX_FRAME)
+UPDATE_TAG_SIZE = 32  # HMAC-SHA256
+
 # Bits of EegBatch.flags
 EEG_FLAG_GAP_BEFORE = 0x01  # samples were lost between the previous batch and this one
 EEG_FLAG_REPLAY = 0x02  # re-sent from the pod's ring in answer to EEG_REPLAY
@@ -323,6 +358,38 @@ Log = Struct(  # pod -> host
     "text" / PascalString(Int8ul, "utf8"),
 )
 
+UpdateBegin = Struct(  # host -> pod, command: start (or resume) an update; the manifest follows as data
+    "transfer" / Int16ul,  # the host's number for this transfer: the same one again resumes it
+    "manifest_len" / Int16ul,  # bytes of the manifest (at most 8192)
+    "total" / Int32ul,  # bytes of the payload: the slot files concatenated
+    "tag" / GreedyBytes,  # HMAC-SHA256(update key, manifest), UPDATE_TAG_SIZE bytes
+)
+
+UpdateData = Struct(  # host -> pod, not acknowledged: a chunk of the manifest or of the payload
+    "part" / Int8ul,  # UPDATE_PART_*
+    "offset" / Int32ul,  # a multiple of UPDATE_BLOCK
+    "crc" / Int32ul,  # CRC-32/IEEE of data
+    "data" / GreedyBytes,  # at most UPDATE_CHUNK bytes
+)
+
+UpdateStatus = Struct(  # pod -> host, telemetry: after each update command, and every few chunks
+    "transfer" / Int16ul,
+    "state" / UpdateState,
+    "reason" / UpdateReason,  # the store's last refusal (ok: none)
+    "received" / Int32ul,  # bytes of the current part held (the payload's from state data on)
+    "total" / Int32ul,  # bytes of the current part
+    "next" / Int32ul,  # the first offset of the current part not yet held (total: all held)
+)
+
+UpdateCommit = Struct(  # host -> pod, command: verify every file, switch slots, then reset
+    "transfer" / Int16ul,
+    "confirm_ms" / Int32ul,  # how long the new build waits for UPDATE_CONFIRM before rolling back
+)
+
+UpdateConfirm = Struct(  # host -> pod, command: keep the build on trial
+    "build_hash" / Int32ul,  # the build the host saw in HELLO: NACK bad_param if the pod runs another
+)
+
 # name, type id, definition, direction, acknowledged?
 MESSAGES = (
     ("hello", 0x01, Hello),
@@ -346,22 +413,38 @@ MESSAGES = (
     ("ack", 0x30, Ack),
     ("nack", 0x31, Nack),
     ("log", 0x40, Log),
-    # 0x50-0x5F: reserved for the update messages (they join CORE)
+    # 0x50-0x5F: the update messages (CORE)
+    ("update_begin", 0x50, UpdateBegin),
+    ("update_data", 0x51, UpdateData),
+    ("update_status", 0x52, UpdateStatus),
+    ("update_commit", 0x53, UpdateCommit),
+    ("update_confirm", 0x54, UpdateConfirm),
 )
 
 # Messages whose layout may never change: a pod that differs in one of them is refused;
 # any other message that differs is only unsupported with that pod. The update messages
-# join this set when they exist. tests/test_compat.py holds each one to the layout hash
-# recorded for it in protocol/known_schemas.json.
-CORE = frozenset({"hello", "connect", "ack", "nack"})
+# are core: a pod's updates must work with every later host. tests/test_compat.py holds
+# each one to the layout hash recorded for it in protocol/known_schemas.json.
+UPDATE_MESSAGES = frozenset({"update_begin", "update_data", "update_status", "update_commit", "update_confirm"})
+CORE = frozenset({"hello", "connect", "ack", "nack"}) | UPDATE_MESSAGES
 
 # What the pod sends; the host sends every other message. The pod's codec holds
 # pack_ for these and unpack_ for the rest (protocol/gen_firmware.py).
 POD_SENDS = frozenset({"hello", "status", "pong", "eeg_batch", "eeg_bands", "power", "leds", "scene_shown", "ack",
-                       "nack", "log"})
+                       "nack", "log", "update_status"})
+
+# Enums whose values the pod keeps as constants of its own instead of in its codec (every
+# name in pod/wire.py is a global, in the pod's heap): the update states and reasons of
+# firmware/pod/transfer.py and pod/update.py, held equal to these by tests/test_update_codes.py.
+# The MicroPython tests that play the host find them in tests/firmware/peer_wire.py.
+POD_OWN_ENUMS = frozenset({"update_state", "update_reason"})
+
+# Messages the pod reads in place, without an unpack_ in its codec (firmware/pod/transfer.py)
+POD_READS_RAW = frozenset({"update_data"})
 
 # Commands the pod must answer with ACK or NACK.
-COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe"})
+COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe", "update_begin",
+                      "update_commit", "update_confirm"})
 
 # Largest item count of each PrefixedArray field, checked by both codecs.
 LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("scene_shown", "params"): 8,
@@ -382,6 +465,8 @@ ENUMS = (
     ("palette", Palette),
     ("night_mode", NightMode),
     ("scene_source", SceneSource),
+    ("update_state", UpdateState),
+    ("update_reason", UpdateReason),
 )
 
 # Scalar constants exported to the firmware.
@@ -409,4 +494,9 @@ CONSTANTS = (
     ("LED_PREVIEW_MS", LED_PREVIEW_MS),
     ("NACK_NO_FIELD", NACK_NO_FIELD),
     ("NACK_DETAIL_SIZE", NackDetail.sizeof()),
+    ("UPDATE_PART_MANIFEST", UPDATE_PART_MANIFEST),
+    ("UPDATE_PART_PAYLOAD", UPDATE_PART_PAYLOAD),
+    ("UPDATE_BLOCK", UPDATE_BLOCK),
+    ("UPDATE_CHUNK", UPDATE_CHUNK),
+    ("UPDATE_TAG_SIZE", UPDATE_TAG_SIZE),
 )

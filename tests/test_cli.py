@@ -12,7 +12,7 @@ from importlib.metadata import version
 
 import pytest
 
-from hypnolum import ctl
+from hypnolum import ctl, paths
 from hypnolum.console import demo_link
 from hypnolum.cli import COMMANDS
 from hypnolum.emulator.runner import Emulator
@@ -92,6 +92,23 @@ def test_version_is_the_installed_distributions_and_help_imports_no_command():
 ])
 def test_set_refuses_bad_arguments_naming_what_is_wrong(argv, says, capsys):
     assert ctl.set_main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["firmware"], "name the pods"),
+    (["--pod", "pod/01", "firmware"], "--pod"),
+    (["--pod", "pod-01", "/nonexistent"], "/nonexistent: No such file"),
+    (["--pod", "pod-01", "/etc/hostname"], "not a bundle"),
+    (["--pod", "pod-01", "--update-keys", "/nonexistent", "firmware"], "/nonexistent/pod-01.key: update key file not found"),
+    (["--pod", "pod-01", "--confirm-s", "0", "firmware"], "--confirm-s"),
+])
+def test_update_refuses_bad_arguments_naming_what_is_wrong(argv, says, capsys):
+    from hypnolum import update_tool
+
+    argv = [str(paths.FIRMWARE) if a == "firmware" else a for a in argv]
+    assert update_tool.main(["--app-format", "py", *argv]) == 2
     err = capsys.readouterr().err
     assert says in err, err
 

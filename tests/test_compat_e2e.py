@@ -17,7 +17,7 @@ import re
 import pytest
 
 from hypnolum.emulator.pod import EmulatedPod
-from hypnolum.protocol import compat, schema
+from hypnolum.protocol import compat, messages, schema
 
 from helpers import other_firmware
 from helpers.hostd import Hostd
@@ -76,10 +76,10 @@ async def test_an_old_pod_and_a_pod_with_other_layouts_work_with_this_host(tmp_p
                 await wait_until(lambda: watch.text(f"{P}/{pod.pod_id}/availability") == "online", timeout=30,
                                  what=f"{pod.pod_id} online")
 
-            # the old pod: known by its fingerprint, every message usable
+            # the old pod: known by its fingerprint, every message usable but the update ones it predates
             s = _state(watch, "pod-old")
             assert s["link"] == "online" and s["fingerprint"] == f"{old_fp:#010x}"
-            assert s["unsupported"] == {}, s["unsupported"]
+            assert s["unsupported"] == {n: "not known to the pod" for n in messages.UPDATE_MESSAGES}, s["unsupported"]
             await wait_until(lambda: (_state(watch, "pod-old").get("eeg") or {}).get("recording", {}).get("seconds", 0)
                              >= 2, timeout=15, what="two seconds of pod-old's EEG recorded")
             assert list(rec.glob("*pod-old*.bdf")), list(rec.iterdir())

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.broker
 
 DEPLOY = Path(__file__).resolve().parent.parent / "host" / "deploy" / "mosquitto"
 P = "hypnolum/v1/pods"
-USERS = {"hostd-1": "pw-one", "hostd-2": "pw-two", "controller": "pw-ctl", "experimenter": "pw-exp"}
+USERS = {"hostd-1": "pw-one", "hostd-2": "pw-two", "controller": "pw-ctl", "experimenter": "pw-exp",
+         "operator": "pw-op"}
 
 
 def shipped_conf(workdir: Path) -> str:
@@ -126,6 +127,16 @@ async def test_a_host_cannot_publish_into_another_hosts_pods(secure):
         await wait_until(lambda: "hypnolum/v1/hosts/hostd-1/state" in watch.latest, what="own host state")
         assert f"{P}/pod-02/state" not in watch.latest
         assert "hypnolum/v1/hosts/hostd-2/availability" not in watch.latest
+
+
+async def test_only_the_operator_may_publish_a_firmware_update(secure):
+    async with Watcher(secure.port, (f"{P}/pod-01/update",), username="hostd-1", password=USERS["hostd-1"],
+                       tls_context=tls(secure.ca.ca_file)) as watch:
+        for user in ("controller", "experimenter", "hostd-2", "operator"):  # the operator's last: it arrives
+            async with client(secure, user, protocol=aiomqtt.ProtocolVersion.V311) as c:
+                await c.publish(f"{P}/pod-01/update", json.dumps({"from": user}).encode(), qos=1)
+        await wait_until(lambda: f"{P}/pod-01/update" in watch.latest, what="the operator's update")
+        assert watch.all_json(f"{P}/pod-01/update") == [{"from": "operator"}]
 
 
 async def test_hostd_over_tls_with_password_file_and_client_cert_serves_commands_idempotently(secure, tmp_path):

@@ -55,6 +55,7 @@ class Pod:
         lk.register(wire.T_FRAME_PHASE, self.renderer.frame_phase, command=False)
         self.safe_mode = safemode.SafeModeCommand()
         lk.register(wire.T_SAFE_MODE, self.safe_mode.request)
+        _updates(lk, self.slots)  # updates over the link (docs/update.md)
         # the governor's current cap from heat, supply and the per-output limit (POWER telemetry)
         self.derate = derate.Derate(self.renderer.governor, cfg, lk)
         self.headset = hs = cyton.Headset(lk, cfg.eeg_channels, cfg.headset_baud, cfg.sample_rate_hz,
@@ -93,6 +94,22 @@ class Pod:
             self._guard("derate", self.derate.run()),
             self._guard("preview", self.preview.run()),
         )
+
+
+_UPDATE_TYPES = (wire.T_UPDATE_BEGIN, wire.T_UPDATE_DATA, wire.T_UPDATE_COMMIT, wire.T_UPDATE_CONFIRM)
+
+
+def _updates(lk, sl):
+    """Route the update messages to pod/transfer.py, imported with the first one: its code
+    stays out of the heap until an update begins, as the store's does."""
+    def first(seq, frame, end):
+        from pod import transfer
+
+        transfer.Transfer(lk, sl)  # registers its handlers in place of this one
+        lk.dispatch(seq, frame, end)
+
+    for t in _UPDATE_TYPES:
+        lk.register_raw(t, first)
 
 
 def _refuse_scene(*_scene):
@@ -134,6 +151,7 @@ class UpdatesOnly(Pod):
         self.link = lk = link.Link(port, hello, _refuse_scene)
         self.safe_mode = safemode.SafeModeCommand()
         lk.register(wire.T_SAFE_MODE, self.safe_mode.request)
+        _updates(lk, self.slots)
         lk.send_hello()
         lk.send_log(wire.LOG_LEVEL_ERROR, "safe mode for updates: %d boots in a row did not run"
                     % self.slots.failed_boots)

@@ -226,6 +226,17 @@ class Link:
                 sink(*unpack(frame, _HDR, end))
         self._handlers[type_] = handler
 
+    def register_raw(self, type_, handler):
+        """Route message type_ to handler(seq, frame, end) as it arrives, payload at
+        frame[HEADER_SIZE:end] in the decoder's buffer (valid until it returns); not answered.
+        For a frame handled without unpacking it (an update's data chunk)."""
+        self._handlers[type_] = handler
+
+    def dispatch(self, seq, frame, end):
+        """Hand the frame being handled to the handler registered for its type now: for a
+        handler that registers the real ones on first use (the frame's type is frame[1])."""
+        self._handlers[frame[1]](seq, frame, end)
+
     def _on_command(self, type_, sink, unpack, seq, frame, end):
         last = self._last_detail
         if seq == self._last_cmd_seq and self._last_cmd_type == type_:

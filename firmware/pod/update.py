@@ -241,6 +241,7 @@ class Store(Slots):
         self._nblocks = (pos + BLOCK - 1) // BLOCK
         self._bits = bytearray((self._nblocks + 7) // 8)
         self._got = 0
+        self._hint = 0  # every block before this one is received (missing())
 
     def _rescan(self):
         # after a reset, a file counts as received only when it is whole and its sha256 matches
@@ -334,6 +335,7 @@ class Store(Slots):
         lo = self._starts[i] // BLOCK
         hi = (self._starts[i] + self._sizes[i] + BLOCK - 1) // BLOCK
         bits = self._bits
+        self._hint = 0
         for b in range(lo, hi):
             m = 1 << (b & 7)
             if bits[b >> 3] & m:
@@ -349,6 +351,25 @@ class Store(Slots):
         if self._bits[last >> 3] & (1 << (last & 7)):
             got -= self._nblocks * BLOCK - self._total
         return got, self._total
+
+    def complete(self):
+        """True once every byte of the update under way has arrived."""
+        return self._bits is not None and self._got >= self._nblocks
+
+    def missing(self):
+        """The first offset of the bundle not yet received (its size: every byte is)."""
+        if self._bits is None:
+            return 0
+        bits = self._bits
+        i = self._hint >> 3
+        n = len(bits)
+        while i < n and bits[i] == 0xFF:
+            i += 1
+        b = i << 3
+        while b < self._nblocks and bits[b >> 3] & (1 << (b & 7)):
+            b += 1
+        self._hint = b & ~7
+        return min(b * BLOCK, self._total)
 
     # ------------------------------------------------------------ commit, confirm
     def _check(self, i):

@@ -4,7 +4,7 @@
 import struct
 from micropython import const
 
-FINGERPRINT = const(0x39357f2f)
+FINGERPRINT = const(0x947e3cb4)
 PROTOCOL_VERSION = const(1)
 MAX_FRAME = const(1024)
 HEADER_SIZE = const(4)
@@ -28,6 +28,11 @@ LED_PREVIEW_MAX_SEGMENTS = const(32)
 LED_PREVIEW_MS = const(200)
 NACK_NO_FIELD = const(255)
 NACK_DETAIL_SIZE = const(10)
+UPDATE_PART_MANIFEST = const(0)
+UPDATE_PART_PAYLOAD = const(1)
+UPDATE_BLOCK = const(64)
+UPDATE_CHUNK = const(960)
+UPDATE_TAG_SIZE = const(32)
 
 # message types
 T_HELLO = const(0x01)
@@ -51,6 +56,11 @@ T_FADE_SAFE = const(0x27)
 T_ACK = const(0x30)
 T_NACK = const(0x31)
 T_LOG = const(0x40)
+T_UPDATE_BEGIN = const(0x50)
+T_UPDATE_DATA = const(0x51)
+T_UPDATE_STATUS = const(0x52)
+T_UPDATE_COMMIT = const(0x53)
+T_UPDATE_CONFIRM = const(0x54)
 
 # enum effect
 EFFECT_OFF = const(0)
@@ -137,9 +147,16 @@ F_SCENE_AT_PALETTE = const(6)
 F_SCENE_AT_FLAGS = const(7)
 F_SCENE_AT_PARAMS = const(8)
 F_SAFE_MODE_CONFIRM = const(0)
+F_UPDATE_BEGIN_TRANSFER = const(0)
+F_UPDATE_BEGIN_MANIFEST_LEN = const(1)
+F_UPDATE_BEGIN_TOTAL = const(2)
+F_UPDATE_BEGIN_TAG = const(3)
+F_UPDATE_COMMIT_TRANSFER = const(0)
+F_UPDATE_COMMIT_CONFIRM_MS = const(1)
+F_UPDATE_CONFIRM_BUILD_HASH = const(0)
 
 # HELLO's table: (type id u8, layout hash u16 LE) of every message this pod knows
-MESSAGE_TABLE = b'\x01a\xa9\x02\xca\x82\x03\x13A\x04<\xb2\x056Y\x10\x8d\x93\x118\x9c\x12\xe2\xd5\x13\xda0\x14\xbd\xd1 \x81l!}\x14"~I#\xab>$\xb24%;@&\xc0\xf7\'\xbf\x0e0%\xa61\xd4\x7f@\x9a\x0e'
+MESSAGE_TABLE = b'\x01a\xa9\x02\xca\x82\x03\x13A\x04<\xb2\x056Y\x10\x8d\x93\x118\x9c\x12\xe2\xd5\x13\xda0\x14\xbd\xd1 \x81l!}\x14"~I#\xab>$\xb24%;@&\xc0\xf7\'\xbf\x0e0%\xa61\xd4\x7f@\x9a\x0eP\xd6\x1fQ\xb6\x04R\xc0OS\x9e{TL\x87'
 
 
 def _pack_str(buf, off, s, pfmt):
@@ -290,6 +307,12 @@ def pack_log(buf, off, level, text):
     return off
 
 
+def pack_update_status(buf, off, transfer, state, reason, received, total, next):
+    struct.pack_into('<HBBIII', buf, off, transfer, state, reason, received, total, next)
+    off += 16
+    return off
+
+
 def unpack_connect(buf, off, end):
     if off + 5 > end:
         raise ValueError('connect: short payload')
@@ -386,5 +409,33 @@ def unpack_fade_safe(buf, off, end):
     return ()
 
 
-PACK = {T_HELLO: pack_hello, T_STATUS: pack_status, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_LEDS: pack_leds, T_SCENE_SHOWN: pack_scene_shown, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log}
-UNPACK = {T_CONNECT: unpack_connect, T_PING: unpack_ping, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe}
+def unpack_update_begin(buf, off, end):
+    if off + 8 > end:
+        raise ValueError('update_begin: short payload')
+    transfer, manifest_len, total = struct.unpack_from('<HHI', buf, off)
+    off += 8
+    tag = memoryview(buf)[off:end]
+    off = end
+    if off != end:
+        raise ValueError('update_begin: trailing bytes')
+    return (transfer, manifest_len, total, tag,)
+
+
+def unpack_update_commit(buf, off, end):
+    if off + 6 > end:
+        raise ValueError('update_commit: short payload')
+    if off + 6 != end:
+        raise ValueError('update_commit: trailing bytes')
+    return struct.unpack_from('<HI', buf, off)
+
+
+def unpack_update_confirm(buf, off, end):
+    if off + 4 > end:
+        raise ValueError('update_confirm: short payload')
+    if off + 4 != end:
+        raise ValueError('update_confirm: trailing bytes')
+    return struct.unpack_from('<I', buf, off)
+
+
+PACK = {T_HELLO: pack_hello, T_STATUS: pack_status, T_PONG: pack_pong, T_EEG_BATCH: pack_eeg_batch, T_EEG_BANDS: pack_eeg_bands, T_POWER: pack_power, T_LEDS: pack_leds, T_SCENE_SHOWN: pack_scene_shown, T_ACK: pack_ack, T_NACK: pack_nack, T_LOG: pack_log, T_UPDATE_STATUS: pack_update_status}
+UNPACK = {T_CONNECT: unpack_connect, T_PING: unpack_ping, T_SCENE: unpack_scene, T_EEG_REPLAY: unpack_eeg_replay, T_NIGHT_MODE: unpack_night_mode, T_GROUP_VALUE: unpack_group_value, T_SCENE_AT: unpack_scene_at, T_FRAME_PHASE: unpack_frame_phase, T_SAFE_MODE: unpack_safe_mode, T_FADE_SAFE: unpack_fade_safe, T_UPDATE_BEGIN: unpack_update_begin, T_UPDATE_COMMIT: unpack_update_commit, T_UPDATE_CONFIRM: unpack_update_confirm}

@@ -6,9 +6,10 @@ import struct
 
 from pod.wire import *  # noqa: F401,F403  (the constants)
 from pod.wire import _pack_bytes, _pack_list, _pack_str, _unpack_list, _unpack_str  # noqa: F401
+from micropython import const
 
-NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_LEDS: 'leds', T_SCENE_SHOWN: 'scene_shown', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_FADE_SAFE: 'fade_safe', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log'}
-COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, T_FADE_SAFE, )
+NAMES = {T_HELLO: 'hello', T_CONNECT: 'connect', T_STATUS: 'status', T_PING: 'ping', T_PONG: 'pong', T_EEG_BATCH: 'eeg_batch', T_EEG_BANDS: 'eeg_bands', T_POWER: 'power', T_LEDS: 'leds', T_SCENE_SHOWN: 'scene_shown', T_SCENE: 'scene', T_EEG_REPLAY: 'eeg_replay', T_NIGHT_MODE: 'night_mode', T_GROUP_VALUE: 'group_value', T_SCENE_AT: 'scene_at', T_FRAME_PHASE: 'frame_phase', T_SAFE_MODE: 'safe_mode', T_FADE_SAFE: 'fade_safe', T_ACK: 'ack', T_NACK: 'nack', T_LOG: 'log', T_UPDATE_BEGIN: 'update_begin', T_UPDATE_DATA: 'update_data', T_UPDATE_STATUS: 'update_status', T_UPDATE_COMMIT: 'update_commit', T_UPDATE_CONFIRM: 'update_confirm'}
+COMMANDS = (T_SCENE, T_EEG_REPLAY, T_NIGHT_MODE, T_SCENE_AT, T_SAFE_MODE, T_FADE_SAFE, T_UPDATE_BEGIN, T_UPDATE_COMMIT, T_UPDATE_CONFIRM, )
 FIELDS = {
     T_HELLO: ('pod_id', 'fw_version', 'protocol_version', 'fingerprint', 'build_hash', 'boot_id', 'led_count', 'eeg_channels', 'sample_rate_hz', 'table',),
     T_CONNECT: ('protocol_version', 'fingerprint', 'host_id',),
@@ -31,7 +32,39 @@ FIELDS = {
     T_ACK: ('ack_seq',),
     T_NACK: ('ack_seq', 'reason', 'detail',),
     T_LOG: ('level', 'text',),
+    T_UPDATE_BEGIN: ('transfer', 'manifest_len', 'total', 'tag',),
+    T_UPDATE_DATA: ('part', 'offset', 'crc', 'data',),
+    T_UPDATE_STATUS: ('transfer', 'state', 'reason', 'received', 'total', 'next',),
+    T_UPDATE_COMMIT: ('transfer', 'confirm_ms',),
+    T_UPDATE_CONFIRM: ('build_hash',),
 }
+
+# enum update_state
+UPDATE_STATE_IDLE = const(0)
+UPDATE_STATE_MANIFEST = const(1)
+UPDATE_STATE_DATA = const(2)
+UPDATE_STATE_COMMITTED = const(3)
+UPDATE_STATE_REFUSED = const(4)
+UPDATE_STATE_CONFIRMED = const(5)
+UPDATE_STATE = {'idle': 0, 'manifest': 1, 'data': 2, 'committed': 3, 'refused': 4, 'confirmed': 5}
+
+# enum update_reason
+UPDATE_REASON_OK = const(0)
+UPDATE_REASON_AUTH = const(1)
+UPDATE_REASON_MANIFEST = const(2)
+UPDATE_REASON_PATH = const(3)
+UPDATE_REASON_SPACE = const(4)
+UPDATE_REASON_STATE = const(5)
+UPDATE_REASON_CRC = const(6)
+UPDATE_REASON_RANGE = const(7)
+UPDATE_REASON_INCOMPLETE = const(8)
+UPDATE_REASON_HASH = const(9)
+UPDATE_REASON_IO = const(10)
+UPDATE_REASON_NO_KEY = const(11)
+UPDATE_REASON = {'ok': 0, 'auth': 1, 'manifest': 2, 'path': 3, 'space': 4, 'state': 5, 'crc': 6, 'range': 7, 'incomplete': 8, 'hash': 9, 'io': 10, 'no_key': 11}
+
+# what the pod reads in place: no unpack_ in pod/wire.py (its unpack_ is here)
+POD_READS_RAW = (T_UPDATE_DATA, )
 
 def pack_connect(buf, off, protocol_version, fingerprint, host_id):
     struct.pack_into('<BI', buf, off, protocol_version, fingerprint)
@@ -91,6 +124,38 @@ def pack_safe_mode(buf, off, confirm):
 
 
 def pack_fade_safe(buf, off):
+    return off
+
+
+def pack_update_begin(buf, off, transfer, manifest_len, total, tag):
+    struct.pack_into('<HHI', buf, off, transfer, manifest_len, total)
+    off += 8
+    if isinstance(tag, int):
+        off += tag
+    else:
+        off = _pack_bytes(buf, off, tag)
+    return off
+
+
+def pack_update_data(buf, off, part, offset, crc, data):
+    struct.pack_into('<BII', buf, off, part, offset, crc)
+    off += 9
+    if isinstance(data, int):
+        off += data
+    else:
+        off = _pack_bytes(buf, off, data)
+    return off
+
+
+def pack_update_commit(buf, off, transfer, confirm_ms):
+    struct.pack_into('<HI', buf, off, transfer, confirm_ms)
+    off += 6
+    return off
+
+
+def pack_update_confirm(buf, off, build_hash):
+    struct.pack_into('<I', buf, off, build_hash)
+    off += 4
     return off
 
 
@@ -215,5 +280,25 @@ def unpack_log(buf, off, end):
     return (level, text,)
 
 
-PACK = {T_CONNECT: pack_connect, T_PING: pack_ping, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_FADE_SAFE: pack_fade_safe}
-UNPACK = {T_HELLO: unpack_hello, T_STATUS: unpack_status, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_LEDS: unpack_leds, T_SCENE_SHOWN: unpack_scene_shown, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log}
+def unpack_update_status(buf, off, end):
+    if off + 16 > end:
+        raise ValueError('update_status: short payload')
+    if off + 16 != end:
+        raise ValueError('update_status: trailing bytes')
+    return struct.unpack_from('<HBBIII', buf, off)
+
+
+def unpack_update_data(buf, off, end):
+    if off + 9 > end:
+        raise ValueError('update_data: short payload')
+    part, offset, crc = struct.unpack_from('<BII', buf, off)
+    off += 9
+    data = memoryview(buf)[off:end]
+    off = end
+    if off != end:
+        raise ValueError('update_data: trailing bytes')
+    return (part, offset, crc, data,)
+
+
+PACK = {T_CONNECT: pack_connect, T_PING: pack_ping, T_SCENE: pack_scene, T_EEG_REPLAY: pack_eeg_replay, T_NIGHT_MODE: pack_night_mode, T_GROUP_VALUE: pack_group_value, T_SCENE_AT: pack_scene_at, T_FRAME_PHASE: pack_frame_phase, T_SAFE_MODE: pack_safe_mode, T_FADE_SAFE: pack_fade_safe, T_UPDATE_BEGIN: pack_update_begin, T_UPDATE_DATA: pack_update_data, T_UPDATE_COMMIT: pack_update_commit, T_UPDATE_CONFIRM: pack_update_confirm}
+UNPACK = {T_HELLO: unpack_hello, T_STATUS: unpack_status, T_PONG: unpack_pong, T_EEG_BATCH: unpack_eeg_batch, T_EEG_BANDS: unpack_eeg_bands, T_POWER: unpack_power, T_LEDS: unpack_leds, T_SCENE_SHOWN: unpack_scene_shown, T_ACK: unpack_ack, T_NACK: unpack_nack, T_LOG: unpack_log, T_UPDATE_STATUS: unpack_update_status, T_UPDATE_DATA: unpack_update_data}

@@ -24,6 +24,9 @@ def _both(a, b):
 
 def test_the_pod_packs_what_it_sends_and_unpacks_the_rest():
     for t in peer_wire.NAMES:
+        if t in peer_wire.POD_READS_RAW:  # the pod reads it in place: the host packs it, the tests unpack it
+            assert t not in wire.PACK and t not in wire.UNPACK and t in peer_wire.PACK and t in peer_wire.UNPACK
+            continue
         assert (t in wire.PACK) != (t in wire.UNPACK), peer_wire.NAMES[t]
         assert (t in peer_wire.PACK) == (t in wire.UNPACK) and (t in peer_wire.UNPACK) == (t in wire.PACK)
 

@@ -37,6 +37,7 @@ from helpers import flash_analyzer as fa
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "helpers" / "fuzz_link_mpy.py"
 APP = ROOT / "firmware" / "pod" / "app.py"
+TRANSFER = ROOT / "firmware" / "pod" / "transfer.py"  # the update messages, registered by app.py through it
 from helpers.light_rig import BUDGET_MA, CONFIG, N_LEDS  # noqa: E402
 NACK_BAD_MESSAGE = "nack:1"
 _COMMAND_IDS = {codec.BY_NAME[name].type_id for name in COMMANDS}
@@ -74,8 +75,10 @@ def micropython() -> str:
 
 
 def app_registrations() -> set[str]:
-    """Message names firmware/pod/app.py registers on its Link (besides Link's own)."""
-    return {m.lower() for m in re.findall(r"\.register\(wire\.T_([A-Z_]+)", APP.read_text())}
+    """Message names firmware/pod/app.py registers on its Link (besides Link's own), itself or
+    through pod/transfer.py."""
+    text = APP.read_text() + TRANSFER.read_text()
+    return {m.lower() for m in re.findall(r"\.register(?:_raw)?\(wire\.T_([A-Z_]+)", text)}
 
 
 def _body(type_id: int, seq: int, payload: bytes) -> bytes:

@@ -24,7 +24,7 @@ import json
 import sys
 
 import hal
-from pod import config, framing, link, render, ring, safemode, wire
+from pod import config, framing, link, render, ring, safemode, slots, transfer, wire
 import peer_wire  # the host's side of the codec (generated, tests/firmware)
 
 _HDR = wire.HEADER_SIZE
@@ -127,6 +127,8 @@ class Pod:
         self.ring = ring.SampleRing(8, 250)
         self.replayer = ring.Replayer(lk, self.ring)
         lk.register(wire.T_EEG_REPLAY, self.replayer.request)
+        # updates: no slots here (no slots.json in the working directory), so every update is refused
+        self.transfer = transfer.Transfer(lk, slots.Slots())
         self.seq = 0  # next EEG sample number
         self.samples = bytearray(4 * self.ring.sample_bytes)
         r.render(_clock[0])  # dark at once, as at boot
