@@ -112,10 +112,6 @@ def _updates(lk, sl):
         lk.register_raw(t, first)
 
 
-def _refuse_scene(*_scene):
-    return wire.NACK_REASON_UNAVAILABLE  # safe mode for updates: the LEDs stay dark
-
-
 def _say_update_state(lk, sl):
     if sl.rolled_back:
         lk.send_log(wire.LOG_LEVEL_WARNING, "update: the build on trial was not confirmed; rolled back")
@@ -129,41 +125,6 @@ def _rollback_log(lk):
     return say
 
 
-async def _feed(wdt):
-    while True:
-        wdt.feed()
-        await asyncio.sleep_ms(wdt.timeout_ms // 4)
-
-
-class UpdatesOnly(Pod):
-    """Safe mode for updates, after boots in a row that never ran: LEDs dark, no
-    headset, no renderer; the link and the update store only."""
-
-    def __init__(self, cfg, slots_):
-        self.cfg = cfg
-        self.slots = slots_
-        self.link = None
-
-    async def run(self):
-        cfg = self.cfg
-        port = await hal.open_link()
-        hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
-        self.link = lk = link.Link(port, hello, _refuse_scene)
-        self.safe_mode = safemode.SafeModeCommand()
-        lk.register(wire.T_SAFE_MODE, self.safe_mode.request)
-        _updates(lk, self.slots)
-        lk.send_hello()
-        lk.send_log(wire.LOG_LEVEL_ERROR, "safe mode for updates: %d boots in a row did not run"
-                    % self.slots.failed_boots)
-        _say_update_state(lk, self.slots)
-        wdt = hal.Watchdog(cfg.watchdog_ms)
-        await asyncio.gather(
-            self._guard("update", self.slots.supervise(_rollback_log(lk))),
-            self._guard("link rx", lk.rx_task()),
-            self._guard("watchdog", _feed(wdt)),
-        )
-
-
 def main():
     # The render loop collects, at its quiet moment (pod/render.py); the heap's
     # allocation threshold stays off (-1), as it counts call frames freed on return.
@@ -174,4 +135,9 @@ def main():
     cfg = config.load()
     config.release_schema()
     gc.collect()
-    asyncio.run((UpdatesOnly if sl.safe else Pod)(cfg, sl).run())
+    if sl.safe:
+        from pod import updates_only  # its code only in safe mode for updates
+
+        asyncio.run(updates_only.UpdatesOnly(cfg, sl).run())
+    else:
+        asyncio.run(Pod(cfg, sl).run())
