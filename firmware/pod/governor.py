@@ -344,6 +344,7 @@ class Governor:
         self.set_cap_ma(self.budget_ma)
         self.shown = bytearray(self.nb)  # what the LEDs show (boot: dark)
         self._prev = bytearray(self.nb)  # shown before this frame's slew
+        self._shown_sum = 0  # driven duties of shown, or a bound above them
         self.rise_limited = 0  # frames whose rising LEDs the power limit held back
         self.cred_l = bytearray(4 * n)  # int32 per LED (ptr32)
         self.cred_r = bytearray(4 * n)
@@ -449,6 +450,7 @@ class Governor:
                     hi = mid - 1
             level = lo
             self._limit_level = lo
+            s = _duty_sum_hist(hist, duty, lo)
         if dt_ms > _MAX_DT_MS:
             dt_ms = _MAX_DT_MS
         elif dt_ms < 0:
@@ -456,18 +458,29 @@ class Governor:
         mode = MODE_FAST if fast else (MODE_STROBE if strobe else MODE_SLEW)
         shown = self.shown
         prev = self._prev
-        _copy(prev, 0, shown, 0, nb)
+        # The level above keeps the target within the power limit (s: its driven duties);
+        # the flash limit then holds falling LEDs above their target while others rise to
+        # theirs, and the sum may pass the limit. Each LED ends at most at the higher of
+        # where it was and its target, so the sum is at most the last frame's plus the
+        # target's: only when that passes the limit is the frame checked. Rising less is
+        # always allowed (a smaller step, and the frame before was within the limit): the
+        # rises are cut to the largest share that fits.
+        dmax = self.duty_max
+        check = dmax >= 0 and self._shown_sum + s > dmax
+        if check:
+            _copy(prev, 0, shown, 0, nb)
         held = _slew(shown, frame, nb, ledwire.LIN16, self.cred_l, self.cred_r,
                      _RATE_L * dt_ms, _RATE_R * dt_ms, mode, level)
         self.last_held = held
-        if held:
-            self.slewed += 1
-        # The level above keeps the target within the power limit; the flash limit then
-        # holds falling LEDs above their target while others rise to theirs, and the sum
-        # may pass the limit. Rising less is always allowed (a smaller step, and the frame
-        # before was within the limit): the rises are cut to the largest share that fits.
-        dmax = self.duty_max
-        if dmax >= 0 and held and _duty_sum(shown, nb, duty, 256) > dmax:
+        if not held:
+            self._shown_sum = s  # every LED at its target
+            return shown
+        self.slewed += 1
+        if not check:
+            self._shown_sum += s  # a bound, not the sum: the next frame may check
+            return shown
+        t = _duty_sum(shown, nb, duty, 256)
+        if t > dmax:
             lo = 0
             hi = 255
             while lo < hi:
@@ -477,5 +490,7 @@ class Governor:
                 else:
                     hi = mid - 1
             _rise_apply(shown, prev, nb, lo)
+            t = _duty_sum(shown, nb, duty, 256)
             self.rise_limited += 1
+        self._shown_sum = t
         return shown
