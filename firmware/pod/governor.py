@@ -137,8 +137,9 @@ def _duty_sum_hist(hist, duty, level: int) -> int:
 
 
 @micropython.viper
-def _rise_sum(shown, prev, n: int, duty, f: int) -> int:
-    # driven duties of shown if each byte that rose from prev had risen only f / 256 of the way
+def _cut_rises(shown, prev, n: int, duty, f: int, apply: int) -> int:
+    # driven duties of shown if each byte that rose from prev had risen only f / 256 of
+    # the way; with apply, shown is changed so
     s = ptr8(shown)
     p = ptr8(prev)
     g = ptr8(duty)
@@ -149,23 +150,11 @@ def _rise_sum(shown, prev, n: int, duty, f: int) -> int:
         b = int(s[i])
         if b > a:
             b = a + (((b - a) * f) >> 8)
+            if apply:
+                s[i] = b
         t += int(g[b])
         i += 1
     return t
-
-
-@micropython.viper
-def _rise_apply(shown, prev, n: int, f: int):
-    # each byte that rose from prev rises only f / 256 of the way
-    s = ptr8(shown)
-    p = ptr8(prev)
-    i = 0
-    while i < n:
-        a = int(p[i])
-        b = int(s[i])
-        if b > a:
-            s[i] = a + (((b - a) * f) >> 8)
-        i += 1
 
 
 @micropython.viper
@@ -485,12 +474,11 @@ class Governor:
             hi = 255
             while lo < hi:
                 mid = (lo + hi + 1) >> 1
-                if _rise_sum(shown, prev, nb, duty, mid) <= dmax:
+                if _cut_rises(shown, prev, nb, duty, mid, 0) <= dmax:
                     lo = mid
                 else:
                     hi = mid - 1
-            _rise_apply(shown, prev, nb, lo)
-            t = _duty_sum(shown, nb, duty, 256)
+            t = _cut_rises(shown, prev, nb, duty, lo, 1)
             self.rise_limited += 1
         self._shown_sum = t
         return shown
