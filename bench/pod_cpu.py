@@ -262,7 +262,7 @@ def main() -> int:
             # the render loop collects every _GC_EVERY_MS whatever was allocated (the heap's own
             # threshold is off: firmware/pod/render.py); one collection, with this live set, timed
             collections = 1000 / gc_every
-            h, _ = row(f"GC: {collections:.0f} collections a second", info["gc_collect_us"], 0, collections,
+            h, _ = row(f"GC: {collections:g} collections a second", info["gc_collect_us"], 0, collections,
                        f"{alloc_s / 1000:.1f} KB/s allocated; live set {info['mem_alloc'] // 1024} KB")
             here += h
             chain = res["headset_chain_check"][0]

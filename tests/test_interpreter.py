@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hypnolum.emulator import image
 from hypnolum.emulator.pod import find_micropython
 
@@ -43,3 +45,26 @@ def test_pods_run_compiled_firmware_at_the_budget(tmp_path):
     shim, fw, frozen = pod.micropypath
     assert (Path(fw) / "pod" / "render.mpy").is_file() and not (Path(fw) / "pod" / "render.py").exists()
     assert (Path(shim) / "hal.mpy").is_file() and frozen == ".frozen"
+
+
+def test_the_shims_standing_in_for_the_boards_c_modules_are_frozen_not_loaded_into_the_heap(tmp_path):
+    # the board's time, RTOS tick and machine.USBDevice are C in its image: their
+    # emulated stand-ins must not take the pod's heap either (emulator/manifest.py)
+    shims = {p.stem for p in image.frozen_shims()}
+    assert {"emutime", "machine"} <= shims
+    shim_dir = Path(image.micropypath()[0])
+    assert not {p.stem for p in shim_dir.glob("*.mpy")} & shims
+    code = "import machine\nprint(machine.USBDevice() is machine.USBDevice())"
+    out = subprocess.run([find_micropython(), "-c", code], capture_output=True, text=True, timeout=30,
+                         env={"MICROPYPATH": ".frozen", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_an_interpreter_built_with_other_frozen_shims_is_refused_with_the_fix(tmp_path):
+    exe = tmp_path / "micropython"
+    exe.symlink_to(find_micropython())
+    (tmp_path / "micropython.frozen").write_text("0123456789abcdef\n")
+    with pytest.raises(image.ImageError, match="run `make setup`"):
+        image.check_frozen(str(exe))
+    (tmp_path / "micropython.frozen").write_text(image.frozen_digest() + "\n")
+    image.check_frozen(str(exe))

@@ -30,7 +30,7 @@ if ! need_multilib; then
     }
 fi
 
-if [ ! -x "$WORK/ports/unix/build-standard/micropython" ] || [ ! -x "$WORK/mpy-cross/build/mpy-cross" ]; then
+if [ ! -x "$WORK/mpy-cross/build/mpy-cross" ] || [ ! -f "$WORK/ports/unix/Makefile" ]; then
     rm -rf "$WORK"
     mkdir -p "$WORK"
     if [ -f "$SHARED/micropython-1.28.0-src.tar.gz" ]; then
@@ -42,21 +42,38 @@ if [ ! -x "$WORK/ports/unix/build-standard/micropython" ] || [ ! -x "$WORK/mpy-c
         }
     fi
     mkdir -p "$WORK/.empty-lib" && touch "$WORK/.empty-lib/README.md"  # stands in for the micropython-lib submodule
-    # asyncio frozen in, as the ESP32 image has it
-    echo 'include("$(MPY_DIR)/extmod/asyncio")' > "$WORK/.manifest.py"
     # the version string comes from the tag, not from a git repository around the build
     export GIT_CEILING_DIRECTORIES=$(dirname "$WORK")
     # mpy-cross first, without the port's variables (FROZEN_MANIFEST breaks its link)
     make -s -C "$WORK/mpy-cross" -j"$(nproc)" >"$WORK/.mpy-cross.log" 2>&1 || { tail -20 "$WORK/.mpy-cross.log" >&2; exit 1; }
-    make -s -C "$WORK/ports/unix" -j"$(nproc)" MICROPY_FORCE_32BIT=1 \
-        MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_PY_SSL=0 \
-        FROZEN_MANIFEST="$WORK/.manifest.py" MPY_LIB_DIR="$WORK/.empty-lib" >"$WORK/.unix.log" 2>&1 \
-        || { tail -20 "$WORK/.unix.log" >&2; exit 1; }
 fi
+
+# The unix port, with this checkout's frozen modules (emulator/manifest.py):
+# make rebuilds only what changed, so this runs on every set-up. One build at a
+# time in a build directory that several checkouts may share.
+export GIT_CEILING_DIRECTORIES=$(dirname "$WORK")
+exec 9>"$WORK/.lock"
+flock 9
+echo "include(\"$ROOT/emulator/manifest.py\")" > "$WORK/.manifest.py"
+make -s -C "$WORK/ports/unix" -j"$(nproc)" MICROPY_FORCE_32BIT=1 \
+    MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_PY_SSL=0 \
+    FROZEN_MANIFEST="$WORK/.manifest.py" MPY_LIB_DIR="$WORK/.empty-lib" >"$WORK/.unix.log" 2>&1 \
+    || { tail -20 "$WORK/.unix.log" >&2; exit 1; }
 
 mkdir -p "$BIN"
 install -m 0755 "$WORK/ports/unix/build-standard/micropython" "$BIN/micropython"
 install -m 0755 "$WORK/mpy-cross/build/mpy-cross" "$BIN/mpy-cross"
+# what was frozen, for the emulator to tell a stale interpreter (emulator/image.py)
+# (image.frozen_digest: the manifest, then each frozen shim module's name, a NUL and its bytes)
+MANIFEST=$ROOT/emulator/manifest.py
+{
+    cat "$MANIFEST"
+    sed -n 's/^module("\([^"]*\)", base_path="\([^"]*\)")$/\2 \1/p' "$MANIFEST" | while read -r base name; do
+        printf '%s\0' "$name"
+        cat "$ROOT/emulator/$base/$name"
+    done
+} | sha256sum | cut -c1-16 > "$BIN/micropython.frozen"
+flock -u 9
 
 # The checks: this exact version, 32-bit words.
 "$BIN/micropython" -X heapsize=256k -c '

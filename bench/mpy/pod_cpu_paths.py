@@ -291,9 +291,12 @@ if FRAMES_TOO:
 eeg()
 rx()
 gc.collect()
-t0 = time.ticks_us()
-gc.collect()
-us = time.ticks_diff(time.ticks_us(), t0)
+us = 1 << 29
+for _ in range(7):  # the fastest of seven, as every path above: a busy host only adds
+    t0 = time.ticks_us()
+    gc.collect()
+    t = time.ticks_diff(time.ticks_us(), t0)
+    us = t if t < us else us
 print("I gc_collect_us %d mem_free %d mem_alloc %d" % (us, gc.mem_free(), gc.mem_alloc()))
 print("I tx_bytes %d tx_xfers %d tx_frames %d tx_dropped %d tx_lost %d tx_free %d" % (
     usbd.tx_bytes, usbd.tx_xfers, lk.tx_frames, lk.tx_dropped, lk.tx_lost, cdc.tx_free()))

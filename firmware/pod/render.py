@@ -57,7 +57,7 @@ from micropython import const
 from pod import config, effects, governor, refusal, wire
 
 _FEED_EVERY_MS = const(250)  # watchdog feeds: often enough, not a datagram per frame
-_GC_EVERY_MS = const(200)  # 5 a second: ~80 ms/s on the S3 (bench/pod_cpu.py); less often left too little free
+_GC_EVERY_MS = const(400)  # 2.5 a second: ~40 ms/s on the S3, ~3 KB of garbage more at the heap's low (bench/)
 _GC_AFTER_US = const(500)  # ... this long after a frame's instant: the LED timer has handed it over
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
