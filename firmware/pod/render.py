@@ -62,7 +62,9 @@ _GC_AFTER_US = const(500)  # ... this long after a frame's instant: the LED time
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
 _SAFE_TRANSITION_MS = const(4000)
-_HDR = const(4)  # wire.HEADER_SIZE
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+# end of wire layout
 _DAY_MIN = const(1440)
 _LEAD_MIN_US = const(3000)  # a frame is computed at least this long before its instant
 _LEAD_STEP_US = const(1000)  # more lead after a late frame; a quarter of it back after
