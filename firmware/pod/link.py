@@ -64,8 +64,8 @@ class Link:
     def __init__(self, port, hello_fields, scene_sink):
         """port: hal.open_link()'s. hello_fields: (pod_id, fw_version, boot_id, led_count, eeg_channels, sample_rate_hz).
 
-        scene_sink(effect, brightness, color, transition_ms, period_ms, params)
-        applies a scene and returns 0, or a wire.NACK_REASON_* refusing it.
+        scene_sink(scene) applies a SCENE's scene (a wire.Scene, new for each frame) and
+        returns 0, or a wire.NACK_REASON_* refusing it.
         """
         self._port = port
         self._hello = hello_fields
