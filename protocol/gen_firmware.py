@@ -84,10 +84,6 @@ def _fixed_fmt(run, msg=None, halves=None) -> str:
     return "<" + "".join(out)
 
 
-def _class_name(record: str) -> str:
-    return "".join(part.title() for part in record.split("_"))
-
-
 def _in_record(msg: schema.Message, whole: bool):
     """f -> the name of the record f belongs to, if the codec passes msg's record whole ("" if not)."""
     mine = {f.name for f in msg.record_fields()} if whole else set()
@@ -219,7 +215,7 @@ def _unpack_fn(msg: schema.Message, whole: bool = False) -> list[str]:
     rec = _in_record(msg, whole)
     if any(rec(f) for f in msg.fields):
         inner = [f.name for f in msg.fields if rec(f)]
-        made = f"{_class_name(msg.record[0])}({', '.join(inner)})"
+        made = f"{schema.RECORDS[msg.record[0]].class_name}({', '.join(inner)})"
         names = [n for n in names if n not in inner]
         names.insert(msg.record[1], made)
     out.append(f"    return ({', '.join(names)},)")
@@ -243,7 +239,7 @@ def _record_class(rec: schema.Record) -> list[str]:
     users = ", ".join(m.name.upper() for m in schema.MESSAGES if m.record and m.record[0] == rec.name)
     return [
         "",
-        f"class {_class_name(rec.name)}:",
+        f"class {rec.class_name}:",
         f'    """The fields {users} carry, as one value (messages.RECORDS). unpack_ gives a new one;',
         '    a holder keeps its own and takes another\'s fields in place with assign."""',
         "",
@@ -411,7 +407,7 @@ def render_peer() -> str:
     lines += ["", "# the record each message carries, whole in pod/wire.py: type -> (its class, its fields, "
               "the index it stands at)"]
     lines.append("POD_WHOLE = {" + ", ".join(
-        f"{m.const_name}: ({_class_name(m.record[0])}, "
+        f"{m.const_name}: ({schema.RECORDS[m.record[0]].class_name}, "
         f"({''.join(repr(f.name) + ', ' for f in m.record_fields()).rstrip()}), {m.record[1]})"
         for m in schema.MESSAGES if m.record) + "}")
     lines += ["", "# what the pod reads in place: no unpack_ in pod/wire.py (its unpack_ is here)",
@@ -422,8 +418,8 @@ def render_peer() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rc = schema.write_or_check(TARGET, render(), argv, "firmware/pod/wire.py")
-    return schema.write_or_check(PEER_TARGET, render_peer(), argv, "tests/firmware/peer_wire.py") or rc
+    return schema.write_or_check_all(((TARGET, render(), "firmware/pod/wire.py"),
+                                      (PEER_TARGET, render_peer(), "tests/firmware/peer_wire.py")), argv)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,11 @@ class Record:
     name: str
     fields: tuple[Field, ...]
 
+    @property
+    def class_name(self) -> str:
+        """Its value type's name in the generated code (scene: Scene)."""
+        return "".join(part.title() for part in self.name.split("_"))
+
 
 def _field(sub: cs.Renamed, msg: str, last: bool, owner: str = "") -> Field:
     """One field of message (or record) msg; owner: the record it belongs to, if any (its
@@ -238,3 +243,11 @@ def write_or_check(target, text: str, argv: list[str] | None, what: str) -> int:
     target.write_text(text)
     print(f"wrote {target}")
     return 0
+
+
+def write_or_check_all(targets, argv: list[str] | None) -> int:
+    """write_or_check for each (target, text, what); 1 if any is stale."""
+    rc = 0
+    for target, text, what in targets:
+        rc = write_or_check(target, text, argv, what) or rc
+    return rc
