@@ -40,7 +40,7 @@ FRAMES_TOO = sys.argv[5] == "1"
 N = 300
 REPS = 3 if QUICK else 9
 K = 1 if QUICK else 10  # iteration multiplier
-_HDR = 4
+_HDR = wire.HEADER_SIZE
 
 
 def report(key, us, alloc=0, note=""):
