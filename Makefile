@@ -78,9 +78,11 @@ bench: setup
 flash: setup
 	$(BIN)/hypnolum flash $(FLASH_ARGS)
 
-# Regenerate the firmware codec, the test vectors and the known schemas from protocol/messages.py.
+# Regenerate the firmware codec, the firmware modules' wire layout constants, the host's value types and fast decoders, the test vectors and the known schemas from protocol/messages.py.
 codec: setup
 	$(BIN)/python -m hypnolum.protocol.gen_firmware
+	$(BIN)/python -m hypnolum.protocol.gen_layout
+	$(BIN)/python -m hypnolum.protocol.gen_host
 	$(BIN)/python -m hypnolum.protocol.gen_pod_config
 	$(BIN)/python -m hypnolum.protocol.vectors
 	$(BIN)/python -m hypnolum.protocol.known_schemas

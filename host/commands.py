@@ -15,6 +15,7 @@ to its safe glow and holds it until the next scene.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,14 +31,13 @@ from pydantic import (
 )
 
 from ..protocol import schema
-from ..protocol.messages import EFFECT_PERIODS, SAFE_MODE_CONFIRM
+from ..protocol.messages import EFFECT_PERIODS, MAX_SCENE_PARAMS, SAFE_MODE_CONFIRM, SCENE_FLAG_STROBE_OPT_IN
+from ..protocol.values import Scene
 from .inbound import Inbound, InboundError
 
 _EFFECTS = tuple(schema.ENUMS["effect"])  # names from the protocol definition
 _PALETTES = tuple(schema.ENUMS["palette"])
 _NIGHT_MODES = tuple(schema.ENUMS["night_mode"])
-_MAX_PARAMS = schema.BY_NAME["scene"].fields[-1].max_items
-_STROBE_OPT_IN = 0x01  # protocol SCENE_FLAG_STROBE_OPT_IN
 _NO_PERIOD_MS = 0  # the period sent for an effect without one (the pod ignores it)
 
 U8 = Annotated[StrictInt, Field(ge=0, le=255)]
@@ -64,7 +64,7 @@ class SceneSpec(BaseModel):
     palette: Literal[_PALETTES] = "warm"  # type: ignore[valid-type]
     # a stroboscopic effect is refused unless asked for explicitly (and enabled in pod.json)
     strobe_opt_in: StrictBool = False
-    params: Annotated[list[I16], Field(max_length=_MAX_PARAMS)] = []
+    params: Annotated[list[I16], Field(max_length=MAX_SCENE_PARAMS)] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -73,18 +73,14 @@ class SceneSpec(BaseModel):
             return {**data, "period_ms": default_period_ms(data["effect"])}
         return data
 
+    def scene(self) -> Scene:
+        """The scene, in wire units (brightness 0..255, the strobe opt-in a flag)."""
+        return Scene(self.effect, round(self.brightness * 255), self.color, self.transition_ms, self.period_ms,
+                     self.palette, SCENE_FLAG_STROBE_OPT_IN if self.strobe_opt_in else 0, tuple(self.params))
+
     def fields(self) -> dict[str, Any]:
         """The wire fields of a SCENE message."""
-        return {
-            "effect": self.effect,
-            "brightness": round(self.brightness * 255),
-            "color": list(self.color),
-            "transition_ms": self.transition_ms,
-            "period_ms": self.period_ms,
-            "palette": self.palette,
-            "flags": _STROBE_OPT_IN if self.strobe_opt_in else 0,
-            "params": list(self.params),
-        }
+        return self.scene().fields()
 
 
 class ScenePatch(SceneSpec):
@@ -101,25 +97,23 @@ class ScenePatch(SceneSpec):
         given = self.model_fields_set
         if self.effect is not None:
             return SceneSpec.model_validate(self.model_dump(include=given)).fields()
-        base = _lit(shown) or SceneSpec(effect="solid").fields()
-        mine = self.fields()
-        out = {**base, "transition_ms": self.transition_ms}
-        for name in given - {"strobe_opt_in"}:
-            out[name] = mine[name]
+        base = _lit(shown) or SceneSpec(effect="solid").scene()
+        mine = self.scene()
+        changes = {name: getattr(mine, name) for name in given - {"strobe_opt_in"}}
+        changes["transition_ms"] = self.transition_ms  # always this command's
         if "strobe_opt_in" in given:
-            out["flags"] = (base["flags"] & ~_STROBE_OPT_IN) | mine["flags"]
-        return out
+            changes["flags"] = (base.flags & ~SCENE_FLAG_STROBE_OPT_IN) | mine.flags
+        return dataclasses.replace(base, **changes).fields()
 
 
-def _lit(shown: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The wire fields of a scene the pod shows, if it shows a lit one (else None)."""
+def _lit(shown: dict[str, Any] | None) -> Scene | None:
+    """The scene the pod shows, if it shows a lit one (else None); what ``shown`` lacks, the
+    effect's defaults."""
     if not isinstance(shown, dict) or str(shown.get("effect")) not in _EFFECTS or str(shown["effect"]) == "off":
         return None
     defaults = SceneSpec(effect=str(shown["effect"])).fields()
-    out = {name: shown.get(name, value) for name, value in defaults.items()}
-    out["effect"], out["palette"] = str(out["effect"]), str(out["palette"])
-    out["color"], out["params"] = list(out["color"]), list(out["params"])
-    return out
+    scene = Scene.from_fields({name: shown.get(name, value) for name, value in defaults.items()})
+    return dataclasses.replace(scene, effect=str(scene.effect), palette=str(scene.palette))
 
 
 def scene_problem(fields: dict[str, Any]) -> tuple[str, str, tuple[int, int]] | None:

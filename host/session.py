@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from ..protocol import codec, compat, nack
 from ..protocol.ids import pod_id_problem
+from ..protocol.values import Scene
 from ..protocol.messages import (
     EEG_FLAG_GAP_BEFORE,
     EEG_FLAG_REPLAY,
@@ -455,8 +456,7 @@ class PodSession:
     def _on_scene_shown(self, frame: codec.Frame) -> None:
         f = frame.fields
         state = f["state"]
-        scene = {k: f[k] for k in ("effect", "brightness", "color", "transition_ms", "period_ms", "palette",
-                                   "flags", "params")}
+        scene = Scene.from_fields(f).fields()
         scene["source"] = str(f["source"])
         scene["stopped"] = bool(state & SHOWN_STOPPED)  # a participant's stop: the safe glow, held
         scene["link_safe"] = bool(state & SHOWN_LINK_SAFE)  # the pod's fade to safe after link silence

@@ -25,7 +25,7 @@ from typing import Any
 import construct as cs
 from cobs import cobs
 
-from . import compat, messages, schema
+from . import compat, fast, messages, schema
 from .schema import BY_NAME, BY_TYPE, FINGERPRINT  # noqa: F401  (re-exported)
 
 PROTOCOL_VERSION = messages.PROTOCOL_VERSION
@@ -93,29 +93,10 @@ def _parser(msg: schema.Message) -> cs.Construct:
 
 _PARSERS = {m.type_id: _parser(m) for m in schema.MESSAGES}
 
-# Fast paths for the telemetry that makes up nearly all traffic (25 EEG batches and
-# 4 band messages per pod per second): plain struct, same fields as the construct
-# parse (tests/test_codec_fast.py checks that on every vector and on random payloads).
-_EEG_BATCH_HEAD = struct.Struct("<IIBB")
-_EEG_BANDS_HEAD = struct.Struct("<IIBHHHB")
-
-
-def _fast_eeg_batch(payload: bytes) -> dict[str, Any]:
-    first_seq, ticks_ms, channels, flags = _EEG_BATCH_HEAD.unpack_from(payload)
-    return {"first_seq": first_seq, "ticks_ms": ticks_ms, "channels": channels, "flags": flags,
-            "samples": payload[_EEG_BATCH_HEAD.size:]}
-
-
-def _fast_eeg_bands(payload: bytes) -> dict[str, Any]:
-    last_seq, ticks_ms, channels, window_ms, railed, near_railed, n = _EEG_BANDS_HEAD.unpack_from(payload)
-    if len(payload) != _EEG_BANDS_HEAD.size + 4 * n:
-        raise struct.error(f"{len(payload)} bytes for {n} powers")
-    return {"last_seq": last_seq, "ticks_ms": ticks_ms, "channels": channels, "window_ms": window_ms,
-            "railed": railed, "near_railed": near_railed,
-            "powers": list(struct.unpack_from(f"<{n}f", payload, _EEG_BANDS_HEAD.size))}
-
-
-_FAST = {BY_NAME["eeg_batch"].type_id: _fast_eeg_batch, BY_NAME["eeg_bands"].type_id: _fast_eeg_bands}
+# Messages of fixed fields (and perhaps a bytes or list tail), nearly all traffic (EEG
+# batches and bands, status, pongs), decode by struct: protocol/fast.py, generated from the
+# definitions (protocol/gen_host.py); tests/test_codec_fast.py holds each to construct.
+_FAST = fast.DECODERS
 
 
 def _check(msg: schema.Message, fields: dict[str, Any]) -> None:
@@ -206,10 +187,10 @@ def decode_body(body: bytes, layouts: dict[int, int] | None = None) -> Frame:
     if msg is None:
         raise ProtocolError("unknown_type", f"unknown message type {type_id:#04x} (seq {seq})")
     _layout_ok(msg, layouts, seq)
-    fast = _FAST.get(type_id)
+    decoder = _FAST.get(type_id)
     try:
-        if fast is not None:
-            fields = fast(body[HEADER_SIZE:-CRC_SIZE])
+        if decoder is not None:
+            fields = decoder(body[HEADER_SIZE:-CRC_SIZE])
         else:
             fields = _plain(_PARSERS[type_id].parse(body[HEADER_SIZE:-CRC_SIZE]))
     except (cs.ConstructError, struct.error) as exc:

@@ -13,6 +13,11 @@ and so do the messages the pod reads in place (messages.POD_READS_RAW: no
 unpack_ on the pod) and the enums it keeps as its own constants
 (messages.POD_OWN_ENUMS).
 
+A record (messages.RECORDS: the scene) is one value in the pod's codec: a
+class of its own in wire.py (Scene), which unpack_ returns in place of the
+record's fields and pack_ takes as one argument, so the pod passes a scene
+whole. The test side (peer_wire.py) keeps the fields flat, as a host sends them.
+
 Consecutive fixed-size fields are packed with one struct call. A bytes or
 list field given as an int means that many bytes or items are already in
 place after the fixed part (and a list's count): the pod copies EEG samples and
@@ -79,17 +84,34 @@ def _fixed_fmt(run, msg=None, halves=None) -> str:
     return "<" + "".join(out)
 
 
-def _pack_args(msg: schema.Message) -> list[str]:
+def _in_record(msg: schema.Message, whole: bool):
+    """f -> the name of the record f belongs to, if the codec passes msg's record whole ("" if not)."""
+    mine = {f.name for f in msg.record_fields()} if whole else set()
+    return lambda f: msg.record[0] if f.name in mine else ""
+
+
+def _pack_args(msg: schema.Message, whole: bool) -> list[str]:
     out = []
+    rec = _in_record(msg, whole)
     for f in msg.fields:
+        if rec(f):
+            if rec(f) not in out:
+                out.append(rec(f))
+            continue
         out.append(f.name)
         if _is_split(msg, f):
             out.append(f"{f.name}_hi")
     return out
 
 
-def _pack_fn(msg: schema.Message) -> list[str]:
-    args = "".join(", " + a for a in _pack_args(msg))
+def _pack_fn(msg: schema.Message, whole: bool = False) -> list[str]:
+    """pack_<name>; whole: the record msg carries is one argument (a record object)."""
+    args = "".join(", " + a for a in _pack_args(msg, whole))
+    rec = _in_record(msg, whole)
+
+    def ref(f):
+        return f"{rec(f)}.{f.name}" if rec(f) else f.name
+
     out = [f"def pack_{msg.name}(buf, off{args}):"]
     for kind, item in _groups(msg.fields):
         if kind == "fixed":
@@ -99,15 +121,15 @@ def _pack_fn(msg: schema.Message) -> list[str]:
                 if _is_split(msg, f):
                     vals += [f"{f.name} & 0xFFFF", f"(({f.name} >> 16) & 0x3FFF) | ({f.name}_hi << 14)"]
                 elif f.kind == ARRAY:
-                    vals += [f"{f.name}[{i}]" for i in range(f.count)]
+                    vals += [f"{ref(f)}[{i}]" for i in range(f.count)]
                 else:
-                    vals.append(f.name)
+                    vals.append(ref(f))
             out.append(f"    struct.pack_into({fmt!r}, buf, off, {', '.join(vals)})")
             out.append(f"    off += {struct.calcsize(fmt)}")
         elif item.kind == STR:
             out.append(f"    off = _pack_str(buf, off, {item.name}, {item.prefix!r})")
         elif item.kind == LIST:
-            out.append(f"    off = _pack_list(buf, off, {item.name}, {item.prefix!r}, {item.fmt!r}, {item.max_items})")
+            out.append(f"    off = _pack_list(buf, off, {ref(item)}, {item.prefix!r}, {item.fmt!r}, {item.max_items})")
         elif item.kind == BYTES:
             # already in place (an int: their length) is the pod's hot path: no call for it
             out.append(f"    if isinstance({item.name}, int):")
@@ -146,7 +168,8 @@ def _plain_unpack_fn(msg: schema.Message) -> list[str] | None:
     ]
 
 
-def _unpack_fn(msg: schema.Message) -> list[str]:
+def _unpack_fn(msg: schema.Message, whole: bool = False) -> list[str]:
+    """unpack_<name>; whole: the record msg carries comes as one value (a new record object)."""
     plain = _plain_unpack_fn(msg)
     if plain is not None:
         return plain
@@ -189,8 +212,45 @@ def _unpack_fn(msg: schema.Message) -> list[str]:
             names.append(item.name)
     out.append("    if off != end:")
     out.append(f"        raise ValueError('{msg.name}: trailing bytes')")
+    rec = _in_record(msg, whole)
+    if any(rec(f) for f in msg.fields):
+        inner = [f.name for f in msg.fields if rec(f)]
+        made = f"{schema.RECORDS[msg.record[0]].class_name}({', '.join(inner)})"
+        names = [n for n in names if n not in inner]
+        names.insert(msg.record[1], made)
     out.append(f"    return ({', '.join(names)},)")
     return out
+
+
+def _record_class(rec: schema.Record) -> list[str]:
+    """The pod's value of a record: made once, then updated in place (assign)."""
+    args, init, assign = [], [], []
+    for f in rec.fields:
+        if f.kind == ARRAY:
+            args.append(f"{f.name}={(0,) * f.count!r}")
+            kind = "bytearray" if f.fmt == "B" else "list"
+            init.append(f"        self.{f.name} = {kind}({f.name})")
+            assign += [f"        a = self.{f.name}", f"        b = o.{f.name}"]
+            assign += [f"        a[{i}] = b[{i}]" for i in range(f.count)]
+        else:
+            args.append(f"{f.name}={'()' if f.kind == LIST else '0'}")
+            init.append(f"        self.{f.name} = {f.name}")
+            assign.append(f"        self.{f.name} = o.{f.name}")
+    users = ", ".join(m.name.upper() for m in schema.MESSAGES if m.record and m.record[0] == rec.name)
+    return [
+        "",
+        f"class {rec.class_name}:",
+        f'    """The fields {users} carry, as one value (messages.RECORDS). unpack_ gives a new one;',
+        '    a holder keeps its own and takes another\'s fields in place with assign."""',
+        "",
+        f"    def __init__(self, {', '.join(args)}):",
+        *init,
+        "",
+        "    def assign(self, o):",
+        "        # o's fields, in place: no allocation",
+        *assign,
+        "",
+    ]
 
 
 _HELPERS = '''
@@ -288,6 +348,8 @@ def render() -> str:
     lines.append(f"MESSAGE_TABLE = {compat.table_bytes()!r}")
     lines.append("")
     lines.append(_HELPERS)
+    for rec in schema.RECORDS.values():
+        lines += _record_class(rec)
     lines += _functions(pod_side=True)
     return "\n".join(lines) + "\n"
 
@@ -308,9 +370,9 @@ def _functions(pod_side: bool) -> list[str]:
         gets += [m for m in schema.MESSAGES if m.name in messages.POD_READS_RAW]
     lines: list[str] = []
     for m in sends:
-        lines += ["", *_pack_fn(m), ""]
+        lines += ["", *_pack_fn(m, whole=pod_side), ""]
     for m in gets:
-        lines += ["", *_unpack_fn(m), ""]
+        lines += ["", *_unpack_fn(m, whole=pod_side), ""]
     lines.append("")
     lines.append("PACK = {" + ", ".join(f"{m.const_name}: pack_{m.name}" for m in sends) + "}")
     lines.append("UNPACK = {" + ", ".join(f"{m.const_name}: unpack_{m.name}" for m in gets) + "}")
@@ -342,6 +404,12 @@ def render_peer() -> str:
     for name, mapping in schema.ENUMS.items():
         if name in messages.POD_OWN_ENUMS:  # not in pod/wire.py: the pod has them as its own constants
             lines += _enum_lines(name, mapping)
+    lines += ["", "# the record each message carries, whole in pod/wire.py: type -> (its class, its fields, "
+              "the index it stands at)"]
+    lines.append("POD_WHOLE = {" + ", ".join(
+        f"{m.const_name}: ({schema.RECORDS[m.record[0]].class_name}, "
+        f"({''.join(repr(f.name) + ', ' for f in m.record_fields()).rstrip()}), {m.record[1]})"
+        for m in schema.MESSAGES if m.record) + "}")
     lines += ["", "# what the pod reads in place: no unpack_ in pod/wire.py (its unpack_ is here)",
               "POD_READS_RAW = (" + "".join(f"{m.const_name}, " for m in schema.MESSAGES
                                             if m.name in messages.POD_READS_RAW) + ")"]
@@ -350,8 +418,8 @@ def render_peer() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rc = schema.write_or_check(TARGET, render(), argv, "firmware/pod/wire.py")
-    return schema.write_or_check(PEER_TARGET, render_peer(), argv, "tests/firmware/peer_wire.py") or rc
+    return schema.write_or_check_all(((TARGET, render(), "firmware/pod/wire.py"),
+                                      (PEER_TARGET, render_peer(), "tests/firmware/peer_wire.py")), argv)
 
 
 if __name__ == "__main__":

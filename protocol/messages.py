@@ -280,7 +280,9 @@ EegReplay = Struct(  # host -> pod, command: re-send samples still held in the p
     "count" / Int16ul,
 )
 
-# A scene's fields, in order: SCENE, SCENE_AT and SCENE_SHOWN carry the same ones
+# A scene: the fields SCENE, SCENE_AT and SCENE_SHOWN carry, in this order. Each end holds
+# it as one value, generated from these (RECORDS): the pod's wire.Scene, the host's values.Scene.
+MAX_SCENE_PARAMS = 8
 SCENE_FIELDS = (
     "effect" / Effect,
     "brightness" / Int8ul,  # 0..255, further limited by the pod's safety governor
@@ -289,7 +291,7 @@ SCENE_FIELDS = (
     "period_ms" / Int16ul,  # animation period for animated effects
     "palette" / Palette,  # for the effects that draw from a palette
     "flags" / Int8ul,  # SCENE_FLAG_*
-    "params" / PrefixedArray(Int8ul, Int16sl),  # effect-specific, at most 8
+    "params" / PrefixedArray(Int8ul, Int16sl),  # effect-specific, at most MAX_SCENE_PARAMS
 )
 
 Scene = Struct(*SCENE_FIELDS)  # host -> pod, command (answered ACK or NACK)
@@ -306,7 +308,7 @@ GroupValue = Struct(  # host -> pod, not acknowledged: the circle's shared value
     "value" / Int16ul,  # 0..65535, the effect "circle" follows it
 )
 
-SceneAt = Struct(  # host -> pod, command: apply a scene at a pod instant (the shared timeline)
+SceneAt = Struct(  # host -> pod, command: apply a scene (its fields follow) at a pod instant (the shared timeline)
     # pod ticks_us (wraps at 2**30) at which the scene starts: it is applied on the
     # first frame rendered at or after it, and its animation time counts from it,
     # so pods given the same instant show the same phase. An instant already past
@@ -446,9 +448,13 @@ POD_READS_RAW = frozenset({"update_data"})
 COMMANDS = frozenset({"scene", "eeg_replay", "night_mode", "scene_at", "safe_mode", "fade_safe", "update_begin",
                       "update_commit", "update_confirm"})
 
-# Largest item count of each PrefixedArray field, checked by both codecs.
-LIST_LIMITS = {("scene", "params"): 8, ("scene_at", "params"): 8, ("scene_shown", "params"): 8,
-               ("eeg_bands", "powers"): 16 * 5}
+# Runs of fields that several messages carry, each handled as one value (a record) by both
+# ends: (name, fields). A message holds a record's fields in a row, the same objects.
+RECORDS = (("scene", SCENE_FIELDS),)
+
+# Largest item count of each PrefixedArray field, checked by both codecs: (message or
+# record, field) -> count. A record's limit holds in every message that carries it.
+LIST_LIMITS = {("scene", "params"): MAX_SCENE_PARAMS, ("eeg_bands", "powers"): 16 * 5}
 
 # Bytes fields that hold a Struct of their own, or nothing: (message, field) -> Struct.
 # The host codec builds an absent one empty, and checks a present one's length.
@@ -486,7 +492,7 @@ CONSTANTS = (
     ("POWER_FLAG_VIN_FAULT", POWER_FLAG_VIN_FAULT),
     ("SAFE_MODE_CONFIRM", SAFE_MODE_CONFIRM),
     ("N_BANDS", 5),
-    ("MAX_SCENE_PARAMS", 8),
+    ("MAX_SCENE_PARAMS", MAX_SCENE_PARAMS),
     ("SHOWN_NIGHT", SHOWN_NIGHT),
     ("SHOWN_LINK_SAFE", SHOWN_LINK_SAFE),
     ("SHOWN_STOPPED", SHOWN_STOPPED),

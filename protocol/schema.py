@@ -49,6 +49,14 @@ class Message:
     construct: cs.Construct
     command: bool
     layout_hash: int = 0  # see layout_text(); set by load()
+    record: tuple[str, int] | None = None  # (name, index of its first field) of the record it carries
+
+    def record_fields(self) -> tuple[Field, ...]:
+        """The fields of the record it carries (messages.RECORDS), in order; () for none."""
+        if self.record is None:
+            return ()
+        name, start = self.record
+        return self.fields[start:start + len(RECORDS[name].fields)]
 
     @property
     def const_name(self) -> str:
@@ -82,7 +90,22 @@ def _enum_name(con: cs.Enum, where: str) -> str:
     raise TypeError(f"{where}: enum is not listed in messages.ENUMS")
 
 
-def _field(sub: cs.Renamed, msg: str, last: bool) -> Field:
+@dataclass(frozen=True)
+class Record:
+    """A run of fields several messages carry (messages.RECORDS), handled as one value."""
+
+    name: str
+    fields: tuple[Field, ...]
+
+    @property
+    def class_name(self) -> str:
+        """Its value type's name in the generated code (scene: Scene)."""
+        return "".join(part.title() for part in self.name.split("_"))
+
+
+def _field(sub: cs.Renamed, msg: str, last: bool, owner: str = "") -> Field:
+    """One field of message (or record) msg; owner: the record it belongs to, if any (its
+    list limits hold)."""
     name, con = sub.name, sub.subcon
     where = f"{msg}.{name}"
     if isinstance(con, cs.FormatField):
@@ -102,7 +125,7 @@ def _field(sub: cs.Renamed, msg: str, last: bool) -> Field:
             LIST,
             _int_fmt(items.subcon.subcon, where),
             prefix=_int_fmt(count.subcon.subcon, where),
-            max_items=messages.LIST_LIMITS[(msg, name)],
+            max_items=messages.LIST_LIMITS[(owner or msg, name)],
         )
     if con is cs.GreedyBytes:
         if not last:
@@ -112,6 +135,7 @@ def _field(sub: cs.Renamed, msg: str, last: bool) -> Field:
 
 
 TAIL_FIELDS = frozenset(messages.TAILS) | frozenset(messages.TAIL_RUNS)
+RECORDS = {name: Record(name, tuple(_field(s, name, False, name) for s in run)) for name, run in messages.RECORDS}
 
 
 def layout_hash(text: str) -> int:
@@ -119,10 +143,22 @@ def layout_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:2], "little")
 
 
+def _record_at(subs: list) -> tuple[str, int] | None:
+    """(record name, index) of the record whose fields stand in subs in a row, if one does."""
+    for rec, run in messages.RECORDS:
+        for i in range(len(subs) - len(run) + 1):
+            if all(subs[i + k] is sub for k, sub in enumerate(run)):
+                return rec, i
+    return None
+
+
 def _message(name: str, type_id: int, con: cs.Struct) -> Message:
     subs = con.subcons
-    fields = tuple(_field(s, name, i == len(subs) - 1) for i, s in enumerate(subs))
-    msg = Message(name, type_id, fields, con, name in messages.COMMANDS)
+    rec = _record_at(subs)
+    start, stop = (rec[1], rec[1] + len(RECORDS[rec[0]].fields)) if rec else (0, 0)
+    fields = tuple(_field(s, name, i == len(subs) - 1, rec[0] if rec and start <= i < stop else "")
+                   for i, s in enumerate(subs))
+    msg = Message(name, type_id, fields, con, name in messages.COMMANDS, record=rec)
     return dataclasses.replace(msg, layout_hash=layout_hash(msg.layout_text()))
 
 
@@ -207,3 +243,11 @@ def write_or_check(target, text: str, argv: list[str] | None, what: str) -> int:
     target.write_text(text)
     print(f"wrote {target}")
     return 0
+
+
+def write_or_check_all(targets, argv: list[str] | None) -> int:
+    """write_or_check for each (target, text, what); 1 if any is stale."""
+    rc = 0
+    for target, text, what in targets:
+        rc = write_or_check(target, text, argv, what) or rc
+    return rc

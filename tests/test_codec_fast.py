@@ -1,45 +1,96 @@
-"""The codec's struct fast paths (eeg_batch, eeg_bands) decode exactly as construct does."""
+"""The codec's generated struct decoders (protocol/fast.py) decode exactly as construct, the
+specification, does: on every shared vector, on random payloads built by construct, and on
+random bytes (both refuse, or both give the same fields)."""
 from __future__ import annotations
 
 import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
-from hypnolum.protocol import codec, vectors
+from hypnolum.protocol import codec, fast, gen_host, schema, vectors
 
-FAST_NAMES = {"eeg_batch", "eeg_bands"}
-VECTORS = [v for v in vectors.load()["vectors"] if v["name"] in FAST_NAMES]
+FAST = [m for m in schema.MESSAGES if m.type_id in fast.DECODERS]
+VECTORS = [v for v in vectors.load()["vectors"] if schema.BY_NAME[v["name"]].type_id in fast.DECODERS]
 
 
-def slow(frame: bytes) -> dict:
-    body = codec.cobs.decode(frame[:-1])
-    return codec._plain(codec._PARSERS[body[1]].parse(body[codec.HEADER_SIZE:-codec.CRC_SIZE]))
+def slow(payload: bytes, msg: schema.Message) -> dict:
+    return codec._plain(codec._PARSERS[msg.type_id].parse(payload))
+
+
+def test_every_message_without_a_string_has_a_fast_decoder():
+    strings = {m.name for m in schema.MESSAGES if any(f.kind == schema.STR for f in m.fields)}
+    assert {m.name for m in FAST} == set(schema.BY_NAME) - strings
+    assert {"eeg_batch", "eeg_bands", "status", "pong", "scene_shown"} <= {m.name for m in FAST}
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=lambda v: f"{v['name']}-{v['case']}")
-def test_fast_path_matches_construct_on_vectors(v):
+def test_fast_decoder_matches_construct_on_vectors(v):
     frame = bytes.fromhex(v["frame"])
-    assert codec.decode(frame).fields == slow(frame)
+    body = codec.cobs.decode(frame[:-1])
+    payload = body[codec.HEADER_SIZE:-codec.CRC_SIZE]
+    assert fast.DECODERS[body[1]](payload) == slow(payload, schema.BY_TYPE[body[1]])
+    assert codec.decode(frame).fields == slow(payload, schema.BY_TYPE[body[1]])
 
 
-@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 65535),
-       st.integers(0, 65535), st.lists(st.floats(width=32, allow_nan=False), max_size=80))
-def test_bands_fast_path_matches_construct(seq, ticks, ch, window, railed, powers):
-    fields = {"last_seq": seq, "ticks_ms": ticks, "channels": ch, "window_ms": window, "railed": railed,
-              "near_railed": railed ^ 0xFFFF, "powers": powers}
-    frame = codec.encode("eeg_bands", 7, fields)
-    assert codec.decode(frame).fields == slow(frame) == fields
+_RANGES = {c: (-(1 << (8 * struct.calcsize(c) - 1)), (1 << (8 * struct.calcsize(c) - 1)) - 1) for c in "bhiq"}
+_RANGES.update({c: (0, (1 << (8 * struct.calcsize(c))) - 1) for c in "BHIQ"})
+
+
+def _scalar(fmt: str) -> st.SearchStrategy:
+    if fmt == "f":
+        return st.floats(width=32, allow_nan=False)
+    return st.integers(*_RANGES[fmt])
+
+
+def _field(f: schema.Field) -> st.SearchStrategy:
+    if f.kind == schema.INT:
+        return _scalar(f.fmt)
+    if f.kind == schema.ENUM:  # a known value by name, or a number this host may not know
+        return st.sampled_from(list(schema.ENUMS[f.enum])) | _scalar(f.fmt)
+    if f.kind == schema.ARRAY:
+        return st.lists(_scalar(f.fmt), min_size=f.count, max_size=f.count)
+    if f.kind == schema.LIST:
+        return st.lists(_scalar(f.fmt), max_size=f.max_items + 3)
+    return st.binary(max_size=40)
+
+
+_PAYLOADS = st.sampled_from(FAST).flatmap(
+    lambda m: st.tuples(st.just(m), st.fixed_dictionaries({f.name: _field(f) for f in m.fields})))
+
+
+@settings(max_examples=400)
+@given(_PAYLOADS)
+def test_fast_decoder_matches_construct_on_random_fields(case):
+    msg, fields = case
+    payload = msg.construct.build(fields)
+    assert fast.DECODERS[msg.type_id](payload) == slow(payload, msg)
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(FAST), st.binary(max_size=48))
+def test_fast_decoder_refuses_what_construct_refuses(msg, payload):
+    try:
+        want = slow(payload, msg)
+    except codec.cs.ConstructError:
+        with pytest.raises(struct.error):
+            fast.DECODERS[msg.type_id](payload)
+        return
+    assert repr(fast.DECODERS[msg.type_id](payload)) == repr(want)  # repr: a NaN power equals itself
+
+
+def test_generated_host_files_are_fresh():
+    assert gen_host.VALUES_TARGET.read_text() == gen_host.render_values(), "protocol/values.py is stale: run `make codec`"
+    assert gen_host.FAST_TARGET.read_text() == gen_host.render_fast(), "protocol/fast.py is stale: run `make codec`"
 
 
 @given(st.integers(1, 16), st.integers(0, 20), st.integers(0, 255), st.binary(min_size=0, max_size=16 * 3 * 20))
 def test_batch_fast_path_and_counts(ch, n, flags, noise):
     samples = (noise * (1 + 3 * ch * n))[: 3 * ch * n] if noise else bytes(3 * ch * n)
     fields = {"first_seq": 5, "ticks_ms": 9, "channels": ch, "flags": flags, "samples": samples}
-    frame = codec.encode("eeg_batch", 1, fields)
-    got = codec.decode(frame).fields
-    assert got == slow(frame) == fields
+    got = codec.decode(codec.encode("eeg_batch", 1, fields)).fields
+    assert got == fields
     counts = codec.eeg_counts(got)
     ref = [int.from_bytes(samples[i:i + 3], "big", signed=True) for i in range(0, len(samples), 3)]
     assert counts.dtype == np.int32 and counts.shape == (n, ch) and counts.ravel().tolist() == ref

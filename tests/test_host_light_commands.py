@@ -4,7 +4,7 @@ import json
 import pytest
 
 from hypnolum.host import commands
-from hypnolum.protocol import codec, messages, schema
+from hypnolum.protocol import codec, messages, schema, values
 
 
 def parse(obj):
@@ -96,6 +96,22 @@ def test_a_scene_without_effect_changes_only_what_it_names():
     with pytest.raises(commands.BadCommand) as e:
         parse({"scene": {"effect": None, "brightness": 0.5}})
     assert e.value.field == "scene.effect"
+
+
+def test_the_scene_is_one_value_generated_from_the_schema():
+    # SCENE, SCENE_AT and SCENE_SHOWN carry it; the host builds, changes and reads it whole
+    scene = commands.SceneSpec(effect="tide", brightness=0.5, color=(1, 2, 3), palette="ocean", params=[4, -5]).scene()
+    assert isinstance(scene, values.Scene)
+    assert scene.NAMES == tuple(f.name for f in schema.RECORDS["scene"].fields)
+    assert scene == values.Scene("tide", 128, (1, 2, 3), 0, messages.EFFECT_PERIODS["tide"][2], "ocean", 0, (4, -5))
+    for name, extra in (("scene", {}), ("scene_at", {"at_us": 7}), ("scene_shown", {"source": "set", "state": 0})):
+        back = codec.decode(codec.encode(name, 1, {**extra, **scene.fields()})).fields
+        assert values.Scene.from_fields(back) == scene, name
+    # a change keeps what it does not name, from the scene the pod reports
+    shown = {**scene.fields(), "source": "set", "stopped": False}
+    (msg, fields), = parse({"scene": {"color": [9, 9, 9]}}).messages(shown=shown)
+    assert values.Scene.from_fields(fields) == values.Scene("tide", 128, (9, 9, 9), 0, scene.period_ms, "ocean", 0,
+                                                            (4, -5))
 
 
 def test_a_stopped_pod_resumes_only_with_a_whole_scene():

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypnolum.protocol import codec, gen_firmware, schema, vectors
+from hypnolum.protocol import codec, gen_firmware, gen_layout, schema, vectors
 
 VECTORS = vectors.load()
 
@@ -48,6 +48,22 @@ def test_generated_firmware_codec_is_fresh():
     assert gen_firmware.TARGET.read_text() == gen_firmware.render(), "firmware/pod/wire.py is stale: run `make codec`"
     assert gen_firmware.PEER_TARGET.read_text() == gen_firmware.render_peer(), \
         "tests/firmware/peer_wire.py is stale: run `make codec`"
+    assert gen_layout.stale() == [], "firmware modules' wire layout constants are stale: run `make codec`"
+
+
+def test_wire_layout_blocks_take_their_values_from_the_schema():
+    # every module that writes a payload in place holds one; each constant names its fact
+    held = {p.name for p in gen_layout.modules()}
+    assert {"framing.py", "link.py", "cyton.py", "ring.py", "bands.py", "preview.py", "transfer.py"} <= held
+    text = "\n".join([gen_layout.BEGIN, "_HDR = const(9)  # HEADER_SIZE", "_AT = const(0)  # scene_at.effect",
+                      "_N = const(0)  # eeg_bands.powers", "_S = const(0)  # pong.size", gen_layout.END, ""])
+    assert gen_layout.render_module(text, "t.py").split("\n")[1:5] == [
+        "_HDR = const(4)  # HEADER_SIZE", "_AT = const(4)  # scene_at.effect", "_N = const(15)  # eeg_bands.powers",
+        "_S = const(20)  # pong.size"]
+    for fact, says in (("scene.nope", "no field 'nope'"), ("eeg_batch.size", "variable fields"),
+                       ("scene.flags.x", "no field"), ("NOPE", "neither")):
+        with pytest.raises(gen_layout.LayoutError, match=says):
+            gen_layout.render_module(f"{gen_layout.BEGIN}\n_X = const(1)  # {fact}\n{gen_layout.END}", "t.py")
 
 
 def test_vectors_file_is_fresh():

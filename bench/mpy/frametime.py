@@ -18,7 +18,7 @@ _GC_EVERY = 16384  # bytes a timing run may allocate: what the pod allocates bet
 
 def scene(r, spec, eid, transition_ms=0):
     per = min(spec.period[1], max(spec.period[0], 4000)) if spec.period else 0
-    r.apply(eid, 220, (255, 150, 80), transition_ms, per, wire.PALETTE_AURORA, wire.SCENE_FLAG_STROBE_OPT_IN)
+    r.apply(wire.Scene(eid, 220, (255, 150, 80), transition_ms, per, wire.PALETTE_AURORA, wire.SCENE_FLAG_STROBE_OPT_IN))
     r.inputs.alpha = 150
     r.inputs.group = 40000
 

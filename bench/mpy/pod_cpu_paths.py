@@ -40,7 +40,7 @@ FRAMES_TOO = sys.argv[5] == "1"
 N = 300
 REPS = 3 if QUICK else 9
 K = 1 if QUICK else 10  # iteration multiplier
-_HDR = 4
+_HDR = wire.HEADER_SIZE
 
 
 def report(key, us, alloc=0, note=""):
@@ -271,7 +271,9 @@ def rx():
         report(key, us, al, "%d B on the wire" % nbytes)
     print("I rx_frames %d rx_errors %d" % (lk.rx_frames, lk.rx_errors))
     # a SCENE_AT taking effect at its frame: the new effect object, the crossfade set up
-    sp = [wire.EFFECT_AURORA, wire.EFFECT_CANDLE]
+    # the scenes as unpack_scene_at gives them (made there, timed in rx SCENE_AT above)
+    sp = [wire.Scene(eid, 200, (255, 160, 80), 1000, 4000, wire.PALETTE_AURORA) for eid in (wire.EFFECT_AURORA,
+                                                                                            wire.EFFECT_CANDLE)]
     st = [0]
 
     def switch():
@@ -279,7 +281,7 @@ def rx():
         st[0] = i + 1
         ms = hal.ticks_ms()
         us = hal.ticks_us()
-        r.scene_at(us, sp[i & 1], 200, (255, 160, 80), 1000, 4000, wire.PALETTE_AURORA, 0, ())
+        r.scene_at(us, sp[i & 1])
         r.due_scene(us, ms)
 
     us, al = timed(switch, 50 * K)

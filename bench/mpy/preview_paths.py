@@ -36,7 +36,7 @@ lk = link.Link(BenchPort(cdc), ("pod-bench", config.FW_VERSION, 1, N, 8, 250), r
 r.watch(lk, cfg.fade_after_ms)
 lk.heard = True
 pv = preview.Preview(lk, r.governor.shown, N)
-r.apply(wire.EFFECT_AURORA, 220, (255, 150, 80), 0, 20000, wire.PALETTE_AURORA, 0, ())
+r.apply(wire.Scene(wire.EFFECT_AURORA, 220, (255, 150, 80), 0, 20000, wire.PALETTE_AURORA, 0, ()))
 t = [hal.ticks_ms()]
 
 

@@ -34,13 +34,15 @@ UPDATE_MS = const(250)
 N_BANDS = const(5)
 BANDS_HZ = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
 _MASK30 = const(0x3FFFFFFF)
-_HDR = const(4)
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+_FIXED = const(15)  # eeg_bands.powers: the u8 count after last_seq u32, ticks_ms u32, channels u8, 3 x u16
+# end of wire layout
 _WIN_ONE = const(32768)  # window values are Q15
 _HI_SMALL = const(1 << 14)  # a band sum hi * 65536 + lo with hi under this is a small int
 _TARGET = const(8192)  # samples are normalised to [2**13, 2**14) before windowing
 _VREF_UV = 4500000.0
 _FULL_SCALE = 8388607.0
-_FIXED = const(15)  # eeg_bands before its powers: last_seq u32, ticks_ms u32, channels u8, 3 x u16
 _POWERS = const(_HDR + _FIXED + 1)  # the powers' first byte in a frame body (after their u8 count)
 
 

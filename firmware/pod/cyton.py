@@ -47,8 +47,10 @@ BATCH_MS = const(40)  # default batching latency (pod.json eeg_batch_ms): the wi
 _READY_TIMEOUT_MS = const(3000)  # the banner takes ~1 s after 'v' on a real board
 _RETRY_PAUSE_MS = const(2000)
 _CHUNK = const(512)
-_FIXED = const(10)  # eeg_batch fixed part: first_seq u32, ticks_ms u32, channels u8, flags u8
-_HDR = const(4)  # wire.HEADER_SIZE
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_FIXED = const(10)  # eeg_batch.samples: after first_seq u32, ticks_ms u32, channels u8, flags u8
+_HDR = const(4)  # HEADER_SIZE
+# end of wire layout
 _MASK30 = const(0x3FFFFFFF)  # sequences: low 30 bits here, the bits above counted apart
 RAILED_COUNTS = const(7549746)  # 90 % of full scale (2**23 - 1 counts)
 NEAR_RAILED_COUNTS = const(6291455)  # 75 % of full scale

@@ -37,7 +37,9 @@ _STALE_MS = const(3000)  # a last good reading older than this is no reading (he
 _VIN_SAMPLES = const(4)  # averaged per pass: the strips' PWM ripples the rail
 _OFF_HYST_C16 = const(32)  # 2 degC: no flicker at LED_OFF_C
 _NO_TEMP = const(-32768)
-_HDR = const(4)  # wire.HEADER_SIZE
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+# end of wire layout
 # Supply thresholds (the 5 V rail at the VIN divider):
 # - 4.6 V: a 5 V supply within its few per cent, read through the ADC's ~2 % after
 #   calibration, stays above it; below it the rail is sagging under the LEDs' load

@@ -85,14 +85,15 @@ def effect(eid, params=(), uses_palette=False, strobe=False):
     return bind
 
 
-def check(effect_id, brightness, color, transition_ms, period_ms, palette_id, flags, params, base=0):
-    """0 if the scene is well formed, else the wire.NACK_REASON_* why not, with the
-    failing field named (pod/refusal.py): its index in SCENE, plus base (SCENE_AT's
+def check(scene, base=0):
+    """0 if the scene (a wire.Scene) is well formed, else the wire.NACK_REASON_* why not,
+    with the failing field named (pod/refusal.py): its index in SCENE, plus base (SCENE_AT's
     scene fields start one further).
 
     Safety (strobe permission) is the governor's call, not this one's.
     """
-    spec = REGISTRY.get(effect_id)
+    spec = REGISTRY.get(scene.effect)
+    params = scene.params
     if spec is None:
         return refusal.field(wire.NACK_REASON_UNKNOWN_EFFECT, wire.F_SCENE_EFFECT + base, 0, _MAX_EFFECT)
     sp = spec.params
@@ -103,9 +104,9 @@ def check(effect_id, brightness, color, transition_ms, period_ms, palette_id, fl
         if not p[3] <= params[i] <= p[4]:
             return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PARAMS + base, p[3], p[4], i)
     per = spec.period
-    if per is not None and not per[0] <= period_ms <= per[1]:
+    if per is not None and not per[0] <= scene.period_ms <= per[1]:
         return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PERIOD_MS + base, per[0], per[1])
-    if spec.palette and palette_id not in palette.STOPS:
+    if spec.palette and scene.palette not in palette.STOPS:
         return refusal.field(wire.NACK_REASON_BAD_PARAM, wire.F_SCENE_PALETTE + base, 0, _N_PALETTES - 1)
     return 0
 

@@ -28,17 +28,23 @@ _RX_CHUNK = const(256)
 _MAX_ENCODED = const(1030)  # == framing.MAX_ENCODED, checked below
 _RESERVE = const(2 * _MAX_ENCODED)  # free TX bytes kept for answers: telemetry stops short of it
 _SPARE = const(3 * _MAX_ENCODED)  # free TX bytes below which the LED preview is dropped (before EEG)
-_NO_FIELD = const(0xFF)  # wire.NACK_NO_FIELD
-_DETAIL = const(10)  # wire.NACK_DETAIL_SIZE: field u8, item u8, lo i32, hi i32
-_HDR = const(4)  # wire.HEADER_SIZE
-_PING_SIZE = const(12)  # nonce u32, host_time_us u64
-_PONG_SIZE = const(20)  # the same two, then pod_rx_us u32, pod_tx_us u32
-_MAX_END = const(1020)  # wire.MAX_FRAME - wire.CRC_SIZE: a payload ends at most here
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_NO_FIELD = const(255)  # NACK_NO_FIELD
+_DETAIL = const(10)  # NACK_DETAIL_SIZE: field u8, item u8, lo i32, hi i32
+_NACK_DETAIL = const(3)  # nack.detail
+_HDR = const(4)  # HEADER_SIZE
+_PING_SIZE = const(12)  # ping.size: nonce u32, host_time_us u64
+_PONG_SIZE = const(20)  # pong.size: the same two, then pod_rx_us u32, pod_tx_us u32
+_PONG_RX_US = const(12)  # pong.pod_rx_us
+_MAX_FRAME = const(1024)  # MAX_FRAME
+_CRC = const(4)  # CRC_SIZE
+# end of wire layout
+_MAX_END = const(_MAX_FRAME - _CRC)  # a payload ends at most here
 _encode_frame = framing.encode_frame
 
-if framing.MAX_ENCODED != _MAX_ENCODED or wire.MAX_FRAME - wire.CRC_SIZE != _MAX_END:
-    raise ImportError("link: frame sizes do not match framing.py / wire.py")
-if wire.NACK_NO_FIELD != _NO_FIELD or wire.NACK_DETAIL_SIZE != _DETAIL or struct.calcsize("<BBii") != _DETAIL:
+if framing.MAX_ENCODED != _MAX_ENCODED:
+    raise ImportError("link: frame sizes do not match framing.py")
+if struct.calcsize("<BBii") != _DETAIL:
     raise ImportError("link: NACK detail layout does not match wire.py")
 
 
@@ -58,8 +64,8 @@ class Link:
     def __init__(self, port, hello_fields, scene_sink):
         """port: hal.open_link()'s. hello_fields: (pod_id, fw_version, boot_id, led_count, eeg_channels, sample_rate_hz).
 
-        scene_sink(effect, brightness, color, transition_ms, period_ms, params)
-        applies a scene and returns 0, or a wire.NACK_REASON_* refusing it.
+        scene_sink(scene) applies a SCENE's scene (a wire.Scene, new for each frame) and
+        returns 0, or a wire.NACK_REASON_* refusing it.
         """
         self._port = port
         self._hello = hello_fields
@@ -158,7 +164,7 @@ class Link:
             return
         n = 0
         if detail is not None and detail[0] != _NO_FIELD:
-            struct.pack_into("<BBii", self.body, _HDR + 3, detail[0], detail[1], detail[2], detail[3])
+            struct.pack_into("<BBii", self.body, _HDR + _NACK_DETAIL, detail[0], detail[1], detail[2], detail[3])
             n = _DETAIL
         self.send(wire.T_NACK, wire.pack_nack(self.body, _HDR, seq, reason, n))
 
@@ -209,7 +215,7 @@ class Link:
             raise ValueError("ping: payload is not %d bytes" % _PING_SIZE)
         body = self.body
         _copy(body, _HDR, frame, _HDR, _PING_SIZE)
-        struct.pack_into("<II", body, _HDR + _PING_SIZE, self._rx_us, hal.ticks_us())
+        struct.pack_into("<II", body, _HDR + _PONG_RX_US, self._rx_us, hal.ticks_us())
         self.send(wire.T_PONG, _HDR + _PONG_SIZE)
 
     # -- more messages, registered by the app --------------------------------

@@ -17,8 +17,10 @@ from micropython import const
 
 from pod import wire
 
-_HDR = const(4)  # wire.HEADER_SIZE
-_HEAD = const(3)  # LEDS: led_count u16, segments u8, then the segments' R, G, B
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+_HEAD = const(3)  # leds.rgb: after led_count u16, segments u8 come the segments' R, G, B
+# end of wire layout
 
 
 @micropython.viper

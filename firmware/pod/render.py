@@ -62,7 +62,9 @@ _GC_AFTER_US = const(500)  # ... this long after a frame's instant: the LED time
 _REBASE_MS = const(1 << 20)  # keep scene time far from the ticks_diff range limit (2**29)
 _SAFE_BRIGHTNESS = const(28)
 _SAFE_TRANSITION_MS = const(4000)
-_HDR = const(4)  # wire.HEADER_SIZE
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+# end of wire layout
 _DAY_MIN = const(1440)
 _LEAD_MIN_US = const(3000)  # a frame is computed at least this long before its instant
 _LEAD_STEP_US = const(1000)  # more lead after a late frame; a quarter of it back after
@@ -91,20 +93,6 @@ def _blend(dst, src, n: int, w: int):
         i += 1
 
 
-class Scene:
-    """The scene being shown: what the host asked for, checked."""
-
-    def __init__(self):
-        self.effect = wire.EFFECT_OFF
-        self.brightness = 0
-        self.color = bytearray(3)
-        self.transition_ms = 0
-        self.period_ms = 0
-        self.palette = 0
-        self.flags = 0
-        self.params = ()
-
-
 class Renderer:
     def __init__(self, leds, fps, cfg=None):
         self.leds = leds
@@ -114,7 +102,7 @@ class Renderer:
         self.frame = bytearray(n * 3)  # R, G, B per LED (sRGB); the driver reorders
         self._old_frame = bytearray(n * 3)
         self.inputs = effects.Inputs()
-        self.scene = Scene()
+        self.scene = wire.Scene()  # the scene shown: what the host asked for, checked; updated in place
         self.governor = governor.Governor(n, self.cfg)
         self._fx = effects.REGISTRY[wire.EFFECT_OFF].cls(n, self.inputs)
         self._fx.start(self.scene)
@@ -139,7 +127,7 @@ class Renderer:
         self.late_frames = 0  # frames handed to the LEDs more than _LATE_US after their instant
         self.lead_us = _LEAD_MIN_US
         self.refused_safety = 0
-        self._at = None  # a SCENE_AT waiting for its instant: (spec, fields)
+        self._at = None  # a SCENE_AT's scene (wire.Scene) waiting for its instant
         self._at_us = 0
         self._phase_new = False  # a FRAME_PHASE anchor to take at the next frame
         self._phase_us = 0
@@ -155,42 +143,42 @@ class Renderer:
         link.register(wire.T_FADE_SAFE, self.fade_safe)
         link.on_connect = self.report
 
-    def _refuse(self, effect, brightness, color, transition_ms, period_ms, palette, flags, params, base=0):
+    def _refuse(self, scene, base=0):
         """0 if the scene may be shown, else the wire.NACK_REASON_* refusing it (the field named
         for the NACK; base: where the scene's fields start in the command, see effects.check)."""
-        reason = effects.check(effect, brightness, color, transition_ms, period_ms, palette, flags, params, base)
+        reason = effects.check(scene, base)
         if reason:
             return reason
-        if effects.REGISTRY[effect].strobe and not (self.cfg.strobe_enabled and flags & wire.SCENE_FLAG_STROBE_OPT_IN):
+        if effects.REGISTRY[scene.effect].strobe and not (self.cfg.strobe_enabled
+                                                          and scene.flags & wire.SCENE_FLAG_STROBE_OPT_IN):
             self.refused_safety += 1
             return wire.NACK_REASON_SAFETY
         return 0
 
-    def apply(self, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
-        """Switch scene; returns 0, or the wire.NACK_REASON_* refusing it (scene unchanged)."""
-        reason = self._refuse(effect, brightness, color, transition_ms, period_ms, palette, flags, params)
+    def apply(self, scene):
+        """SCENE command: switch to scene (a wire.Scene, copied); returns 0, or the
+        wire.NACK_REASON_* refusing it (scene unchanged)."""
+        reason = self._refuse(scene)
         if reason:
             return reason
-        self._set(effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
-                  params)
+        self._set(scene)
         self.safe = False
         self.stopped = False
         self.source = wire.SCENE_SOURCE_SET
         self.report()
         return 0
 
-    def scene_at(self, at_us, effect, brightness, color, transition_ms, period_ms, palette=0, flags=0, params=()):
-        """SCENE_AT command: check now, apply at pod instant at_us (see the module doc).
+    def scene_at(self, at_us, scene):
+        """SCENE_AT command: check scene (a wire.Scene, kept until then: the caller's to give
+        away, as unpack_scene_at's is) now, apply it at pod instant at_us (see the module doc).
         While stopped it is acknowledged and not shown."""
-        reason = self._refuse(effect, brightness, color, transition_ms, period_ms, palette, flags, params,
-                              wire.F_SCENE_AT_EFFECT - wire.F_SCENE_EFFECT)
+        reason = self._refuse(scene, wire.F_SCENE_AT_EFFECT - wire.F_SCENE_EFFECT)
         if reason:
             return reason
         if self.stopped:
             self.held_back += 1
             return 0
-        self._at = (effects.REGISTRY[effect], effect, brightness, color, transition_ms, period_ms, palette, flags,
-                    params)
+        self._at = scene
         self._at_us = at_us & _TICKS_MASK  # ticks_diff needs a value inside the tick period
         return 0
 
@@ -212,7 +200,7 @@ class Renderer:
         if late_us < -(self.period_us >> 1):
             return False
         self._at = None
-        self._set(*at)
+        self._set(at)
         self.safe = False
         self.source = wire.SCENE_SOURCE_TIMELINE
         self.report()
@@ -223,26 +211,19 @@ class Renderer:
         self.scheduled_applied += 1
         return True
 
-    def _set(self, spec, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
+    def _set(self, scene):
+        # show scene (checked): its fields copied into the scene shown
         s = self.scene
-        same = effect == s.effect and transition_ms == 0
+        spec = effects.REGISTRY[scene.effect]
+        same = scene.effect == s.effect and scene.transition_ms == 0
         old_bri = s.brightness
-        s.effect = effect
-        s.brightness = brightness
-        s.color[0] = color[0]
-        s.color[1] = color[1]
-        s.color[2] = color[2]
-        s.transition_ms = transition_ms
-        s.period_ms = period_ms
-        s.palette = palette
-        s.flags = flags
-        s.params = params
+        s.assign(scene)
         self._shown_any = True
         now = hal.ticks_ms()
         if same:
             self._fx.apply(s)  # new parameters, same phase
         else:
-            if transition_ms:
+            if s.transition_ms:
                 self._old = self._fx
                 self._old_start_ms = self._start_ms
                 self._old_bri = old_bri
@@ -274,9 +255,7 @@ class Renderer:
         return 0
 
     def _go_safe(self):
-        c = SAFE_COLOR
-        self._set(effects.REGISTRY[wire.EFFECT_SOLID], wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, c,
-                  _SAFE_TRANSITION_MS, 0, 0, 0, ())
+        self._set(wire.Scene(wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, SAFE_COLOR, _SAFE_TRANSITION_MS))
         self.safe = True
         self.source = wire.SCENE_SOURCE_POD
         self.report()
@@ -291,8 +270,7 @@ class Renderer:
             self._old = None
         if self.scene.effect != wire.EFFECT_OFF:
             # no cross-fade: the governor's fast fade takes every LED straight to the glow
-            self._set(effects.REGISTRY[wire.EFFECT_SOLID], wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, SAFE_COLOR,
-                      0, 0, 0, 0, ())
+            self._set(wire.Scene(wire.EFFECT_SOLID, _SAFE_BRIGHTNESS, SAFE_COLOR))
         self._shown_any = True
         self.stopped = True
         self.safe = False
@@ -305,7 +283,6 @@ class Renderer:
         lk = self._link
         if lk is None or not self._shown_any:
             return
-        s = self.scene
         state = 0
         if self._night_shown:
             state |= wire.SHOWN_NIGHT
@@ -313,8 +290,7 @@ class Renderer:
             state |= wire.SHOWN_LINK_SAFE
         if self.stopped:
             state |= wire.SHOWN_STOPPED
-        end = wire.pack_scene_shown(lk.body, _HDR, self.source, state, s.effect, s.brightness, s.color,
-                                    s.transition_ms, s.period_ms, s.palette, s.flags, s.params)
+        end = wire.pack_scene_shown(lk.body, _HDR, self.source, state, self.scene)
         lk.send(wire.T_SCENE_SHOWN, end)
         self.reports += 1
 

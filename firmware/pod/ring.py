@@ -36,8 +36,10 @@ _MASK30 = const(0x3FFFFFFF)
 _HALF30 = const(0x20000000)  # a sequence difference mod 2**30 below this is "after"
 _HELD = const(0x8000)  # slot flag: holds a sample
 _TICKS15 = const(0x7FFF)
-_HDR = const(4)  # wire.HEADER_SIZE
-_FIXED = const(10)  # eeg_batch fixed part
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+_FIXED = const(10)  # eeg_batch.samples
+# end of wire layout
 _REPLAY_PAYLOAD = const(960)  # sample bytes per replayed frame: 40 x 8 ch, 20 x 16 ch
 _PACE_MS = const(5)  # between replayed frames: the live stream interleaves
 _BACKLOG_WAIT_MS = const(20)

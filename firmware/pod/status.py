@@ -7,7 +7,9 @@ from micropython import const
 from pod import wire
 
 _PERIOD_MS = const(1000)
-_HDR = const(4)  # wire.HEADER_SIZE
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+# end of wire layout
 _MASK30 = const(0x3FFFFFFF)
 
 

@@ -26,11 +26,14 @@ from micropython import const
 from pod import build, framing, wire
 from pod.mem import copy as _copy
 
-_HDR = const(4)  # wire.HEADER_SIZE
-_DATA_HEAD = const(9)  # UPDATE_DATA before its bytes: part u8, offset u32, crc u32
-_BLOCK = const(64)  # wire.UPDATE_BLOCK
-_CHUNK = const(960)  # wire.UPDATE_CHUNK
-_TAG = const(32)  # wire.UPDATE_TAG_SIZE
+# wire layout (values generated from protocol/messages.py by `make codec`)
+_HDR = const(4)  # HEADER_SIZE
+_DATA_HEAD = const(9)  # update_data.data: after part u8, offset u32, crc u32
+_DATA_OFFSET = const(1)  # update_data.offset
+_BLOCK = const(64)  # UPDATE_BLOCK
+_CHUNK = const(960)  # UPDATE_CHUNK
+_TAG = const(32)  # UPDATE_TAG_SIZE
+# end of wire layout
 _MAX_MANIFEST = const(8192)  # update.MAX_MANIFEST
 _STATUS_EVERY = const(4)  # data frames between two UPDATE_STATUS
 _RESET_DELAY_MS = const(300)  # let ACK, UPDATE_STATUS and LOG leave before the reset
@@ -49,9 +52,6 @@ _DATA = const(2)
 _COMMITTED = const(3)
 _REFUSED = const(4)
 _CONFIRMED = const(5)
-
-if (wire.HEADER_SIZE, wire.UPDATE_BLOCK, wire.UPDATE_CHUNK, wire.UPDATE_TAG_SIZE) != (_HDR, _BLOCK, _CHUNK, _TAG):
-    raise ImportError("transfer: update constants do not match wire.py")
 
 
 def nack_reason(code):
@@ -175,7 +175,7 @@ class Transfer:
             self.stray += 1
             return
         part = frame[_HDR]
-        offset, crc = struct.unpack_from("<II", frame, _HDR + 1)
+        offset, crc = struct.unpack_from("<II", frame, _HDR + _DATA_OFFSET)
         st = self.state
         if st == _DATA and part == wire.UPDATE_PART_PAYLOAD:
             store = self._store

@@ -9,7 +9,7 @@ from pod import config, link, safemode, wire
 from pod.app import Pod, _boot_id, _rollback_log, _say_update_state, _updates
 
 
-def _refuse_scene(*_scene):
+def _refuse_scene(_scene):
     return wire.NACK_REASON_UNAVAILABLE  # safe mode for updates: the LEDs stay dark
 
 

@@ -220,6 +220,36 @@ def _pack_bytes(buf, off, data):
     return off + n
 
 
+class Scene:
+    """The fields SCENE_SHOWN, SCENE, SCENE_AT carry, as one value (messages.RECORDS). unpack_ gives a new one;
+    a holder keeps its own and takes another's fields in place with assign."""
+
+    def __init__(self, effect=0, brightness=0, color=(0, 0, 0), transition_ms=0, period_ms=0, palette=0, flags=0, params=()):
+        self.effect = effect
+        self.brightness = brightness
+        self.color = bytearray(color)
+        self.transition_ms = transition_ms
+        self.period_ms = period_ms
+        self.palette = palette
+        self.flags = flags
+        self.params = params
+
+    def assign(self, o):
+        # o's fields, in place: no allocation
+        self.effect = o.effect
+        self.brightness = o.brightness
+        a = self.color
+        b = o.color
+        a[0] = b[0]
+        a[1] = b[1]
+        a[2] = b[2]
+        self.transition_ms = o.transition_ms
+        self.period_ms = o.period_ms
+        self.palette = o.palette
+        self.flags = o.flags
+        self.params = o.params
+
+
 def pack_hello(buf, off, pod_id, fw_version, protocol_version, fingerprint, build_hash, boot_id, led_count, eeg_channels, sample_rate_hz, table):
     off = _pack_str(buf, off, pod_id, 'B')
     off = _pack_str(buf, off, fw_version, 'B')
@@ -277,10 +307,10 @@ def pack_leds(buf, off, led_count, segments, rgb):
     return off
 
 
-def pack_scene_shown(buf, off, source, state, effect, brightness, color, transition_ms, period_ms, palette, flags, params):
-    struct.pack_into('<BBBBBBBHHBB', buf, off, source, state, effect, brightness, color[0], color[1], color[2], transition_ms, period_ms, palette, flags)
+def pack_scene_shown(buf, off, source, state, scene):
+    struct.pack_into('<BBBBBBBHHBB', buf, off, source, state, scene.effect, scene.brightness, scene.color[0], scene.color[1], scene.color[2], scene.transition_ms, scene.period_ms, scene.palette, scene.flags)
     off += 13
-    off = _pack_list(buf, off, params, 'B', 'h', 8)
+    off = _pack_list(buf, off, scene.params, 'B', 'h', 8)
     return off
 
 
@@ -341,7 +371,7 @@ def unpack_scene(buf, off, end):
     params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
     if off != end:
         raise ValueError('scene: trailing bytes')
-    return (effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
+    return (Scene(effect, brightness, color, transition_ms, period_ms, palette, flags, params),)
 
 
 def unpack_eeg_replay(buf, off, end):
@@ -381,7 +411,7 @@ def unpack_scene_at(buf, off, end):
     params, off = _unpack_list(buf, off, end, 'B', 'h', 8)
     if off != end:
         raise ValueError('scene_at: trailing bytes')
-    return (at_us, effect, brightness, color, transition_ms, period_ms, palette, flags, params,)
+    return (at_us, Scene(effect, brightness, color, transition_ms, period_ms, palette, flags, params),)
 
 
 def unpack_frame_phase(buf, off, end):

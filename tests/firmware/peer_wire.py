@@ -63,6 +63,9 @@ UPDATE_REASON_IO = const(10)
 UPDATE_REASON_NO_KEY = const(11)
 UPDATE_REASON = {'ok': 0, 'auth': 1, 'manifest': 2, 'path': 3, 'space': 4, 'state': 5, 'crc': 6, 'range': 7, 'incomplete': 8, 'hash': 9, 'io': 10, 'no_key': 11}
 
+# the record each message carries, whole in pod/wire.py: type -> (its class, its fields, the index it stands at)
+POD_WHOLE = {T_SCENE_SHOWN: (Scene, ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',), 2), T_SCENE: (Scene, ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',), 0), T_SCENE_AT: (Scene, ('effect', 'brightness', 'color', 'transition_ms', 'period_ms', 'palette', 'flags', 'params',), 1)}
+
 # what the pod reads in place: no unpack_ in pod/wire.py (its unpack_ is here)
 POD_READS_RAW = (T_UPDATE_DATA, )
 

@@ -343,7 +343,7 @@ def test_alpha_bloom_follows_the_tracker():
 
     leds = FakeLeds()
     r = render.Renderer(leds, 60)
-    r.apply(wire.EFFECT_ALPHA_BLOOM, 255, (0, 0, 0), 0, 0, wire.PALETTE_WARM, 0, (4,))
+    r.apply(wire.Scene(wire.EFFECT_ALPHA_BLOOM, 255, (0, 0, 0), 0, 0, wire.PALETTE_WARM, 0, (4,)))
     tr = alpha.Tracker(8, 250, r.inputs)
     rate = 250
     t = hal.ticks_ms()

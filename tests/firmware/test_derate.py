@@ -130,7 +130,7 @@ def test_sensor_failure_fails_safe_to_the_floor_and_is_flagged():
 def test_dark_at_led_off_c_with_hysteresis():
     sensors(25)
     leds, r, d = make(20)
-    assert r.apply(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0)) == 0
     t = run(r, d, hal.ticks_ms(), 4000)
     assert max(leds.last) == 255  # 20 white LEDs fit the limit
     sensors(board.LED_OFF_C)
@@ -149,7 +149,7 @@ def test_dark_at_led_off_c_with_hysteresis():
 def test_under_voltage_lowers_the_limit_and_cuts_off():
     sensors(25, 5000)
     leds, r, d = make(60)
-    assert r.apply(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0)) == 0
     t = run(r, d, hal.ticks_ms(), 4000)
     drawn = r.governor.estimate_ma()
     assert drawn > FULL * 9 // 10 and not d.flags & wire.POWER_FLAG_UNDERVOLT, drawn
@@ -179,14 +179,14 @@ def test_per_output_limit_holds_for_a_white_frame_on_many_leds():
     sensors(25, 5000)
     assert board.LED_LIMIT_MA_PER_OUTPUT < board.LED_LIMIT_MA  # else this test shows nothing
     leds, r, d = make(150)  # the default pod.json: psu_ma = LED_LIMIT_MA
-    assert r.apply(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0)) == 0
     t = run(r, d, hal.ticks_ms(), 5000)
     est = r.governor.estimate_ma()
     assert board.LED_LIMIT_MA_PER_OUTPUT * 9 // 10 <= est <= board.LED_LIMIT_MA_PER_OUTPUT, est
     assert duty_ma(leds.last, r.cfg) <= board.LED_LIMIT_MA_PER_OUTPUT
     # a pod.json psu_ma below the per-output limit still binds
     leds, r, d = make(150, psu_ma=1000)
-    r.apply(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0))
     run(r, d, hal.ticks_ms(), 5000)
     assert 900 <= r.governor.estimate_ma() <= 1000
 

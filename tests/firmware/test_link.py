@@ -75,10 +75,11 @@ HELLO = ("pod-test", "0.1.0", 0xB007, 12, 8, 250)
 def make():
     applied = []
 
-    def sink(effect, brightness, color, transition_ms, period_ms, palette, flags, params):
-        if effect > 13:
+    def sink(scene):  # a SCENE's scene arrives whole, as a wire.Scene
+        if scene.effect > 13:
             return wire.NACK_REASON_UNKNOWN_EFFECT
-        applied.append((effect, brightness, color, transition_ms, period_ms, params))
+        s = scene
+        applied.append((s.effect, s.brightness, tuple(s.color), s.transition_ms, s.period_ms, s.params))
         return 0
 
     w = FakePort()

@@ -60,7 +60,7 @@ def rig(n):
 def test_send_carries_the_governed_strip_in_at_most_32_segments():
     r, lk, port, pv = rig(300)
     assert pv.segments == wire.LED_PREVIEW_MAX_SEGMENTS
-    r.apply(wire.EFFECT_SOLID, 255, (255, 0, 0), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 0, 0), 0, 0))
     t = hal.ticks_ms()
     for i in range(60):  # the governor's slew: the strip is not yet red
         t = hal.ticks_add(t, 17)

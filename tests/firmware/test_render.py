@@ -74,20 +74,20 @@ def test_boot_is_dark():
 
 def test_solid_reaches_its_colour_gently():
     leds, r = make(3)
-    assert r.apply(wire.EFFECT_SOLID, 255, (255, 128, 0), 0, 0) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 128, 0), 0, 0)) == 0
     t = hal.ticks_ms()
     r.render(hal.ticks_add(t, 17))
     assert leds.last != bytes((255, 128, 0)) * 3  # no jump from dark to full: the governor slews
     run_for(r, t, 8000)
     assert leds.last == bytes((255, 128, 0)) * 3
-    assert r.apply(wire.EFFECT_SOLID, 128, (255, 128, 0), 0, 0) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 128, (255, 128, 0), 0, 0)) == 0
     run_for(r, t, 8000)
     assert leds.last == bytes((128, 64, 0)) * 3
 
 
 def test_breathe_is_dark_at_start_full_mid_period():
     leds, r = make(1)
-    r.apply(wire.EFFECT_BREATHE, 255, (200, 100, 50), 0, 1000)
+    r.apply(wire.Scene(wire.EFFECT_BREATHE, 255, (200, 100, 50), 0, 1000))
     t0 = r._start_ms
     r.render(t0)
     assert r.frame == b"\x00\x00\x00"
@@ -99,7 +99,7 @@ def test_breathe_is_dark_at_start_full_mid_period():
 
 def test_breathe_across_tick_wrap():
     leds, r = make(1)
-    r.apply(wire.EFFECT_BREATHE, 255, (255, 255, 255), 0, 1000)
+    r.apply(wire.Scene(wire.EFFECT_BREATHE, 255, (255, 255, 255), 0, 1000))
     r._start_ms = hal.TICKS_PERIOD - 100  # scene began 100 ms before the wrap
     r.render(400)  # 500 ms later, after the wrap
     assert r.frame == b"\xff\xff\xff"
@@ -107,9 +107,9 @@ def test_breathe_across_tick_wrap():
 
 def test_transition_cross_fades_the_engine_output():
     leds, r = make(1)
-    r.apply(wire.EFFECT_SOLID, 255, (200, 0, 0), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (200, 0, 0), 0, 0))
     r.render(hal.ticks_ms())
-    r.apply(wire.EFFECT_SOLID, 255, (0, 0, 200), 1000, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (0, 0, 200), 1000, 0))
     t0 = r._start_ms
     r.render(hal.ticks_add(t0, 500))
     assert r.frame == bytes((100, 0, 100))
@@ -119,12 +119,12 @@ def test_transition_cross_fades_the_engine_output():
 
 def test_refusals_leave_scene_unchanged():
     leds, r = make(1)
-    r.apply(wire.EFFECT_SOLID, 255, (1, 2, 3), 0, 0)
-    assert r.apply(99, 255, (0, 0, 0), 0, 0) == wire.NACK_REASON_UNKNOWN_EFFECT
-    assert r.apply(wire.EFFECT_BREATHE, 255, (0, 0, 0), 0, 0) == wire.NACK_REASON_BAD_PARAM  # no period
-    assert r.apply(wire.EFFECT_SLOW_WAVE, 255, (0, 0, 0), 0, 5000, 0, 0, (1,)) == wire.NACK_REASON_BAD_PARAM
-    assert r.apply(wire.EFFECT_SOLID, 255, (0, 0, 0), 0, 0, 0, 0, (1,)) == wire.NACK_REASON_BAD_PARAM
-    assert r.apply(wire.EFFECT_AURORA, 255, (0, 0, 0), 0, 5000, 77) == wire.NACK_REASON_BAD_PARAM
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (1, 2, 3), 0, 0))
+    assert r.apply(wire.Scene(99, 255, (0, 0, 0), 0, 0)) == wire.NACK_REASON_UNKNOWN_EFFECT
+    assert r.apply(wire.Scene(wire.EFFECT_BREATHE, 255, (0, 0, 0), 0, 0)) == wire.NACK_REASON_BAD_PARAM  # no period
+    assert r.apply(wire.Scene(wire.EFFECT_SLOW_WAVE, 255, (0, 0, 0), 0, 5000, 0, 0, (1,))) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (0, 0, 0), 0, 0, 0, 0, (1,))) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.Scene(wire.EFFECT_AURORA, 255, (0, 0, 0), 0, 5000, 77)) == wire.NACK_REASON_BAD_PARAM
     assert r.scene.effect == wire.EFFECT_SOLID and bytes(r.scene.color) == b"\x01\x02\x03"
 
 
@@ -133,20 +133,20 @@ def test_refusals_name_the_field_and_its_range():
     d = refusal.DETAIL
     none = wire.NACK_NO_FIELD
     # heartbeat's period is 500..3000 ms (protocol/messages.py EFFECT_PERIODS): 4000 is refused
-    assert r.apply(wire.EFFECT_HEARTBEAT, 255, (9, 9, 9), 0, 4000) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.Scene(wire.EFFECT_HEARTBEAT, 255, (9, 9, 9), 0, 4000)) == wire.NACK_REASON_BAD_PARAM
     assert d == [wire.F_SCENE_PERIOD_MS, none, 500, 3000], d
     lo, hi, default = wire.EFFECT_PERIODS[wire.EFFECT_HEARTBEAT]
-    assert r.apply(wire.EFFECT_HEARTBEAT, 255, (9, 9, 9), 0, default) == 0
-    assert r.apply(wire.EFFECT_SLOW_WAVE, 255, (0, 0, 0), 0, 5000, 0, 0, (30, 300)) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.Scene(wire.EFFECT_HEARTBEAT, 255, (9, 9, 9), 0, default)) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_SLOW_WAVE, 255, (0, 0, 0), 0, 5000, 0, 0, (30, 300))) == wire.NACK_REASON_BAD_PARAM
     assert d == [wire.F_SCENE_PARAMS, 1, 0, 255], d  # params.1 (floor) is 0..255
-    assert r.apply(wire.EFFECT_SOLID, 255, (0, 0, 0), 0, 0, 0, 0, (1,)) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (0, 0, 0), 0, 0, 0, 0, (1,))) == wire.NACK_REASON_BAD_PARAM
     assert d == [wire.F_SCENE_PARAMS, none, 0, 0], d  # solid takes no params at all
-    assert r.apply(wire.EFFECT_AURORA, 255, (0, 0, 0), 0, 5000, 77) == wire.NACK_REASON_BAD_PARAM
+    assert r.apply(wire.Scene(wire.EFFECT_AURORA, 255, (0, 0, 0), 0, 5000, 77)) == wire.NACK_REASON_BAD_PARAM
     assert d == [wire.F_SCENE_PALETTE, none, 0, len(wire.PALETTE) - 1], d
-    assert r.apply(99, 255, (0, 0, 0), 0, 0) == wire.NACK_REASON_UNKNOWN_EFFECT
+    assert r.apply(wire.Scene(99, 255, (0, 0, 0), 0, 0)) == wire.NACK_REASON_UNKNOWN_EFFECT
     assert d == [wire.F_SCENE_EFFECT, none, 0, max(wire.EFFECT.values())], d
     # SCENE_AT's scene fields are one further along (at_us first)
-    assert r.scene_at(0, wire.EFFECT_TIDE, 255, (0, 0, 0), 0, 1000) == wire.NACK_REASON_BAD_PARAM
+    assert r.scene_at(0, wire.Scene(wire.EFFECT_TIDE, 255, (0, 0, 0), 0, 1000)) == wire.NACK_REASON_BAD_PARAM
     assert d == [wire.F_SCENE_AT_PERIOD_MS, none, 2000, 65535], d
     assert r.night(3, 0, 0, 0) == wire.NACK_REASON_BAD_PARAM and d == [wire.F_NIGHT_MODE_MODE, none, 0, 2]
     assert r.night(wire.NIGHT_MODE_SCHEDULE, 0, 1440, 0) == wire.NACK_REASON_BAD_PARAM
@@ -159,19 +159,19 @@ def test_every_effect_accepts_its_default_period():
     leds, r = make(1, strobe_enabled=True)
     for eid, spec in effects.REGISTRY.items():
         per = wire.EFFECT_PERIODS[eid][2] if eid in wire.EFFECT_PERIODS else 0
-        assert r.apply(eid, 255, (9, 9, 9), 0, per, 0, wire.SCENE_FLAG_STROBE_OPT_IN) == 0, spec.name
+        assert r.apply(wire.Scene(eid, 255, (9, 9, 9), 0, per, 0, wire.SCENE_FLAG_STROBE_OPT_IN)) == 0, spec.name
         assert spec.period == wire.EFFECT_PERIODS.get(eid), spec.name
 
 
 def test_strobe_needs_provisioning_and_the_commands_opt_in():
     opt_in = wire.SCENE_FLAG_STROBE_OPT_IN
     leds, r = make(1)
-    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, opt_in) == wire.NACK_REASON_SAFETY
+    assert r.apply(wire.Scene(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, opt_in)) == wire.NACK_REASON_SAFETY
     leds, r = make(1, strobe_enabled=True)
-    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, 0) == wire.NACK_REASON_SAFETY
-    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 50, 0, opt_in) == wire.NACK_REASON_BAD_PARAM  # 20 Hz
+    assert r.apply(wire.Scene(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, 0)) == wire.NACK_REASON_SAFETY
+    assert r.apply(wire.Scene(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 50, 0, opt_in)) == wire.NACK_REASON_BAD_PARAM  # 20 Hz
     assert r.refused_safety == 1
-    assert r.apply(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, opt_in) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_STROBE, 255, (255, 255, 255), 0, 100, 0, opt_in)) == 0
     t = run_for(r, hal.ticks_ms(), 3000, step=10)
     seen = set()
     for _ in range(20):
@@ -184,7 +184,7 @@ def test_strobe_needs_provisioning_and_the_commands_opt_in():
 def test_red_strobe_is_still_red_flash_limited():
     opt_in = wire.SCENE_FLAG_STROBE_OPT_IN
     leds, r = make(1, strobe_enabled=True)
-    assert r.apply(wire.EFFECT_STROBE, 255, (255, 0, 0), 0, 100, 0, opt_in) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_STROBE, 255, (255, 0, 0), 0, 100, 0, opt_in)) == 0
     t = run_for(r, hal.ticks_ms(), 2000, step=10)
     lo, hi = 255, 0
     for _ in range(100):
@@ -211,7 +211,7 @@ def test_every_effect_renders_something_in_range():
     for eid, spec in effects.REGISTRY.items():
         leds, r = make(16, strobe_enabled=True)
         per = min(spec.period[1], max(spec.period[0], 3000)) if spec.period else 0
-        assert r.apply(eid, 255, (255, 200, 120), 0, per, wire.PALETTE_AURORA, wire.SCENE_FLAG_STROBE_OPT_IN) == 0
+        assert r.apply(wire.Scene(eid, 255, (255, 200, 120), 0, per, wire.PALETTE_AURORA, wire.SCENE_FLAG_STROBE_OPT_IN)) == 0
         r.inputs.alpha = 200
         r.inputs.group = 50000
         t = run_for(r, hal.ticks_ms(), 4000)
@@ -231,7 +231,7 @@ def test_fade_to_safe_after_link_silence_and_off_stays_dark():
     lk = pod_link(r)
     r.watch(lk, 2000)
     t = hal.ticks_ms()
-    r.apply(wire.EFFECT_SOLID, 255, (0, 0, 255), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (0, 0, 255), 0, 0))
     t = run_for(r, t, 5000)  # never heard: a pod that never had a host stays as told
     assert not r.safe
     lk.heard = True
@@ -243,7 +243,7 @@ def test_fade_to_safe_after_link_silence_and_off_stays_dark():
     t = run_for(r, t, 15000)
     want = bytes(render.SAFE_COLOR[i] * 28 // 255 for i in range(3))
     assert all(abs(leds.last[i] - want[i]) <= 1 for i in range(3)), (leds.last, want)
-    assert r.apply(wire.EFFECT_OFF, 0, (0, 0, 0), 0, 0) == 0
+    assert r.apply(wire.Scene(wire.EFFECT_OFF, 0, (0, 0, 0), 0, 0)) == 0
     assert not r.safe
     t = run_for(r, t, 15000)
     assert not r.safe and leds.last == bytes(6)
@@ -252,7 +252,7 @@ def test_fade_to_safe_after_link_silence_and_off_stays_dark():
 def test_night_mode_caps_blue_and_brightness():
     leds, r = make(2, night_blue_max=10, night_brightness_max=60)
     assert r.night(wire.NIGHT_MODE_ON, 0, 0, 0) == 0
-    r.apply(wire.EFFECT_SOLID, 255, (200, 200, 255), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (200, 200, 255), 0, 0))
     run_for(r, hal.ticks_ms(), 15000)
     assert max(leds.last) <= 60 and leds.last[2] <= 10, leds.last
     assert r.night(7, 0, 0, 0) == wire.NACK_REASON_BAD_PARAM
@@ -283,7 +283,7 @@ def _duty_ma(buf, cfg):
 
 def test_power_limit_keeps_the_estimate_under_budget():
     leds, r = make(100, psu_ma=1500, board_reserve_ma=300, led_ma=20)
-    r.apply(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 255, 255), 0, 0))
     run_for(r, hal.ticks_ms(), 12000)
     ma = _duty_ma(leds.last, r.cfg)
     assert 1100 <= ma <= 1200, ma  # 100 white LEDs would draw 6100 mA: scaled to fit
@@ -318,7 +318,7 @@ def test_power_limit_takes_the_highest_level_that_fits_frame_after_frame():
 
 def test_brightness_cap_from_pod_json():
     leds, r = make(2, brightness_max=100)
-    r.apply(wire.EFFECT_SOLID, 255, (255, 40, 255), 0, 0)
+    r.apply(wire.Scene(wire.EFFECT_SOLID, 255, (255, 40, 255), 0, 0))
     run_for(r, hal.ticks_ms(), 12000)
     assert max(leds.last) == 100
 
@@ -360,7 +360,7 @@ def test_no_allocation_per_frame_over_1000_frames_of_every_effect():
     used = {}
     for eid, spec in effects.REGISTRY.items():
         per = min(spec.period[1], max(spec.period[0], 3000)) if spec.period else 0
-        r.apply(eid, 200, (255, 90, 30), 400, per, wire.PALETTE_OCEAN, wire.SCENE_FLAG_STROBE_OPT_IN)
+        r.apply(wire.Scene(eid, 200, (255, 90, 30), 400, per, wire.PALETTE_OCEAN, wire.SCENE_FLAG_STROBE_OPT_IN))
         lk.last_rx_ms = t
         t = hal.ticks_add(t, 17)
         r.render(t)  # first frame after a scene change may build things
@@ -437,8 +437,8 @@ def _extreme_frames():
         per = spec.period[1] if spec.period else 0
         params = tuple(p[4] for p in spec.params)
         at = hal.ticks_add(us, 1000)
-        assert r.scene_at(at + 3 * hal.TICKS_PERIOD, eid, 255, (255, 255, 255), 65535, per, wire.PALETTE_AURORA,
-                          wire.SCENE_FLAG_STROBE_OPT_IN, params) == 0
+        assert r.scene_at(at + 3 * hal.TICKS_PERIOD, wire.Scene(eid, 255, (255, 255, 255), 65535, per, wire.PALETTE_AURORA,
+                          wire.SCENE_FLAG_STROBE_OPT_IN, params)) == 0
         r.frame_phase(at + hal.TICKS_PERIOD, 16666)
         assert r.due_scene(hal.ticks_add(at, 20), t)
         r._start_ms = hal.ticks_add(t, -((1 << 20) - 3000))  # late in the scene: the rebase comes

@@ -28,11 +28,6 @@ class _Eeg:
     dropped = 3
 
 
-class _Scene:
-    effect = wire.EFFECT_SOLID
-    brightness = 200
-
-
 class _Leds:
     late_starts = 4
 
@@ -42,7 +37,7 @@ class _R:
     render_overruns = 1
     late_frames = 2
     leds = _Leds()
-    scene = _Scene()
+    scene = wire.Scene(wire.EFFECT_SOLID, 200)
 
 
 def test_uptime_crosses_2_30_and_2_32_ms_and_a_heartbeat_allocates_nothing():

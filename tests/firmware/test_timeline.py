@@ -32,7 +32,7 @@ def make(fps=100):
 def test_scene_at_waits_for_its_instant_across_the_wrap():
     _, r = make()
     at = hal.ticks_add((1 << 30) - 3000, 7000)  # 4 ms after the wrap
-    assert r.scene_at(at, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+    assert r.scene_at(at, wire.Scene(wire.EFFECT_SOLID, 255, WHITE, 0, 0)) == 0
     assert r.scene.effect == wire.EFFECT_OFF
     # a frame 6 ms early (before the wrap) does not take it
     assert not r.due_scene(hal.ticks_add(at, -6000), 0)
@@ -48,7 +48,7 @@ def test_scene_at_in_the_past_keeps_the_phase():
     _, r = make()
     now_ms = 5000
     at = hal.ticks_add(hal.ticks_us(), -2500000)  # started 2.5 s ago on the timeline
-    assert r.scene_at(at, wire.EFFECT_BREATHE, 255, WHITE, 0, 4000) == 0
+    assert r.scene_at(at, wire.Scene(wire.EFFECT_BREATHE, 255, WHITE, 0, 4000)) == 0
     assert r.due_scene(hal.ticks_us(), now_ms)
     # the animation is 2.5 s in, not starting over
     assert 2490 <= hal.ticks_diff(now_ms, r._start_ms) <= 2510, hal.ticks_diff(now_ms, r._start_ms)
@@ -56,8 +56,8 @@ def test_scene_at_in_the_past_keeps_the_phase():
 
 def test_scene_at_is_checked_when_it_arrives():
     _, r = make()
-    assert r.scene_at(hal.ticks_us(), 250, 255, WHITE, 0, 0) == wire.NACK_REASON_UNKNOWN_EFFECT
-    assert r.scene_at(hal.ticks_us(), wire.EFFECT_STROBE, 255, WHITE, 0, 100) == wire.NACK_REASON_SAFETY
+    assert r.scene_at(hal.ticks_us(), wire.Scene(250, 255, WHITE, 0, 0)) == wire.NACK_REASON_UNKNOWN_EFFECT
+    assert r.scene_at(hal.ticks_us(), wire.Scene(wire.EFFECT_STROBE, 255, WHITE, 0, 100)) == wire.NACK_REASON_SAFETY
     assert r._at is None
 
 
@@ -116,7 +116,7 @@ async def test_run_applies_a_scheduled_scene_on_the_frame_at_its_instant():
     task = asyncio.create_task(r.run())
     at = hal.ticks_add(hal.ticks_us(), 100000)
     r.frame_phase(at, 10000)
-    assert r.scene_at(at, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+    assert r.scene_at(at, wire.Scene(wire.EFFECT_SOLID, 255, WHITE, 0, 0)) == 0
     await asyncio.sleep_ms(200)
     task.cancel()
     await asyncio.sleep_ms(0)
@@ -166,7 +166,7 @@ def test_host_instants_at_and_past_2_30_are_taken_modulo_the_tick_period():
         leds, r = make()
         now = hal.ticks_us()
         at = hal.ticks_add(now, 30000)
-        assert r.scene_at(at + high, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+        assert r.scene_at(at + high, wire.Scene(wire.EFFECT_SOLID, 255, WHITE, 0, 0)) == 0
         assert r._at_us == at
         assert not r.due_scene(now, hal.ticks_ms())  # 30 ms ahead: still waiting
         assert r.due_scene(hal.ticks_add(at, 1000), hal.ticks_ms())
@@ -175,6 +175,6 @@ def test_host_instants_at_and_past_2_30_are_taken_modulo_the_tick_period():
     leds, r = make()
     r.frame_phase(0xFFFFFFFF, 10000)
     assert r._phase_us == P - 1
-    assert r.scene_at(0xFFFFFFFF, wire.EFFECT_SOLID, 255, WHITE, 0, 0) == 0
+    assert r.scene_at(0xFFFFFFFF, wire.Scene(wire.EFFECT_SOLID, 255, WHITE, 0, 0)) == 0
     assert r._at_us == P - 1
     assert r.due_scene(P - 1, hal.ticks_ms()) and r.scene.effect == wire.EFFECT_SOLID

@@ -30,7 +30,8 @@ BEFORE_TABLE = "d7916d09c0b761c5da0c8a072c8f3aa4e661e5f9"
 _PROTOCOL_CODE = ("__init__.py", "schema.py", "gen_firmware.py", "compat.py", "known_schemas.py")
 # names an older messages.py lacks, with the values they had before they existed
 _BEFORE = "\nTAIL_RUNS = globals().get('TAIL_RUNS', {})\n" \
-          "CORE = globals().get('CORE', frozenset({'hello', 'connect', 'ack', 'nack'}))\n"
+          "CORE = globals().get('CORE', frozenset({'hello', 'connect', 'ack', 'nack'}))\n" \
+          "RECORDS = globals().get('RECORDS', ())\n"
 
 
 def released_tree(commit: str, dest: Path) -> Path:
