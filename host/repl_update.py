@@ -74,7 +74,7 @@ def bundle_of(packed: Packed) -> fb.Bundle:
         slot.append(fb.AppFile(e.path, packed.payload[pos:pos + e.size]))
         pos += e.size
     root = tuple(fb.AppFile(path, data) for path, data in packed.root)
-    return fb.Bundle(root, tuple(slot), "bundle", build, fb._digest(slot).hex())
+    return fb.Bundle(root, tuple(slot), "bundle", build, fb.slot_digest(slot))
 
 
 class ReplUpdate:

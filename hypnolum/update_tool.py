@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--update-key", type=Path, metavar="FILE", help="the fleet's key for every pod")
     keys.add_argument("--update-keys", type=Path, default=Path("update-keys"), metavar="DIR",
                       help="each pod's own key as DIR/<pod id>.key (default: update-keys)")
+    keys.add_argument("--new-key", action="store_true",
+                      help="make DIR/<pod id>.key for a pod that has none yet, as the flash tool does at a first "
+                           "flashing: a pod whose firmware predates updates over the link gets it from hostd")
     p.add_argument("--confirm-s", type=float, default=up.DEFAULT_CONFIRM_S, metavar="S",
                    help="how long a new build waits for hostd's confirmation before rolling back (default 30)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
@@ -89,12 +92,20 @@ def load_bundle(path: Path, fmt: str) -> tuple[bytes, bytes, Root]:
 
 
 def _key(args: argparse.Namespace, pod_id: str) -> bytes:
+    path = args.update_keys / f"{pod_id}.key"
     try:
         if args.update_key is not None:
             return updatekey.read(args.update_key)
-        return updatekey.read(args.update_keys / f"{pod_id}.key")
+        if args.new_key and not path.exists():
+            key = updatekey.for_pod(args.update_keys, pod_id)
+            print(f"{pod_id}: made its update key {path}", flush=True)
+            return key
+        return updatekey.read(path)
     except FlashError as exc:
-        raise mo.UsageError(f"hypnolum update: pod {pod_id}: {exc}") from None
+        hint = ""
+        if args.update_key is None and not path.exists():
+            hint = " (a pod whose firmware predates updates over the link has none yet: --new-key makes one)"
+        raise mo.UsageError(f"hypnolum update: pod {pod_id}: {exc}{hint}") from None
 
 
 def _pods(args: argparse.Namespace) -> list[str]:
@@ -199,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             raise mo.UsageError("hypnolum update: --timeout must be between 0 and 3600 s")
         if not 1 <= args.confirm_s <= 600:
             raise mo.UsageError("hypnolum update: --confirm-s must be between 1 and 600 s")
+        if args.new_key and args.update_key is not None:
+            raise mo.UsageError("hypnolum update: --new-key makes a pod's own key in --update-keys DIR, "
+                                "not with the fleet's --update-key")
         manifest, payload, root = load_bundle(args.bundle, args.app_format)
         if args.save is not None:
             args.save.write_bytes(up.pack(manifest, _NO_TAG, payload, root))

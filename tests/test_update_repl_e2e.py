@@ -75,8 +75,7 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
     new = bundle.build(paths.FIRMWARE, "x86")
     emu = tmp_path / "emu"
     board = _old_board(emu, old_app)
-    keys = tmp_path / "update-keys"
-    updatekey.write(keys / "pod-old1.key", KEY)
+    keys = tmp_path / "update-keys"  # the flash tool's and hostd's: the old pod has no key in it yet
     hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu, extra=f'[updates]\nkeys_dir = "{keys}"\n')
     state = f"{P}/pod-old1/state"
     try:
@@ -89,9 +88,10 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
             assert s["unsupported"] == {n: "not known to the pod" for n in messages.UPDATE_MESSAGES}, s["unsupported"]
             assert s["build_hash"] != f"0x{new.build_hash:08x}"
 
-            code, text = await _update(hostd.config, "--pod", "pod-old1", "--update-keys", str(keys),
+            code, text = await _update(hostd.config, "--pod", "pod-old1", "--update-keys", str(keys), "--new-key",
                                        str(paths.FIRMWARE))
             assert code == 0, text + hostd.log_text()[-3000:]
+            assert f"pod-old1: made its update key {keys / 'pod-old1.key'}" in text, text
             assert f"pod-old1: ok, build 0x{new.build_hash:08x} in " in text and "through its REPL" in text, text
             result = watch.json(f"{P}/pod-old1/update/result")
             assert (result["result"], result["path"], result["reason"]) == ("ok", "repl", None), result
@@ -107,7 +107,7 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
             assert s["capabilities"]["led_count"] == 12
             fs = board.fs_dir
             assert (fs / "pod.json").read_text() == POD_JSON
-            assert (fs / "update.key").read_bytes() == KEY
+            assert (fs / "update.key").read_bytes() == updatekey.read(keys / "pod-old1.key")  # made by --new-key
             slots = json.loads((fs / "slots.json").read_text())
             assert (slots["active"], slots["trial"]) == ("a", 0), slots
             assert {f.path: (fs / "a" / f.path).read_bytes() for f in new.slot} == {f.path: f.data for f in new.slot}
