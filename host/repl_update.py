@@ -123,8 +123,8 @@ class ReplUpdate:
     # -- the update ---------------------------------------------------------------------
     async def run(self, session: PodSession) -> None:
         """Update the pod served by ``session``: ReplRefused, ReplFailed or the owner's TimedOut / Refused."""
-        key = self._key()
         repl = self._check(session)
+        key = self._key()
         app = bundle_of(self.b)
         link = session.transport.name
         tty = os.path.basename(os.path.realpath(link))
@@ -183,7 +183,10 @@ class ReplUpdate:
         try:
             _, sent = await asyncio.to_thread(upload.upload, port, app, lambda _mac: None, key_for=key_for,
                                               keep_key=True, progress=progress, timeout_s=self.cfg.repl_timeout_s)
-        except (NoAnswer, PortBusy) as exc:
+        except NoAnswer:
+            raise ReplFailed(self._no_repl(f"no MicroPython REPL answered on {port} within "
+                                           f"{self.cfg.repl_timeout_s:g} s")) from None
+        except PortBusy as exc:
             raise ReplFailed(self._no_repl(str(exc))) from None
         except FlashError as exc:
             raise ReplFailed(f"pod {self.pod_id}: writing the build through its REPL stopped part way: {exc}. The "

@@ -8,6 +8,9 @@ filesystem root, compiled for the emulator's 32-bit MicroPython. hostd asks it
 into safe mode (SAFE_MODE), writes this checkout's firmware through its REPL
 with the flash tool's upload, gives it its update key, and confirms the new
 build once it is back: online, the update messages supported, pod.json kept.
+A second old pod, without a board around it, stays silent in safe mode: no
+REPL answers, the update ends in an error saying where the pod is left, nothing
+is written, and a reset brings its old firmware back.
 
 A pod whose REPL hostd cannot reach (here: linked over raw USB, a pyusb
 backend at the OS boundary, with hostd's hub in this process) is refused with
@@ -76,10 +79,14 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
     emu = tmp_path / "emu"
     board = _old_board(emu, old_app)
     keys = tmp_path / "update-keys"  # the flash tool's and hostd's: the old pod has no key in it yet
-    hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu, extra=f'[updates]\nkeys_dir = "{keys}"\n')
+    # and a pod without a board around it: in safe mode its port stays silent, no REPL answers there
+    silent = EmulatedPod("pod-old3", emu / "pod-old3", seed=5, micropypath=other_firmware.micropypath(old / "firmware"))
+    hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu,
+                  extra=f'[updates]\nkeys_dir = "{keys}"\nrepl_timeout_s = 5\n')
     state = f"{P}/pod-old1/state"
     try:
         await board.start(download=False)
+        await silent.start()
         assert board.mode == "firmware"
         async with Watcher(mosquitto.port) as watch:
             hostd.start()
@@ -117,9 +124,28 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
             n = (s["eeg"] or {}).get("samples", 0)
             await wait_until(lambda: (watch.json(state)["eeg"] or {}).get("samples", 0) > n + 250, timeout=15,
                              what="EEG from the new build")
+
+            # no REPL answers after SAFE_MODE: an error saying where the pod is left; nothing written
+            other = f"{P}/pod-old3/state"
+            await wait_until(lambda: (watch.json(other) or {}).get("link") == "online", timeout=10, what="pod-old3")
+            build = watch.json(other)["build_hash"]
+            code, text = await _update(hostd.config, "--pod", "pod-old3", "--update-keys", str(keys), "--new-key",
+                                       str(paths.FIRMWARE))
+            assert code == 1, text
+            result = watch.json(f"{P}/pod-old3/update/result")
+            assert (result["result"], result["path"]) == ("error", "repl"), result
+            assert result["reason"] == (
+                f"pod pod-old3: asked into safe mode, but no MicroPython REPL answered on {emu / 'pod-old3.tty'} "
+                "within 5 s; nothing was written: the pod is in safe mode (LEDs dark) with its old firmware, which "
+                "runs again at its next reset (RESET or power)"), result
+            assert not (silent.dir / "a").exists() and not (silent.dir / "update.key").exists()
+            await silent.reboot()  # RESET: its old firmware again, and hostd serves its port again
+            await wait_until(lambda: watch.json(other)["link"] == "online", timeout=15, what="pod-old3 back")
+            assert watch.json(other)["build_hash"] == build
     finally:
         hostd.kill()
         await board.stop()
+        await silent.stop()
     assert "Traceback" not in hostd.log_text(), hostd.log_text()
 
 
