@@ -30,7 +30,7 @@ from .setcommands import SetCommands, result_topic
 from .state_publish import HostStatePublisher, StatePublisher
 from .streams import EegStreams
 from .supervisor import Failures
-from .transport import TransportError, create
+from .transport import Transport, TransportError, create
 from .updates import Updates
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Hub:
         self.set_commands = SetCommands(self)  # set commands: intake, back-pressure, execution
         self.updates = Updates(self)  # firmware bundles from MQTT, sent over the link (host/updates.py)
         self.held: set[str] = set()  # ports hostd keeps off while something else uses them (a pod's REPL)
-        self._serving: dict[str, Any] = {}  # port name -> the open transport of its session
+        self._serving: dict[str, Transport] = {}  # port name -> the open transport of its session
         bridge.handler = self
 
     # -- Claims (see session.Claims) -------------------------------------------

@@ -118,7 +118,7 @@ class ReplUpdate:
             return repl_port.locate(transport.name)
         except repl_port.NoRepl as exc:
             raise ReplRefused(f"pod {self.pod_id}: its firmware predates updates over the link and its REPL "
-                              f"cannot be reached: {exc}. {BY_HAND[0].upper()}{BY_HAND[1:]}") from None
+                              f"cannot be reached: {exc}; {BY_HAND}") from None
 
     # -- the update ---------------------------------------------------------------------
     async def run(self, session: PodSession) -> None:

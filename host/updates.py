@@ -57,6 +57,7 @@ MAX_HELD = 64 * 1024 * 1024  # bytes of bundles being put together at once
 PROGRESS_S = 0.5  # progress published at most this often
 RETRY_S = 0.1  # after a failed round, before the next
 NO_PROGRESS_S = 60.0  # rounds that bring the pod no byte further for this long: the update times out
+_WAYS = {"link": " over the link", "repl": " through its REPL"}  # the result's path, in the log
 
 
 class Refused(Exception):
@@ -185,9 +186,8 @@ class Updates:
         path.append("repl")
         boot_id = session.state.boot_id
         await ReplUpdate(self, pod_id, packed).run(session)
-        transfer._boot_id, transfer._committed = boot_id, True
         try:
-            await transfer._confirm()
+            await transfer.confirm_after(boot_id)
         except (TimedOut, Refused) as exc:
             raise type(exc)(f"{exc}. Written through its REPL, the new build has no earlier build to go back to "
                             f"(the old firmware predates slots and was replaced): {BY_HAND}") from None
@@ -196,8 +196,9 @@ class Updates:
                 t0: float, path: list[str]) -> None:
         seconds = round(time.monotonic() - t0, 2)
         level = logging.INFO if result == "ok" else logging.WARNING
-        log.log(level, "update of pod %s to build %08x%s: %s%s (%.1f s)", pod_id, packed.build_hash,
-                {"link": " over the link", "repl": " through its REPL"}.get(path[0], "") if path else "", result, f": {reason}" if reason else "", seconds)
+        way = _WAYS.get(path[0], "") if path else ""
+        log.log(level, "update of pod %s to build %08x%s: %s%s (%.1f s)", pod_id, packed.build_hash, way, result,
+                f": {reason}" if reason else "", seconds)
         session = self.hub.pods.get(pod_id)
         if session is not None and (session.state.update is not None or result == "ok"):
             # after an update through the REPL the pod's session is a new one: the state says so afresh
@@ -372,6 +373,12 @@ class Transfer:
                     raise _Again() from None  # lost chunks or a lost status: ask, then from next
             if state == "data":
                 self._show(session, self._status(session))
+
+    async def confirm_after(self, boot_id: int | None) -> None:
+        """Confirm the bundle's build, written by other means, once the pod is back from boot
+        ``boot_id`` running it (Refused if it comes back with another build, TimedOut if not back)."""
+        self._boot_id, self._committed = boot_id, True
+        await self._confirm()
 
     async def _confirm(self) -> None:
         session = await self._online(self.b.build_hash, self._boot_id if self._committed else None, REBOOT_WAIT_S)

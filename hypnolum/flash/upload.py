@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from .bundle import APP_DIR, FIRST_SLOT, SLOTS, Bundle
+from .updatekey import KEY_SIZE
 from .updatekey import POD_FILE as KEY_FILE
 from .errors import NoAnswer, PortBusy, UploadFailed
 
@@ -127,7 +128,7 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
     ``machine.unique_id()``) is known (None: the board keeps the pod.json it
     has); ``key_for(mac)`` then gives the pod's update key (32 bytes; None: the
     board keeps the key it has). With ``keep_key`` a board that holds a key
-    keeps it and ``key_for`` is not asked. Returns (MAC, bytes of files uploaded).
+    (32 bytes) keeps it and ``key_for`` is not asked. Returns (MAC, bytes of files uploaded).
     """
     t = _transport(port, timeout_s)
     try:
@@ -136,7 +137,7 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
         mac = ":".join(uid[i:i + 2] for i in range(0, len(uid), 2))
         pod_json = pod_json_for(mac)
         key = None
-        if key_for is not None and not (keep_key and _size(t, KEY_FILE) >= 0):
+        if key_for is not None and not (keep_key and _size(t, KEY_FILE) == KEY_SIZE):
             key = key_for(mac)
         for d in (FIRST_SLOT, f"{FIRST_SLOT}/{APP_DIR}"):
             _exec(t, f"import os\ntry:\n os.mkdir({d!r})\nexcept OSError:\n pass", f"mkdir {d}")
