@@ -45,7 +45,8 @@ _NO_TAG = bytes(up.TAG_SIZE)  # a bundle file carries no tag: each pod's is made
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hypnolum update",
-                                description="Update pods' firmware over the link, through hostd (docs/update.md).",
+                                description="Update pods' firmware through hostd: over the link, or through "
+                                            "the REPL of a pod that predates updates over the link (docs/update.md).",
                                 epilog="exit status: 0 every pod updated, 1 a pod refused or failed, 2 usage error, "
                                        "3 no broker or no answer")
     who = p.add_mutually_exclusive_group()  # one of them, unless --save

@@ -25,8 +25,9 @@ def _device(sys_root: Path, vid: str, pid: str, serial: str | None, ttys: dict[i
         iface = usb / f"1-2:1.{number}"
         (iface / "tty" / tty).mkdir(parents=True)
         (iface / "bInterfaceNumber").write_text(f"{number:02x}\n")
-        (sys_root / "class" / "tty" / tty).mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(iface, sys_root / "class" / "tty" / tty), sys_root / "class" / "tty" / tty / "device")
+        entry = sys_root / "class" / "tty" / tty
+        entry.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(iface, entry), entry / "device")
     return usb
 
 

@@ -189,7 +189,8 @@ async def test_an_old_pod_whose_repl_cannot_be_reached_is_refused_and_keeps_runn
             assert pod.counters.boots == boots and not (pod.dir / "safe_mode.flag").exists()
             s = watch.json(state)
             assert s["link"] == "online" and s["build_hash"] == build
-            await watch.publish(f"{P}/pod-old2/set", {"id": "after", "scene": {"effect": "solid", "color": [0, 0, 200], "brightness": 1.0}})
+            blue = {"effect": "solid", "color": [0, 0, 200], "brightness": 1.0}
+            await watch.publish(f"{P}/pod-old2/set", {"id": "after", "scene": blue})
             await wait_until(lambda: (watch.json(f"{P}/pod-old2/set/result") or {}).get("ok"), timeout=10,
                              what="a scene taken")
             await pod.leds.wait_for(lambda f: f.all((0, 0, 200)), timeout=5)
