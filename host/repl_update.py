@@ -135,7 +135,8 @@ class ReplUpdate:
         try:
             answer, reason = await session.command("safe_mode", {"confirm": SAFE_MODE_CONFIRM})
         except (NotOnline, CommandTimeout) as exc:
-            raise ReplRefused(f"pod {self.pod_id}: SAFE_MODE not answered ({exc}); nothing was written") from None
+            raise ReplRefused(f"pod {self.pod_id}: SAFE_MODE not answered ({exc}); nothing was written (a pod "
+                              "that reset all the same is in safe mode until its next reset)") from None
         if answer != "ack":
             raise ReplRefused(f"pod {self.pod_id}: the pod refused SAFE_MODE ({reason}); nothing was written")
         await self.hub.hold(ports)
