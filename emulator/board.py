@@ -34,6 +34,9 @@ not, since the two carry different product strings):
 * firmware: an :class:`~hypnolum.emulator.pod.EmulatedPod` that runs the
   files **from** ``<dir>/fs`` (MICROPYPATH = HAL shim, fs, frozen), with the
   provisioned ``fs/pod.json``; its private pty is relayed to the board's port.
+  A boot into safe mode (the SAFE_MODE command: ``hal.safe_mode()`` prints
+  ``hypnolum: safe mode, firmware not started`` after boot.py, and main.py
+  starts nothing) leaves the REPL on the port, as on the board.
 
 The flashed image is not executed (the unix port stands in for it), but the
 board only leaves download mode for an application if ``flash.bin`` holds
@@ -64,6 +67,7 @@ from .esp_rom import CHIPS, FakeEspRom, FlashFile
 from .pod import EmulatedPod, find_micropython, interpreter_env
 from .ptys import linked_pty
 
+SAFE_MODE_LINE = "hypnolum: safe mode, firmware not started"  # hal.safe_mode() prints it (firmware/hal.py)
 HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/machine.py)
 APP_OFFSET = 0x0  # an ESP32-S3 image starts with the 2nd-stage bootloader here (ESP32: 0x1000)
 REPL_SHIMS = paths.ROOT / "emulator" / "mpy_repl"
@@ -364,11 +368,17 @@ class EmulatedBoard:
             micropypath=[image.build([paths.EMULATOR_SHIMS])[0], self.fs_dir, ".frozen"], heapsize=self.heapsize,
             write_config=False,
         )
+        self.pod.on_output = self._on_pod_output
         await self.pod.start()
         fd = os.open(self.pod.pts_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(fd)
         self._pod_fd = fd
         self._loop.add_reader(fd, self._on_pod)
+
+    def _on_pod_output(self, line: str) -> None:
+        # the firmware booted into safe mode: main.py started nothing, the REPL takes the port
+        if line.strip() == SAFE_MODE_LINE and self.mode == "firmware" and (self._switch is None or self._switch.done()):
+            self._switch = self._loop.create_task(self._enter("repl"))
 
     def _on_pod(self) -> None:
         try:

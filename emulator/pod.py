@@ -200,6 +200,7 @@ class EmulatedPod:
         self.counters = PodCounters()
         self.log_path = self.dir / "micropython.log"
         self.log_tail: deque[str] = deque(maxlen=200)
+        self.on_output: Callable[[str], None] | None = None  # called with each line the interpreter prints
         # one participant per pod, drawn from (seed, pod_id): the headset's signal seed
         self.signal_seed = self._rng.getrandbits(32)
         self.participant = participant or Participant.from_seed(self.signal_seed)
@@ -622,6 +623,8 @@ class EmulatedPod:
 
     def _log_line(self, text: str) -> None:
         self.log_tail.append(text)
+        if self.on_output is not None and not text.startswith("[emulator]"):
+            self.on_output(text)
         if self._log is not None:
             self._log.write(text + "\n")
 

@@ -138,6 +138,14 @@ class PodsConfig(_Section):
     stop_fade_ms: int = Field(1500, ge=0, le=65535)  # on SIGTERM every pod fades to off over this time
 
 
+class UpdatesConfig(_Section):
+    # a pod whose firmware predates updates over the link is updated through its REPL
+    # (docs/update.md): it gets an update key from here if it has none, as the flash tool gives one
+    keys_dir: Path = Path("/var/lib/hypnolum/update-keys")  # <pod id>.key, the flash tool's --update-keys
+    key_file: Path | None = None  # the fleet's key for every pod (the flash tool's --update-key)
+    repl_timeout_s: float = Field(20.0, gt=0, le=300)  # after SAFE_MODE: the pod's REPL answers within this
+
+
 # A participant code: pseudonymous by construction (no spaces, so no "first last").
 PARTICIPANT_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
@@ -182,6 +190,7 @@ class Config(_Section):
     eeg: EegConfig = EegConfig()
     recorder: RecorderConfig = RecorderConfig()
     lsl: LslConfig = LslConfig()
+    updates: UpdatesConfig = UpdatesConfig()
     # the session console's own table (`hypnolum console`); hypnolum/console checks it
     web: dict[str, Any] = Field(default_factory=dict)
 

@@ -30,7 +30,7 @@ from .setcommands import SetCommands, result_topic
 from .state_publish import HostStatePublisher, StatePublisher
 from .streams import EegStreams
 from .supervisor import Failures
-from .transport import TransportError, create
+from .transport import Transport, TransportError, create
 from .updates import Updates
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class Hub:
         self.host_state = HostStatePublisher(bridge, config.host.id, self._host_json)
         self.set_commands = SetCommands(self)  # set commands: intake, back-pressure, execution
         self.updates = Updates(self)  # firmware bundles from MQTT, sent over the link (host/updates.py)
+        self.held: set[str] = set()  # ports hostd keeps off while something else uses them (a pod's REPL)
+        self._serving: dict[str, Transport] = {}  # port name -> the open transport of its session
         bridge.handler = self
 
     # -- Claims (see session.Claims) -------------------------------------------
@@ -67,8 +69,22 @@ class Hub:
 
     # -- ports ----------------------------------------------------------------
     async def serve_port(self, path: str) -> None:
-        """Run one session on ``path`` until the port goes away."""
+        """Run one session on ``path`` until the port goes away; a held port only once it is let go."""
+        while path in self.held:
+            await asyncio.sleep(self.config.serial.scan_interval_s)
         await self.serve(create("serial", path, self.config.serial.baudrate))
+
+    async def hold(self, paths: set[str]) -> None:
+        """Keep hostd off these ports until :meth:`let_go`: a session on one ends (its transport is
+        closed), and the scanner opens none of them again meanwhile."""
+        self.held |= paths
+        for path in paths:
+            transport = self._serving.get(path)
+            if transport is not None:
+                await transport.close()
+
+    def let_go(self, paths: set[str]) -> None:
+        self.held -= paths
 
     def transports(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """The subsystems serving the BLE and USB pods named in the config, by name (serial
@@ -86,6 +102,7 @@ class Hub:
             log.warning("%s", exc)
             return
         log.info("port %s opened", path)
+        self._serving[path] = transport
         session = PodSession(transport, self.config.pods, self.config.host.id, claims=self, failures=self.failures)
         pump = asyncio.create_task(self._pump(session), name=f"pump {path}")
         try:
@@ -100,6 +117,8 @@ class Hub:
                 if session.claimed:  # the pump fell behind: the final state must still be said
                     await self.bridge.publish(topics.pod(session.claimed, "state"), session.state.to_json(),
                                               qos=1, retain=True)
+            if self._serving.get(path) is transport:
+                del self._serving[path]
             await transport.close()
 
     async def _pump(self, session: PodSession) -> None:

@@ -2,11 +2,15 @@
 
 What one pod is sent (docs/update.md "The command")::
 
-    magic "HLB1" | manifest length u16 LE | manifest | tag (32 bytes) | payload
+    magic "HLB1" | manifest length u16 LE | manifest | tag (32 bytes) | payload | [root files]
+    root files: magic "HLR1" | count u8 | per file: path length u8 | path | size u32 LE | bytes
 
 The manifest and payload are the flash tool's (hypnolum/flash/manifest.py:
 ``encode``, ``payload``); the tag is HMAC-SHA256 under that pod's update key,
-so the pod alone decides whether the bundle is authentic. The packed bundle
+so the pod alone decides whether the bundle is authentic. The root files
+(``boot.py``, ``main.py``: never sent over the link) go only to a pod whose
+firmware predates updates over the link, which hostd updates through its
+REPL as the flash tool would (host/repl_update.py). The packed bundle
 travels on ``pods/<id>/update`` as JSON parts, each within hostd's MQTT
 payload limit (``mqtt.max_payload``)::
 
@@ -29,8 +33,12 @@ from typing import Any
 from ..flash import manifest as mf
 
 MAGIC = b"HLB1"
+ROOT_MAGIC = b"HLR1"
+ROOT_FILES = ("boot.py", "main.py")  # the firmware's files at the filesystem root (flash/bundle.py SOURCE_ONLY)
 TAG_SIZE = 32
 _HEAD = struct.Struct("<4sH")
+_ROOT_HEAD = struct.Struct("<4sB")
+_ROOT_SIZE = struct.Struct("<I")
 MAX_BUNDLE = 8 * 1024 * 1024  # more than a pod's app slot ever holds
 MAX_PARTS = 4096
 DEFAULT_CONFIRM_S = 30
@@ -48,12 +56,48 @@ class Packed:
     tag: bytes
     payload: bytes
     build_hash: int
+    root: tuple[tuple[str, bytes], ...] = ()  # (path, bytes) of boot.py and main.py, when carried
 
 
-def pack(manifest: bytes, tag: bytes, payload: bytes) -> bytes:
+def pack(manifest: bytes, tag: bytes, payload: bytes, root: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     if len(tag) != TAG_SIZE:
         raise ValueError(f"tag of {len(tag)} bytes, not {TAG_SIZE}")
-    return _HEAD.pack(MAGIC, len(manifest)) + manifest + tag + payload
+    out = _HEAD.pack(MAGIC, len(manifest)) + manifest + tag + payload
+    if root:
+        out += _ROOT_HEAD.pack(ROOT_MAGIC, len(root))
+        for path, data in root:
+            name = path.encode()
+            out += bytes([len(name)]) + name + _ROOT_SIZE.pack(len(data)) + data
+    return out
+
+
+def _root_files(blob: bytes, pos: int) -> tuple[tuple[str, bytes], ...]:
+    """The root files section at ``pos`` (nothing there: none); BadPart naming what does not hold."""
+    if pos == len(blob):
+        return ()
+    if blob[pos:pos + 4] != ROOT_MAGIC or len(blob) < pos + _ROOT_HEAD.size:
+        raise BadPart(f"bundle: {len(blob) - pos} bytes after the payload that are not its root files ({ROOT_MAGIC!r})")
+    (_, count) = _ROOT_HEAD.unpack_from(blob, pos)
+    pos += _ROOT_HEAD.size
+    files: dict[str, bytes] = {}
+    for i in range(count):
+        n = blob[pos] if pos < len(blob) else 0
+        end = pos + 1 + n + _ROOT_SIZE.size
+        if n == 0 or end > len(blob):
+            raise BadPart(f"bundle: root file {i} of {count} truncated at byte {len(blob)}")
+        path = blob[pos + 1:pos + 1 + n].decode("utf-8", "replace")
+        (size,) = _ROOT_SIZE.unpack_from(blob, pos + 1 + n)
+        if path not in ROOT_FILES or path in files:
+            raise BadPart(f"bundle: root file {path!r}: root files are {', '.join(ROOT_FILES)}, once each")
+        if end + size > len(blob):
+            raise BadPart(f"bundle: root file {path} truncated: {len(blob) - end} of its {size} bytes")
+        files[path] = blob[end:end + size]
+        pos = end + size
+    if pos != len(blob):
+        raise BadPart(f"bundle: {len(blob) - pos} bytes after its root files")
+    if sorted(files) != sorted(ROOT_FILES):
+        raise BadPart(f"bundle: root files {', '.join(sorted(files)) or 'none'}; it needs {', '.join(ROOT_FILES)}")
+    return tuple((p, files[p]) for p in ROOT_FILES)
 
 
 def unpack(blob: bytes) -> Packed:
@@ -69,16 +113,17 @@ def unpack(blob: bytes) -> Packed:
         build, entries = mf.decode(man)
     except mf.ManifestError as exc:
         raise BadPart(f"bundle: {exc}") from None
-    payload = blob[end + TAG_SIZE:]
     want = sum(e.size for e in entries)
+    payload = blob[end + TAG_SIZE:end + TAG_SIZE + want]
     if len(payload) != want:
         raise BadPart(f"bundle: payload of {len(payload)} bytes, the manifest's files hold {want}")
+    root = _root_files(blob, end + TAG_SIZE + want)
     pos = 0
     for e in entries:  # the pod checks them too; a broken bundle is not worth a transfer
         if hashlib.sha256(payload[pos:pos + e.size]).digest() != e.sha256:
             raise BadPart(f"bundle: {e.path}: sha256 differs from the manifest's")
         pos += e.size
-    return Packed(man, blob[end:end + TAG_SIZE], payload, build)
+    return Packed(man, blob[end:end + TAG_SIZE], payload, build, root)
 
 
 def split(blob: bytes, bundle_id: str, max_payload: int, confirm_s: float = DEFAULT_CONFIRM_S) -> list[bytes]:

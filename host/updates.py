@@ -15,9 +15,14 @@ asked again (UPDATE_BEGIN of the same transfer resumes it) and the chunks go
 again from ``next``. A link lost or a pod reset mid-transfer: hostd waits for
 the pod to come back online and resumes the same way.
 
+A pod whose firmware predates the update messages (its state lists them
+under ``unsupported``) is updated through its MicroPython REPL instead
+(host/repl_update.py), then confirmed the same way.
+
 The result goes to ``pods/<id>/update/result``: ``ok``, ``refused`` (the pod's
-reason, or what was wrong with the bundle), ``timeout`` or ``busy``; progress
-to the pod's state (``update``) and to ``pods/<id>/update/progress``.
+reason, or what was wrong with the bundle), ``timeout``, ``busy`` or ``error``,
+with the ``path`` the update took (``link`` or ``repl``); progress to the pod's
+state (``update``) and to ``pods/<id>/update/progress``.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from ..protocol.ids import pod_id_problem
 from ..protocol.messages import UPDATE_CHUNK, UPDATE_PART_MANIFEST, UPDATE_PART_PAYLOAD
 from . import state as st
 from . import topics
+from .repl_update import BY_HAND, ReplFailed, ReplRefused, ReplUpdate
 from .session import CommandTimeout, NotOnline, PodSession, Unsupported
 from .transport import TransportClosed
 from .update_parts import Assembly, BadPart, Packed, parse, unpack
@@ -51,6 +57,7 @@ MAX_HELD = 64 * 1024 * 1024  # bytes of bundles being put together at once
 PROGRESS_S = 0.5  # progress published at most this often
 RETRY_S = 0.1  # after a failed round, before the next
 NO_PROGRESS_S = 60.0  # rounds that bring the pod no byte further for this long: the update times out
+_WAYS = {"link": " over the link", "repl": " through its REPL"}  # the result's path, in the log
 
 
 class Refused(Exception):
@@ -148,41 +155,67 @@ class Updates:
     async def _run(self, pod_id: str, bundle_id: str, packed: Packed, confirm_s: float) -> None:
         t0 = time.monotonic()
         log.info("update of pod %s to build %08x: %d bytes", pod_id, packed.build_hash, len(packed.payload))
+        path: list[str] = []  # the way the update took, once known
         try:
-            await Transfer(self, pod_id, packed, confirm_s).run()
-        except Refused as exc:
-            self._finish(pod_id, bundle_id, "refused", str(exc), packed, t0)
+            await self._update(pod_id, packed, confirm_s, path)
+        except (Refused, ReplRefused) as exc:
+            self._finish(pod_id, bundle_id, "refused", str(exc), packed, t0, path)
         except TimedOut as exc:
-            self._finish(pod_id, bundle_id, "timeout", str(exc), packed, t0)
+            self._finish(pod_id, bundle_id, "timeout", str(exc), packed, t0, path)
+        except ReplFailed as exc:
+            self._finish(pod_id, bundle_id, "error", str(exc), packed, t0, path)
         except asyncio.CancelledError:
-            self._finish(pod_id, bundle_id, "error", "hostd stopped before the update ended", packed, t0)
+            self._finish(pod_id, bundle_id, "error", "hostd stopped before the update ended", packed, t0, path)
             raise
         except Exception as exc:  # noqa: BLE001  (contained: this update fails, hostd goes on)
             error = self.hub.failures.contain("update", topics.pod(pod_id, "update"), exc)
-            self._finish(pod_id, bundle_id, "error", error, packed, t0)
+            self._finish(pod_id, bundle_id, "error", error, packed, t0, path)
         else:
-            self._finish(pod_id, bundle_id, "ok", None, packed, t0)
+            self._finish(pod_id, bundle_id, "ok", None, packed, t0, path)
         finally:
             self._running.pop(pod_id, None)
 
+    async def _update(self, pod_id: str, packed: Packed, confirm_s: float, path: list[str]) -> None:
+        """Over the link if the pod knows the update messages, else through its REPL; then confirmed."""
+        transfer = Transfer(self, pod_id, packed, confirm_s)
+        session = await transfer._online()
+        if session.supports("update_begin"):
+            path.append("link")
+            await transfer.run()
+            return
+        path.append("repl")
+        boot_id = session.state.boot_id
+        await ReplUpdate(self, pod_id, packed).run(session)
+        try:
+            await transfer.confirm_after(boot_id)
+        except (TimedOut, Refused) as exc:
+            raise type(exc)(f"{exc}. Written through its REPL, the new build has no earlier build to go back to "
+                            f"(the old firmware predates slots and was replaced): {BY_HAND}") from None
+
     def _finish(self, pod_id: str, bundle_id: str, result: str, reason: str | None, packed: Packed,
-                t0: float) -> None:
+                t0: float, path: list[str]) -> None:
         seconds = round(time.monotonic() - t0, 2)
         level = logging.INFO if result == "ok" else logging.WARNING
-        log.log(level, "update of pod %s to build %08x: %s%s (%.1f s)", pod_id, packed.build_hash, result,
+        way = _WAYS.get(path[0], "") if path else ""
+        log.log(level, "update of pod %s to build %08x%s: %s%s (%.1f s)", pod_id, packed.build_hash, way, result,
                 f": {reason}" if reason else "", seconds)
         session = self.hub.pods.get(pod_id)
-        if session is not None and session.state.update is not None:
-            session.state.update = dict(session.state.update, state=result if result != "ok" else "confirmed")
+        if session is not None and (session.state.update is not None or result == "ok"):
+            # after an update through the REPL the pod's session is a new one: the state says so afresh
+            shown = session.state.update or {"received": len(packed.payload), "total": len(packed.payload),
+                                             "build_hash": f"0x{packed.build_hash:08x}"}
+            session.state.update = dict(shown, state=result if result != "ok" else "confirmed")
             session.changed()
-        self._result(pod_id, bundle_id, result, reason, build_hash=packed.build_hash, seconds=seconds)
+        self._result(pod_id, bundle_id, result, reason, build_hash=packed.build_hash, seconds=seconds,
+                     path=path[0] if path else None)
 
     def _result(self, pod_id: str, bundle_id: str | None, result: str, reason: str | None, **extra: Any) -> None:
         try:
             topic = topics.pod(pod_id, "update/result")
         except topics.TopicError:
             return
-        out: dict[str, Any] = {"id": bundle_id, "result": result, "ok": result == "ok", "reason": reason}
+        out: dict[str, Any] = {"id": bundle_id, "result": result, "ok": result == "ok", "reason": reason,
+                               "path": extra.get("path")}
         if "build_hash" in extra:
             out["build_hash"] = f"0x{extra['build_hash']:08x}"
             out["seconds"] = extra["seconds"]
@@ -340,6 +373,12 @@ class Transfer:
                     raise _Again() from None  # lost chunks or a lost status: ask, then from next
             if state == "data":
                 self._show(session, self._status(session))
+
+    async def confirm_after(self, boot_id: int | None) -> None:
+        """Confirm the bundle's build, written by other means, once the pod is back from boot
+        ``boot_id`` running it (Refused if it comes back with another build, TimedOut if not back)."""
+        self._boot_id, self._committed = boot_id, True
+        await self._confirm()
 
     async def _confirm(self) -> None:
         session = await self._online(self.b.build_hash, self._boot_id if self._committed else None, REBOOT_WAIT_S)

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("hypnolum.render_frames:main", "render recorded LED frames to a PNG / animated GIF"),
     "flash": ("hypnolum.flash.cli:main", "flash, provision and verify pod boards (tools/flash.py)"),
     "set": ("hypnolum.ctl:set_main", "send a pod a scene, night limits or stop over MQTT; wait for the result"),
-    "update": ("hypnolum.update_tool:main", "update pods' firmware over the link through hostd (MQTT); wait for each result"),
+    "update": ("hypnolum.update_tool:main", "update pods' firmware through hostd (MQTT): over the link, or through the REPL of an older pod; wait for each result"),
     "get": ("hypnolum.ctl:get_main", "print a pod's state as hostd publishes it on MQTT"),
     "monitor": ("hypnolum.monitor:main", "live terminal view of every pod on an MQTT broker"),
     "console": ("hypnolum.console.app:main", "the session console: a web page to watch and steer a session"),

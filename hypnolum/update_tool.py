@@ -6,7 +6,9 @@ compiles it, ``--app-format``) or a bundle file this command wrote
 key (the flash tool's key directory, ``--update-keys DIR`` holding
 ``<pod id>.key``, or the fleet's key, ``--update-key FILE``), packed, cut
 into parts within hostd's MQTT payload limit and published on
-``pods/<id>/update`` (host/update_parts.py). hostd carries the update out and
+``pods/<id>/update`` (host/update_parts.py), with the firmware's ``boot.py``
+and ``main.py`` for a pod that predates updates over the link (hostd then
+writes the build through the pod's REPL). hostd carries the update out and
 answers on ``pods/<id>/update/result``; its progress comes on
 ``pods/<id>/update/progress``. docs/update.md, "The command".
 
@@ -43,7 +45,8 @@ _NO_TAG = bytes(up.TAG_SIZE)  # a bundle file carries no tag: each pod's is made
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hypnolum update",
-                                description="Update pods' firmware over the link, through hostd (docs/update.md).",
+                                description="Update pods' firmware through hostd: over the link, or through "
+                                            "the REPL of a pod that predates updates over the link (docs/update.md).",
                                 epilog="exit status: 0 every pod updated, 1 a pod refused or failed, 2 usage error, "
                                        "3 no broker or no answer")
     who = p.add_mutually_exclusive_group()  # one of them, unless --save
@@ -57,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--update-key", type=Path, metavar="FILE", help="the fleet's key for every pod")
     keys.add_argument("--update-keys", type=Path, default=Path("update-keys"), metavar="DIR",
                       help="each pod's own key as DIR/<pod id>.key (default: update-keys)")
+    keys.add_argument("--new-key", action="store_true",
+                      help="make DIR/<pod id>.key for a pod that has none yet, as the flash tool does at a first "
+                           "flashing: a pod whose firmware predates updates over the link gets it from hostd")
     p.add_argument("--confirm-s", type=float, default=up.DEFAULT_CONFIRM_S, metavar="S",
                    help="how long a new build waits for hostd's confirmation before rolling back (default 30)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
@@ -66,12 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_bundle(path: Path, fmt: str) -> tuple[bytes, bytes]:
-    """(manifest, payload) of a firmware tree or a bundle file; UsageError naming what is wrong."""
+Root = tuple[tuple[str, bytes], ...]
+
+
+def load_bundle(path: Path, fmt: str) -> tuple[bytes, bytes, Root]:
+    """(manifest, payload, root files) of a firmware tree or a bundle file; UsageError naming what is wrong."""
     if path.is_dir():
         try:
             app = fb.build(path, fmt)
-            return mf.encode(app), mf.payload(app)
+            return mf.encode(app), mf.payload(app), tuple((f.path, f.data) for f in app.root)
         except FlashError as exc:
             raise mo.UsageError(f"hypnolum update: {exc}") from None
     try:
@@ -80,16 +89,24 @@ def load_bundle(path: Path, fmt: str) -> tuple[bytes, bytes]:
         raise mo.UsageError(f"hypnolum update: {path}: {exc.strerror or exc}") from None
     except up.BadPart as exc:
         raise mo.UsageError(f"hypnolum update: {path}: not a bundle: {exc}") from None
-    return packed.manifest, packed.payload
+    return packed.manifest, packed.payload, packed.root
 
 
 def _key(args: argparse.Namespace, pod_id: str) -> bytes:
+    path = args.update_keys / f"{pod_id}.key"
     try:
         if args.update_key is not None:
             return updatekey.read(args.update_key)
-        return updatekey.read(args.update_keys / f"{pod_id}.key")
+        if args.new_key and not path.exists():
+            key = updatekey.for_pod(args.update_keys, pod_id)
+            print(f"{pod_id}: made its update key {path}", flush=True)
+            return key
+        return updatekey.read(path)
     except FlashError as exc:
-        raise mo.UsageError(f"hypnolum update: pod {pod_id}: {exc}") from None
+        hint = ""
+        if args.update_key is None and not path.exists():
+            hint = " (a pod whose firmware predates updates over the link has none yet: --new-key makes one)"
+        raise mo.UsageError(f"hypnolum update: pod {pod_id}: {exc}{hint}") from None
 
 
 def _pods(args: argparse.Namespace) -> list[str]:
@@ -123,12 +140,14 @@ async def _online_pods(client: aiomqtt.Client, wait_s: float = 1.5) -> list[str]
 
 
 def _line(pod_id: str, result: dict[str, Any]) -> str:
+    way = " through its REPL" if result.get("path") == "repl" else ""
     if result.get("ok"):
-        return f"{pod_id}: ok, build {result.get('build_hash')} in {result.get('seconds')} s"
-    return f"{pod_id}: {result.get('result')}: {result.get('reason')}"
+        return f"{pod_id}: ok, build {result.get('build_hash')} in {result.get('seconds')} s{way}"
+    return f"{pod_id}: {result.get('result')}{way}: {result.get('reason')}"
 
 
-async def run(cfg: MqttConfig, args: argparse.Namespace, manifest: bytes, payload: bytes) -> dict[str, dict]:
+async def run(cfg: MqttConfig, args: argparse.Namespace, manifest: bytes, payload: bytes,
+              root: Root = ()) -> dict[str, dict]:
     """Publish the bundle to each pod and wait for every result: {pod id: result}."""
     async with mo.connect(cfg, "update") as (client, _v5):
         pods = _pods(args) if not args.all else await _online_pods(client)
@@ -140,7 +159,7 @@ async def run(cfg: MqttConfig, args: argparse.Namespace, manifest: bytes, payloa
             await mo.subscribe(client, pod_topic(p, "update/result"))
             await mo.subscribe(client, pod_topic(p, "update/progress"), qos=0)
         for p in pods:
-            blob = up.pack(manifest, mf.tag(keys[p], manifest), payload)
+            blob = up.pack(manifest, mf.tag(keys[p], manifest), payload, root)
             for part in up.split(blob, ids[p], cfg.max_payload, args.confirm_s):
                 await client.publish(pod_topic(p, "update"), part, qos=1)
             print(f"{p}: bundle sent to hostd ({len(blob)} bytes)", flush=True)
@@ -192,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             raise mo.UsageError("hypnolum update: --timeout must be between 0 and 3600 s")
         if not 1 <= args.confirm_s <= 600:
             raise mo.UsageError("hypnolum update: --confirm-s must be between 1 and 600 s")
-        manifest, payload = load_bundle(args.bundle, args.app_format)
+        if args.new_key and args.update_key is not None:
+            raise mo.UsageError("hypnolum update: --new-key makes a pod's own key in --update-keys DIR, "
+                                "not with the fleet's --update-key")
+        manifest, payload, root = load_bundle(args.bundle, args.app_format)
         if args.save is not None:
-            args.save.write_bytes(up.pack(manifest, _NO_TAG, payload))
+            args.save.write_bytes(up.pack(manifest, _NO_TAG, payload, root))
             print(f"wrote {args.save}: build {mf.decode(manifest)[0]:#010x}, {len(payload)} bytes")
             return mo.EXIT_OK
         if not args.pod and not args.all:
@@ -203,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in pods:
             _key(args, p)  # every key readable before anything is sent
         cfg = mo.mqtt_config(args)
-        results = asyncio.run(run(cfg, args, manifest, payload))
+        results = asyncio.run(run(cfg, args, manifest, payload, root))
         wanted = pods or list(results)
         if any(p not in results for p in wanted):
             return mo.EXIT_NO_ANSWER

@@ -101,7 +101,10 @@ def test_set_refuses_bad_arguments_naming_what_is_wrong(argv, says, capsys):
     (["--pod", "pod/01", "firmware"], "--pod"),
     (["--pod", "pod-01", "/nonexistent"], "/nonexistent: No such file"),
     (["--pod", "pod-01", "/etc/hostname"], "not a bundle"),
-    (["--pod", "pod-01", "--update-keys", "/nonexistent", "firmware"], "/nonexistent/pod-01.key: update key file not found"),
+    (["--pod", "pod-01", "--update-keys", "/nonexistent", "firmware"], "/nonexistent/pod-01.key: update key file not found"
+                                                                        " (a pod whose firmware predates updates over the link "
+                                                                        "has none yet: --new-key makes one)"),
+    (["--pod", "pod-01", "--new-key", "--update-key", "/etc/hostname", "firmware"], "not with the fleet's --update-key"),
     (["--pod", "pod-01", "--confirm-s", "0", "firmware"], "--confirm-s"),
 ])
 def test_update_refuses_bad_arguments_naming_what_is_wrong(argv, says, capsys):

@@ -60,6 +60,8 @@ def _doc_bounds(kind: str) -> set[tuple[type, float]]:
 def _doc_value(text: str, default):
     """A default cell in the doc's notation as the value the model holds."""
     text = text.strip().strip("`")
+    if default is None:  # an optional key: "none" when it is not set
+        return None if text == "none" else text
     if isinstance(default, bool):
         return {"true": True, "false": False}[text]
     if isinstance(default, (int, float)):
@@ -76,6 +78,9 @@ def _doc_value(text: str, default):
 def _check_row(key: str, kind: str, default_text: str, field: FieldInfo) -> list[str]:
     problems = []
     annotation = getattr(field.annotation, "__origin__", field.annotation)
+    optional = [a for a in getattr(field.annotation, "__args__", ()) if a is not type(None)]
+    if len(optional) == 1 and type(None) in field.annotation.__args__:  # X | None: documented as X
+        annotation = optional[0]
     words = re.sub(r"`[^`]*`", "", kind).split()
     base = BASE.get(words[0].rstrip(":")) if words else None
     if base is not None and base is not annotation:

@@ -82,6 +82,11 @@ def _digest(files: list[AppFile]) -> bytes:
     return h.digest()
 
 
+def slot_digest(files: list[AppFile]) -> str:
+    """The full digest of a slot's files (:attr:`Bundle.sha256`), hex."""
+    return _digest(files).hex()
+
+
 def build_hash(files: list[AppFile]) -> int:
     """First 4 bytes of SHA-256 over (path, 0x00, u32 length, bytes) per slot file in path order, as u32 LE."""
     return struct.unpack("<I", _digest(files)[:4])[0]

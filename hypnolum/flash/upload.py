@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from .bundle import APP_DIR, FIRST_SLOT, SLOTS, Bundle
+from .updatekey import KEY_SIZE
 from .updatekey import POD_FILE as KEY_FILE
 from .errors import NoAnswer, PortBusy, UploadFailed
 
@@ -118,15 +119,16 @@ def _write(t, path: str, data: bytes, progress: Progress | None, done: int, tota
     return done
 
 
-def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes], *,
-           key_for: Callable[[str], bytes] | None = None, progress: Progress | None = None,
-           timeout_s: float = 20.0, reset: bool = True) -> tuple[str, int]:
+def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None], *,
+           key_for: Callable[[str], bytes] | None = None, keep_key: bool = False,
+           progress: Progress | None = None, timeout_s: float = 20.0, reset: bool = True) -> tuple[str, int]:
     """Write the app, pod.json and the update key, make slot a active, remove stale files, then hard-reset.
 
     ``pod_json_for(mac)`` makes pod.json once the board's MAC (its
-    ``machine.unique_id()``) is known; ``key_for(mac)`` then gives the pod's
-    update key (32 bytes; None: the board keeps the key it has). Returns
-    (MAC, bytes of files uploaded).
+    ``machine.unique_id()``) is known (None: the board keeps the pod.json it
+    has); ``key_for(mac)`` then gives the pod's update key (32 bytes; None: the
+    board keeps the key it has). With ``keep_key`` a board that holds a key
+    (32 bytes) keeps it and ``key_for`` is not asked. Returns (MAC, bytes of files uploaded).
     """
     t = _transport(port, timeout_s)
     try:
@@ -134,10 +136,13 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes], *,
                     "read unique_id").decode().strip()
         mac = ":".join(uid[i:i + 2] for i in range(0, len(uid), 2))
         pod_json = pod_json_for(mac)
-        key = key_for(mac) if key_for is not None else None
+        key = None
+        if key_for is not None and not (keep_key and _size(t, KEY_FILE) == KEY_SIZE):
+            key = key_for(mac)
         for d in (FIRST_SLOT, f"{FIRST_SLOT}/{APP_DIR}"):
             _exec(t, f"import os\ntry:\n os.mkdir({d!r})\nexcept OSError:\n pass", f"mkdir {d}")
-        extra = [("pod.json", pod_json)] + ([(KEY_FILE, key)] if key is not None else [])
+        extra = ([("pod.json", pod_json)] if pod_json is not None else []) + \
+            ([(KEY_FILE, key)] if key is not None else [])
         total = bundle.size + sum(len(data) for _, data in extra) + len(FIRST_STATE)
         done = 0
         for f in bundle.files:
@@ -155,6 +160,17 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes], *,
             t.close()
         except OSError:
             pass
+
+
+def _size(t, path: str) -> int:
+    """The size of a file on the board; -1 if it is absent."""
+    out = _exec(t, f"import os\ntry:\n print(os.stat({path!r})[6])\nexcept OSError:\n print(-1)",
+                f"stat {path}").decode()
+    try:
+        return int(out.strip())
+    except ValueError:
+        raise UploadFailed(f"unexpected answer from the board to stat {path}: {out.strip()[:80]!r}",
+                           step="upload") from None
 
 
 def _listing(t, path: str) -> tuple[list[str], list[str]] | None:

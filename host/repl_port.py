@@ -1,0 +1,106 @@
+"""Where a pod's MicroPython REPL answers, seen from the serial port hostd serves the pod on.
+
+* A pod on the ESP32-S3's native USB (MicroPython's TinyUSB device, 303a:4001)
+  shows two CDC-ACM ports: its link is interface 2 (firmware/pod/usbcdc.py),
+  its REPL interface 0 of the same USB device (docs/board-port.md §13). In
+  sysfs, ``class/tty/<tty>/device`` is the interface (``bInterfaceNumber``)
+  and its parent the USB device (``idVendor``, ``idProduct``, ``serial``). A
+  pod reset into safe mode never opens interface 2: the device enumerates
+  again with interface 0 alone, whose tty may get another number, so the
+  REPL is looked up again under the same USB device, with the same serial
+  number, once the link's tty has gone.
+* A pod on a USB-UART bridge, on a UART or on the emulator's pty: the REPL
+  is on the link's own port (the ESP32's UART0; an emulated board's one port).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SYS = Path("/sys")
+NATIVE_USB = ("303a", "4001")  # MicroPython's TinyUSB CDC on an ESP32-S3 (docs/board-port.md §2)
+REPL_INTERFACE = 0
+
+
+class NoRepl(Exception):
+    """The pod's REPL cannot be reached from its port; the message says why."""
+
+
+@dataclass(frozen=True)
+class ReplPort:
+    link: str  # the port hostd serves the pod on
+    usb_device: Path | None = None  # native USB: the device's sysfs directory; None: the REPL is on the link's port
+    serial: str = ""  # native USB: the device's serial number
+
+    @property
+    def same_port(self) -> bool:
+        return self.usb_device is None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _tty_name(port: str) -> str:
+    return os.path.basename(os.path.realpath(port))
+
+
+def _interface(sys_root: Path, tty: str) -> Path | None:
+    """The sysfs directory of the USB interface a tty belongs to; None if it is not a USB interface's."""
+    device = sys_root / "class" / "tty" / tty / "device"
+    if not device.exists():
+        return None
+    iface = Path(os.path.realpath(device))
+    return iface if (iface / "bInterfaceNumber").exists() else None
+
+
+def locate(link: str, sys_root: Path = SYS) -> ReplPort:
+    """Where the REPL of the pod served on ``link`` answers; NoRepl naming why it cannot."""
+    iface = _interface(sys_root, _tty_name(link))
+    if iface is None:
+        return ReplPort(link)  # a UART or a pty: the REPL shares the port
+    usb = iface.parent
+    if (_read(usb / "idVendor"), _read(usb / "idProduct")) != NATIVE_USB:
+        return ReplPort(link)  # a USB-UART bridge: UART0 carries the REPL
+    number = _read(iface / "bInterfaceNumber")
+    if number and int(number, 16) == REPL_INTERFACE:
+        return ReplPort(link)  # the pod's link is the REPL's own interface
+    serial = _read(usb / "serial")
+    if not serial:
+        raise NoRepl(f"{link}: the pod's USB device {usb.name} reports no serial number, so its REPL "
+                     "(interface 0) cannot be told from another board's after the reset into safe mode")
+    if find(ReplPort(link, usb, serial), sys_root) is None:
+        raise NoRepl(f"{link}: the pod's USB device {usb.name} (serial {serial}) shows no REPL tty "
+                     f"(interface {REPL_INTERFACE})")
+    return ReplPort(link, usb, serial)
+
+
+def find(repl: ReplPort, sys_root: Path = SYS) -> str | None:
+    """The REPL's port now: the link's own, or the tty of interface 0 of the pod's USB device
+    (the same serial number); None while there is none."""
+    if repl.usb_device is None:
+        return repl.link
+    usb = repl.usb_device
+    if _read(usb / "serial") != repl.serial:
+        return None  # gone, or another board in that USB port
+    for iface in sorted(usb.glob(f"{usb.name}:*")):
+        number = _read(iface / "bInterfaceNumber")
+        if not number or int(number, 16) != REPL_INTERFACE:
+            continue
+        ttys = sorted(p.name for p in (iface / "tty").glob("*"))
+        if ttys:
+            return f"/dev/{ttys[0]}"
+    return None
+
+
+def link_gone(repl: ReplPort, tty: str, sys_root: Path = SYS) -> bool:
+    """True once the link's tty (its kernel name, taken before the reset) no longer belongs to
+    the pod's USB device: the pod has reset. Always True when the REPL shares the link's port."""
+    if repl.usb_device is None:
+        return True
+    iface = _interface(sys_root, tty)
+    return iface is None or iface.parent != repl.usb_device

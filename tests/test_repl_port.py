@@ -1,0 +1,88 @@
+"""Finding a pod's REPL from its link's port (host/repl_port.py), against sysfs trees laid out
+as Linux shows a USB CDC-ACM device: ``class/tty/<tty>/device`` -> the interface directory
+(``bInterfaceNumber``), whose parent is the USB device (``idVendor``, ``idProduct``, ``serial``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hypnolum.host import repl_port
+
+USB = "devices/pci0000:00/0000:00:14.0/usb1/1-2"
+
+
+def _device(sys_root: Path, vid: str, pid: str, serial: str | None, ttys: dict[int, str]) -> Path:
+    """A USB device at 1-2 with a tty on each interface number of ``ttys``."""
+    usb = sys_root / USB
+    usb.mkdir(parents=True, exist_ok=True)
+    (usb / "idVendor").write_text(vid + "\n")
+    (usb / "idProduct").write_text(pid + "\n")
+    if serial is not None:
+        (usb / "serial").write_text(serial + "\n")
+    for number, tty in ttys.items():
+        iface = usb / f"1-2:1.{number}"
+        (iface / "tty" / tty).mkdir(parents=True)
+        (iface / "bInterfaceNumber").write_text(f"{number:02x}\n")
+        entry = sys_root / "class" / "tty" / tty
+        entry.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(iface, entry), entry / "device")
+    return usb
+
+
+def _port(tmp_path: Path, tty: str, name: str = "pod-X") -> str:
+    """The stable name hostd opens (udev's symlink) for /dev/<tty>, here under tmp_path/dev."""
+    dev = tmp_path / "dev"
+    (dev / "hypnolum").mkdir(parents=True, exist_ok=True)
+    (dev / tty).touch()
+    link = dev / "hypnolum" / name
+    link.symlink_to(dev / tty)
+    return str(link)
+
+
+def test_a_native_usb_pods_repl_is_interface_0_of_its_device_found_again_after_the_reset(tmp_path):
+    sys_root = tmp_path / "sys"
+    usb = _device(sys_root, "303a", "4001", "F412FA6B", {0: "ttyACM0", 2: "ttyACM1"})
+    link = _port(tmp_path, "ttyACM1", "pod-F412FA6B")
+    repl = repl_port.locate(link, sys_root)
+    assert (repl.same_port, repl.usb_device, repl.serial) == (False, Path(os.path.realpath(usb)), "F412FA6B")
+    assert repl_port.find(repl, sys_root) == "/dev/ttyACM0"
+    assert not repl_port.link_gone(repl, "ttyACM1", sys_root)
+    # safe mode: the device enumerates again with the REPL alone, on another tty
+    for tty in ("ttyACM0", "ttyACM1"):
+        (sys_root / "class" / "tty" / tty / "device").unlink()
+        (sys_root / "class" / "tty" / tty).rmdir()
+    for number in (0, 2):
+        for p in sorted((usb / f"1-2:1.{number}").rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        (usb / f"1-2:1.{number}").rmdir()
+    assert repl_port.link_gone(repl, "ttyACM1", sys_root)
+    assert repl_port.find(repl, sys_root) is None  # not back yet
+    _device(sys_root, "303a", "4001", "F412FA6B", {0: "ttyACM3"})
+    assert repl_port.find(repl, sys_root) == "/dev/ttyACM3"
+    (usb / "serial").write_text("0THERB0ARD\n")  # another board plugged into that USB port
+    assert repl_port.find(repl, sys_root) is None
+
+
+def test_a_uart_bridge_or_a_pty_carries_the_repl_on_the_links_port(tmp_path):
+    sys_root = tmp_path / "sys"
+    _device(sys_root, "10c4", "ea60", "0001", {0: "ttyUSB0"})  # CP210x: UART0 is the REPL
+    link = _port(tmp_path, "ttyUSB0")
+    repl = repl_port.locate(link, sys_root)
+    assert repl.same_port and repl_port.find(repl, sys_root) == link
+    pty = _port(tmp_path, "7", "emulated")  # /dev/pts/7: no sysfs entry at all
+    assert repl_port.locate(pty, sys_root).same_port
+
+
+@pytest.mark.parametrize("serial, ttys, why", [
+    ("F412FA6B", {2: "ttyACM1"}, "USB device 1-2 (serial F412FA6B) shows no REPL tty (interface 0)"),
+    (None, {0: "ttyACM0", 2: "ttyACM1"}, "USB device 1-2 reports no serial number"),
+])
+def test_a_native_usb_pod_without_a_findable_repl_is_named(tmp_path, serial, ttys, why):
+    sys_root = tmp_path / "sys"
+    _device(sys_root, "303a", "4001", serial, ttys)
+    link = _port(tmp_path, "ttyACM1")
+    with pytest.raises(repl_port.NoRepl) as exc:
+        repl_port.locate(link, sys_root)
+    assert str(exc.value).startswith(f"{link}: the pod's {why}"), str(exc.value)

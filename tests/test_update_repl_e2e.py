@@ -1,0 +1,201 @@
+"""Updating a pod whose firmware predates updates over the link, end to end on real parts:
+`hypnolum update` -> a private mosquitto -> hostd (a subprocess) -> an emulated board.
+
+The board (emulator/board.py: one USB port, its face the firmware, the REPL or
+the ROM loader) holds the firmware released before HELLO carried a message
+table (other_firmware.BEFORE_TABLE): no slots, no update key, its app at the
+filesystem root, compiled for the emulator's 32-bit MicroPython. hostd asks it
+into safe mode (SAFE_MODE), writes this checkout's firmware through its REPL
+with the flash tool's upload, gives it its update key, and confirms the new
+build once it is back: online, the update messages supported, pod.json kept.
+A second old pod, without a board around it, stays silent in safe mode: no
+REPL answers, the update ends in an error saying where the pod is left, nothing
+is written, and a reset brings its old firmware back.
+
+A pod whose REPL hostd cannot reach (here: linked over raw USB, a pyusb
+backend at the OS boundary, with hostd's hub in this process) is refused with
+the reason and the way by hand, and goes on running its old firmware.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from hypnolum import paths
+from hypnolum.emulator.board import EmulatedBoard
+from hypnolum.emulator.esp_rom import FlashFile
+from hypnolum.emulator.pod import EmulatedPod
+from hypnolum.flash import bundle, manifest as mf, updatekey
+from hypnolum.host import update_parts as up
+from hypnolum.host.config import parse
+from hypnolum.host.hub import Hub
+from hypnolum.host.mqtt import MqttBridge
+from hypnolum.host.transport.usb import UsbScanner
+from hypnolum.protocol import messages
+from hypnolum.protocol.pod_json import PodJson
+
+from helpers import other_firmware
+from helpers.fake_usb import FakeBackend, VirtualPodDevice
+from helpers.hostd import Hostd
+from helpers.mqtt_watch import Watcher
+from helpers.wait import wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.micropython]
+
+P = "hypnolum/v1/pods"
+KEY = bytes(range(100, 132))
+POD_JSON = PodJson(pod_id="pod-old1", led_count=12, brightness_max=180, night_brightness_max=40).to_json()
+
+
+def _old_board(emu, old_app: bundle.Bundle) -> EmulatedBoard:
+    """A board as a flash tool of the old firmware's time left it: the app at the root, pod.json."""
+    board = EmulatedBoard("pod-old1", emu, seed=3)
+    fs = board.fs_dir
+    for f in old_app.root + old_app.slot:  # before slots: hal and pod/ at the root
+        (fs / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (fs / f.path).write_bytes(f.data)
+    (fs / "pod.json").write_text(POD_JSON)
+    flash = FlashFile(board.dir / "flash.bin")
+    flash.write(0, b"\xe9")  # an image header where an ESP32-S3's starts: MicroPython boots
+    flash.close()
+    return board
+
+
+async def _update(config, *args) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hypnolum", "update", "--config", str(config), "--app-format", "x86", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    return proc.returncode, out.decode()
+
+
+async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mosquitto):
+    old = other_firmware.released_tree(other_firmware.BEFORE_TABLE, tmp_path / "old")
+    old_app = bundle.build(old / "firmware", "x86")
+    new = bundle.build(paths.FIRMWARE, "x86")
+    emu = tmp_path / "emu"
+    board = _old_board(emu, old_app)
+    keys = tmp_path / "update-keys"  # the flash tool's and hostd's: the old pod has no key in it yet
+    # and a pod without a board around it: in safe mode its port stays silent, no REPL answers there
+    silent = EmulatedPod("pod-old3", emu / "pod-old3", seed=5, micropypath=other_firmware.micropypath(old / "firmware"))
+    hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu,
+                  extra=f'[updates]\nkeys_dir = "{keys}"\nrepl_timeout_s = 5\n')
+    state = f"{P}/pod-old1/state"
+    try:
+        await board.start(download=False)
+        await silent.start()
+        assert board.mode == "firmware"
+        async with Watcher(mosquitto.port) as watch:
+            hostd.start()
+            await wait_until(lambda: (watch.json(state) or {}).get("link") == "online", timeout=30, what="online")
+            s = watch.json(state)
+            assert s["unsupported"] == {n: "not known to the pod" for n in messages.UPDATE_MESSAGES}, s["unsupported"]
+            assert s["build_hash"] != f"0x{new.build_hash:08x}"
+
+            code, text = await _update(hostd.config, "--pod", "pod-old1", "--update-keys", str(keys), "--new-key",
+                                       str(paths.FIRMWARE))
+            assert code == 0, text + hostd.log_text()[-3000:]
+            assert f"pod-old1: made its update key {keys / 'pod-old1.key'}" in text, text
+            assert f"pod-old1: ok, build 0x{new.build_hash:08x} in " in text and "through its REPL" in text, text
+            result = watch.json(f"{P}/pod-old1/update/result")
+            assert (result["result"], result["path"], result["reason"]) == ("ok", "repl", None), result
+            steps = [m["state"] for m in watch.all_json(f"{P}/pod-old1/update/progress")]
+            assert steps[0] == "safe_mode" and "upload" in steps, steps
+            assert "repl" in board.counters.resets  # it went through safe mode's REPL
+
+            # back with the new build: the update messages known, confirmed, pod.json as it was
+            await wait_until(lambda: (watch.json(state)["update"] or {}).get("state") == "confirmed", what="confirmed")
+            s = watch.json(state)
+            assert s["link"] == "online" and s["build_hash"] == f"0x{new.build_hash:08x}", s
+            assert not set(s["unsupported"]) & set(messages.UPDATE_MESSAGES), s["unsupported"]
+            assert s["capabilities"]["led_count"] == 12
+            fs = board.fs_dir
+            assert (fs / "pod.json").read_text() == POD_JSON
+            assert (fs / "update.key").read_bytes() == updatekey.read(keys / "pod-old1.key")  # made by --new-key
+            slots = json.loads((fs / "slots.json").read_text())
+            assert (slots["active"], slots["trial"]) == ("a", 0), slots
+            assert {f.path: (fs / "a" / f.path).read_bytes() for f in new.slot} == {f.path: f.data for f in new.slot}
+            assert not (fs / "hal.mpy").exists() and not (fs / "pod").exists()  # the old app is gone
+            assert "update of pod pod-old1 through its REPL" in hostd.log_text()
+            # the new build runs: EEG flows
+            n = (s["eeg"] or {}).get("samples", 0)
+            await wait_until(lambda: (watch.json(state)["eeg"] or {}).get("samples", 0) > n + 250, timeout=15,
+                             what="EEG from the new build")
+
+            # no REPL answers after SAFE_MODE: an error saying where the pod is left; nothing written
+            other = f"{P}/pod-old3/state"
+            await wait_until(lambda: (watch.json(other) or {}).get("link") == "online", timeout=10, what="pod-old3")
+            build = watch.json(other)["build_hash"]
+            code, text = await _update(hostd.config, "--pod", "pod-old3", "--update-keys", str(keys), "--new-key",
+                                       str(paths.FIRMWARE))
+            assert code == 1, text
+            result = watch.json(f"{P}/pod-old3/update/result")
+            assert (result["result"], result["path"]) == ("error", "repl"), result
+            assert result["reason"] == (
+                f"pod pod-old3: asked into safe mode, but no MicroPython REPL answered on {emu / 'pod-old3.tty'} "
+                "within 5 s; nothing was written: the pod is in safe mode (LEDs dark) with its old firmware, which "
+                "runs again at its next reset (RESET or power)"), result
+            assert not (silent.dir / "a").exists() and not (silent.dir / "update.key").exists()
+            await silent.reboot()  # RESET: its old firmware again, and hostd serves its port again
+            await wait_until(lambda: watch.json(other)["link"] == "online", timeout=15, what="pod-old3 back")
+            assert watch.json(other)["build_hash"] == build
+    finally:
+        hostd.kill()
+        await board.stop()
+        await silent.stop()
+    assert "Traceback" not in hostd.log_text(), hostd.log_text()
+
+
+async def test_an_old_pod_whose_repl_cannot_be_reached_is_refused_and_keeps_running(tmp_path, mosquitto):
+    old = other_firmware.released_tree(other_firmware.BEFORE_TABLE, tmp_path / "old")
+    pod = EmulatedPod("pod-old2", tmp_path / "emu" / "pod-old2", seed=4,
+                      micropypath=other_firmware.micropypath(old / "firmware"))
+    device = VirtualPodDevice(str(pod.tty_path), 0x303A, 0x4001, "OLD2", address=5)
+    keys = tmp_path / "update-keys"
+    updatekey.write(keys / "pod-old2.key", KEY)
+    cfg = parse({
+        "host": {"id": "usb-host"},
+        "mqtt": {"port": mosquitto.port, "keepalive": 5, "discovery": False},
+        "usb": {"devices": [{"vid": 0x303A, "pid": 0x4001}], "scan_interval_s": 0.1},
+        "pods": {"heartbeat_timeout_s": 1.0, "ping_interval_s": 0.2, "connect_interval_s": 0.1,
+                 "command_timeout_s": 0.5, "command_retries": 3},
+        "updates": {"keys_dir": str(keys)},
+    })
+    bridge = MqttBridge(cfg)
+    hub = Hub(cfg, bridge)
+    tasks = []
+    state = f"{P}/pod-old2/state"
+    try:
+        await pod.start()
+        await pod.wait_link(20)
+        tasks = [asyncio.create_task(t) for t in (bridge.run(), hub.serve_commands(), hub.updates.serve(),
+                                                  UsbScanner(cfg.usb, hub.serve, backend=FakeBackend([device])).run())]
+        async with Watcher(mosquitto.port) as watch:
+            await wait_until(lambda: (watch.json(state) or {}).get("link") == "online", timeout=30, what="online")
+            build, boots = watch.json(state)["build_hash"], pod.counters.boots
+            app = bundle.build(paths.FIRMWARE, "x86")
+            man = mf.encode(app)
+            blob = up.pack(man, mf.tag(KEY, man), mf.payload(app), tuple((f.path, f.data) for f in app.root))
+            for part in up.split(blob, "upd-usb", cfg.mqtt.max_payload):
+                await watch.publish(f"{P}/pod-old2/update", part)
+            result = await wait_until(lambda: watch.json(f"{P}/pod-old2/update/result"), timeout=30, what="result")
+            assert (result["result"], result["path"]) == ("refused", "repl"), result
+            assert "linked over raw USB (bulk endpoints) (usb:1-5)" in result["reason"], result
+            assert "hold SAFE, press RESET, then `hypnolum flash --no-image`" in result["reason"], result
+            # nothing happened to the pod: its old firmware runs on, no reset, scenes taken
+            assert pod.counters.boots == boots and not (pod.dir / "safe_mode.flag").exists()
+            s = watch.json(state)
+            assert s["link"] == "online" and s["build_hash"] == build
+            blue = {"effect": "solid", "color": [0, 0, 200], "brightness": 1.0}
+            await watch.publish(f"{P}/pod-old2/set", {"id": "after", "scene": blue})
+            await wait_until(lambda: (watch.json(f"{P}/pod-old2/set/result") or {}).get("ok"), timeout=10,
+                             what="a scene taken")
+            await pod.leds.wait_for(lambda f: f.all((0, 0, 200)), timeout=5)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await pod.stop()
