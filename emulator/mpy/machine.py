@@ -267,10 +267,7 @@ class _USBDevice:
         # as much of the pending IN transfer as this 1 ms frame and link.sock take; True once all is out
         buf = self._in_buf
         n = len(buf)
-        now = time.ticks_ms()
-        if now != self._frame:
-            self._frame = now
-            self._budget = _PKTS_PER_FRAME
+        self.frame_packets()
         m = n - self._in_off
         if m > self._budget * _PKT:
             m = self._budget * _PKT
@@ -289,12 +286,9 @@ class _USBDevice:
         sock = self._sock
         flag = self._in_flag
         while True:
-            if self._redispatch:
-                self._redispatch = False
-                self._schedule()
-                if self._redispatch:
-                    await asyncio.sleep_ms(0)  # the poll runs what is queued (modselect.c:345)
-                    continue
+            if self.retry_dispatch():
+                await asyncio.sleep_ms(0)  # the poll runs what is queued (modselect.c:345)
+                continue
             buf = self._in_buf
             if buf is None:
                 await flag.wait()
@@ -303,11 +297,7 @@ class _USBDevice:
             off = self._in_off
             nak_ms = 1
             while off < n:
-                now = time.ticks_ms()
-                if now != self._frame:
-                    self._frame = now
-                    self._budget = _PKTS_PER_FRAME
-                if not self._budget:
+                if not self.frame_packets():
                     await asyncio.sleep_ms(1)  # the next 1 ms frame
                     continue
                 m = n - off
@@ -363,6 +353,23 @@ class _USBDevice:
                 self._dispatch_pending = False
                 self._redispatch = True
                 self._in_flag.set()
+
+    def frame_packets(self):
+        # bulk packets the bus still carries in this 1 ms frame (_budget: spent by the caller)
+        now = time.ticks_ms()
+        if now != self._frame:
+            self._frame = now
+            self._budget = _PKTS_PER_FRAME
+        return self._budget
+
+    def retry_dispatch(self):
+        # a completion whose dispatch did not fit in the schedule queue: scheduled
+        # again; True while the queue is still full
+        if not self._redispatch:
+            return False
+        self._redispatch = False
+        self._schedule()
+        return self._redispatch
 
     def _dispatch(self, _):
         # as TinyUSB: the endpoint is free again before its callback runs

@@ -17,7 +17,8 @@
 #
 # Standard requests are answered here as TinyUSB answers them; class and vendor
 # requests go to the firmware's control_xfer_cb. A 1 ms frame carries at most
-# 19 bulk packets (USB 2.0 section 5.8.4, table 5-9), as on the CDC path. Pulling
+# 19 bulk packets (USB 2.0 section 5.8.4, table 5-9): the stand-in's frame_packets(),
+# as on the CDC path. Pulling
 # the cable out is a suspend to the device, as on the S3 without VBUS sensing
 # (ports/esp32/usb.c:41-53 configures none): nothing changes until the next
 # host's bus reset.
@@ -25,7 +26,6 @@ import asyncio
 import os
 import socket
 import struct
-import time
 
 import micropython
 from micropython import const
@@ -42,7 +42,6 @@ D_DATA = const(0x84)
 D_CANCELLED = const(0x85)
 
 _PKT = const(64)
-_PKTS_PER_FRAME = const(19)
 _MAX_PAYLOAD = const(4096)
 
 # the S3 image's built-in strings (ports/esp32/mpconfigport.h:256-262; the serial
@@ -72,9 +71,7 @@ class Cable:
         self.in_off = 0
         self.in_want = 0  # bytes the host's IN read still takes (0: no read pending)
         self.out_buf = None
-        self.in_flag = asyncio.ThreadSafeFlag()
-        self.frame = 0
-        self.budget = 0
+        self.in_flag = usbd._in_flag  # set by a submit, a host's read, or a dispatch to retry
         self.hdr = bytearray(4)
         self.out_hdr = bytearray(4)
         self.reset_cb = self._reset  # bound once
@@ -298,28 +295,22 @@ class Cable:
         usbd = self.usbd
         flag = self.in_flag
         while True:
-            if usbd._redispatch:
-                usbd._redispatch = False
-                usbd._schedule()
-                if usbd._redispatch:
-                    await asyncio.sleep_ms(0)
-                    continue
+            if usbd.retry_dispatch():
+                await asyncio.sleep_ms(0)  # the poll runs what is queued
+                continue
             buf = self.in_buf
             if buf is None or not self.in_want or self.conn is None:
                 await flag.wait()
                 continue
-            now = time.ticks_ms()
-            if now != self.frame:
-                self.frame = now
-                self.budget = _PKTS_PER_FRAME
-            if not self.budget:
+            packets = usbd.frame_packets()
+            if not packets:
                 await asyncio.sleep_ms(1)  # the next 1 ms frame
                 continue
             # packets of this transfer, as many as the frame, the host's read and the transfer allow
             n = len(buf)
             off = self.in_off
             left = n - off
-            room = self.budget * _PKT
+            room = packets * _PKT
             if room > self.in_want:
                 room = self.in_want
             m = left if left <= room else room - room % _PKT
@@ -328,7 +319,7 @@ class Cable:
                 continue
             self.send(D_DATA, usbd._ep_in, buf, off, m)
             self.sends += 1
-            self.budget -= (m + _PKT - 1) // _PKT if m else 1
+            usbd._budget -= (m + _PKT - 1) // _PKT if m else 1
             self.in_off = off = off + m
             self.in_want -= m
             if m % _PKT or m == 0:

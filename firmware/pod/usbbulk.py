@@ -12,6 +12,8 @@ import asyncio
 import micropython
 from micropython import const
 
+from pod.mem import copy
+
 _TX_SIZE = const(4096)  # backlog: a burst of telemetry plus the 2 KB link.py keeps for answers
 _RX_SIZE = const(1024)  # host commands that arrive during a 10-20 ms render or GC stall
 _TX_WRAP = const(8191)  # indices run mod 2*size, so a full ring and an empty one differ
@@ -200,35 +202,21 @@ class BulkPort:
         return False  # no class requests: stall
 
 
-@micropython.viper
-def _ring_put(ring, size: int, pos: int, src, n: int):
-    # ring[pos:] = src[0:n], wrapping at size (n <= size); one call, no allocation
-    r = ptr8(ring)
-    s = ptr8(src)
+def _ring_put(ring, size, pos, src, n):
+    # ring[pos:] = src[0:n], wrapping at size (n <= size); no allocation
     first = size - pos
     if n < first:
         first = n
-    i = 0
-    while i < first:
-        r[pos + i] = s[i]
-        i += 1
-    while i < n:
-        r[i - first] = s[i]
-        i += 1
+    copy(ring, pos, src, 0, first)
+    if n > first:
+        copy(ring, 0, src, first, n - first)
 
 
-@micropython.viper
-def _ring_get(ring, size: int, pos: int, dst, n: int):
-    # dst[0:n] = ring[pos:], wrapping at size (n <= size); one call, no allocation
-    r = ptr8(ring)
-    d = ptr8(dst)
+def _ring_get(ring, size, pos, dst, n):
+    # dst[0:n] = ring[pos:], wrapping at size (n <= size); no allocation
     first = size - pos
     if n < first:
         first = n
-    i = 0
-    while i < first:
-        d[i] = r[pos + i]
-        i += 1
-    while i < n:
-        d[i] = r[i - first]
-        i += 1
+    copy(dst, 0, ring, pos, first)
+    if n > first:
+        copy(dst, first, ring, 0, n - first)
