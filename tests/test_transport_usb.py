@@ -14,49 +14,14 @@ import pytest
 
 from hypnolum.emulator.pod import EmulatedPod
 from hypnolum.emulator.runner import Emulator
-from hypnolum.host.config import parse
-from hypnolum.host.hub import Hub
-from hypnolum.host.mqtt import MqttBridge
-from hypnolum.host.transport.usb import UsbScanner
 
 from helpers.fake_usb import UsbBus
 from helpers.mqtt_watch import Watcher
+from helpers.usb_hostd import UsbHostd, usb_config
 from helpers.wait import wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.micropython, pytest.mark.timeout(120)]
 P = "hypnolum/v1/pods"
-VID, PID = 0x303A, 0x4021  # firmware/pod/usbvendor.py
-
-
-def _config(port: int, host_id: str, serial: str | None = None):
-    return parse({
-        "host": {"id": host_id},
-        "mqtt": {"port": port, "keepalive": 5, "discovery": False},
-        "usb": {"devices": [{"vid": VID, "pid": PID, "serial": serial}], "scan_interval_s": 0.1},
-        "pods": {"heartbeat_timeout_s": 1.0, "ping_interval_s": 0.2, "connect_interval_s": 0.1,
-                 "command_timeout_s": 0.5, "command_retries": 3},
-    })
-
-
-class _Hostd:
-    """One hostd's bridge, hub and USB scanner (over backend), run as tasks."""
-
-    def __init__(self, cfg, backend):
-        self.bridge = MqttBridge(cfg)
-        self.hub = Hub(cfg, self.bridge)
-        self.scanner = UsbScanner(cfg.usb, self.hub.serve, backend=backend)
-        self.tasks: list[asyncio.Task] = []
-
-    async def __aenter__(self) -> "_Hostd":
-        self.tasks = [asyncio.create_task(self.bridge.run()), asyncio.create_task(self.hub.serve_commands()),
-                      asyncio.create_task(self.scanner.run())]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.bridge.close()
 
 
 async def test_vendor_pod_is_found_by_vid_pid_serial_served_unplugged_and_replugged_losing_no_eeg(tmp_path, mosquitto):
@@ -64,7 +29,7 @@ async def test_vendor_pod_is_found_by_vid_pid_serial_served_unplugged_and_replug
         await emu.wait_links(20)
         bus = UsbBus(tmp_path / "emu")
         try:
-            async with _Hostd(_config(mosquitto.port, "usb-host", serial="pod-01"), bus.backend()) as hostd, \
+            async with UsbHostd(usb_config(mosquitto.port, "usb-host", serial="pod-01"), bus.backend()) as hostd, \
                     Watcher(mosquitto.port) as watch:
                 await wait_until(lambda: watch.text(f"{P}/pod-01/availability") == "online", timeout=20,
                                  what="online over USB")
@@ -113,7 +78,7 @@ async def test_a_second_host_or_transport_to_the_same_pod_is_refused_with_the_re
         await asyncio.gather(emu.wait_links(20), twin.wait_link(20))
         bus = UsbBus(tmp_path / "emu")
         try:
-            async with _Hostd(_config(mosquitto.port, "host-a"), bus.backend()) as a, \
+            async with UsbHostd(usb_config(mosquitto.port, "host-a"), bus.backend()) as a, \
                     Watcher(mosquitto.port) as watch:
                 await wait_until(lambda: watch.text(f"{P}/pod-01/availability") == "online", timeout=20,
                                  what="online over USB")
@@ -133,7 +98,7 @@ async def test_a_second_host_or_transport_to_the_same_pod_is_refused_with_the_re
                 await asyncio.gather(serial, return_exceptions=True)
 
                 # another program (a second hostd) on the same bus: the interface is claimed
-                async with _Hostd(_config(mosquitto.port, "host-b"), bus.backend()) as b:
+                async with UsbHostd(usb_config(mosquitto.port, "host-b"), bus.backend()) as b:
                     await wait_until(lambda: b.hub.refused.get(port),
                                      timeout=10, what="host-b refused")
                     assert "claimed by another program" in b.hub.refused[port]

@@ -86,6 +86,7 @@ class EmulatedDevice:
         self.in_bytes = 0  # bulk IN bytes the host took, and their packets
         self.in_packets = 0
         self.out_bytes = 0
+        self.out_packets = 0
         self._send_lock = threading.Lock()
         self._ctrl_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -223,6 +224,7 @@ class EmulatedDevice:
                 continue
             off += len(pkt)
             self.out_bytes += len(pkt)
+            self.out_packets += 1
             if not data:
                 break
         return off
