@@ -42,10 +42,11 @@ D_DATA = const(0x84)
 D_CANCELLED = const(0x85)
 
 _PKT = const(64)
-_MAX_PAYLOAD = const(4096)
+_MAX_PAYLOAD = const(512)  # a host message: an OUT packet, a SETUP and its data stage
 
-# the S3 image's built-in strings (ports/esp32/mpconfigport.h:256-262; the serial
-# number is the chip's MAC in hex, mp_usbd_port_get_serial_number)
+# the S3 image's built-in strings (ports/esp32/mpconfigport.h:257-262,
+# shared/tinyusb/tusb_config.h:47; the serial number is the chip's MAC in hex,
+# mp_usbd_port_get_serial_number; here the emulator's HYPNOLUM_UID)
 _MANUFACTURER = "Espressif Systems"
 _PRODUCT = "Espressif Device"
 _CDC_NAME = "Board CDC"
@@ -62,6 +63,8 @@ def _string(text):
 
 
 class Cable:
+    """The device's end of usb.sock for machine.USBDevice's stand-in (usbd)."""
+
     def __init__(self, usbd, itfs):
         self.usbd = usbd
         self.itfs = itfs  # runtime interfaces: (offset, length, _) in desc_cfg
@@ -75,8 +78,8 @@ class Cable:
         self.hdr = bytearray(4)
         self.out_hdr = bytearray(4)
         self.reset_cb = self._reset  # bound once
+        self.configure_cb = self._configure
         self.payload = bytearray(_MAX_PAYLOAD)
-        self.sends = 0  # DATA messages sent (bench and tests)
 
     def start(self):
         path = (os.getenv("HYPNOLUM_POD_DIR") or ".") + "/usb.sock"
@@ -150,8 +153,10 @@ class Cable:
                     return
             if kind == H_RESET:
                 self._bus_reset()
+                await self._call(self.reset_cb)
             elif kind == H_SETUP:
-                self._setup(memoryview(data)[:n])
+                if self._setup(memoryview(data)[:n]):
+                    await self._call(self.configure_cb)
             elif kind == H_OUT:
                 self._out(ep, data, n)
             elif kind == H_IN:
@@ -181,7 +186,16 @@ class Cable:
         self.in_buf = self.out_buf = None
         self.in_want = 0
         usbd._in_done = usbd._out_done = -1  # forgotten: no callback
-        micropython.schedule(self.reset_cb, None)
+
+    async def _call(self, cb):
+        # cb in scheduler context, as TinyUSB's task runs callbacks; in order with
+        # the completions, retried while the queue is full
+        while True:
+            try:
+                micropython.schedule(cb, None)
+                return
+            except RuntimeError:
+                await asyncio.sleep_ms(1)
 
     def _reset(self, _):
         reset = self.usbd._cbs[1]
@@ -198,9 +212,11 @@ class Cable:
                 open_itf(cfg[off:off + ln])
 
     def _setup(self, pkt):
+        # answers the request; True if it was SET_CONFIGURATION 1 (the interfaces open next)
         req_type, req, value, index, length = struct.unpack_from("<BBHHH", pkt, 0)
         usbd = self.usbd
         reply = None
+        configure = False
         if req_type & 0x60 == 0:  # standard
             if req == 6 and req_type == 0x80:  # GET_DESCRIPTOR
                 kind, i = value >> 8, value & 0xFF
@@ -215,7 +231,7 @@ class Cable:
             elif req == 9:  # SET_CONFIGURATION
                 if value == 1:
                     self.config_value = 1
-                    micropython.schedule(self._configure, None)
+                    configure = True
                     reply = b""
                 elif value == 0:
                     self.config_value = 0
@@ -231,9 +247,10 @@ class Cable:
             reply = self._class_request(pkt, req_type, length)
         if reply is None:
             self.send(D_CTRL, 0, b"\x01", 0, 1)  # stall
-            return
+            return False
         reply = b"\x00" + reply[:length]
         self.send(D_CTRL, 0, reply, 0, len(reply))
+        return configure
 
     def _class_request(self, pkt, req_type, length):
         # control_xfer_cb's stages, as mp_usbd_runtime.c calls them: SETUP, DATA, ACK
@@ -318,7 +335,6 @@ class Cable:
                 await asyncio.sleep_ms(1)
                 continue
             self.send(D_DATA, usbd._ep_in, buf, off, m)
-            self.sends += 1
             usbd._budget -= (m + _PKT - 1) // _PKT if m else 1
             self.in_off = off = off + m
             self.in_want -= m
