@@ -57,6 +57,10 @@ class Port(usbbulk.BulkPort):
     def up(self):
         return self._open and self.dtr
 
+    def _on_reset(self):
+        super()._on_reset()
+        self.dtr = False  # the host opens the tty again after a bus reset
+
     def _on_control(self, stage, req):
         if req[0] & 0x60 != _REQ_TYPE_CLASS or (req[4] | req[5] << 8) != self._itf:
             return False  # not ours: stall
