@@ -82,6 +82,11 @@ async def command_rtts(sessions: list, n: int) -> list[float]:
     return rtts
 
 
+def _pod_counter(session, name: str) -> int:
+    """A counter from the pod's own STATUS, as hostd holds it (pods/<id>/state)."""
+    return ((session.state.to_json().get("counters") or {}).get("pod") or {}).get(name, -1)
+
+
 # -- USB ----------------------------------------------------------------------------
 def _usb_packets(bus) -> int:
     return sum(d.in_packets + d.out_packets for d in bus.devices.values())
@@ -125,12 +130,13 @@ async def usb_rates(pods: int, seconds: float, commands: int, workdir: Path) -> 
                     samples = sum(s.stats.samples for s in streams) - samples0
                     lost = sum(s.stats.samples_lost for s in streams) - lost0
                     lost_bytes = sum(d.lost_bytes for d in bus.devices.values())
+                    mem_free = min(_pod_counter(hostd.hub.pods[p], "mem_free") for p in pod_ids)
             finally:
                 bus.close()
     return Row("usb (vendor)", pods, samples / elapsed, pods * RATE_HZ, lost,
                percentile(rtts, 0.5) * 1000, percentile(rtts, 0.99) * 1000, 100 * (1 - max(usage)),
                f"{max(usage) * 100 / pods:.2f} % of the bus per pod at the busiest second; "
-               f"bulk bytes lost to read timeouts: {lost_bytes}")
+               f"bulk bytes lost to read timeouts: {lost_bytes}; lowest pod mem_free {mem_free} B")
 
 
 TRANSPORTS = {"usb": usb_rates}

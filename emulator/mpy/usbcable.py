@@ -26,9 +26,12 @@ import asyncio
 import os
 import socket
 import struct
+import time
 
 import micropython
 from micropython import const
+
+from pod.mem import copy  # the firmware's own: a forward byte copy, no allocation
 
 H_RESET = const(1)
 H_SETUP = const(2)
@@ -79,7 +82,8 @@ class Cable:
         self.out_hdr = bytearray(4)
         self.reset_cb = self._reset  # bound once
         self.configure_cb = self._configure
-        self.payload = bytearray(_MAX_PAYLOAD)
+        self.chunk = bytearray(_MAX_PAYLOAD)
+        self.rx = bytearray(2 * _MAX_PAYLOAD + 4)  # what a read brings after an unfinished message
 
     def start(self):
         path = (os.getenv("HYPNOLUM_POD_DIR") or ".") + "/usb.sock"
@@ -117,7 +121,7 @@ class Cable:
                 conn, _ = self.listener.accept()
             except OSError:
                 continue
-            conn.setblocking(True)  # writes: the host's reader thread always reads
+            conn.setblocking(False)
             self.conn = conn
             try:
                 await self._host(conn)
@@ -127,44 +131,49 @@ class Cable:
             self.in_want = 0  # unplugged: a suspend; the next host resets the bus
             conn.close()
 
-    async def _read(self, conn, buf, n):
-        mv = memoryview(buf)
-        got = 0
-        while got < n:
-            await _readable(conn)
-            k = conn.readinto(mv[got:n])
-            if not k:
-                return None
-            got += k
-        return buf
-
     async def _host(self, conn):
+        # messages as they arrive, several to a read: one wait per batch, nothing allocated per message
+        rx = self.rx
+        chunk = self.chunk
+        have = 0
         while True:
-            hdr = await self._read(conn, self.hdr, 4)
-            if hdr is None:
+            k = conn.readinto(chunk)  # what is there
+            if k is None:
+                await _readable(conn)
+                continue
+            if not k:
                 return
-            kind, ep, n = hdr[0], hdr[1], hdr[2] | hdr[3] << 8
-            if n > _MAX_PAYLOAD:
-                return  # not a host we understand: pull the cable
-            data = None
-            if n:
-                data = await self._read(conn, self.payload, n)
-                if data is None:
-                    return
-            if kind == H_RESET:
-                self._bus_reset()
-                await self._call(self.reset_cb)
-            elif kind == H_SETUP:
-                if self._setup(memoryview(data)[:n]):
-                    await self._call(self.configure_cb)
-            elif kind == H_OUT:
-                self._out(ep, data, n)
-            elif kind == H_IN:
-                self.in_want = data[0] | data[1] << 8
-                self.in_flag.set()
-            elif kind == H_CANCEL:
-                self.in_want = 0
-                self.send(D_CANCELLED, ep, None, 0, 0)
+            copy(rx, have, chunk, 0, k)
+            have += k
+            used = 0
+            while have - used >= 4:
+                n = rx[used + 2] | rx[used + 3] << 8
+                if n > _MAX_PAYLOAD:
+                    return  # not a host we understand: pull the cable
+                if have - used < 4 + n:
+                    break
+                await self._message(rx[used], rx[used + 1], used + 4, n)
+                used += 4 + n
+            if used:
+                copy(rx, 0, rx, used, have - used)
+                have -= used
+
+    async def _message(self, kind, ep, off, n):
+        rx = self.rx
+        if kind == H_RESET:
+            self._bus_reset()
+            await self._call(self.reset_cb)
+        elif kind == H_SETUP:
+            if self._setup(memoryview(rx)[off:off + n]):
+                await self._call(self.configure_cb)
+        elif kind == H_OUT:
+            self._out(ep, off, n)
+        elif kind == H_IN:
+            self.in_want = rx[off] | rx[off + 1] << 8
+            self.in_flag.set()
+        elif kind == H_CANCEL:
+            self.in_want = 0
+            self.send(D_CANCELLED, ep, None, 0, 0)
 
     def send(self, kind, ep, data, off, n):
         conn = self.conn
@@ -173,9 +182,9 @@ class Cable:
         out = self.out_hdr
         struct.pack_into("<BBH", out, 0, kind, ep, n)
         try:
-            conn.write(out)
+            _write_all(conn, out, 0, 4)
             if n:
-                conn.write(data, off, n)
+                _write_all(conn, data, off, n)
         except OSError:
             pass  # the host is gone; the serve loop sees it
 
@@ -296,13 +305,13 @@ class Cable:
                 return None
         return bytes(_string(text))
 
-    def _out(self, ep, data, n):
+    def _out(self, ep, off, n):
         usbd = self.usbd
         buf = self.out_buf
         if ep != usbd._ep_out or not usbd._configured or buf is None or n > len(buf):
             self.send(D_NAK, ep, None, 0, 0)
             return
-        memoryview(buf)[:n] = memoryview(data)[:n]
+        copy(buf, 0, self.rx, off, n)
         self.out_buf = None
         usbd._out_done = n
         usbd._schedule()
@@ -344,6 +353,17 @@ class Cable:
                 self.in_buf = None
                 usbd._in_done = n
                 usbd._schedule()
+
+
+def _write_all(conn, buf, off, n):
+    # the host's reader thread always reads: a full socket is rare and short
+    while n:
+        k = conn.write(buf, off, n)
+        if k is None:
+            time.sleep_ms(1)
+            continue
+        off += k
+        n -= k
 
 
 async def _readable(sock):
