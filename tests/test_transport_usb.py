@@ -102,6 +102,7 @@ async def test_a_second_host_or_transport_to_the_same_pod_is_refused_with_the_re
                     await wait_until(lambda: b.hub.refused.get(port),
                                      timeout=10, what="host-b refused")
                     assert "claimed by another program" in b.hub.refused[port]
+                    assert bus.devices["pod-01"].resets == 1  # host-b never reset a pod it could not claim
                     await wait_until(lambda: (watch.json("hypnolum/v1/hosts/host-b/state") or {})
                                      .get("refused_links", {}).get(port), timeout=5, what="host-b state")
                     assert not b.hub.pods

@@ -6,10 +6,10 @@ string) beside the REPL's CDC (firmware/pod/usbvendor.py, docs/transports.md).
 ``UsbScanner`` discovers devices by VID:PID (and serial number, the pod id, if
 configured) every ``scan_interval_s`` and starts a session on each new one, so
 plugging a pod in is enough; a device that vanishes ends its session. On open
-the device is reset (``reset_on_open``) so a pod left mid-frame by a previous
-host starts clean, configured, and the link interface claimed. A device with
-no such interface, or whose interface another program (another hostd) has
-claimed, is refused with a message saying so.
+the device is configured, the link interface claimed, then the device reset
+(``reset_on_open``) so a pod left mid-frame by a previous host starts clean. A
+device with no such interface, or whose interface another program (another
+hostd) has claimed, is refused with a message saying so, and not reset.
 
 pyusb is blocking; each transfer runs in a worker thread with a short timeout
 so a closed transport is noticed quickly. pyusb's backend (libusb-1.0 by
@@ -84,8 +84,6 @@ class UsbTransport(Transport):
 
         dev = self.dev
         try:
-            if self.reset_on_open:
-                dev.reset()
             try:
                 cfg = dev.get_active_configuration()
             except usb.core.USBError:
@@ -109,6 +107,8 @@ class UsbTransport(Transport):
                     raise TransportError(f"{self.name}: the pod's link interface {n} is claimed by another "
                                          "program (another hostd?)") from None
                 raise
+            if self.reset_on_open:  # only once the interface is ours: never under another program's session
+                dev.reset()  # libusb restores the configuration and this claim
         except usb.core.USBError as exc:
             raise TransportError(f"{self.name}: cannot open: {exc}") from None
 
