@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
@@ -35,6 +36,8 @@ from .updates import Updates
 
 log = logging.getLogger(__name__)
 
+_OPEN_FAILED_FORGET_S = 30.0  # a port whose open failed and was not tried again since: gone
+
 
 class Hub:
     def __init__(self, config: Config, bridge: MqttBridge):
@@ -42,6 +45,7 @@ class Hub:
         self.bridge = bridge
         self.pods: dict[str, PodSession] = {}  # pod id -> the session holding it
         self.refused: dict[str, str] = {}  # port -> why its pod is not served (host state "refused_links")
+        self._open_failed: dict[str, float] = {}  # port -> when opening it last failed (monotonic s)
         self.bad_commands = 0
         self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
         self.leds = LedsPublisher(self.eeg.telemetry.put)  # pods/<id>/leds: at most 5 a second, QoS 0
@@ -84,6 +88,7 @@ class Hub:
         try:
             await transport.open()
         except TransportError as exc:
+            self._open_failed[path] = time.monotonic()  # scanners try again while the device is there
             if self._note_refused(path, str(exc)):
                 log.warning("%s", exc)
             else:  # the same again at the next scan: said once
@@ -130,12 +135,22 @@ class Hub:
             if available:
                 self.bridge.pod_available(available[0], False)
 
+    def _refused_links(self) -> dict[str, str]:
+        """refused, less ports that failed to open and were not tried again for a while (gone)."""
+        now = time.monotonic()
+        for port, at in list(self._open_failed.items()):
+            if now - at > _OPEN_FAILED_FORGET_S:
+                del self._open_failed[port]
+                self.refused.pop(port, None)
+        return dict(sorted(self.refused.items()))
+
     def _note_refused(self, port: str, reason: str | None) -> bool:
         """Record why the pod on ``port`` is not served (None: it is, or the port is gone);
         True if that changed."""
         if self.refused.get(port) == reason:
             return False
         if reason is None:
+            self._open_failed.pop(port, None)
             del self.refused[port]
         else:
             self.refused[port] = reason
@@ -266,7 +281,7 @@ class Hub:
             "busy_commands": sum(self.set_commands.gate.busy.values()),
             "commands": self.set_commands.to_json(),
             "inbound_refused": self.inbound.refused.to_json(),
-            "refused_links": dict(sorted(self.refused.items())),
+            "refused_links": self._refused_links(),
             "handler_failures": self.failures.to_json(),
             "restarts": dict(sorted(self.restarts.items())),
             "updated": st.now_iso(),
