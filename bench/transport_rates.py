@@ -61,7 +61,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def print_table(rows: list[Row]) -> None:
-    print("transport | pods | EEG samples/s sustained (expected) | lost | command RTT p50/p99 ms | lowest link margin %")
+    print("transport | pods | EEG samples/s sustained (expected) | lost | command RTT p50/p99 ms"
+          " | lowest link margin %")
     for r in rows:
         print(f"{r.transport} | {r.pods} | {r.samples_per_s:.0f} ({r.expected_per_s:.0f}) | {r.samples_lost} | "
               f"{r.rtt_p50_ms:.1f} / {r.rtt_p99_ms:.1f} | {r.margin_pct:.1f}" + (f"  ({r.note})" if r.note else ""))

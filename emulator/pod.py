@@ -396,7 +396,8 @@ class EmulatedPod:
                 await self._link_up.wait()
         except TimeoutError:
             raise PodError(
-                f"{self.pod_id}: firmware did not open its link ({self.config.usb_link}) within {timeout} s; log tail:\n{self.tail()}"
+                f"{self.pod_id}: firmware did not open its link ({self.config.usb_link}) within {timeout} s; "
+                f"log tail:\n{self.tail()}"
             ) from None
 
     def _usb_listening(self) -> bool:
