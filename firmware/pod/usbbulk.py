@@ -12,8 +12,6 @@ import asyncio
 import micropython
 from micropython import const
 
-from pod.mem import copy
-
 _TX_SIZE = const(4096)  # backlog: a burst of telemetry plus the 2 KB link.py keeps for answers
 _RX_SIZE = const(1024)  # host commands that arrive during a 10-20 ms render or GC stall
 _TX_WRAP = const(8191)  # indices run mod 2*size, so a full ring and an empty one differ
@@ -97,7 +95,7 @@ class BulkPort:
         if n > free:
             n = free
         if n:
-            _ring_put(self._tx, _TX_SIZE, th & (_TX_SIZE - 1), buf, n)
+            _ring_copy(self._tx, _TX_SIZE, th & (_TX_SIZE - 1), buf, n, 1)
             self._th = (th + n) & _TX_WRAP  # publish only once the bytes are there
             if not (self._in_busy or self._kick_pending):
                 self._schedule_kick()
@@ -111,7 +109,7 @@ class BulkPort:
         size = len(buf)
         if n > size:
             n = size
-        _ring_get(self._rx, _RX_SIZE, rt & (_RX_SIZE - 1), buf, n)
+        _ring_copy(self._rx, _RX_SIZE, rt & (_RX_SIZE - 1), buf, n, 0)
         self._rt = (rt + n) & _RX_WRAP
         if not (self._out_busy or self._kick_pending):
             self._schedule_kick()  # the ring was too full to take a packet: room again
@@ -156,7 +154,7 @@ class BulkPort:
             view = self._in_views[PKT - 1 + k]
         else:
             view = self._in_views[n]
-        _ring_get(self._tx, _TX_SIZE, tt & (_TX_SIZE - 1), self._in, n)
+        _ring_copy(self._tx, _TX_SIZE, tt & (_TX_SIZE - 1), self._in, n, 0)
         if self._usbd.submit_xfer(self._ep_in, view):
             self._in_busy = True
             self._in_full = self._zlp and not n & (PKT - 1)
@@ -178,7 +176,7 @@ class BulkPort:
             self._out_busy = False
             if n and not result:
                 rh = self._rh
-                _ring_put(self._rx, _RX_SIZE, rh & (_RX_SIZE - 1), self._out, n)
+                _ring_copy(self._rx, _RX_SIZE, rh & (_RX_SIZE - 1), self._out, n, 1)
                 self._rh = (rh + n) & _RX_WRAP
                 self._flag.set()
             self._submit_out()
@@ -202,21 +200,27 @@ class BulkPort:
         return False  # no class requests: stall
 
 
-def _ring_put(ring, size, pos, src, n):
-    # ring[pos:] = src[0:n], wrapping at size (n <= size); no allocation
+@micropython.viper
+def _ring_copy(ring, size: int, pos: int, buf, n: int, put: int):
+    # put: ring[pos:] = buf[0:n], else buf[0:n] = ring[pos:]; wrapping at size (n <= size).
+    # One call, no allocation
+    r = ptr8(ring)
+    b = ptr8(buf)
     first = size - pos
     if n < first:
         first = n
-    copy(ring, pos, src, 0, first)
-    if n > first:
-        copy(ring, 0, src, first, n - first)
-
-
-def _ring_get(ring, size, pos, dst, n):
-    # dst[0:n] = ring[pos:], wrapping at size (n <= size); no allocation
-    first = size - pos
-    if n < first:
-        first = n
-    copy(dst, 0, ring, pos, first)
-    if n > first:
-        copy(dst, first, ring, 0, n - first)
+    i = 0
+    if put:
+        while i < first:
+            r[pos + i] = b[i]
+            i += 1
+        while i < n:
+            r[i - first] = b[i]
+            i += 1
+    else:
+        while i < first:
+            b[i] = r[pos + i]
+            i += 1
+        while i < n:
+            b[i] = r[i - first]
+            i += 1
