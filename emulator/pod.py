@@ -172,6 +172,7 @@ class EmulatedPod:
         participant: Participant | None = None,
         headset_record: int = 0,
         eeg_batch_ms: int | None = None,
+        usb_link: str = "cdc",
     ):
         if problem := pod_id_problem(pod_id):  # the firmware would refuse it, and it names the tty link
             raise PodError(problem)
@@ -180,6 +181,7 @@ class EmulatedPod:
         self.seed = seed
         self.config = config or PodConfig(
             pod_id=pod_id, led_count=led_count, eeg_channels=eeg_channels, sample_rate_hz=125 if eeg_channels > 8 else 250,
+            usb_link=usb_link,
             **({} if eeg_batch_ms is None else {"eeg_batch_ms": eeg_batch_ms}),  # None: the firmware's default
         )
         self.tty_path = Path(tty_link) if tty_link is not None else self.dir.parent / f"{pod_id}.tty"
@@ -353,7 +355,7 @@ class EmulatedPod:
                 sock.close()
         self._listen.clear()
         self._sys = None
-        for name in ("link.sock", _RELAY_SOCK, "headset.sock", "leds.sock", "sys.sock"):
+        for name in ("link.sock", _RELAY_SOCK, "headset.sock", "leds.sock", "sys.sock", "usb.sock"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / name).unlink()
         if self._log is not None:
@@ -377,15 +379,37 @@ class EmulatedPod:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     await self._booted.wait()
 
+    @property
+    def usb_sock(self) -> Path:
+        """Where the firmware presents its USB device when pod.json's usb_link is "vendor"
+        (emulator/mpy/usbcable.py): a pyusb backend connects to plug it in."""
+        return self.dir / "usb.sock"
+
     async def wait_link(self, timeout: float = 10.0) -> None:
-        """Until the firmware has connected to link.sock."""
+        """Until the firmware has connected to link.sock (usb_link "cdc") or presents its
+        USB device on usb.sock (usb_link "vendor")."""
         try:
             async with asyncio.timeout(timeout):
+                if self.config.usb_link == "vendor":
+                    while not await asyncio.to_thread(self._usb_listening):
+                        await asyncio.sleep(_POLL_S)
+                    return
                 await self._link_up.wait()
         except TimeoutError:
             raise PodError(
-                f"{self.pod_id}: firmware did not open link.sock within {timeout} s; log tail:\n{self.tail()}"
+                f"{self.pod_id}: firmware did not open its link ({self.config.usb_link}) within {timeout} s; "
+                f"log tail:\n{self.tail()}"
             ) from None
+
+    def _usb_listening(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.usb_sock))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(list(self.log_tail)[-lines:])

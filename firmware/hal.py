@@ -9,9 +9,10 @@ Board wiring comes from pod/board.py, generated from the pin map in
 hardware/schematics/: one-wire LEDs on LED output 0; APA102/SK9822 use both
 outputs (clock on output 0, data on output 1); the headset on UART2; BOOT.
 
-Pod link: a USB CDC-ACM interface of its own (pod/usbcdc.py), beside the
-REPL's CDC, so link bytes never go through stdio. The REPL stays on the first
-port; hold BOOT while resetting to keep the firmware from starting there.
+Pod link: a USB function of its own beside the REPL's CDC (pod/usblink.py:
+a CDC-ACM interface or a vendor interface), so link bytes never go through
+stdio. The REPL stays on the first port; hold BOOT while resetting to keep
+the firmware from starting there.
 """
 import asyncio
 import gc
@@ -52,20 +53,22 @@ ticks_add = time.ticks_add
 """ticks_add(t, delta) -> t + delta, wrapped."""
 
 
-async def open_link():
-    """Open the pod link: a non-blocking byte pipe (a pod.usbcdc.Port).
+async def open_link(cfg=None):
+    """Open the pod link: a non-blocking byte pipe (a pod.usbbulk.BulkPort).
 
     port.write(buf, n) -> bytes of buf[0:n] taken into the TX ring (what fits;
     never waits: the caller keeps the rest); port.tx_free() -> bytes write()
     would take now; port.readinto(buf) -> bytes copied from what has arrived,
     0 if none (never waits); await port.wait() returns once bytes arrived since
-    the last wait (one waiter). None of them allocates. On the ESP32 this is
-    machine.USBDevice with a second CDC-ACM interface (interfaces 2-3); the
-    emulator runs the same pod/usbcdc.py over its stand-in USBDevice.
+    the last wait (one waiter); port.up() -> a host uses the link's USB function
+    now. None of them allocates. On the ESP32 this is machine.USBDevice with a
+    function beside the REPL's CDC, as cfg.usb_link picks it (pod/usblink.py):
+    a second CDC-ACM interface (interfaces 2-3) or a vendor interface
+    (interface 2). The emulator runs the same modules over its stand-in USBDevice.
     """
-    from pod import usbcdc
+    from pod import usblink
 
-    return usbcdc.open(machine.USBDevice())
+    return usblink.open(machine.USBDevice(), cfg)
 
 
 def _uart_rx(_uart):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
@@ -35,12 +36,16 @@ from .updates import Updates
 
 log = logging.getLogger(__name__)
 
+_OPEN_FAILED_FORGET_S = 30.0  # a port whose open failed and was not tried again since: gone
+
 
 class Hub:
     def __init__(self, config: Config, bridge: MqttBridge):
         self.config = config
         self.bridge = bridge
         self.pods: dict[str, PodSession] = {}  # pod id -> the session holding it
+        self.refused: dict[str, str] = {}  # port -> why its pod is not served (host state "refused_links")
+        self._open_failed: dict[str, float] = {}  # port -> when opening it last failed (monotonic s)
         self.bad_commands = 0
         self.eeg = EegStreams(config, bridge)  # per-pod EEG streams: order, replay, recorder, LSL, MQTT
         self.leds = LedsPublisher(self.eeg.telemetry.put)  # pods/<id>/leds: at most 5 a second, QoS 0
@@ -99,8 +104,13 @@ class Hub:
         try:
             await transport.open()
         except TransportError as exc:
-            log.warning("%s", exc)
+            self._open_failed[path] = time.monotonic()  # scanners try again while the device is there
+            if self._note_refused(path, str(exc)):
+                log.warning("%s", exc)
+            else:  # the same again at the next scan: said once
+                log.debug("%s", exc)
             return
+        self._note_refused(path, None)
         log.info("port %s opened", path)
         self._serving[path] = transport
         session = PodSession(transport, self.config.pods, self.config.host.id, claims=self, failures=self.failures)
@@ -123,11 +133,15 @@ class Hub:
 
     async def _pump(self, session: PodSession) -> None:
         available: list[str] = []  # the pod id we made "online" on MQTT, if any
+        port = session.transport.name
         try:
             while not isinstance(event := await session.events.get(), Ended):
                 pod_id = session.claimed
-                if pod_id is None:
-                    continue  # not yet identified, or refused as a duplicate: nothing to publish
+                if pod_id is None:  # not yet identified, or refused as a duplicate: nothing to publish
+                    if session.state.link == st.REFUSED:  # said in the host's state instead
+                        self._note_refused(port, session.state.reason)
+                    continue
+                self._note_refused(port, None)
                 try:
                     await self._on_event(session, pod_id, event, available)
                 except Exception as exc:  # noqa: BLE001  (one event's failure is that event's)
@@ -136,8 +150,31 @@ class Hub:
             if session.claimed:
                 await self.states.final(session.claimed)  # "offline": on the broker before the port closes
         finally:
+            self._note_refused(port, None)
             if available:
                 self.bridge.pod_available(available[0], False)
+
+    def _refused_links(self) -> dict[str, str]:
+        """refused, less ports that failed to open and were not tried again for a while (gone)."""
+        now = time.monotonic()
+        for port, at in list(self._open_failed.items()):
+            if now - at > _OPEN_FAILED_FORGET_S:
+                del self._open_failed[port]
+                self.refused.pop(port, None)
+        return dict(sorted(self.refused.items()))
+
+    def _note_refused(self, port: str, reason: str | None) -> bool:
+        """Record why the pod on ``port`` is not served (None: it is, or the port is gone);
+        True if that changed."""
+        if self.refused.get(port) == reason:
+            return False
+        if reason is None:
+            self._open_failed.pop(port, None)
+            del self.refused[port]
+        else:
+            self.refused[port] = reason
+        self.host_state.changed(at_once=True)
+        return True
 
     async def _on_event(self, session: PodSession, pod_id: str, event: Event, available: list[str]) -> None:
         if isinstance(event, EegBatch):
@@ -263,6 +300,7 @@ class Hub:
             "busy_commands": sum(self.set_commands.gate.busy.values()),
             "commands": self.set_commands.to_json(),
             "inbound_refused": self.inbound.refused.to_json(),
+            "refused_links": self._refused_links(),
             "handler_failures": self.failures.to_json(),
             "restarts": dict(sorted(self.restarts.items())),
             "updated": st.now_iso(),

@@ -109,6 +109,9 @@ KEYS: tuple[Key, ...] = (
     Key("headset_baud", INT, 115200, "the headset UART's baud rate", 1200, 4000000, unit="baud"),
     Key("eeg_batch_ms", INT, 40, "EEG sent every this many ms; 12 for pods in a circle whose light "
         "follows the group (docs/circles.md)", 4, 40, unit="ms"),
+    Key("usb_link", CHOICE, "cdc", "the pod link's USB function: a CDC-ACM tty (serial transport) or a vendor "
+        "interface (USB transport); the S3 has endpoints for one beside the REPL (docs/transports.md)",
+        choices=("cdc", "vendor")),
     Key("render_fps", INT, 60, "frames the light renders per second", 1, 200, unit="frames/s"),
     Key("watchdog_ms", INT, 5000, "the hardware watchdog's timeout", 1000, 60000, unit="ms"),
     Key("led_ma", INT, Board("LED_MA_PER_CHANNEL"), "current one colour channel of one LED draws at full duty",

@@ -34,6 +34,8 @@ class PodJson(Values):
     """the headset UART's baud rate (1200..4000000, baud, default 115200)"""
     eeg_batch_ms: int = 40
     """EEG sent every this many ms; 12 for pods in a circle whose light follows the group (docs/circles.md) (4..40, ms, default 40)"""
+    usb_link: Literal["cdc", "vendor"] = "cdc"
+    """the pod link's USB function: a CDC-ACM tty (serial transport) or a vendor interface (USB transport); the S3 has endpoints for one beside the REPL (docs/transports.md) (one of cdc vendor, default cdc)"""
     render_fps: int = 60
     """frames the light renders per second (1..200, frames/s, default 60)"""
     watchdog_ms: int = 5000

@@ -91,13 +91,14 @@ def _connect(name, kind):
     return s
 
 
-async def open_link():
-    # the firmware's own USB CDC code over the stand-in USBDevice (emulator/mpy/machine.py),
-    # whose bulk endpoints carry link.sock (docs/emulator.md, "The pod link")
+async def open_link(cfg=None):
+    # the firmware's own USB code (pod/usblink.py) over the stand-in USBDevice
+    # (emulator/mpy/machine.py): a CDC function's bulk endpoints carry link.sock, a
+    # vendor interface is presented whole on usb.sock (docs/emulator.md, "The pod link")
     import machine
-    from pod import usbcdc
+    from pod import usblink
 
-    return usbcdc.open(machine.USBDevice())
+    return usblink.open(machine.USBDevice(), cfg)
 
 
 async def open_headset(baud):

@@ -1,8 +1,11 @@
 # machine for emulated pods: the unix port's machine plus a stand-in for
 # machine.USBDevice (extmod/machine_usb_device.c at v1.28.0), so the firmware's
-# own pod/usbcdc.py runs in every emulator test. The stand-in is the S3's USB
-# device controller and the host's cdc-acm driver in one: the bulk endpoints of
-# the first runtime CDC function carry link.sock (docs/emulator.md, "The pod link").
+# own USB code (pod/usbcdc.py, pod/usbvendor.py) runs in every emulator test.
+# With a runtime CDC function the stand-in is the S3's USB device controller and
+# the host's cdc-acm driver in one: the bulk endpoints of that function carry
+# link.sock. With a vendor-class interface it presents the whole device, its
+# descriptors and endpoints, on usb.sock (emulator/mpy/usbcable.py) for a host's
+# pyusb backend (docs/emulator.md, "The pod link").
 #
 # Timing is full-speed USB: 64-byte packets, at most 19 bulk packets per 1 ms
 # frame (USB 2.0 section 5.8.4, table 5-9: 1,216 B/frame, ~1.2 MB/s). An IN
@@ -65,7 +68,10 @@ class _USBDevice:
         self._builtin = self.BUILTIN_NONE
         self._active = False
         self._cfg = None
+        self._desc_dev = None
+        self._strs = None
         self._cbs = (None, None, None, None)
+        self._cable = None  # usbcable.Cable: a vendor interface, presented on usb.sock
         self._sock = None
         self._ep_in = self._ep_out = -1
         self._in_buf = self._out_buf = None  # submitted, not yet completed
@@ -96,6 +102,7 @@ class _USBDevice:
                control_xfer_cb=None, xfer_cb=None):
         memoryview(desc_dev)
         memoryview(desc_cfg)  # ValueError/TypeError for a non-buffer, as config() refuses it
+        self._desc_dev = desc_dev
         self._cfg = desc_cfg
         self._strs = desc_strs
         self._cbs = (open_itf_cb, reset_cb, control_xfer_cb, xfer_cb)
@@ -115,6 +122,8 @@ class _USBDevice:
             raise OSError(_EINVAL)
         if ep & 0x7F == 0 or ep & 0x7F >= 7:
             raise ValueError("ep")
+        if self._cable is not None:
+            return self._cable.submit(ep, buf)
         if ep == self._ep_in:
             if self._in_buf is not None or self._in_done >= 0:
                 raise OSError(_EBUSY)
@@ -146,6 +155,12 @@ class _USBDevice:
     def _start(self):
         cfg = self._cfg
         itfs = self._check(cfg)
+        if self._vendor:
+            import usbcable
+
+            self._cable = usbcable.Cable(self, itfs)
+            self._tasks = self._cable.start()
+            return
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, 7, _SNDBUF)  # SO_SNDBUF: a small host-side queue
         path = (os.getenv("HYPNOLUM_POD_DIR") or ".") + "/" + (os.getenv("HYPNOLUM_LINK_SOCK") or "link.sock")
@@ -169,6 +184,7 @@ class _USBDevice:
         cur = None
         iad = 0  # bInterfaceCount of an IAD just before this descriptor
         ins = 1  # EP0 IN
+        self._vendor = False
         i = 9
         while i < len(cfg):
             ln, kind = cfg[i], cfg[i + 1]
@@ -183,6 +199,8 @@ class _USBDevice:
                 else:
                     cur = [i, 0, (iad or 1) - 1]
                     groups.append(cur)
+                if cur is not None and cfg[i + 5] == 0xFF:
+                    self._vendor = True  # a vendor-class interface: the host's pyusb opens it
             elif kind == 0x05:
                 addr = cfg[i + 2]
                 if addr & 0x80:
@@ -249,10 +267,7 @@ class _USBDevice:
         # as much of the pending IN transfer as this 1 ms frame and link.sock take; True once all is out
         buf = self._in_buf
         n = len(buf)
-        now = time.ticks_ms()
-        if now != self._frame:
-            self._frame = now
-            self._budget = _PKTS_PER_FRAME
+        self.frame_packets()
         m = n - self._in_off
         if m > self._budget * _PKT:
             m = self._budget * _PKT
@@ -271,12 +286,9 @@ class _USBDevice:
         sock = self._sock
         flag = self._in_flag
         while True:
-            if self._redispatch:
-                self._redispatch = False
-                self._schedule()
-                if self._redispatch:
-                    await asyncio.sleep_ms(0)  # the poll runs what is queued (modselect.c:345)
-                    continue
+            if self.retry_dispatch():
+                await asyncio.sleep_ms(0)  # the poll runs what is queued (modselect.c:345)
+                continue
             buf = self._in_buf
             if buf is None:
                 await flag.wait()
@@ -285,11 +297,7 @@ class _USBDevice:
             off = self._in_off
             nak_ms = 1
             while off < n:
-                now = time.ticks_ms()
-                if now != self._frame:
-                    self._frame = now
-                    self._budget = _PKTS_PER_FRAME
-                if not self._budget:
+                if not self.frame_packets():
                     await asyncio.sleep_ms(1)  # the next 1 ms frame
                     continue
                 m = n - off
@@ -345,6 +353,23 @@ class _USBDevice:
                 self._dispatch_pending = False
                 self._redispatch = True
                 self._in_flag.set()
+
+    def frame_packets(self):
+        # bulk packets the bus still carries in this 1 ms frame (_budget: spent by the caller)
+        now = time.ticks_ms()
+        if now != self._frame:
+            self._frame = now
+            self._budget = _PKTS_PER_FRAME
+        return self._budget
+
+    def retry_dispatch(self):
+        # a completion whose dispatch did not fit in the schedule queue: scheduled
+        # again; True while the queue is still full
+        if not self._redispatch:
+            return False
+        self._redispatch = False
+        self._schedule()
+        return self._redispatch
 
     def _dispatch(self, _):
         # as TinyUSB: the endpoint is free again before its callback runs

@@ -45,7 +45,7 @@ class Pod:
 
     async def run(self):
         cfg = self.cfg
-        port = await hal.open_link()
+        port = await hal.open_link(cfg)
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(port, hello, self.renderer.apply)
         self.renderer.watch(lk, cfg.fade_after_ms)

@@ -27,6 +27,7 @@ KEYS = {
     'sample_rate_hz': (250, K_INT, 1, 16000, None),
     'headset_baud': (115200, K_INT, 1200, 4000000, None),
     'eeg_batch_ms': (40, K_INT, 4, 40, None),
+    'usb_link': ('cdc', K_CHOICE, 0, 0, ('cdc', 'vendor')),
     'render_fps': (60, K_INT, 1, 200, None),
     'watchdog_ms': (5000, K_INT, 1000, 60000, None),
     'led_ma': (board.LED_MA_PER_CHANNEL, K_INT, 1, 200, None),

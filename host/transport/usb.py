@@ -1,12 +1,15 @@
 """USB transport: a pod's vendor interface with a bulk IN and a bulk OUT endpoint (pyusb).
 
-For boards whose USB device exposes the pod link directly (a vendor-class or
-CDC-data interface) rather than as a tty. ``UsbScanner`` discovers devices by
-VID:PID (and serial number, if configured) every ``scan_interval_s`` and
-starts a session on each new one, so plugging a pod in is enough; a device
-that vanishes ends its session. On open the device is reset (``reset_on_open``)
-so a pod left mid-frame by a previous host starts clean, configured, and its
-interface claimed (detaching a kernel driver if one holds it).
+A pod whose pod.json has ``usb_link: "vendor"`` presents its link as a
+vendor-class interface (class 0xFF) named "hypnolum link" (its iInterface
+string) beside the REPL's CDC (firmware/pod/usbvendor.py, docs/transports.md).
+``UsbScanner`` discovers devices by VID:PID (and serial number, the pod id, if
+configured) every ``scan_interval_s`` and starts a session on each new one, so
+plugging a pod in is enough; a device that vanishes ends its session. On open
+the device is configured, the link interface claimed, then the device reset
+(``reset_on_open``) so a pod left mid-frame by a previous host starts clean. A
+device with no such interface, or whose interface another program (another
+hostd) has claimed, is refused with a message saying so, and not reset.
 
 pyusb is blocking; each transfer runs in a worker thread with a short timeout
 so a closed transport is noticed quickly. pyusb's backend (libusb-1.0 by
@@ -26,19 +29,33 @@ log = logging.getLogger(__name__)
 _POLL_MS = 100  # bulk read timeout: how fast a close is noticed
 _WRITE_MS = 1000
 _NO_BACKEND_S = 60.0  # how often a missing libusb is looked for again
-_CLASSES = (0xFF, 0x0A)  # vendor specific, CDC data
+_VENDOR_CLASS = 0xFF
+INTERFACE_NAME = "hypnolum link"  # the link interface's iInterface (firmware/pod/usbbulk.py)
 
 
 def device_key(dev) -> str:
     return f"{dev.bus}-{dev.address}"
 
 
-def _bulk_pair(cfg):
-    """(interface, IN endpoint, OUT endpoint) of the first interface with bulk endpoints both ways."""
+def _interface_name(dev, intf) -> str | None:
+    import usb.core
+    import usb.util
+
+    if not intf.iInterface:
+        return None
+    try:
+        return usb.util.get_string(dev, intf.iInterface)
+    except (usb.core.USBError, ValueError):
+        return None
+
+
+def _link_interface(dev, cfg):
+    """(interface, IN endpoint, OUT endpoint) of the pod's link: the vendor-class interface
+    named INTERFACE_NAME with bulk endpoints both ways; None if the device has none."""
     import usb.util
 
     for intf in cfg:
-        if intf.bInterfaceClass not in _CLASSES:
+        if intf.bInterfaceClass != _VENDOR_CLASS or _interface_name(dev, intf) != INTERFACE_NAME:
             continue
         ep_in = ep_out = None
         for ep in intf:
@@ -67,16 +84,15 @@ class UsbTransport(Transport):
 
         dev = self.dev
         try:
-            if self.reset_on_open:
-                dev.reset()
             try:
                 cfg = dev.get_active_configuration()
             except usb.core.USBError:
                 dev.set_configuration()
                 cfg = dev.get_active_configuration()
-            found = _bulk_pair(cfg)
+            found = _link_interface(dev, cfg)
             if found is None:
-                raise TransportError(f"{self.name}: no interface with bulk IN and OUT endpoints")
+                raise TransportError(f"{self.name}: no vendor interface {INTERFACE_NAME!r} with bulk IN and OUT "
+                                     "(is the pod's usb_link \"vendor\"? docs/transports.md)")
             self._intf, self._in, self._out = found
             n = self._intf.bInterfaceNumber
             try:
@@ -84,7 +100,15 @@ class UsbTransport(Transport):
                     dev.detach_kernel_driver(n)
             except (NotImplementedError, usb.core.USBError):
                 pass  # not supported by this backend or OS
-            usb.util.claim_interface(dev, n)
+            try:
+                usb.util.claim_interface(dev, n)
+            except usb.core.USBError as exc:
+                if exc.errno == errno.EBUSY:
+                    raise TransportError(f"{self.name}: the pod's link interface {n} is claimed by another "
+                                         "program (another hostd?)") from None
+                raise
+            if self.reset_on_open:  # only once the interface is ours: never under another program's session
+                dev.reset()  # libusb restores the configuration and this claim
         except usb.core.USBError as exc:
             raise TransportError(f"{self.name}: cannot open: {exc}") from None
 

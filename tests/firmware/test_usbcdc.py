@@ -123,8 +123,11 @@ def test_class_requests_are_answered_and_others_stalled():
     buf[:] = b"\x00\x10\x0e\x00\x00\x00\x08"  # 921600 8N1 in the data stage
     assert usb.control(2, req) and usb.control(3, req)
     assert bytes(usb.control(1, bytearray((0xA1, 0x21, 0, 0, 2, 0, 7, 0)))) == b"\x00\x10\x0e\x00\x00\x00\x08"
-    assert usb.control(1, bytearray((0x21, 0x22, 3, 0, 2, 0, 0, 0))) is True and port.dtr
-    assert usb.control(1, bytearray((0x21, 0x22, 0, 0, 2, 0, 0, 0))) is True and not port.dtr
+    assert usb.control(1, bytearray((0x21, 0x22, 3, 0, 2, 0, 0, 0))) is True and port.dtr and port.up()
+    assert usb.control(1, bytearray((0x21, 0x22, 0, 0, 2, 0, 0, 0))) is True and not port.dtr and not port.up()
+    assert usb.control(1, bytearray((0x21, 0x22, 3, 0, 2, 0, 0, 0))) is True and port.up()
+    usb.reset()  # a bus reset: unconfigured, the tty closed
+    assert not port.dtr and not port.up()
     assert usb.control(1, bytearray((0x21, 0x22, 3, 0, 0, 0, 0, 0))) is False  # the REPL's interface
     assert usb.control(1, bytearray((0x01, 0x0B, 0, 0, 2, 0, 0, 0))) is False  # standard SET_INTERFACE
 

@@ -1,95 +1,51 @@
-"""USB at its OS boundary: a pyusb backend (the libusb layer) with virtual devices.
+"""USB at its OS boundary: a pyusb backend (the libusb layer) over emulated pods' USB devices.
 
-A ``VirtualPodDevice`` is a USB device with one vendor-class interface and a
-bulk IN/OUT endpoint pair whose bytes go to and from a pod link (the
-emulator's pty), so the real firmware answers over "USB". ``FakeBackend``
-implements pyusb's ``IBackend`` for such devices: enumeration, descriptors,
-string descriptors (serial numbers), configuration, claiming, reset, bulk
-transfers with timeouts, and unplugging (I/O then fails with ENODEV, as with
-libusb).
+An emulated pod whose pod.json has ``usb_link: "vendor"`` presents its whole USB
+device on ``<pod dir>/usb.sock`` (emulator/mpy/usbcable.py): the descriptors its
+firmware gave ``machine.USBDevice.config`` and the endpoints it submits transfers
+on. :class:`UsbBus` plays the host controller and the kernel: it plugs each such
+device in (connects), enumerates it as Linux does (bus reset, GET_DESCRIPTOR,
+SET_CONFIGURATION 1), binds cdc-acm to the REPL's CDC interfaces, and keeps each
+interface's claim. :meth:`UsbBus.backend` gives a pyusb ``IBackend`` (one per
+program, as each has its own libusb context): enumeration from the device's own
+descriptors, string descriptors read from the device, configuration, claiming
+(another program's claim fails with EBUSY), reset, control transfers, and bulk
+transfers packet by packet with the device's flow control (NAK) and libusb's
+timeouts. A bulk read completes at its length or at a short packet; one that
+times out is cancelled and what it had received is lost, as pyusb's libusb-1.0
+backend drops it (counted in ``lost_bytes``). Unplugging closes the connection:
+I/O then fails with ENODEV, as with libusb.
 """
 from __future__ import annotations
 
 import array
 import errno
-import os
-import select
+import queue
+import socket
+import struct
 import threading
-import tty
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import usb.backend
 import usb.core
 
-_TIMEOUT = -7  # LIBUSB_ERROR_TIMEOUT
-_NO_DEVICE = -4  # LIBUSB_ERROR_NO_DEVICE
-EP_OUT, EP_IN = 0x01, 0x81
+H_RESET, H_SETUP, H_OUT, H_IN, H_CANCEL = 1, 2, 3, 4, 5
+D_CTRL, D_ACK, D_NAK, D_DATA, D_CANCELLED = 0x81, 0x82, 0x83, 0x84, 0x85
+_TIMEOUT, _BUSY, _NO_DEVICE, _PIPE = -7, -6, -4, -9  # LIBUSB_ERROR_*
+_HDR = struct.Struct("<BBH")
+_PKT = 64
+_KERNEL_CLASSES = (0x02, 0x0A)  # cdc-acm binds the REPL's communication and data interfaces
+_NAK_RETRY_S = 0.001  # a NAKed OUT packet is sent again in the next frame
 
 
-class VirtualPodDevice:
-    def __init__(self, tty_path: str, vid: int, pid: int, serial: str, bus: int = 1, address: int = 5,
-                 packet: int = 64):
-        self.tty_path, self.vid, self.pid, self.serial = tty_path, vid, pid, serial
-        self.bus, self.address, self.packet = bus, address, packet
-        self.plugged = True
-        self.resets = 0
-        self.claimed: set[int] = set()
-        self.configuration = 0
-        self.out_transfers: list[int] = []  # sizes of bulk OUT transfers
-        self._fd = -1
-        self._lock = threading.Lock()
+def _no_device() -> usb.core.USBError:
+    return usb.core.USBError("No such device (it may have been disconnected)", _NO_DEVICE, errno.ENODEV)
 
-    # the device's end of the pod link
-    def _link(self) -> int:
-        if self._fd < 0:
-            self._fd = os.open(self.tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-            tty.setraw(self._fd)
-        return self._fd
 
-    def unplug(self) -> None:
-        self.plugged = False
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def replug(self, address: int | None = None) -> None:
-        self.address = address or self.address + 1  # a re-enumerated device gets a new address
-        self.configuration = 0
-        self.claimed.clear()
-        self.plugged = True
-
-    def check(self) -> None:
-        if not self.plugged:
-            raise usb.core.USBError("No such device (it may have been disconnected)", _NO_DEVICE, errno.ENODEV)
-
-    def bulk_out(self, data) -> int:
-        self.check()
-        with self._lock:
-            fd = self._link()
-            n = os.write(fd, bytes(data))
-        self.out_transfers.append(n)
-        return n
-
-    def bulk_in(self, buff, timeout_ms: int) -> int:
-        self.check()
-        with self._lock:
-            fd = self._link()
-        ready, _, _ = select.select([fd], [], [], timeout_ms / 1000)
-        self.check()
-        if not ready:
-            raise usb.core.USBTimeoutError("Operation timed out", _TIMEOUT, errno.ETIMEDOUT)
-        try:
-            data = os.read(fd, min(len(buff), self.packet * 8))
-        except BlockingIOError:
-            raise usb.core.USBTimeoutError("Operation timed out", _TIMEOUT, errno.ETIMEDOUT) from None
-        except OSError:
-            raise usb.core.USBError("Input/Output Error", -1, errno.EIO) from None
-        buff[: len(data)] = array.array("B", data)
-        return len(data)
-
-    def close(self) -> None:
-        self.unplug()
+def _timed_out() -> usb.core.USBTimeoutError:
+    return usb.core.USBTimeoutError("Operation timed out", _TIMEOUT, errno.ETIMEDOUT)
 
 
 def _desc(**kw) -> SimpleNamespace:
@@ -97,87 +53,362 @@ def _desc(**kw) -> SimpleNamespace:
     return SimpleNamespace(**kw)
 
 
-class FakeBackend(usb.backend.IBackend):
-    def __init__(self, devices: list[VirtualPodDevice]):
-        self.devices = devices
+def _parse_config(cfg: bytes) -> list[tuple[SimpleNamespace, list[SimpleNamespace]]]:
+    """The interfaces of a configuration descriptor, in order, each with its endpoints."""
+    out: list[tuple[SimpleNamespace, list[SimpleNamespace]]] = []
+    i = cfg[0]
+    while i + 1 < len(cfg):
+        ln, kind = cfg[i], cfg[i + 1]
+        if ln < 2:
+            raise ValueError(f"configuration descriptor: length {ln} at byte {i}")
+        d = cfg[i:i + ln]
+        if kind == 4:
+            out.append((_desc(bLength=ln, bDescriptorType=4, bInterfaceNumber=d[2], bAlternateSetting=d[3],
+                              bNumEndpoints=d[4], bInterfaceClass=d[5], bInterfaceSubClass=d[6],
+                              bInterfaceProtocol=d[7], iInterface=d[8]), []))
+        elif kind == 5 and out:
+            out[-1][1].append(_desc(bLength=ln, bDescriptorType=5, bEndpointAddress=d[2], bmAttributes=d[3],
+                                    wMaxPacketSize=d[4] | d[5] << 8, bInterval=d[6], bRefresh=0, bSynchAddress=0))
+        i += ln
+    return out
+
+
+class EmulatedDevice:
+    """One plugged-in emulated pod: its connection, descriptors and kernel state."""
+
+    def __init__(self, pod_id: str, sock: socket.socket, bus: int, address: int):
+        self.pod_id, self.sock, self.bus, self.address = pod_id, sock, bus, address
+        self.gone = False
+        self.configuration = 0
+        self.claims: dict[int, object] = {}  # interface number -> the backend (program) holding it
+        self.resets = 0
+        self.lost_bytes = 0  # received by bulk reads that timed out
+        self.in_bytes = 0  # bulk IN bytes the host took, and their packets
+        self.in_packets = 0
+        self.out_bytes = 0
+        self.out_packets = 0
+        self._send_lock = threading.Lock()
+        self._ctrl_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._ctrl: queue.Queue[bytes | None] = queue.Queue()
+        self._out: queue.Queue[int | None] = queue.Queue()
+        self._in = threading.Condition()
+        self._in_pending = False
+        self._in_want = 0
+        self._in_data = bytearray()
+        self._in_done = False
+        self._in_cancelled = False
+        self.desc_dev = b""
+        self.desc_cfg = b""
+        self.interfaces: list = []
+        self._reader = threading.Thread(target=self._read_loop, name=f"usb {pod_id}", daemon=True)
+        self._reader.start()
+
+    # -- the wire --------------------------------------------------------------
+    def _send(self, kind: int, ep: int = 0, payload: bytes = b"") -> None:
+        if self.gone:
+            raise _no_device()
+        try:
+            with self._send_lock:
+                self.sock.sendall(_HDR.pack(kind, ep, len(payload)) + payload)
+        except OSError:
+            self._lost()
+            raise _no_device() from None
+
+    def _recv_exact(self, n: int) -> bytes | None:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = self.sock.recv(n - len(buf))
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def _read_loop(self) -> None:
+        while True:
+            hdr = self._recv_exact(4)
+            if hdr is None:
+                break
+            kind, ep, n = _HDR.unpack(hdr)
+            payload = self._recv_exact(n) if n else b""
+            if payload is None:
+                break
+            if kind == D_CTRL:
+                self._ctrl.put(payload)
+            elif kind in (D_ACK, D_NAK):
+                self._out.put(kind)
+            elif kind == D_DATA:
+                with self._in:
+                    self._in_data += payload
+                    self.in_packets += max(1, (n + _PKT - 1) // _PKT)
+                    if n % _PKT or n == 0 or len(self._in_data) >= self._in_want:
+                        self._in_done = True
+                    self._in.notify_all()
+            elif kind == D_CANCELLED:
+                with self._in:
+                    self._in_cancelled = True
+                    self._in.notify_all()
+        self._lost()
+
+    def _lost(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        self.sock.close()
+        self._ctrl.put(None)
+        self._out.put(None)
+        with self._in:
+            self._in.notify_all()
+
+    def unplug(self) -> None:
+        self._lost()
+
+    # -- transfers ---------------------------------------------------------------
+    def control(self, req_type: int, req: int, value: int, index: int, data: bytes | int, timeout_s: float) -> bytes:
+        """One control transfer: OUT data (bytes) or the IN length (int); the IN data stage."""
+        out = data if isinstance(data, (bytes, bytearray)) else b""
+        length = data if isinstance(data, int) else len(out)
+        with self._ctrl_lock:
+            self._send(H_SETUP, 0, struct.pack("<BBHHH", req_type, req, value, index, length) + bytes(out))
+            try:
+                reply = self._ctrl.get(timeout=timeout_s)
+            except queue.Empty:
+                raise _timed_out() from None
+        if reply is None:
+            raise _no_device()
+        if reply[0]:
+            raise usb.core.USBError("Pipe error", _PIPE, errno.EPIPE)
+        return reply[1:]
+
+    def enumerate(self) -> None:
+        """What the kernel does when a device appears (and after a port reset)."""
+        self._send(H_RESET)
+        self.control(0x00, 5, self.address, 0, b"", 1.0)  # SET_ADDRESS
+        self.desc_dev = self.control(0x80, 6, 0x0100, 0, 18, 1.0)
+        head = self.control(0x80, 6, 0x0200, 0, 9, 1.0)
+        self.desc_cfg = self.control(0x80, 6, 0x0200, 0, head[2] | head[3] << 8, 1.0)
+        self.interfaces = _parse_config(self.desc_cfg)
+        self.set_configuration(1)  # usb_choose_configuration: the first
+
+    def set_configuration(self, value: int) -> None:
+        self.control(0x00, 9, value, 0, b"", 1.0)
+        self.configuration = value
+
+    def reset(self) -> None:
+        """libusb_reset_device: a port reset, then the same address and configuration again."""
+        config = self.configuration
+        self.resets += 1
+        self._send(H_RESET)
+        with self._in:
+            self._in_pending = False
+        self.control(0x00, 5, self.address, 0, b"", 1.0)
+        if config:
+            self.set_configuration(config)
+
+    def bulk_out(self, ep: int, data: bytes, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        off = 0
+        while off < len(data) or not data:
+            pkt = bytes(data[off:off + _PKT])
+            self._send(H_OUT, ep, pkt)
+            answer = self._out.get()
+            if answer is None:
+                raise _no_device()
+            if answer == D_NAK:
+                if time.monotonic() > deadline:
+                    raise _timed_out()
+                time.sleep(_NAK_RETRY_S)
+                continue
+            off += len(pkt)
+            self.out_bytes += len(pkt)
+            self.out_packets += 1
+            if not data:
+                break
+        return off
+
+    def bulk_in(self, ep: int, size: int, timeout_s: float) -> bytes:
+        with self._read_lock, self._in:
+            if not self._in_pending:  # a new read; one that timed out was cancelled
+                self._in_pending, self._in_want, self._in_done, self._in_cancelled = True, size, False, False
+                self._in_data = bytearray()
+                self._send(H_IN, ep, struct.pack("<H", size))
+            done = self._in.wait_for(lambda: self._in_done or self.gone, timeout_s or None)
+            if not done:
+                self._send(H_CANCEL, ep)
+                self._in.wait_for(lambda: self._in_cancelled or self.gone, 1.0)
+            self._in_pending = False
+            if self._in_done:
+                data = bytes(self._in_data)
+                self.in_bytes += len(data)
+                return data
+            self.lost_bytes += len(self._in_data)
+            if self.gone:
+                raise _no_device()
+            raise _timed_out()
+
+
+class UsbBus:
+    """The host's USB bus with every emulated pod under ``root`` that presents a USB device."""
+
+    def __init__(self, root: str | Path, bus: int = 1):
+        self.root = Path(root)
+        self.bus = bus
+        self.devices: dict[str, EmulatedDevice] = {}  # pod id -> plugged-in device
+        self.unplugged: set[str] = set()
+        self._next_address = 5
+        self._lock = threading.Lock()
+
+    def scan(self) -> list[EmulatedDevice]:
+        """Plug in and enumerate every pod presenting a device; the devices present."""
+        with self._lock:
+            for path in sorted(self.root.glob("*/usb.sock")):
+                pod_id = path.parent.name
+                dev = self.devices.get(pod_id)
+                if pod_id in self.unplugged or (dev is not None and not dev.gone):
+                    continue
+                self.devices.pop(pod_id, None)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(str(path))
+                except OSError:  # a pod that is not running: nothing on the bus
+                    sock.close()
+                    continue
+                dev = EmulatedDevice(pod_id, sock, self.bus, self._next_address)
+                self._next_address += 1
+                try:
+                    dev.enumerate()
+                except usb.core.USBError:
+                    dev.unplug()
+                    continue
+                self.devices[pod_id] = dev
+            return [d for d in self.devices.values() if not d.gone]
+
+    def unplug(self, pod_id: str) -> None:
+        """Pull the cable: the device is gone until replug()."""
+        self.unplugged.add(pod_id)
+        dev = self.devices.pop(pod_id, None)
+        if dev is not None:
+            dev.unplug()
+
+    def replug(self, pod_id: str) -> None:
+        """Plug the cable in again: found (with a new address) at the next enumeration."""
+        self.unplugged.discard(pod_id)
+
+    def backend(self) -> "EmulatedBackend":
+        """A libusb context of one program on this bus."""
+        return EmulatedBackend(self)
+
+    def close(self) -> None:
+        for dev in list(self.devices.values()):
+            dev.unplug()
+        self.devices.clear()
+
+
+class EmulatedBackend(usb.backend.IBackend):
+    """pyusb's ``IBackend`` for one program, over :class:`UsbBus`."""
+
+    def __init__(self, bus: UsbBus):
+        self.bus = bus
 
     def enumerate_devices(self):
-        return [d for d in self.devices if d.plugged]
+        return self.bus.scan()
 
     def get_device_descriptor(self, dev):
-        return _desc(bLength=18, bDescriptorType=1, bcdUSB=0x0200, bDeviceClass=0, bDeviceSubClass=0,
-                     bDeviceProtocol=0, bMaxPacketSize0=64, idVendor=dev.vid, idProduct=dev.pid, bcdDevice=0x0100,
-                     iManufacturer=1, iProduct=2, iSerialNumber=3, bNumConfigurations=1, address=dev.address,
-                     bus=dev.bus, port_number=1, port_numbers=(1,), speed=3)
+        d = dev.desc_dev
+        vid, pid, bcd = struct.unpack_from("<HHH", d, 8)
+        return _desc(bLength=18, bDescriptorType=1, bcdUSB=d[2] | d[3] << 8, bDeviceClass=d[4],
+                     bDeviceSubClass=d[5], bDeviceProtocol=d[6], bMaxPacketSize0=d[7], idVendor=vid, idProduct=pid,
+                     bcdDevice=bcd, iManufacturer=d[14], iProduct=d[15], iSerialNumber=d[16],
+                     bNumConfigurations=d[17], address=dev.address, bus=dev.bus, port_number=1,
+                     port_numbers=(1,), speed=2)  # LIBUSB_SPEED_FULL
 
     def get_configuration_descriptor(self, dev, config):
-        return _desc(bLength=9, bDescriptorType=2, wTotalLength=32, bNumInterfaces=1, bConfigurationValue=1,
-                     iConfiguration=0, bmAttributes=0x80, bMaxPower=50)
+        if config != 0:
+            raise IndexError("no such configuration")
+        c = dev.desc_cfg
+        return _desc(bLength=9, bDescriptorType=2, wTotalLength=c[2] | c[3] << 8, bNumInterfaces=c[4],
+                     bConfigurationValue=c[5], iConfiguration=c[6], bmAttributes=c[7], bMaxPower=c[8])
+
+    def _interface(self, dev, intf, alt):
+        if alt != 0 or intf >= len(dev.interfaces):
+            raise IndexError("no such interface")
+        return dev.interfaces[intf]
 
     def get_interface_descriptor(self, dev, intf, alt, config):
-        if intf != 0 or alt != 0:
-            raise IndexError("no such interface")
-        return _desc(bLength=9, bDescriptorType=4, bInterfaceNumber=0, bAlternateSetting=0, bNumEndpoints=2,
-                     bInterfaceClass=0xFF, bInterfaceSubClass=0, bInterfaceProtocol=0, iInterface=0)
+        return self._interface(dev, intf, alt)[0]
 
     def get_endpoint_descriptor(self, dev, ep, intf, alt, config):
-        if ep > 1:
+        eps = self._interface(dev, intf, alt)[1]
+        if ep >= len(eps):
             raise IndexError("no such endpoint")
-        return _desc(bLength=7, bDescriptorType=5, bEndpointAddress=(EP_OUT, EP_IN)[ep], bmAttributes=0x02,
-                     wMaxPacketSize=dev.packet, bInterval=0, bRefresh=0, bSynchAddress=0)
+        return eps[ep]
 
     def open_device(self, dev):
-        dev.check()
+        if dev.gone:
+            raise _no_device()
         return dev
 
     def close_device(self, handle):
         pass
 
     def set_configuration(self, handle, value):
-        handle.check()
-        handle.configuration = value
+        handle.set_configuration(value)
 
     def get_configuration(self, handle):
-        handle.check()
-        return handle.configuration
+        return handle.control(0x80, 8, 0, 0, 1, 1.0)[0]
+
+    def set_interface_altsetting(self, handle, intf, altsetting):
+        handle.control(0x01, 11, altsetting, intf, b"", 1.0)
 
     def claim_interface(self, handle, intf):
-        handle.check()
-        handle.claimed.add(intf)
+        if handle.gone:
+            raise _no_device()
+        holder = handle.claims.setdefault(intf, self)
+        if holder is not self:
+            raise usb.core.USBError("Resource busy", _BUSY, errno.EBUSY)
 
     def release_interface(self, handle, intf):
-        handle.claimed.discard(intf)
+        if handle.claims.get(intf) is self:
+            del handle.claims[intf]
 
     def reset_device(self, handle):
-        handle.check()
-        handle.resets += 1
-        handle.configuration = 0
-        handle.claimed.clear()
+        handle.reset()
 
     def is_kernel_driver_active(self, handle, intf):
+        for desc, _eps in handle.interfaces:
+            if desc.bInterfaceNumber == intf:
+                return desc.bInterfaceClass in _KERNEL_CLASSES
         return False
+
+    def detach_kernel_driver(self, handle, intf):
+        raise usb.core.USBError("Operation not supported", -12, errno.ENOSYS)
 
     def clear_halt(self, handle, ep):
         pass
 
+    def _claimed(self, handle, intf):
+        if handle.gone:
+            raise _no_device()
+        if handle.claims.get(intf) is not self:
+            raise usb.core.USBError(f"interface {intf} not claimed", _BUSY, errno.EBUSY)
+
     def bulk_write(self, handle, ep, intf, data, timeout):
-        assert ep == EP_OUT and intf in handle.claimed, "bulk OUT on an unclaimed interface"
-        return handle.bulk_out(data)
+        self._claimed(handle, intf)
+        return handle.bulk_out(ep, bytes(data), timeout / 1000)
 
     def bulk_read(self, handle, ep, intf, buff, timeout):
-        assert ep == EP_IN and intf in handle.claimed, "bulk IN on an unclaimed interface"
-        return handle.bulk_in(buff, timeout)
+        self._claimed(handle, intf)
+        data = handle.bulk_in(ep, len(buff), timeout / 1000)
+        buff[:len(data)] = array.array("B", data)
+        return len(data)
 
     def ctrl_transfer(self, handle, bmRequestType, bRequest, wValue, wIndex, data, timeout):
-        handle.check()
-        if bRequest == 0x06 and wValue >> 8 == 3:  # GET_DESCRIPTOR(STRING)
-            index = wValue & 0xFF
-            if index == 0:
-                payload = (0x0409).to_bytes(2, "little")
-            else:
-                payload = {1: "hypnolum", 2: "pod", 3: handle.serial}[index].encode("utf-16-le")
-            desc = bytes([2 + len(payload), 3]) + payload
-            n = min(len(desc), len(data))
-            data[:n] = array.array("B", desc[:n])
-            return n
-        raise usb.core.USBError("Pipe error", -9, errno.EPIPE)
+        if bmRequestType & 0x80:
+            got = handle.control(bmRequestType, bRequest, wValue, wIndex, len(data), timeout / 1000 or 5.0)
+            data[:len(got)] = array.array("B", got)
+            return len(got)
+        handle.control(bmRequestType, bRequest, wValue, wIndex, bytes(data or b""), timeout / 1000 or 5.0)
+        return len(data or b"")

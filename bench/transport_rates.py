@@ -1,0 +1,161 @@
+"""Per transport, in the emulator: EEG samples/s sustained, command round trip, link margin.
+
+Each transport's function runs emulated pods (the real firmware, 8 channels at
+250 Hz) linked over that transport to one hostd (its own hub, session and MQTT
+bridge, against a private mosquitto) and returns a row:
+
+* EEG samples/s sustained: samples hostd handed on in order, all pods together,
+  over the window (and what 8 ch x 250 Hz per pod should give);
+* command round trip p50/p99: a scene command from hostd's session to the pod's
+  ACK, one at a time, round robin over the pods, while they stream;
+* lowest link margin: 100 % minus the largest share of the link's capacity used
+  in any 1 s of the window.
+
+USB: the pods' vendor interfaces (pod.json ``usb_link: "vendor"``) on one
+full-speed bus, read through pyusb over tests/helpers/fake_usb.py. Capacity is
+the emulator's full-speed model, 19 bulk packets per 1 ms frame (USB 2.0
+5.8.4, table 5-9): every pod's packets, both ways, count against one bus, as
+behind one full-speed root port or a single-TT hub. The target is 16 pods with
+>= 50 % margin.
+
+    .venv/bin/python bench/transport_rates.py [--transports usb] [--pods 16] [--seconds 20] [--commands 60]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from hypnolum.broker import PrivateBroker  # noqa: E402
+from hypnolum.emulator.runner import Emulator  # noqa: E402
+from hypnolum.host.commands import SceneSpec  # noqa: E402
+
+RATE_HZ = 250
+USB_PACKETS_PER_S = 19 * 1000  # the emulator's full-speed bus: 19 bulk packets per 1 ms frame
+
+
+@dataclass
+class Row:
+    transport: str
+    pods: int
+    samples_per_s: float
+    expected_per_s: float
+    samples_lost: int
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    margin_pct: float  # lowest, over 1 s windows
+    note: str = ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def print_table(rows: list[Row]) -> None:
+    print("transport | pods | EEG samples/s sustained (expected) | lost | command RTT p50/p99 ms"
+          " | lowest link margin %")
+    for r in rows:
+        print(f"{r.transport} | {r.pods} | {r.samples_per_s:.0f} ({r.expected_per_s:.0f}) | {r.samples_lost} | "
+              f"{r.rtt_p50_ms:.1f} / {r.rtt_p99_ms:.1f} | {r.margin_pct:.1f}" + (f"  ({r.note})" if r.note else ""))
+
+
+async def command_rtts(sessions: list, n: int) -> list[float]:
+    """Scene commands from hostd's sessions, one at a time, round robin over the pods:
+    seconds from the send to the pod's ACK (the link both ways and the pod's handling)."""
+    rtts: list[float] = []
+    for i, session in zip(range(n), itertools.cycle(sessions)):
+        fields = SceneSpec(effect="solid", color=(0, (i * 37) % 200 + 20, 0), transition_ms=0).fields()
+        t0 = time.monotonic()
+        answer, reason = await session.command("scene", fields)
+        if answer != "ack":
+            raise SystemExit(f"{session.transport.name}: scene command refused: {reason}")
+        rtts.append(time.monotonic() - t0)
+        await asyncio.sleep(0.05)
+    return rtts
+
+
+def _pod_counter(session, name: str) -> int:
+    """A counter from the pod's own STATUS, as hostd holds it (pods/<id>/state)."""
+    return ((session.state.to_json().get("counters") or {}).get("pod") or {}).get(name, -1)
+
+
+# -- USB ----------------------------------------------------------------------------
+def _usb_packets(bus) -> int:
+    return sum(d.in_packets + d.out_packets for d in bus.devices.values())
+
+
+async def _usb_wait_online(hostd, pod_ids: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(p in hostd.hub.pods and hostd.hub.pods[p].state.link == "online" for p in pod_ids):
+        if time.monotonic() > deadline:
+            missing = sorted(set(pod_ids) - set(hostd.hub.pods))
+            raise SystemExit(f"usb: pods not online within {timeout_s:.0f} s: {missing}")
+        await asyncio.sleep(0.2)
+
+
+async def usb_rates(pods: int, seconds: float, commands: int, workdir: Path) -> Row:
+    from helpers.fake_usb import UsbBus
+    from helpers.usb_hostd import UsbHostd, usb_config
+
+    with PrivateBroker(workdir / "broker") as broker:
+        async with Emulator(pods, workdir / "emu", seed=11, led_count=16, usb_link="vendor") as emu:
+            await emu.wait_links(60)
+            bus = UsbBus(workdir / "emu")
+            pod_ids = [p.pod_id for p in emu.pods]
+            try:
+                async with UsbHostd(usb_config(broker.port, "bench-usb"), bus.backend()) as hostd:
+                    await _usb_wait_online(hostd, pod_ids, 60 + 3 * pods)
+                    await asyncio.sleep(3.0)  # replays and the first bursts settle
+                    streams = [hostd.hub.eeg.streams[p] for p in pod_ids]
+                    samples0 = sum(s.stats.samples for s in streams)
+                    lost0 = sum(s.stats.samples_lost for s in streams)
+                    t0 = time.monotonic()
+                    sessions = [hostd.hub.pods[p] for p in pod_ids]
+                    rtt_task = asyncio.create_task(command_rtts(sessions, commands))
+                    usage: list[float] = []
+                    while time.monotonic() - t0 < seconds or not rtt_task.done():
+                        p0, w0 = _usb_packets(bus), time.monotonic()
+                        await asyncio.sleep(1.0)
+                        usage.append((_usb_packets(bus) - p0) / (time.monotonic() - w0) / USB_PACKETS_PER_S)
+                    elapsed = time.monotonic() - t0
+                    rtts = await rtt_task
+                    samples = sum(s.stats.samples for s in streams) - samples0
+                    lost = sum(s.stats.samples_lost for s in streams) - lost0
+                    lost_bytes = sum(d.lost_bytes for d in bus.devices.values())
+                    mem_free = min(_pod_counter(hostd.hub.pods[p], "mem_free") for p in pod_ids)
+            finally:
+                bus.close()
+    return Row("usb (vendor)", pods, samples / elapsed, pods * RATE_HZ, lost,
+               percentile(rtts, 0.5) * 1000, percentile(rtts, 0.99) * 1000, 100 * (1 - max(usage)),
+               f"{max(usage) * 100 / pods:.2f} % of the bus per pod at the busiest second; "
+               f"bulk bytes lost to read timeouts: {lost_bytes}; lowest pod mem_free {mem_free} B")
+
+
+TRANSPORTS = {"usb": usb_rates}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--transports", default=",".join(TRANSPORTS), help="comma-separated: " + " ".join(TRANSPORTS))
+    ap.add_argument("--pods", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--commands", type=int, default=60)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="transport-rates-") as tmp:
+        for name in args.transports.split(","):
+            rows.append(await TRANSPORTS[name](args.pods, args.seconds, args.commands, Path(tmp) / name))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
