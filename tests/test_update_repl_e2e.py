@@ -11,10 +11,6 @@ build once it is back: online, the update messages supported, pod.json kept.
 A second old pod, without a board around it, stays silent in safe mode: no
 REPL answers, the update ends in an error saying where the pod is left, nothing
 is written, and a reset brings its old firmware back.
-
-A pod whose REPL hostd cannot reach (here: linked over raw USB, a pyusb
-backend at the OS boundary, with hostd's hub in this process) is refused with
-the reason and the way by hand, and goes on running its old firmware.
 """
 from __future__ import annotations
 
@@ -23,25 +19,18 @@ import json
 import sys
 
 import pytest
-
-from hypnolum import paths
-from hypnolum.emulator.board import EmulatedBoard
-from hypnolum.emulator.esp_rom import FlashFile
-from hypnolum.emulator.pod import EmulatedPod
-from hypnolum.flash import bundle, manifest as mf, updatekey
-from hypnolum.host import update_parts as up
-from hypnolum.host.config import parse
-from hypnolum.host.hub import Hub
-from hypnolum.host.mqtt import MqttBridge
-from hypnolum.host.transport.usb import UsbScanner
-from hypnolum.protocol import messages
-from hypnolum.protocol.pod_json import PodJson
-
 from helpers import other_firmware
-from helpers.fake_usb import FakeBackend, VirtualPodDevice
 from helpers.hostd import Hostd
 from helpers.mqtt_watch import Watcher
 from helpers.wait import wait_until
+from hypnolum.emulator.board import EmulatedBoard
+from hypnolum.emulator.esp_rom import FlashFile
+from hypnolum.emulator.pod import EmulatedPod
+from hypnolum.protocol import messages
+from hypnolum.protocol.pod_json import PodJson
+
+from hypnolum import paths
+from hypnolum.flash import bundle, updatekey
 
 pytestmark = [pytest.mark.broker, pytest.mark.micropython]
 
@@ -147,55 +136,3 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
         await board.stop()
         await silent.stop()
     assert "Traceback" not in hostd.log_text(), hostd.log_text()
-
-
-async def test_an_old_pod_whose_repl_cannot_be_reached_is_refused_and_keeps_running(tmp_path, mosquitto):
-    old = other_firmware.released_tree(other_firmware.BEFORE_TABLE, tmp_path / "old")
-    pod = EmulatedPod("pod-old2", tmp_path / "emu" / "pod-old2", seed=4,
-                      micropypath=other_firmware.micropypath(old / "firmware"))
-    device = VirtualPodDevice(str(pod.tty_path), 0x303A, 0x4001, "OLD2", address=5)
-    keys = tmp_path / "update-keys"
-    updatekey.write(keys / "pod-old2.key", KEY)
-    cfg = parse({
-        "host": {"id": "usb-host"},
-        "mqtt": {"port": mosquitto.port, "keepalive": 5, "discovery": False},
-        "usb": {"devices": [{"vid": 0x303A, "pid": 0x4001}], "scan_interval_s": 0.1},
-        "pods": {"heartbeat_timeout_s": 1.0, "ping_interval_s": 0.2, "connect_interval_s": 0.1,
-                 "command_timeout_s": 0.5, "command_retries": 3},
-        "updates": {"keys_dir": str(keys)},
-    })
-    bridge = MqttBridge(cfg)
-    hub = Hub(cfg, bridge)
-    tasks = []
-    state = f"{P}/pod-old2/state"
-    try:
-        await pod.start()
-        await pod.wait_link(20)
-        tasks = [asyncio.create_task(t) for t in (bridge.run(), hub.serve_commands(), hub.updates.serve(),
-                                                  UsbScanner(cfg.usb, hub.serve, backend=FakeBackend([device])).run())]
-        async with Watcher(mosquitto.port) as watch:
-            await wait_until(lambda: (watch.json(state) or {}).get("link") == "online", timeout=30, what="online")
-            build, boots = watch.json(state)["build_hash"], pod.counters.boots
-            app = bundle.build(paths.FIRMWARE, "x86")
-            man = mf.encode(app)
-            blob = up.pack(man, mf.tag(KEY, man), mf.payload(app), tuple((f.path, f.data) for f in app.root))
-            for part in up.split(blob, "upd-usb", cfg.mqtt.max_payload):
-                await watch.publish(f"{P}/pod-old2/update", part)
-            result = await wait_until(lambda: watch.json(f"{P}/pod-old2/update/result"), timeout=30, what="result")
-            assert (result["result"], result["path"]) == ("refused", "repl"), result
-            assert "linked over raw USB (bulk endpoints) (usb:1-5)" in result["reason"], result
-            assert "hold SAFE, press RESET, then `hypnolum flash --no-image`" in result["reason"], result
-            # nothing happened to the pod: its old firmware runs on, no reset, scenes taken
-            assert pod.counters.boots == boots and not (pod.dir / "safe_mode.flag").exists()
-            s = watch.json(state)
-            assert s["link"] == "online" and s["build_hash"] == build
-            blue = {"effect": "solid", "color": [0, 0, 200], "brightness": 1.0}
-            await watch.publish(f"{P}/pod-old2/set", {"id": "after", "scene": blue})
-            await wait_until(lambda: (watch.json(f"{P}/pod-old2/set/result") or {}).get("ok"), timeout=10,
-                             what="a scene taken")
-            await pod.leds.wait_for(lambda f: f.all((0, 0, 200)), timeout=5)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await pod.stop()

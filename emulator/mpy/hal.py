@@ -96,8 +96,13 @@ async def open_link(cfg=None):
     # (emulator/mpy/machine.py): a CDC function's bulk endpoints carry link.sock, a
     # vendor interface is presented whole on usb.sock (docs/emulator.md, "The pod link")
     import machine
-    from pod import usblink
 
+    try:
+        from pod import usblink
+    except ImportError:  # firmware from before the vendor interface: its CDC function only
+        from pod import usbcdc
+
+        return usbcdc.open(machine.USBDevice())
     return usblink.open(machine.USBDevice(), cfg)
 
 
