@@ -52,20 +52,22 @@ ticks_add = time.ticks_add
 """ticks_add(t, delta) -> t + delta, wrapped."""
 
 
-async def open_link():
-    """Open the pod link: a non-blocking byte pipe (a pod.usbcdc.Port).
+async def open_link(cfg=None):
+    """Open the pod link: a non-blocking byte pipe (a pod.ports.Ports).
 
     port.write(buf, n) -> bytes of buf[0:n] taken into the TX ring (what fits;
     never waits: the caller keeps the rest); port.tx_free() -> bytes write()
     would take now; port.readinto(buf) -> bytes copied from what has arrived,
     0 if none (never waits); await port.wait() returns once bytes arrived since
-    the last wait (one waiter). None of them allocates. On the ESP32 this is
-    machine.USBDevice with a second CDC-ACM interface (interfaces 2-3); the
-    emulator runs the same pod/usbcdc.py over its stand-in USBDevice.
+    the last wait (one waiter); port.up() -> a host is attached. None of them
+    allocates. port.run() runs the transports' tasks. Behind it, one transport
+    at a time (pod/ports.py): machine.USBDevice with a second CDC-ACM interface
+    (interfaces 2-3, pod/usbcdc.py) and, when pod.json (cfg) enables it, BLE
+    (pod/ble.py). The emulator runs the same modules over its stand-ins.
     """
-    from pod import usbcdc
+    from pod import ports
 
-    return usbcdc.open(machine.USBDevice())
+    return ports.open(machine.USBDevice(), cfg)
 
 
 def _uart_rx(_uart):

@@ -91,13 +91,15 @@ def _connect(name, kind):
     return s
 
 
-async def open_link():
-    # the firmware's own USB CDC code over the stand-in USBDevice (emulator/mpy/machine.py),
-    # whose bulk endpoints carry link.sock (docs/emulator.md, "The pod link")
+async def open_link(cfg=None):
+    # the firmware's own link modules (pod/ports.py: USB CDC, and BLE when cfg enables it)
+    # over the stand-in USBDevice (emulator/mpy/machine.py), whose bulk endpoints carry
+    # link.sock, and the stand-in bluetooth module (emulator/mpy/bluetooth.py), which
+    # carries ble.sock (docs/emulator.md, "The pod link")
     import machine
-    from pod import usbcdc
+    from pod import ports
 
-    return usbcdc.open(machine.USBDevice())
+    return ports.open(machine.USBDevice(), cfg)
 
 
 async def open_headset(baud):

@@ -45,9 +45,10 @@ class Pod:
 
     async def run(self):
         cfg = self.cfg
-        port = await hal.open_link()
+        self.port = port = await hal.open_link(cfg)
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(port, hello, self.renderer.apply)
+        port.on_switch = lk.start_over  # another transport took the link over: HELLO there
         self.renderer.watch(lk, cfg.fade_after_ms)
         lk.register(wire.T_NIGHT_MODE, self.renderer.night)
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
@@ -86,6 +87,7 @@ class Pod:
         await asyncio.gather(
             self._guard("update", self.slots.supervise(_rollback_log(lk))),
             self._guard("link rx", lk.rx_task()),
+            self._guard("link ports", port.run()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
             self._guard("replay", self.replayer.run()),

@@ -99,6 +99,10 @@ class Port:
         usbd.active(True)
 
     # -- main context -------------------------------------------------------
+    def up(self):
+        """A host is attached: it configured the device and holds the port open (DTR)."""
+        return self._open and self.dtr
+
     def tx_free(self):
         return _TX_SIZE - ((self._th - self._tt) & _TX_WRAP)
 
@@ -201,6 +205,7 @@ class Port:
     def _on_reset(self):
         # a bus reset aborts every transfer; the rings keep their bytes
         self._open = False
+        self.dtr = False
         self._in_busy = False
         self._out_busy = False
 
