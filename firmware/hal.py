@@ -67,7 +67,10 @@ async def open_link(cfg=None):
     """
     from pod import ports
 
-    return ports.open(machine.USBDevice(), cfg)
+    bt = None
+    if cfg is not None and cfg.ble:
+        import bluetooth as bt  # NimBLE (ports/esp32/mpconfigport.h:96-111); its memory is not the heap's
+    return ports.open(machine.USBDevice(), cfg, bt)
 
 
 def _uart_rx(_uart):

@@ -99,7 +99,10 @@ async def open_link(cfg=None):
     import machine
     from pod import ports
 
-    return ports.open(machine.USBDevice(), cfg)
+    bt = None
+    if cfg is not None and cfg.ble:
+        import bluetooth as bt
+    return ports.open(machine.USBDevice(), cfg, bt)
 
 
 async def open_headset(baud):

@@ -37,7 +37,6 @@ value it returns (modbluetooth.c:733); the host writes little (commands,
 """
 import asyncio
 
-import bluetooth
 import hal
 from micropython import const
 
@@ -52,10 +51,7 @@ _IRQ_ENCRYPTION_UPDATE = const(28)
 _IRQ_GET_SECRET = const(29)
 _IRQ_SET_SECRET = const(30)
 
-_FLAG_WRITE_NO_RESPONSE = const(0x0004)  # extmod/modbluetooth.h:94-113
-_FLAG_WRITE = const(0x0008)
-_FLAG_NOTIFY = const(0x0010)
-_FLAG_WRITE_ENCRYPTED = const(0x1000)
+_FLAG_NOTIFY = const(0x0010)  # extmod/modbluetooth.h:94-113
 _IO_NO_INPUT_OUTPUT = const(3)  # extmod/modbluetooth.h:174
 
 _TX_SIZE = const(4096)  # as the CDC port's: a burst of telemetry plus link.py's reserve
@@ -70,11 +66,11 @@ _SECURE_WITHIN_MS = const(5000)  # a central not encrypted and bonded by then is
 _ADV_INTERVAL_US = const(100000)
 _NAME_MAX = const(26)  # adv data: 31 B - flags (3) - the name's header (2)
 
-_SERVICE = bluetooth.UUID("6e400001-b5a3-f393-e0a9-e50e24dcca9e")
+_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 _SERVICE_LE = b"\x9e\xca\xdc\x24\x0e\xe5\xa9\xe0\x93\xf3\xa3\xb5\x01\x00\x40\x6e"  # as advertised
-_TX = (bluetooth.UUID("6e400003-b5a3-f393-e0a9-e50e24dcca9e"), _FLAG_NOTIFY)
-_RX = (bluetooth.UUID("6e400002-b5a3-f393-e0a9-e50e24dcca9e"),
-       _FLAG_WRITE | _FLAG_WRITE_NO_RESPONSE | _FLAG_WRITE_ENCRYPTED)
+_TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"
+_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
+_RX_FLAGS = const(0x100C)  # _FLAG_WRITE | _FLAG_WRITE_NO_RESPONSE | _FLAG_WRITE_ENCRYPTED
 
 PAIR_FLAG = "ble_pair.flag"
 
@@ -92,12 +88,15 @@ def adv_payloads(pod_id):
 
 
 class Port:
-    def __init__(self, pod_id, pair_s):
-        self._ble = ble = bluetooth.BLE()
+    def __init__(self, bt, pod_id, pair_s):
+        """bt: the bluetooth module (hal's); pod_id: advertised; pair_s: the pairing window."""
+        self._ble = ble = bt.BLE()
         ble.active(True)
         ble.config(gap_name=pod_id[:_NAME_MAX], mtu=_MTU, bond=True, le_secure=True, mitm=False,
                    io=_IO_NO_INPUT_OUTPUT)
-        ((self._tx_h, self._rx_h),) = ble.gatts_register_services(((_SERVICE, (_TX, _RX)),))
+        uuid = bt.UUID
+        service = (uuid(_SERVICE), ((uuid(_TX), _FLAG_NOTIFY), (uuid(_RX), _RX_FLAGS)))
+        ((self._tx_h, self._rx_h),) = ble.gatts_register_services((service,))
         ble.gatts_set_buffer(self._rx_h, _RX_ATTR, True)
         self._adv, self._resp = adv_payloads(pod_id)
         self._bonds = Bonds()
@@ -284,6 +283,7 @@ class Port:
         self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp, connectable=True)
 
 
-def open(cfg):
-    """The BLE port for pod config cfg (pod_id, ble_pair_s); its run() must be started."""
-    return Port(cfg.pod_id, cfg.ble_pair_s)
+def open(bt, cfg):
+    """The BLE port on bt (the bluetooth module) for pod config cfg (pod_id, ble_pair_s);
+    its run() must be started."""
+    return Port(bt, cfg.pod_id, cfg.ble_pair_s)

@@ -87,14 +87,15 @@ class Ports(FlagWait):
             await asyncio.gather(*runs)
 
 
-def open(usbd, cfg):
+def open(usbd, cfg, bt=None):
     """The pod link on every transport pod.json enables: the CDC port on usbd (a
-    machine.USBDevice) always, BLE when cfg.ble. Its run() must be started."""
+    machine.USBDevice) always, BLE on bt (the bluetooth module, hal's) when cfg.ble.
+    Its run() must be started."""
     from pod import usbcdc
 
     found = [usbcdc.open(usbd)]
-    if cfg is not None and cfg.ble:
+    if bt is not None and cfg.ble:
         from pod import ble  # its code and rings only when BLE is enabled
 
-        found.append(ble.open(cfg))
+        found.append(ble.open(bt, cfg))
     return Ports(found)
