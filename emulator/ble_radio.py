@@ -82,8 +82,22 @@ class FirmwareKeyStore(KeyStore):
         return []  # no resolving list: the emulated centrals use static addresses
 
 
+INTERVAL_MS = 30  # BlueZ's default LE connection interval, the shortest it asks for (30-50 ms)
+PKTS_PER_EVENT = 4  # notifications per connection event: a conservative figure for the S3's controller
+
+
 class PodRadio:
-    def __init__(self, link: LocalLink, sock_path: str | os.PathLike, address: str):
+    """Link timing: the pod's notifications reach the central at connection events, every
+    ``interval_ms``, at most ``pkts_per_event`` an event; the central's writes reach the pod at
+    the next event. The interpreter's stand-in holds as many notifications as NimBLE would and
+    refuses more (emulator/mpy/bluetooth.py), so a slow link fills the firmware's own ring."""
+
+    def __init__(self, link: LocalLink, sock_path: str | os.PathLike, address: str,
+                 interval_ms: int = INTERVAL_MS, pkts_per_event: int = PKTS_PER_EVENT):
+        self.interval_s = interval_ms / 1000
+        self.pkts_per_event = pkts_per_event
+        self.notified_bytes = 0  # notification payload bytes delivered, in all
+        self.notified_max = 0  # the largest notification
         self.link = link
         self.path = Path(sock_path)
         self.address = address
@@ -104,6 +118,8 @@ class PodRadio:
         self._cfg: dict = {}
         self._keystore = FirmwareKeyStore(self)
         self._notes: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self._writes: asyncio.Queue[bytes] = asyncio.Queue()
+        self._anchor = 0.0  # the first connection event of the connection (loop time)
         self._pairing = False
 
     # ------------------------------------------------------------ lifecycle
@@ -130,7 +146,7 @@ class PodRadio:
         self.device = Device(address=Address(self.address), host=Host(self.controller, AsyncPipeSink(self.controller)))
         self.device.keystore = self._keystore
         self.device.on("connection", self._on_connection)
-        pump = asyncio.create_task(self._notify_pump())
+        pumps = (asyncio.create_task(self._notify_pump()), asyncio.create_task(self._write_pump()))
         try:
             while True:
                 head = await reader.readexactly(2)
@@ -140,7 +156,8 @@ class PodRadio:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            pump.cancel()
+            for pump in pumps:
+                pump.cancel()
             writer.close()
             if self._writer is writer:
                 self._writer = None
@@ -219,7 +236,7 @@ class PodRadio:
 
         def on_write(connection, value: bytes) -> None:
             self.writes.append(bytes(value))
-            self._event(b"W", struct.pack("<HH", connection.handle, h) + bytes(value))
+            self._writes.put_nowait(struct.pack("<HH", connection.handle, h) + bytes(value))
 
         return Characteristic(UUID(uuid), props, perms, CharacteristicValue(write=on_write) if perms & Characteristic.WRITEABLE else b"")
 
@@ -228,15 +245,36 @@ class PodRadio:
         return PairingConfig(sc=bool(c.get("le_secure")), mitm=bool(c.get("mitm")), bonding=bool(c.get("bond")),
                              delegate=PairingDelegate(io_capability=_IO[c.get("io", 3)]))
 
+    async def _next_event(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        k = int((now - self._anchor) / self.interval_s) + 1
+        await asyncio.sleep(self._anchor + k * self.interval_s - now)
+
     async def _notify_pump(self) -> None:
         while True:
-            h, data = await self._notes.get()
-            conn, char = self.connection, self._chars.get(h)
-            if conn is None or char is None:
-                continue  # not connected (any more): the stack drops it
-            self.notifications += 1
-            with contextlib.suppress(Exception):
-                await self.device.notify_subscriber(conn, char, data, force=True)
+            first = await self._notes.get()
+            await self._next_event()
+            batch = [first]
+            while len(batch) < self.pkts_per_event and not self._notes.empty():
+                batch.append(self._notes.get_nowait())
+            for h, data in batch:
+                conn, char = self.connection, self._chars.get(h)
+                if conn is None or char is None:
+                    continue  # not connected (any more): the stack drops it
+                self.notifications += 1
+                self.notified_bytes += len(data)
+                self.notified_max = max(self.notified_max, len(data))
+                with contextlib.suppress(Exception):
+                    await self.device.notify_subscriber(conn, char, data, force=True)
+
+    async def _write_pump(self) -> None:
+        while True:
+            first = await self._writes.get()
+            await self._next_event()
+            self._event(b"W", first)
+            while not self._writes.empty():
+                self._event(b"W", self._writes.get_nowait())
 
     # ------------------------------------------------------ events to the firmware
     def _event(self, op: bytes, payload: bytes) -> None:
@@ -252,6 +290,7 @@ class PodRadio:
         if self.connection is not None:  # the firmware sees it and disconnects it
             pass
         self.connection = conn
+        self._anchor = asyncio.get_running_loop().time()
         self._pairing = False
         self._event(b"C", struct.pack("<H", conn.handle) + self._addr(conn))
         conn.on("disconnection", lambda *_: self._on_disconnection(conn))

@@ -612,6 +612,9 @@ class EmulatedPod:
         )
         if self.link_jitter_s is not None:
             env["HYPNOLUM_LINK_SOCK"] = _RELAY_SOCK
+        if self.ble is not None:  # the interpreter's stack and the radio keep one link timing
+            env["HYPNOLUM_BLE_INTERVAL_MS"] = str(round(self.ble.interval_s * 1000))
+            env["HYPNOLUM_BLE_PKTS"] = str(self.ble.pkts_per_event)
         env.update(self.extra_env)
         return interpreter_env(env)
 

@@ -85,6 +85,7 @@ async def test_bonded_host_streams_eeg_and_takes_commands_and_a_stranger_is_refu
             await pod.leds.wait_for(lambda f: all(b > 0 and r == 0 for r, g, b in f.pixels()), timeout=5)
             # notifications as large as the negotiated MTU allows, never larger
             assert links[-1].mtu == 247 and max(len(w) for w in pod.ble.writes) <= 247 - ATT_HEADER
+            assert pod.ble.notified_max == 247 - ATT_HEADER  # an EEG frame (~260 B) takes two
             assert transports[-1].notifications_dropped == 0
 
             # a reboot closes the pairing window (no flag any more); the bonded host comes back
