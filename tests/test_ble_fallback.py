@@ -68,6 +68,7 @@ async def test_pod_that_loses_usb_comes_back_over_ble_with_no_sample_lost(tmp_pa
             took = time.monotonic() - pulled
             assert took < 5.0, f"back over BLE after {took:.1f} s"
             assert hub.pods["pod-01"].transport.name == f"ble:{pod.ble.address}"
+            assert hub.pods["pod-01"].state.counters.frames_bad == {}  # the move cut no frame
             # the stream goes on: two more seconds of samples, the hole replayed, nothing lost
             await wait_until(lambda: stream.stats.samples > before + 3 * 250 and stream.stats.held == 0
                              and stream.stats.replays_requested >= 1, timeout=20,
