@@ -144,3 +144,25 @@ async def stranger_is_refused(link: LocalLink, pod: EmulatedPod) -> None:
     finally:
         await idle.disconnect()
     assert len(pod.ble.writes) == writes and got == []
+
+
+async def test_unreachable_pod_is_retried_with_backoff(mosquitto):
+    link = LocalLink()
+    cfg = config(mosquitto.port, connect_timeout_s=0.3)
+    attempts = []
+
+    async def serve(transport):
+        attempts.append(asyncio.get_running_loop().time())
+        with pytest.raises(Exception) as info:
+            await transport.open()
+        assert "ble:" in str(info.value)
+
+    task = asyncio.create_task(supervise("F0:F0:F0:F0:F0:09", cfg.ble, serve,
+                                         lambda addr: BumbleGattLink(link, "F0:F0:F0:F0:F0:09/P")))
+    try:
+        await wait_until(lambda: len(attempts) >= 3, timeout=10, what="three attempts")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert gaps[1] > gaps[0] * 1.3  # backoff grows

@@ -61,6 +61,7 @@ _RX_WRAP = const(2047)
 _MTU = const(247)  # asked for; one notification then fills one LE data packet (251 B with DLE)
 _CHUNK_MAX = const(244)  # _MTU - 3
 _RX_ATTR = const(512)  # the RX attribute's buffer: writes append until the irq reads them
+_SMALL = const(64)  # notification lengths up to this have a view each
 _RETRY_MS = const(10)  # the stack's buffers are spent: try again after this (one RTOS tick)
 _SECURE_WITHIN_MS = const(5000)  # a central not encrypted and bonded by then is disconnected
 _ADV_INTERVAL_US = const(100000)
@@ -98,6 +99,7 @@ class Port:
         service = (uuid(_SERVICE), ((uuid(_TX), _FLAG_NOTIFY), (uuid(_RX), _RX_FLAGS)))
         ((self._tx_h, self._rx_h),) = ble.gatts_register_services((service,))
         ble.gatts_set_buffer(self._rx_h, _RX_ATTR, True)
+        self._notify = ble.gatts_notify  # bound once: fetching it per send would allocate
         self._adv, self._resp = adv_payloads(pod_id)
         self._bonds = Bonds()
         self._pair_until = 0
@@ -110,7 +112,11 @@ class Port:
         self._th = self._tt = 0
         self._rh = self._rt = 0
         self._note = bytearray(_CHUNK_MAX)
-        self._views = [None] * (_CHUNK_MAX + 1)  # a view of _note per length, made on first use
+        # gatts_notify sends a whole buffer: a view of _note per length it sends, made on first
+        # use (a slice would allocate one per notification). Lengths 1.._SMALL, then multiples
+        # of 16 (a longer tail goes as its multiple of 16 and the rest): at most 80 views.
+        self._small = [None] * (_SMALL + 1)
+        self._big = [None] * (_CHUNK_MAX // 16 + 2)
         self._rx_flag = asyncio.ThreadSafeFlag()
         self._tx_flag = asyncio.ThreadSafeFlag()
         self._conn = -1
@@ -176,19 +182,27 @@ class Port:
     def _send(self):
         # notifications until the ring is empty (True) or the stack is out of buffers (False)
         conn = self._conn
-        notify = self._ble.gatts_notify
+        notify = self._notify
         note = self._note
-        views = self._views
         while True:
             tt = self._tt
             n = (self._th - tt) & _TX_WRAP
             if not n:
                 return True
-            if n > self._chunk:
+            if n >= self._chunk:
                 n = self._chunk
-            v = views[n]
-            if v is None:
-                v = views[n] = memoryview(note)[:n]
+                v = self._big[_CHUNK_MAX // 16 + 1]
+                if v is None or len(v) != n:  # the MTU changed
+                    v = self._big[_CHUNK_MAX // 16 + 1] = memoryview(note)[:n]
+            elif n > _SMALL:
+                n &= ~15
+                v = self._big[n >> 4]
+                if v is None:
+                    v = self._big[n >> 4] = memoryview(note)[:n]
+            else:
+                v = self._small[n]
+                if v is None:
+                    v = self._small[n] = memoryview(note)[:n]
             _ring_get(self._tx, _TX_SIZE, tt & (_TX_SIZE - 1), note, n)
             try:
                 notify(conn, self._tx_h, v)
