@@ -97,12 +97,15 @@ async def open_link(cfg=None):
     # link.sock, and the stand-in bluetooth module (emulator/mpy/bluetooth.py), which
     # carries ble.sock (docs/emulator.md, "The pod link")
     import machine
-    from pod import ports
+    from pod import usbcdc
 
-    bt = None
-    if cfg is not None and cfg.ble:
-        import bluetooth as bt
-    return ports.open(machine.USBDevice(), cfg, bt)
+    cdc = usbcdc.open(machine.USBDevice())
+    if cfg is None or not cfg.ble:
+        return cdc  # one transport: no layer in front of it (its ~2.5 KB stay out of the heap)
+    import bluetooth
+    from pod import ble, ports
+
+    return ports.Ports([cdc, ble.open(bluetooth, cfg)])
 
 
 async def open_headset(baud):

@@ -48,7 +48,9 @@ class Pod:
         self.port = port = await hal.open_link(cfg)
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(port, hello, self.renderer.apply)
-        port.on_switch = lk.start_over  # another transport took the link over: HELLO there
+        several = hasattr(port, "on_switch")  # a pod/ports.Ports: more than one transport
+        if several:
+            port.on_switch = lk.start_over  # another transport took the link over: HELLO there
         self.renderer.watch(lk, cfg.fade_after_ms)
         lk.register(wire.T_NIGHT_MODE, self.renderer.night)
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
@@ -84,10 +86,11 @@ class Pod:
             lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
         _say_update_state(lk, self.slots)
         wdt = hal.Watchdog(cfg.watchdog_ms)
+        tasks = [self._guard("link ports", port.run())] if several else []
         await asyncio.gather(
+            *tasks,
             self._guard("update", self.slots.supervise(_rollback_log(lk))),
             self._guard("link rx", lk.rx_task()),
-            self._guard("link ports", port.run()),
             self._guard("render", self.renderer.run(wdt)),
             self._guard("headset", self.headset.run()),
             self._guard("replay", self.replayer.run()),

@@ -9,7 +9,9 @@ to pod/link.py. The first port that comes up becomes the active one and keeps
 the link while it stays up; when it goes down, the first other port that is
 up takes over, what the new one received while it stood by is dropped (a
 standby host's commands are not applied late), and the link starts over on
-it: on_switch() is called from run(), between frames (the app says HELLO there). While no port is up the
+it: on_switch() is called at the link's next read, between frames (the app says HELLO
+there; a switch is found inside tx_free() or write(), in the middle of a send whose frame is
+in the encoder's buffer). While no port is up the
 last active one keeps taking bytes into its ring, as a lone CDC port does.
 
 The choice is made on every call (a few method calls, no allocation), so a
@@ -30,7 +32,7 @@ class Ports(FlagWait):
         self._init_wait(asyncio.ThreadSafeFlag())
         self._watchers = None
         self._scratch = bytearray(64)
-        self._moved = asyncio.ThreadSafeFlag()
+        self._moved = False
         self.switches = 0
         self.on_switch = None  # called after the active port changed: the link starts over
 
@@ -54,8 +56,8 @@ class Ports(FlagWait):
         s = self._scratch
         while p.readinto(s):  # a standby host's bytes: not applied now
             pass
+        self._moved = True  # said at the next readinto (rx_task, between frames): this may be inside a send
         self._flag.set()  # rx_task looks at the new port
-        self._moved.set()  # run() calls on_switch between frames: this may be inside a send
 
     def up(self):
         return self._port().up()
@@ -67,7 +69,12 @@ class Ports(FlagWait):
         return self._port().write(buf, n)
 
     def readinto(self, buf):
-        return self._port().readinto(buf)
+        p = self._port()
+        if self._moved:
+            self._moved = False
+            if self.on_switch is not None:
+                self.on_switch()
+        return p.readinto(buf)
 
     def wait(self):
         if self._watchers is None:  # the first wait runs in the link's task: the loop is running
@@ -81,28 +88,8 @@ class Ports(FlagWait):
                 self._flag.set()
 
     async def run(self):
-        """Say a switch (on_switch), and run the transports' own tasks (the BLE port's
-        notification pump), until one fails."""
-        await asyncio.gather(self._announce(), *[p.run() for p in self._ports if hasattr(p, "run")])
+        """The transports' own tasks (the BLE port's notification pump), until one fails."""
+        runs = [p.run() for p in self._ports if hasattr(p, "run")]
+        if runs:
+            await asyncio.gather(*runs)
 
-    async def _announce(self):
-        # on_switch (the link's HELLO) runs here, between frames: a switch is found inside
-        # tx_free() or write(), in the middle of a send whose frame is in the encoder's buffer
-        while True:
-            await self._moved.wait()
-            if self.on_switch is not None:
-                self.on_switch()
-
-
-def open(usbd, cfg, bt=None):
-    """The pod link on every transport pod.json enables: the CDC port on usbd (a
-    machine.USBDevice) always, BLE on bt (the bluetooth module, hal's) when cfg.ble.
-    Its run() must be started."""
-    from pod import usbcdc
-
-    found = [usbcdc.open(usbd)]
-    if bt is not None and cfg.ble:
-        from pod import ble  # its code and rings only when BLE is enabled
-
-        found.append(ble.open(bt, cfg))
-    return Ports(found)

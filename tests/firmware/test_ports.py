@@ -61,19 +61,19 @@ def _hello_link(p):
     return lk
 
 
-async def test_the_first_transport_up_keeps_the_link_until_it_goes_down():
+def test_the_first_transport_up_keeps_the_link_until_it_goes_down():
     usb, ble = Pipe(), Pipe()
     p = ports.Ports([usb, ble])
     lk = _hello_link(p)
-    runner = asyncio.create_task(p.run())
+    buf = bytearray(16)
     assert not p.up()
     lk.send_hello()  # nobody is attached: the first transport's ring takes it, as a lone CDC port's would
     assert usb.out_n > 0 and ble.out_n == 0 and p.switches == 0
     ble.host = True  # BLE comes up first
     lk.send_log(wire.LOG_LEVEL_INFO, "x")  # the switch is found inside this send: it goes whole
-    assert p.active is ble and p.switches == 1
-    await asyncio.sleep_ms(5)
-    assert _types(ble) == [wire.T_LOG, wire.T_HELLO], _types(ble)  # then the link starts over there: HELLO
+    assert p.active is ble and p.switches == 1 and _types(ble) == [wire.T_LOG]
+    assert p.readinto(buf) == 0  # the link's next read, between frames: it starts over there
+    assert _types(ble) == [wire.T_LOG, wire.T_HELLO], _types(ble)
     usb.host = True  # USB comes up too: BLE keeps the link
     before = usb.out_n
     lk.send_log(wire.LOG_LEVEL_INFO, "y")
@@ -84,12 +84,10 @@ async def test_the_first_transport_up_keeps_the_link_until_it_goes_down():
     lk.send_log(wire.LOG_LEVEL_INFO, "z")
     assert p.active is usb and p.switches == 2 and ble.out_n == n_ble
     assert usb.in_at == usb.in_n  # what USB's host sent while it stood by was dropped, not applied
-    buf = bytearray(16)
     assert p.readinto(buf) == 0
     usb.host = ble.host = False  # nobody: the last transport keeps taking bytes
     lk.send_log(wire.LOG_LEVEL_INFO, "w")
     assert p.active is usb and p.switches == 2
-    runner.cancel()
 
 
 async def test_wait_wakes_for_bytes_on_the_active_transport_and_for_a_switch():
