@@ -287,8 +287,7 @@ class PodRadio:
         return struct.pack("<B", 0 if a.is_public else 1) + bytes(a)
 
     def _on_connection(self, conn: Connection) -> None:
-        if self.connection is not None:  # the firmware sees it and disconnects it
-            pass
+        # a second central while one is connected: the firmware is told and disconnects it
         self.connection = conn
         self._anchor = asyncio.get_running_loop().time()
         self._pairing = False
@@ -303,9 +302,8 @@ class PodRadio:
     def _on_disconnection(self, conn: Connection) -> None:
         if self.connection is conn:
             self.connection = None
+        # the firmware advertises again on _IRQ_CENTRAL_DISCONNECT, as NimBLE needs it to
         self._event(b"D", struct.pack("<H", conn.handle) + self._addr(conn))
-        if self.device is not None and self.advertising is not None:
-            pass  # the firmware advertises again on _IRQ_CENTRAL_DISCONNECT, as NimBLE needs it to
 
     def _pairing_done(self, conn: Connection) -> None:
         self._pairing = False

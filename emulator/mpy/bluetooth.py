@@ -183,9 +183,19 @@ class BLE:
         self._sock.write(struct.pack("<H", len(payload) + 1) + op + payload)
 
     def _call(self, event, data):
+        # as modbluetooth.c:1224-1247: an exception in the handler is printed and the handler
+        # is disabled
         if self._irq is None:
             return None
-        return self._irq(event, data)
+        try:
+            return self._irq(event, data)
+        except Exception as e:  # noqa: the firmware's bug, reported as the board does
+            import sys
+
+            print("Unhandled exception in IRQ callback handler")
+            sys.print_exception(e)
+            self._irq = None
+            return None
 
     async def _read_loop(self):
         r = asyncio.StreamReader(self._sock)

@@ -82,6 +82,8 @@ class Pod:
         lk.send_hello()
         for err in cfg.errors:
             lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
+        for err in getattr(port, "problems", ()):
+            lk.send_log(wire.LOG_LEVEL_WARNING, "link: " + err)
         if alpha_error:
             lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
         _say_update_state(lk, self.slots)

@@ -102,6 +102,7 @@ class Port:
         self._notify = ble.gatts_notify  # bound once: fetching it per send would allocate
         self._adv, self._resp = adv_payloads(pod_id)
         self._bonds = Bonds()
+        self.problems = [self._bonds.problem] if self._bonds.problem else []  # said over the link at boot
         self._pair_until = 0
         self.pairing = False
         if hal.remove(PAIR_FLAG):  # consumed: the window opens once per flag

@@ -17,10 +17,11 @@ MAX = const(24)  # a few bonded hosts: NimBLE stores our keys, the peer's and it
 class Bonds:
     def __init__(self):
         self._items = []  # [sec_type, key bytes, value bytes]
+        self.errors = 0  # saves that failed
+        self.problem = None  # what was wrong with the file at boot, for the link's LOG
         data = hal.read_file(FILE)
         if data:
             self._parse(data)
-        self.errors = 0
 
     def _parse(self, data):
         i = 0
@@ -29,9 +30,14 @@ class Bonds:
             vl = data[i + 2] | data[i + 3] << 8
             j = i + 4 + kl
             if j + vl > len(data):
-                break  # a torn tail: the records before it stand
+                self.problem = "%s: record %d at byte %d is cut short; the %d before it are kept" % (
+                    FILE, len(self._items) + 1, i, len(self._items))
+                return
             self._items.append([t, bytes(data[i + 4:j]), bytes(data[j:j + vl])])
             i = j + vl
+        if i != len(data):
+            self.problem = "%s: %d bytes after the last record are not one; the %d records are kept" % (
+                FILE, len(data) - i, len(self._items))
 
     def _find(self, sec_type, key):
         for it in self._items:

@@ -37,6 +37,11 @@ class Ports(FlagWait):
         self.on_switch = None  # called after the active port changed: the link starts over
 
     @property
+    def problems(self):
+        """What the transports found wrong at start (a torn bond file), for the link's LOG."""
+        return [m for p in self._ports for m in getattr(p, "problems", ())]
+
+    @property
     def active(self):
         return self._active
 

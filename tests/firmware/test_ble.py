@@ -179,3 +179,16 @@ def test_sending_allocates_nothing_once_the_lengths_were_seen():
     gc.enable()
     assert used == 0, used
     assert fake.sent == 23 * 600
+
+
+def test_a_torn_bond_file_keeps_the_records_before_the_tear_and_says_so():
+    fake, port = _port(pairing=True)
+    fake.event(SET_SECRET, (2, memoryview(b"peer-a"), memoryview(b"keys a")))
+    fake.event(SET_SECRET, (2, memoryview(b"peer-b"), memoryview(b"keys b")))
+    data = hal.read_file(bonds.FILE)
+    hal.write_file(bonds.FILE, data[:-3])  # a power cut tore the last record
+    BT.the = FakeBLE()
+    port = ble.Port(BT, "pod-01", 120)
+    assert port.problems == ["ble_bonds.bin: record 2 at byte 16 is cut short; the 1 before it are kept"], port.problems
+    assert BT.the.event(GET_SECRET, (2, 0, memoryview(b"peer-a"))) == b"keys a"
+    assert BT.the.event(GET_SECRET, (2, 0, memoryview(b"peer-b"))) is None
