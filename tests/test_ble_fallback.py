@@ -55,6 +55,8 @@ async def test_pod_that_loses_usb_comes_back_over_ble_with_no_sample_lost(tmp_pa
             assert hub.pods["pod-01"].transport.name == str(pod.tty_path)  # one session holds the pod
             assert state()["port"] == str(pod.tty_path)
 
+            # the standing-by BLE session never took the pod: every state said so far names USB
+            assert {st["port"] for st in watch.all_json(f"{P}/pod-01/state")} == {str(pod.tty_path)}
             stream = hub.eeg.streams["pod-01"]
             before = stream.stats.samples
             # the cable fails: for half a second nothing reaches the host, then it is out; what
