@@ -24,8 +24,8 @@ an unencrypted write itself. A new bond is stored only while the pairing
 window is open: at boot when the flag file ble_pair.flag is on the pod's
 flash (written by `hypnolum flash --ble-pair` over USB, i.e. with the pod in
 hand), for ble_pair_s seconds; it is consumed at boot. Outside the window the
-stack's request to store a new bond (_IRQ_SET_SECRET) is refused and the
-central disconnected. Bonds are kept in ble_bonds.bin (pod/bonds.py).
+stack's request to store keys (_IRQ_SET_SECRET) is refused, whoever pairs, and
+the central disconnected. Bonds are kept in ble_bonds.bin (pod/bonds.py).
 
 Events. On the ESP32 the irq runs synchronously in NimBLE's task, with the
 GIL and the scheduler locked (ports/esp32/mpconfigport.h:101-102,
@@ -53,6 +53,7 @@ _IRQ_SET_SECRET = const(30)
 
 _FLAG_NOTIFY = const(0x0010)  # extmod/modbluetooth.h:94-113
 _IO_NO_INPUT_OUTPUT = const(3)  # extmod/modbluetooth.h:174
+_SEC_CCCD = const(3)  # a bonded peer's subscriptions (NimBLE's BLE_STORE_OBJ_TYPE_CCCD), not keys
 
 _TX_SIZE = const(4096)  # as the CDC port's: a burst of telemetry plus link.py's reserve
 _RX_SIZE = const(1024)
@@ -255,13 +256,16 @@ class Port:
             return self._bonds.get(sec_type, index, key)
         elif event == _IRQ_SET_SECRET:
             sec_type, key, value = data
-            if value is not None and not self._bonds.has(sec_type, key) and not self._window():
-                self._refused = True  # a new bond outside the pairing window: run() disconnects
+            # keys are stored at pairing only (NimBLE's ble_sm_persist_keys), never when a bond
+            # is used: outside the window any pairing is refused, also one naming the address
+            # of a bonded host (an address can be spoofed, and Just Works proves nothing)
+            if value is not None and sec_type != _SEC_CCCD and not self._window():
+                self._refused = True  # run() disconnects
                 self._trusted = False
                 self._tx_flag.set()
                 return False
             ok = self._bonds.set(sec_type, key, value)
-            if ok and value is not None and sec_type != 3:
+            if ok and value is not None and sec_type != _SEC_CCCD:
                 self.bonded += 1
             return ok
         return None

@@ -122,12 +122,22 @@ def test_the_pairing_window_takes_a_bond_which_is_kept_in_the_file():
     assert fake.event(GET_SECRET, (2, 1, None)) is None
     again = bonds.Bonds()  # after a reboot: from the file
     assert again.get(2, 0, b"peer-7") == b"the keys" and len(again) == 1
-    # the bonded host again, window closed (a new boot): known keys are updated, not refused
-    BT.the = FakeBLE()
+    # a new boot, window closed: the bonded host encrypts with its bond and gets the link
+    fake = BT.the = FakeBLE()
     port2 = ble.Port(BT, "pod-01", 120)
     assert not port2.pairing
-    assert BT.the.event(SET_SECRET, (2, memoryview(b"peer-7"), memoryview(b"newer keys"))) is True
-    assert BT.the.event(GET_SECRET, (2, 0, memoryview(b"peer-7"))) == b"newer keys"
+    fake.event(CONNECT, (8, 0, memoryview(b"\x01\x02\x03\x04\x05\x07")))
+    assert fake.event(GET_SECRET, (2, 0, memoryview(b"peer-7"))) == b"the keys"
+    fake.event(ENCRYPTION, (8, 1, 0, 1, 16))
+    assert port2.up()
+    fake.event(DISCONNECT, (8, 0, memoryview(b"\x01\x02\x03\x04\x05\x07")))
+    # one pairing under that host's address (anyone can claim an address): refused, bond kept
+    fake.event(CONNECT, (9, 0, memoryview(b"\x01\x02\x03\x04\x05\x07")))
+    assert fake.event(SET_SECRET, (2, memoryview(b"peer-7"), memoryview(b"a stranger's"))) is False
+    fake.event(ENCRYPTION, (9, 1, 0, 1, 16))
+    assert not port2.up() and fake.disconnected == [9]
+    assert fake.event(GET_SECRET, (2, 0, memoryview(b"peer-7"))) == b"the keys"
+    assert fake.event(SET_SECRET, (3, memoryview(b"peer-7"), memoryview(b"cccd"))) is True  # subscriptions
 
 
 def _trusted(mtu):
