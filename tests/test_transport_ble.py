@@ -119,14 +119,15 @@ async def stranger_is_refused(link: LocalLink, pod: EmulatedPod) -> None:
     stranger.on_disconnect(dropped.set)
     try:
         try:
-            await stranger.connect(5)
+            await asyncio.wait_for(stranger.connect(5), 10)
             await stranger.subscribe(NUS_TX, got.append)
             await stranger.write(NUS_RX, b"\x00\x01\x02\x00")
-        except TransportError:  # the pod may drop it at any step
+        except (TransportError, TimeoutError):  # the pod may drop it at any step
             dropped.set()
         await asyncio.wait_for(dropped.wait(), 8)
     finally:
         await stranger.disconnect()
+    await wait_until(lambda: pod.ble.connection is None, timeout=5, what="the pod's radio without the stranger")
     assert pod.ble.bonds_refused == refused + 1
     assert got == []  # not one notification reached it
     # a central that never secures the link: its writes are refused by the stack, and the pod
@@ -136,7 +137,7 @@ async def stranger_is_refused(link: LocalLink, pod: EmulatedPod) -> None:
     idle.on_disconnect(dropped.set)
     writes = len(pod.ble.writes)
     try:
-        await idle.connect(5)
+        await asyncio.wait_for(idle.connect(5), 10)
         await idle.subscribe(NUS_TX, got.append)
         with pytest.raises(Exception):  # noqa: B017  (insufficient encryption, from the stack)
             await idle._chars[NUS_RX].write_value(b"\x00\x01\x02\x00", with_response=True)
