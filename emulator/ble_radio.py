@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
-import socket
 import struct
 from pathlib import Path
 
@@ -33,8 +31,6 @@ from bumble.keys import KeyStore, PairingKeys
 from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink
-
-log = logging.getLogger(__name__)
 
 _PEER_SEC = 2  # NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC: the peer's keys, by its address
 _IO = {0: PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY, 1: PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_YES_NO_INPUT,
@@ -108,7 +104,7 @@ class PodRadio:
         self.notifications = 0
         self.writes: list[bytes] = []  # ATT writes the firmware received, as they came
         self.advertising: tuple[bytes, bytes] | None = None  # (adv data, scan response), as the firmware set
-        self._listen: socket.socket | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._conn_task: asyncio.Task | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._answers: asyncio.Queue[bytes] = asyncio.Queue()
@@ -126,11 +122,11 @@ class PodRadio:
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        self._server = server
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
 
     async def stop(self) -> None:
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
         if self._conn_task is not None:
             self._conn_task.cancel()
         await self._power_off()
