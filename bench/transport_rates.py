@@ -18,13 +18,19 @@ the emulator's full-speed model, 19 bulk packets per 1 ms frame (USB 2.0
 behind one full-speed root port or a single-TT hub. The target is 16 pods with
 >= 50 % margin.
 
-    .venv/bin/python bench/transport_rates.py [--transports usb] [--pods 16] [--seconds 20] [--commands 60]
+BLE: one pod (one central holds one pod's link), whose radio is emulator/ble_radio.py with its link timing (connection interval,
+notifications per connection event, the negotiated ATT MTU), so capacity = packets per
+event x (MTU - 3) / interval; the pod's traffic is every notification byte (EEG, band powers,
+status, LED previews). The central bonds first (the pod's pairing window is open at boot).
+
+    .venv/bin/python bench/transport_rates.py [--transports usb,ble] [--pods 16] [--seconds 20] [--commands 60]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import itertools
+import statistics
 import sys
 import tempfile
 import time
@@ -37,8 +43,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hypnolum.broker import PrivateBroker  # noqa: E402
 from hypnolum.emulator.runner import Emulator  # noqa: E402
 from hypnolum.host.commands import SceneSpec  # noqa: E402
+from hypnolum.protocol import codec  # noqa: E402
 
 RATE_HZ = 250
+CHANNELS = 8
 USB_PACKETS_PER_S = 19 * 1000  # the emulator's full-speed bus: 19 bulk packets per 1 ms frame
 
 
@@ -140,7 +148,121 @@ async def usb_rates(pods: int, seconds: float, commands: int, workdir: Path) -> 
                f"bulk bytes lost to read timeouts: {lost_bytes}; lowest pod mem_free {mem_free} B")
 
 
-TRANSPORTS = {"usb": usb_rates}
+# -- BLE ----------------------------------------------------------------------------
+def eeg_bytes_per_s(channels: int = CHANNELS, rate_hz: int = RATE_HZ, batch_ms: int = 40) -> float:
+    """Wire bytes a second of EEG takes: eeg_batch frames (COBS, delimiter, header, CRC) of
+    batch_ms of samples each, sample values random (COBS adds its worst near that)."""
+    import os
+
+    n = rate_hz * batch_ms // 1000
+    frame = codec.encode("eeg_batch", 1, {"first_seq": 1, "ticks_ms": 1, "channels": channels, "flags": 0,
+                                           "samples": os.urandom(3 * channels * n)})
+    return len(frame) * rate_hz / n
+
+
+def _ble_hub_config(port: int):
+    from hypnolum.host.config import parse
+
+    return parse({
+        "host": {"id": "bench"},
+        "mqtt": {"port": port, "keepalive": 5, "discovery": False},
+        "ble": {"reconnect_min_s": 0.2, "reconnect_max_s": 0.5, "connect_timeout_s": 5},
+        "pods": {"heartbeat_timeout_s": 3, "ping_interval_s": 0.5, "connect_interval_s": 0.1,
+                 "command_timeout_s": 1, "command_retries": 3},
+    })
+
+
+async def _night_rtts(hub, pod_id: str, n: int) -> list[float]:
+    out = []
+    fields = {"mode": "off", "start_min": 0, "end_min": 0, "now_min": 0}
+    for _ in range(n):
+        session = hub.pods[pod_id]
+        t = time.perf_counter()
+        answer, reason = await session.command("night_mode", fields)
+        if answer != "ack":
+            raise RuntimeError(f"night_mode answered {answer} {reason}")
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def _until(pred, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def ble_rates(pods: int, seconds: float, commands: int, workdir: Path) -> Row:
+    """The BLE transport: hostd's BleTransport over a bumble central, the pod's own GATT code (one pod)."""
+    with PrivateBroker(workdir / "broker") as broker:
+        return await _ble_rates(workdir, broker.port, seconds, commands)
+
+
+async def _ble_rates(work: Path, port: int, seconds: float, commands: int) -> Row:
+    from bumble.link import LocalLink
+
+    from hypnolum.host.hub import Hub
+    from hypnolum.host.mqtt import MqttBridge
+
+    from hypnolum.emulator.ble_radio import PodRadio
+    from hypnolum.emulator.pod import EmulatedPod, PodConfig
+    from hypnolum.host.transport.ble import ATT_HEADER, supervise
+
+    from helpers.ble_peer import BumbleGattLink, CentralKeyStore
+
+    link = LocalLink()
+    d = work / "pod-01"
+    d.mkdir(parents=True)
+    (d / "ble_pair.flag").write_bytes(b"1")
+    pod = EmulatedPod("pod-01", d, seed=1, ble_link=link,
+                      config=PodConfig(pod_id="pod-01", led_count=16, ble=True, eeg_channels=CHANNELS))
+    await pod.start()
+    pod.unplug(detach=True)  # no USB host: BLE carries the link
+    radio: PodRadio = pod.ble
+    cfg = _ble_hub_config(port)
+    bridge = MqttBridge(cfg)
+    hub = Hub(cfg, bridge)
+    keys = CentralKeyStore()
+    mtu = 247
+    tasks = [asyncio.create_task(bridge.run()), asyncio.create_task(hub.serve_commands()),
+             asyncio.create_task(supervise(radio.address, cfg.ble, hub.serve,
+                                           lambda _a: BumbleGattLink(link, radio.address, want_mtu=mtu, keystore=keys)))]
+    try:
+        await _until(lambda: "pod-01" in hub.pods and hub.eeg.streams.get("pod-01"), 30, "online over BLE")
+        await asyncio.sleep(2)  # past the start: the ring's first replay, the first band powers
+        stream = hub.eeg.streams["pod-01"]
+        capacity = radio.pkts_per_event * (mtu - ATT_HEADER) / radio.interval_s  # B/s
+        used = []
+        s0, t0 = stream.stats.samples, time.monotonic()
+        b_last, t_last = radio.notified_bytes, t0
+        mem_low = None
+        while time.monotonic() - t0 < seconds:
+            await asyncio.sleep(1.0)
+            free = hub.pods["pod-01"].state.pod_status.get("mem_free")
+            mem_low = free if mem_low is None or (free and free < mem_low) else mem_low
+            now = time.monotonic()
+            used.append((radio.notified_bytes - b_last) / (now - t_last) / capacity)
+            b_last, t_last = radio.notified_bytes, now
+        samples_per_s = (stream.stats.samples - s0) / (time.monotonic() - t0)
+        rtts = await _night_rtts(hub, "pod-01", commands)
+        need = eeg_bytes_per_s()
+        note = (f"connection interval {radio.interval_s * 1000:.0f} ms, {radio.pkts_per_event} notifications/event, "
+                f"ATT MTU {mtu}: capacity {capacity:.0f} B/s; 8 ch x 250 Hz EEG needs {need:.0f} B/s "
+                f"({100 * need / capacity:.1f} %); all pod traffic at most {100 * max(used):.1f} %; "
+                f"pod mem_free at least {mem_low} B (16 LEDs)")
+        q = statistics.quantiles(rtts, n=100)
+        return Row("ble", 1, samples_per_s, RATE_HZ, stream.stats.samples_lost, statistics.median(rtts), q[98],
+                   100 * (1 - max(used)), note)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bridge.close()
+        await pod.stop()
+
+
+TRANSPORTS = {"usb": usb_rates, "ble": ble_rates}
 
 
 async def main() -> None:

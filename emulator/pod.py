@@ -173,6 +173,8 @@ class EmulatedPod:
         headset_record: int = 0,
         eeg_batch_ms: int | None = None,
         usb_link: str = "cdc",
+        ble_link: object | None = None,
+        ble_address: str | None = None,
     ):
         if problem := pod_id_problem(pod_id):  # the firmware would refuse it, and it names the tty link
             raise PodError(problem)
@@ -217,6 +219,16 @@ class EmulatedPod:
             if headset_pty else None
         )
         self.leds = VirtualLeds(self.dir / "leds.sock")
+        # BLE: the pod's radio on a bumble LocalLink the test shares with its centrals
+        # (emulator/ble_radio.py); pod.json must enable ble for the firmware to use it
+        self.ble = None
+        if ble_link is not None:
+            from .ble_radio import PodRadio
+
+            octets = [int(self.uid[i:i + 2], 16) for i in range(0, 12, 2)]
+            octets[0] |= 0xC0  # a static random address: its two top bits set
+            addr = ble_address or ":".join("%02X" % o for o in octets)
+            self.ble = PodRadio(ble_link, self.dir / "ble.sock", addr)
         # relay filters for fault injection: bytes -> bytes (may drop or corrupt)
         self.to_host_filter: Callable[[bytes], bytes] | None = None
         self.to_pod_filter: Callable[[bytes], bytes] | None = None
@@ -246,6 +258,7 @@ class EmulatedPod:
         self._listen: dict[str, socket.socket] = {}
         self._sys: socket.socket | None = None
         self._link: socket.socket | None = None
+        self._detached = False  # unplug(detach=True): link.sock refused until replug()
         self._master: int | None = None
         self._slave: int | None = None
         self.pts_path: str | None = None
@@ -315,6 +328,8 @@ class EmulatedPod:
         self._write_sensors()
         self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         self._bind_sockets()
+        if self.ble is not None:
+            await self.ble.start()
         if self.link_jitter_s is not None:
             await self._start_relay()
         self.headset.start()
@@ -337,6 +352,8 @@ class EmulatedPod:
                 await self._supervisor
             self._supervisor = None
         await self._kill()
+        if self.ble is not None:
+            await self.ble.stop()
         if self._relay is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._relay.kill()
@@ -414,8 +431,15 @@ class EmulatedPod:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(list(self.log_tail)[-lines:])
 
-    def unplug(self) -> None:
-        """Pull the USB cable: the pty goes away and so does the symlink."""
+    def unplug(self, detach: bool = False) -> None:
+        """Pull the USB cable: the pty goes away and so does the symlink.
+
+        ``detach=True``: the pod's USB device sees the cable go too (link.sock is closed and
+        refused until :meth:`replug`), as the S3's native USB does: its CDC port is no longer
+        up, so the firmware's link moves to another transport that is (pod/ports.py)."""
+        if detach:
+            self._detached = True
+            self._drop_link()
         with contextlib.suppress(FileNotFoundError):
             if self.tty_path.is_symlink():
                 self.tty_path.unlink()
@@ -431,6 +455,7 @@ class EmulatedPod:
     def replug(self) -> None:
         """Plug the cable in again: a new pty, the stable symlink re-pointed."""
         self.unplug()
+        self._detached = False
         self._master, self._slave, self.pts_path = linked_pty(self.tty_path)
         self._loop.add_reader(self._master, self._on_master)
 
@@ -482,6 +507,9 @@ class EmulatedPod:
         conn.setblocking(False)
         if name == "headset":
             self.headset.attach(conn)
+            return
+        if self._detached:  # the cable is out: the device is not on the bus
+            conn.close()
             return
         self._drop_link()
         self._link = conn
@@ -609,6 +637,9 @@ class EmulatedPod:
         )
         if self.link_jitter_s is not None:
             env["HYPNOLUM_LINK_SOCK"] = _RELAY_SOCK
+        if self.ble is not None:  # the interpreter's stack and the radio keep one link timing
+            env["HYPNOLUM_BLE_INTERVAL_MS"] = str(round(self.ble.interval_s * 1000))
+            env["HYPNOLUM_BLE_PKTS"] = str(self.ble.pkts_per_event)
         env.update(self.extra_env)
         return interpreter_env(env)
 

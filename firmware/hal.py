@@ -54,21 +54,30 @@ ticks_add = time.ticks_add
 
 
 async def open_link(cfg=None):
-    """Open the pod link: a non-blocking byte pipe (a pod.usbbulk.BulkPort).
+    """Open the pod link: a non-blocking byte pipe (pod/ports.py: one Port, or a Ports in
+    front of several).
 
     port.write(buf, n) -> bytes of buf[0:n] taken into the TX ring (what fits;
     never waits: the caller keeps the rest); port.tx_free() -> bytes write()
     would take now; port.readinto(buf) -> bytes copied from what has arrived,
     0 if none (never waits); await port.wait() returns once bytes arrived since
-    the last wait (one waiter); port.up() -> a host uses the link's USB function
-    now. None of them allocates. On the ESP32 this is machine.USBDevice with a
-    function beside the REPL's CDC, as cfg.usb_link picks it (pod/usblink.py):
-    a second CDC-ACM interface (interfaces 2-3) or a vendor interface
-    (interface 2). The emulator runs the same modules over its stand-in USBDevice.
+    the last wait (one waiter); port.up() -> a host is attached. None of them
+    allocates. A Ports' run() runs the transports' tasks. Behind it, one transport
+    at a time (pod/ports.py): machine.USBDevice with a function beside the REPL's
+    CDC, as cfg.usb_link picks it (pod/usblink.py: a second CDC-ACM interface,
+    interfaces 2-3, or a vendor interface, interface 2) and, when pod.json (cfg)
+    enables it, BLE (pod/ble.py). The emulator runs the same modules over its
+    stand-ins.
     """
     from pod import usblink
 
-    return usblink.open(machine.USBDevice(), cfg)
+    usb = usblink.open(machine.USBDevice(), cfg)
+    if cfg is None or not cfg.ble:
+        return usb  # one transport: no layer in front of it (its ~2.5 KB stay out of the heap)
+    import bluetooth  # ESP-IDF's NimBLE, MicroPython's bindings only (ports/esp32/mpconfigport.h:109-110)
+    from pod import ble, ports
+
+    return ports.Ports([usb, ble.open(bluetooth, cfg)])
 
 
 def _uart_rx(_uart):

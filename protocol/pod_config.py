@@ -128,6 +128,9 @@ KEYS: tuple[Key, ...] = (
     Key("night_blue_max", INT, 12, "cap on blue while night mode holds", 0, 255, safety=True),
     Key("fade_after_ms", INT, 2000, "link silence after which the pod fades to its safe glow", 200, 600000,
         unit="ms", safety=True),
+    Key("ble", BOOL, False, "the pod link over BLE too (a bonded host; docs/transports.md, BLE)"),
+    Key("ble_pair_s", INT, 120, "how long the BLE pairing window stays open after a boot that found "
+        "ble_pair.flag", 10, 3600, unit="s"),
     Key("strobe_enabled", BOOL, False, "8-13 Hz strobe effects may run at all (a scene must still opt in)",
         safety=True),
 )

@@ -58,5 +58,9 @@ class PodJson(Values):
     """cap on blue while night mode holds (0..255, default 12; a safety limit)"""
     fade_after_ms: int = 2000
     """link silence after which the pod fades to its safe glow (200..600000, ms, default 2000; a safety limit)"""
+    ble: bool = False
+    """the pod link over BLE too (a bonded host; docs/transports.md, BLE) (true or false, default false)"""
+    ble_pair_s: int = 120
+    """how long the BLE pairing window stays open after a boot that found ble_pair.flag (10..3600, s, default 120)"""
     strobe_enabled: bool = False
     """8-13 Hz strobe effects may run at all (a scene must still opt in) (true or false, default false; a safety limit)"""

@@ -73,9 +73,10 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86
     (board,) = await boards(1)
     log = tmp_path / "flash-log.jsonl"
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--pod-id", "pod-07",
-                          "--led-count", "12", "--psu-ma", "3000", "--log", str(log))
+                          "--led-count", "12", "--psu-ma", "3000", "--ble-pair", "--log", str(log))
     assert rc == 0, out
     assert re.search(r"1 ok, 0 failed", out)
+    assert (board.fs_dir / "ble_pair.flag").read_bytes() == b"1"  # a pod with ble on opens its pairing window at boot
     assert board.flash.read(0x0, image.stat().st_size) == image.read_bytes()  # the S3 offset
     assert board.mode == "firmware"
     # every app file went into the board's filesystem, whole, with no temp file left behind

@@ -92,9 +92,11 @@ def _connect(name, kind):
 
 
 async def open_link(cfg=None):
-    # the firmware's own USB code (pod/usblink.py) over the stand-in USBDevice
-    # (emulator/mpy/machine.py): a CDC function's bulk endpoints carry link.sock, a
-    # vendor interface is presented whole on usb.sock (docs/emulator.md, "The pod link")
+    # the firmware's own link modules (pod/ports.py: USB as pod/usblink.py picks it, and BLE
+    # when cfg enables it) over the stand-in USBDevice (emulator/mpy/machine.py: a CDC
+    # function's bulk endpoints carry link.sock, a vendor interface is presented whole on
+    # usb.sock) and the stand-in bluetooth module (emulator/mpy/bluetooth.py: ble.sock);
+    # docs/emulator.md, "The pod link"
     import machine
 
     try:
@@ -103,7 +105,13 @@ async def open_link(cfg=None):
         from pod import usbcdc
 
         return usbcdc.open(machine.USBDevice())
-    return usblink.open(machine.USBDevice(), cfg)
+    usb = usblink.open(machine.USBDevice(), cfg)
+    if cfg is None or not cfg.ble:
+        return usb  # one transport: no layer in front of it (its ~2.5 KB stay out of the heap)
+    import bluetooth
+    from pod import ble, ports
+
+    return ports.Ports([usb, ble.open(bluetooth, cfg)])
 
 
 async def open_headset(baud):

@@ -29,6 +29,7 @@ _ENUM_MS = const(100)  # activation to SET_CONFIGURATION: order of a Linux enume
 _NAK_POLL_MAX_MS = const(8)  # re-polls of a full link.sock back off to this
 _SNDBUF = const(1)  # the kernel's minimum, ~2.4 KB of data: about cdc-acm's 16 queued 128 B read URBs
 _MAX_IN_EPS = const(5)  # the S3's OTG controller: at most 5 IN endpoints, EP0 included (ESP32-S3 TRM)
+_REPLUG_MS = const(100)  # a pulled cable's link.sock is tried again this often
 _EINVAL = const(22)
 _EBUSY = const(16)
 _ENODEV = const(19)
@@ -387,10 +388,36 @@ class _USBDevice:
                 xfer(self._ep_out, 0, n)
 
     def _host_gone(self):
-        # link.sock closed: the emulator is stopping this pod; end as a reset does
-        import hal
+        # link.sock closed: the cable is pulled. TinyUSB's unplug event resets every class
+        # driver (lib/tinyusb/src/device/usbd.c, DCD_EVENT_UNPLUGGED -> usbd_reset), which
+        # calls the runtime driver's reset callback (shared/tinyusb/mp_usbd_runtime.c:164-178);
+        # endpoints are gone until the host enumerates the device again. link.sock is tried
+        # again every _REPLUG_MS: the emulator keeps it only once the cable is back.
+        me = asyncio.current_task()
+        for t in self._tasks:
+            if t is not me:
+                t.cancel()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._sock = None
+        self._configured = False
+        self._in_buf = self._out_buf = None
+        self._in_done = self._out_done = -1
+        reset = self._cbs[1]
+        if reset:
+            micropython.schedule(lambda _: reset(), None)
+        self._tasks = (asyncio.create_task(self._replug()),)
 
-        hal.reset()
+    async def _replug(self):
+        while True:
+            await asyncio.sleep_ms(_REPLUG_MS)
+            try:
+                self._start()
+                return
+            except OSError:
+                pass  # the emulator is not listening (stopping): try again
 
 
 _usbd = None

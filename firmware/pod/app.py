@@ -45,9 +45,12 @@ class Pod:
 
     async def run(self):
         cfg = self.cfg
-        port = await hal.open_link(cfg)
+        self.port = port = await hal.open_link(cfg)
         hello = (cfg.pod_id, config.FW_VERSION, _boot_id(), cfg.led_count, cfg.eeg_channels, cfg.sample_rate_hz)
         self.link = lk = link.Link(port, hello, self.renderer.apply)
+        several = hasattr(port, "on_switch")  # a pod/ports.Ports: more than one transport
+        if several:
+            port.on_switch = lk.start_over  # another transport took the link over: HELLO there
         self.renderer.watch(lk, cfg.fade_after_ms)
         lk.register(wire.T_NIGHT_MODE, self.renderer.night)
         lk.register(wire.T_GROUP_VALUE, self.renderer.group, command=False)
@@ -79,11 +82,15 @@ class Pod:
         lk.send_hello()
         for err in cfg.errors:
             lk.send_log(wire.LOG_LEVEL_WARNING, "config: " + err)
+        for err in getattr(port, "problems", ()):
+            lk.send_log(wire.LOG_LEVEL_WARNING, "link: " + err)
         if alpha_error:
             lk.send_log(wire.LOG_LEVEL_WARNING, alpha_error)
         _say_update_state(lk, self.slots)
         wdt = hal.Watchdog(cfg.watchdog_ms)
+        tasks = [self._guard("link ports", port.run())] if several else []
         await asyncio.gather(
+            *tasks,
             self._guard("update", self.slots.supervise(_rollback_log(lk))),
             self._guard("link rx", lk.rx_task()),
             self._guard("render", self.renderer.run(wdt)),

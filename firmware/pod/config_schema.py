@@ -39,5 +39,7 @@ KEYS = {
     'night_green_max': (96, K_INT, 0, 255, None),
     'night_blue_max': (12, K_INT, 0, 255, None),
     'fade_after_ms': (2000, K_INT, 200, 600000, None),
+    'ble': (False, K_BOOL, 0, 0, None),
+    'ble_pair_s': (120, K_INT, 10, 3600, None),
     'strobe_enabled': (False, K_BOOL, 0, 0, None),
 }

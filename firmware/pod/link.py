@@ -152,6 +152,14 @@ class Link:
         )
         self.send(wire.T_HELLO, end)
 
+    def start_over(self):
+        """The link moved to another transport (pod/ports.py): a new host session begins
+        there. A frame half received on the old one is dropped, and HELLO goes first."""
+        self._dec.reset()
+        self._last_cmd_seq = -1
+        self.connected = False
+        self.send_hello()
+
     def send_log(self, level, text):
         text = text.encode()[:200]  # the length prefix is a u8; keep well inside a frame
         self.send(wire.T_LOG, wire.pack_log(self.body, _HDR, level, text))

@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                       "(ESP32_GENERIC_S3-SPIRAM_OCT-...-v1.28.0.bin, written at 0x0)")
     what.add_argument("--no-image", action="store_true", help="keep the MicroPython already flashed")
     what.add_argument("--verify-only", action="store_true", help="only reset-free verify: HELLO against the build")
+    what.add_argument("--ble-pair", action="store_true",
+                      help="open the pod's BLE pairing window at its next boot, for ble_pair_s seconds "
+                           "(docs/transports.md, BLE)")
     what.add_argument("--firmware", type=Path, default=paths.FIRMWARE, help="firmware tree (default: firmware/)")
     what.add_argument("--app-format", choices=bundle.FORMATS, default="xtensawin",
                       help="xtensawin .mpy for an ESP32-S3 (default); x86 .mpy (the 32-bit emulator) or py source")
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(bundle=app, settings=settings, image=image, upload=not args.verify_only, baud=args.baud,
                    before=args.before, after=args.after, stub=not args.no_stub, erase=args.erase,
                    boot_timeout_s=args.boot_timeout, log_path=args.log, update_key=fleet_key,
-                   update_keys_dir=args.update_keys)
+                   update_keys_dir=args.update_keys, ble_pair=args.ble_pair)
     console.print(f"app: {len(app.files)} files, {app.size} bytes ({app.format}), build hash {app.build_hash:#010x}"
                   + (f"; image {image.path.name} {len(image.data)} bytes" if image else ""), highlight=False)
     progress = Progress(TextColumn("{task.fields[port]}"), TextColumn("{task.description:<8}"), BarColumn(),

@@ -35,6 +35,10 @@ class Options:
     log_path: Path | None = None
     update_key: bytes | None = None  # the fleet key; None: each pod's own, from update_keys_dir
     update_keys_dir: Path = Path("update-keys")
+    ble_pair: bool = False  # write the BLE pairing-window flag (firmware/pod/ble.py PAIR_FLAG)
+
+
+BLE_PAIR_FLAG = "ble_pair.flag"  # at the root: the pod consumes it at boot and opens its pairing window
 
 
 @dataclass
@@ -88,8 +92,9 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         if opts.upload:
             step = "upload"
             tell("upload", 0, opts.bundle.size)
+            files = [(BLE_PAIR_FLAG, b"1")] if opts.ble_pair else []
             _, out.uploaded_bytes = upload.upload(board.port, opts.bundle, pod_json_for, key_for=key_for,
-                                                  progress=tell, timeout_s=opts.boot_timeout_s)
+                                                  progress=tell, timeout_s=opts.boot_timeout_s, files=files)
         else:
             pod_json_for(out.mac or "00:00:00:00:00:00")
         step = "verify"

@@ -121,8 +121,11 @@ def _write(t, path: str, data: bytes, progress: Progress | None, done: int, tota
 
 def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None], *,
            key_for: Callable[[str], bytes] | None = None, keep_key: bool = False,
-           progress: Progress | None = None, timeout_s: float = 20.0, reset: bool = True) -> tuple[str, int]:
+           progress: Progress | None = None, timeout_s: float = 20.0, reset: bool = True,
+           files: list[tuple[str, bytes]] | None = None) -> tuple[str, int]:
     """Write the app, pod.json and the update key, make slot a active, remove stale files, then hard-reset.
+
+    ``files``: more (path, bytes) to write at the root (the BLE pairing-window flag).
 
     ``pod_json_for(mac)`` makes pod.json once the board's MAC (its
     ``machine.unique_id()``) is known (None: the board keeps the pod.json it
@@ -142,7 +145,7 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
         for d in (FIRST_SLOT, f"{FIRST_SLOT}/{APP_DIR}"):
             _exec(t, f"import os\ntry:\n os.mkdir({d!r})\nexcept OSError:\n pass", f"mkdir {d}")
         extra = ([("pod.json", pod_json)] if pod_json is not None else []) + \
-            ([(KEY_FILE, key)] if key is not None else [])
+            ([(KEY_FILE, key)] if key is not None else []) + list(files or [])
         total = bundle.size + sum(len(data) for _, data in extra) + len(FIRST_STATE)
         done = 0
         for f in bundle.files:

@@ -1,28 +1,41 @@
-"""BLE at its OS boundary: bumble's in-process link with two virtual controllers.
+"""hostd's side of BLE at its OS boundary: a ``GattLink`` over a bumble central.
 
-- ``BlePodBridge`` is the pod side: a bumble peripheral serving the Nordic-UART
-  GATT service, whose bytes go to and from a pod link (the emulator's pty), so
-  the real firmware answers over BLE. It records every ATT write it receives.
-- ``BumbleGattLink`` is hostd's side: a ``GattLink`` over a bumble central, in
-  place of BlueZ (which needs a radio and D-Bus).
+``BumbleGattLink`` stands in for BlueZ (which needs a radio and D-Bus) on bumble's
+in-process ``LocalLink``; the pod's side is the emulated pod's own radio
+(emulator/ble_radio.py), driven by the firmware's bluetooth calls. As BlueZ does for a
+paired device, the central encrypts with the bond it holds, or pairs (LE Secure
+Connections, bonding) when it holds none and ``pair`` is set.
 """
 from __future__ import annotations
 
 import asyncio
-import os
-import tty
 
 from bumble.controller import Controller
 from bumble.core import UUID
 from bumble.device import Device, Peer
-from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.hci import Address
 from bumble.host import Host
+from bumble.keys import MemoryKeyStore
 from bumble.link import LocalLink
+from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink
 
+from hypnolum.emulator.ble_radio import peer_name
 from hypnolum.host.transport import TransportError
 from hypnolum.host.transport.ble import ATT_HEADER, NUS_RX, NUS_SERVICE, NUS_TX, GattLink
+
+
+class CentralKeyStore(MemoryKeyStore):
+    """A central's bonds by peer address, whatever address type bumble reports it with."""
+
+    async def update(self, name, keys):
+        await super().update(peer_name(name), keys)
+
+    async def get(self, name):
+        return await super().get(peer_name(name))
+
+    async def delete(self, name):
+        await super().delete(peer_name(name))
 
 
 def _device(link: LocalLink, name: str, address: str) -> tuple[Device, Controller]:
@@ -30,91 +43,22 @@ def _device(link: LocalLink, name: str, address: str) -> tuple[Device, Controlle
     return Device(address=Address(address), host=Host(controller, AsyncPipeSink(controller))), controller
 
 
-class BlePodBridge:
-    def __init__(self, link: LocalLink, tty_path: str, address: str = "F0:F0:F0:F0:F0:01"):
-        self.tty_path = tty_path
-        self.device, self.controller = _device(link, "pod", address)
-        self.writes: list[bytes] = []  # ATT writes received, as they came
-        self.notifications: list[int] = []  # sizes of notifications sent
-        self.rx = Characteristic(NUS_RX, Characteristic.Properties.WRITE_WITHOUT_RESPONSE | Characteristic.Properties.WRITE,
-                                 Characteristic.WRITEABLE, CharacteristicValue(write=self._on_write))
-        self.tx = Characteristic(NUS_TX, Characteristic.Properties.NOTIFY, Characteristic.READABLE, b"")
-        self.device.add_service(Service(NUS_SERVICE, [self.rx, self.tx]))
-        self.connection = None
-        self._fd = -1
-        self._out: asyncio.Queue[bytes] = asyncio.Queue()
-        self._pump: asyncio.Task | None = None
-
-    @property
-    def address(self):
-        return self.device.random_address
-
-    async def start(self) -> None:
-        await self.device.power_on()
-        self.device.on("connection", self._on_connection)
-        await self.device.start_advertising(auto_restart=True, advertising_interval_min=1.0)
-        self._fd = os.open(self.tty_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        tty.setraw(self._fd)
-        asyncio.get_running_loop().add_reader(self._fd, self._on_tty)
-        self._pump = asyncio.create_task(self._notify_loop())
-
-    def _on_connection(self, connection) -> None:
-        self.connection = connection
-        connection.on("disconnection", lambda *_: setattr(self, "connection", None))
-
-    def _on_write(self, _connection, value: bytes) -> None:
-        self.writes.append(bytes(value))
-        if self._fd >= 0:
-            os.write(self._fd, value)
-
-    def _on_tty(self) -> None:
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            self._out.put_nowait(data)
-
-    async def _notify_loop(self) -> None:
-        pending = b""
-        while True:
-            pending += await self._out.get()
-            conn = self.connection
-            if conn is None:
-                pending = b""  # nobody listens: a UART drops what it cannot send
-                continue
-            size = conn.att_mtu - ATT_HEADER  # one notification carries at most this
-            while pending:
-                chunk, pending = pending[:size], pending[size:]
-                self.notifications.append(len(chunk))
-                await self.device.notify_subscribers(self.tx, chunk)
-
-    async def drop_link(self) -> None:
-        """The radio link breaks (out of range, pod power cycle)."""
-        if self.connection is not None:
-            await self.connection.disconnect()
-
-    async def stop(self) -> None:
-        if self._pump:
-            self._pump.cancel()
-        if self._fd >= 0:
-            asyncio.get_running_loop().remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-        await self.device.power_off()
-
-
 class BumbleGattLink(GattLink):
-    """hostd's GATT client on a bumble central; one per connection attempt, as with bleak."""
+    """hostd's GATT client on a bumble central; one per connection attempt, as with bleak.
 
-    def __init__(self, link: LocalLink, peer_address, want_mtu: int | None = None, address: str = "F0:F0:F0:F0:F0:02"):
+    ``keystore``: the central's bonds, kept across attempts (BlueZ keeps them in
+    /var/lib/bluetooth). ``pair``: pair when no bond is held (False: connect and use the link
+    without securing it, as a stranger's central would)."""
+
+    def __init__(self, link: LocalLink, peer_address, want_mtu: int | None = None, address: str = "F0:F0:F0:F0:F0:02",
+                 keystore: CentralKeyStore | None = None, pair: bool = True):
         self.address = str(peer_address)
         self._link = link
         self._peer_address = peer_address
         self._own = address
         self.want_mtu = want_mtu
+        self.keystore = keystore if keystore is not None else CentralKeyStore()
+        self.pair = pair
         self.device: Device | None = None
         self.connection = None
         self.peer: Peer | None = None
@@ -123,13 +67,31 @@ class BumbleGattLink(GattLink):
 
     async def connect(self, timeout_s: float) -> None:
         self.device, self._controller = _device(self._link, "host", self._own)
+        self.device.keystore = self.keystore
+        self.device.pairing_config_factory = lambda _c: PairingConfig(
+            sc=True, mitm=False, bonding=True, delegate=PairingDelegate(PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT))
         await self.device.power_on()
         try:
             self.connection = await self.device.connect(self._peer_address, timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001  (the boundary: any controller error is a failed connect)
             raise TransportError(f"ble:{self.address}: cannot connect: {exc!r}") from None
         self.connection.on("disconnection", self._dropped)
-        self.peer = Peer(self.connection)
+        try:
+            await self._secure_and_discover()
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001  (refused, or the pod dropped the link)
+            if asyncio.current_task().cancelling():
+                raise  # this attempt is being cancelled: not the pod's doing
+            raise TransportError(f"ble:{self.address}: link lost while connecting: {exc!r}") from None
+        if NUS_RX not in self._chars or NUS_TX not in self._chars:
+            raise TransportError(f"ble:{self.address}: no pod UART service")
+
+    async def _secure_and_discover(self) -> None:
+        conn = self.connection
+        if await self.keystore.get(str(conn.peer_address)) is not None:
+            await conn.encrypt()
+        elif self.pair:
+            await conn.pair()
+        self.peer = Peer(conn)
         if self.want_mtu:
             await self.peer.request_mtu(self.want_mtu)
         await self.peer.discover_services([UUID(NUS_SERVICE)])
@@ -137,8 +99,6 @@ class BumbleGattLink(GattLink):
             await service.discover_characteristics()
             for c in service.characteristics:
                 self._chars[str(c.uuid).lower()] = c
-        if NUS_RX not in self._chars or NUS_TX not in self._chars:
-            raise TransportError(f"ble:{self.address}: no pod UART service")
 
     @property
     def mtu(self) -> int:
