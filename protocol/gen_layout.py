@@ -40,7 +40,7 @@ from .schema import ARRAY, ENUM, INT
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware" / "pod"
 BEGIN = "# wire layout (values generated from protocol/messages.py by `make codec`)"
 END = "# end of wire layout"
-_LINE = re.compile(r"^(?P<name>_[A-Z0-9_]+) = const\((?P<value>[^)]*)\)  # (?P<fact>[A-Za-z0-9_.]+)(?P<rest>.*)$")
+_LINE = re.compile(r"^(?P<name>_?[A-Z][A-Z0-9_]*) = const\((?P<value>[^)]*)\)  # (?P<fact>[A-Za-z0-9_.]+)(?P<rest>.*)$")
 _CONSTANTS = dict(messages.CONSTANTS)
 
 
@@ -112,7 +112,7 @@ def render_module(text: str, where: str) -> str:
 def _render_line(line: str, where: str) -> str:
     m = _LINE.match(line)
     if m is None:
-        raise LayoutError(f"{where}: not `_NAME = const(n)  # fact`: {line!r}")
+        raise LayoutError(f"{where}: not `[_]NAME = const(n)  # fact`: {line!r}")
     try:
         value = fact_value(m["fact"])
     except LayoutError as exc:

@@ -437,7 +437,7 @@ POD_SENDS = frozenset({"hello", "status", "pong", "eeg_batch", "eeg_bands", "pow
 
 # Enums whose values the pod keeps as constants of its own instead of in its codec (every
 # name in pod/wire.py is a global, in the pod's heap): the update states and reasons of
-# firmware/pod/transfer.py and pod/update.py, held equal to these by tests/test_update_codes.py.
+# firmware/pod/transfer.py, pod/update.py and pod/slots.py, generated there by protocol/gen_layout.py.
 # The MicroPython tests that play the host find them in tests/firmware/peer_wire.py.
 POD_OWN_ENUMS = frozenset({"update_state", "update_reason"})
 

@@ -15,9 +15,11 @@ import json
 import hal
 from micropython import const
 
-OK = const(0)
-E_STATE = const(5)  # not now: no update begun, a build on trial, nothing to confirm, no slots
-E_IO = const(10)  # the filesystem refused
+# wire layout (values generated from protocol/messages.py by `make codec`)
+OK = const(0)  # update_reason.ok
+E_STATE = const(5)  # update_reason.state: not now: no update begun, a build on trial, nothing to confirm, no slots
+E_IO = const(10)  # update_reason.io: the filesystem refused
+# end of wire layout
 STATE = "slots.json"
 SLOTS = ("a", "b")
 RUNNING_MS = const(20000)  # up this long: the boot counts as running (boot-loop detection)

@@ -33,25 +33,23 @@ _DATA_OFFSET = const(1)  # update_data.offset
 _BLOCK = const(64)  # UPDATE_BLOCK
 _CHUNK = const(960)  # UPDATE_CHUNK
 _TAG = const(32)  # UPDATE_TAG_SIZE
+_E_AUTH = const(1)  # update_reason.auth (the store's codes, pod/update.py)
+_E_MANIFEST = const(2)  # update_reason.manifest
+_E_STATE = const(5)  # update_reason.state
+_E_CRC = const(6)  # update_reason.crc
+_E_RANGE = const(7)  # update_reason.range
+_E_IO = const(10)  # update_reason.io
+_E_NO_KEY = const(11)  # update_reason.no_key
+_IDLE = const(0)  # update_state.idle (UPDATE_STATUS.state)
+_MANIFEST = const(1)  # update_state.manifest
+_DATA = const(2)  # update_state.data
+_COMMITTED = const(3)  # update_state.committed
+_REFUSED = const(4)  # update_state.refused
+_CONFIRMED = const(5)  # update_state.confirmed
 # end of wire layout
 _MAX_MANIFEST = const(8192)  # update.MAX_MANIFEST
 _STATUS_EVERY = const(4)  # data frames between two UPDATE_STATUS
 _RESET_DELAY_MS = const(300)  # let ACK, UPDATE_STATUS and LOG leave before the reset
-# the store's reason codes (pod/update.py E_*, messages.UpdateReason)
-_E_AUTH = const(1)
-_E_MANIFEST = const(2)
-_E_STATE = const(5)
-_E_CRC = const(6)
-_E_RANGE = const(7)
-_E_IO = const(10)
-_E_NO_KEY = const(11)
-
-_IDLE = const(0)  # UPDATE_STATUS.state (messages.UpdateState; tests/test_update_codes.py holds them equal)
-_MANIFEST = const(1)
-_DATA = const(2)
-_COMMITTED = const(3)
-_REFUSED = const(4)
-_CONFIRMED = const(5)
 
 
 def nack_reason(code):

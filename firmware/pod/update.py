@@ -29,15 +29,17 @@ from pod import framing
 from pod.slots import E_IO, E_STATE, OK, SLOTS, STATE, TRIAL_MS, Slots, other, read_state, write_state  # noqa: F401
 from pod.mem import copy as _copy
 
-E_AUTH = const(1)  # the tag is not the manifest's HMAC under this pod's key
-E_MANIFEST = const(2)  # not a manifest (docs/update.md "The manifest")
-E_PATH = const(3)  # a path outside the slot, or twice, or a file where a directory is
-E_SPACE = const(4)  # the files do not fit in the free space
-E_CRC = const(6)  # the chunk's CRC-32 does not match its bytes
-E_RANGE = const(7)  # the chunk is outside the bundle, off a block boundary or too long
-E_INCOMPLETE = const(8)  # commit before every byte arrived
-E_HASH = const(9)  # a file's sha256 differs: it is written again (its bytes count as missing)
-E_NO_KEY = const(11)  # no update key was provisioned (update.key)
+# wire layout (values generated from protocol/messages.py by `make codec`)
+E_AUTH = const(1)  # update_reason.auth: the tag is not the manifest's HMAC under this pod's key
+E_MANIFEST = const(2)  # update_reason.manifest: not a manifest (docs/update.md "The manifest")
+E_PATH = const(3)  # update_reason.path: a path outside the slot, or twice, or a file where a directory is
+E_SPACE = const(4)  # update_reason.space: the files do not fit in the free space
+E_CRC = const(6)  # update_reason.crc: the chunk's CRC-32 does not match its bytes
+E_RANGE = const(7)  # update_reason.range: the chunk is outside the bundle, off a block boundary or too long
+E_INCOMPLETE = const(8)  # update_reason.incomplete: commit before every byte arrived
+E_HASH = const(9)  # update_reason.hash: a file's sha256 differs: it is written again (its bytes count as missing)
+E_NO_KEY = const(11)  # update_reason.no_key: no update key was provisioned (update.key)
+# end of wire layout
 
 KEY_FILE = "update.key"
 PENDING = "update.man"  # slot letter, tag, manifest of the update under way
