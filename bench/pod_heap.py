@@ -9,7 +9,10 @@ every 20 ms) with a scene change every few seconds, through hostd on a real
 mosquitto. Prints each pod's lowest and last mem_free (from its STATUS
 heartbeats) against the budget and the 25 % floor.
 
-    .venv/bin/python bench/pod_heap.py [--seconds 600] [--pods 2]
+    .venv/bin/python bench/pod_heap.py [--seconds 600] [--pods 2] [--ble]
+
+With --ble every pod also has BLE on (its link stays on USB; no central connects):
+what a pod ready for the USB-to-BLE fallback holds.
 
 Exits 1 when a pod's mem_free went below the floor, or a pod restarted.
 """
@@ -51,7 +54,7 @@ async def run(args) -> int:
         work = Path(tmp)
         broker = PrivateBroker(work / "broker").start()
         rig = Rig(work, [broker.port], n_pods=args.pods, led_count=300, eeg_channels=(8, 16), jitter_s=None,
-                  eeg_publish_interval_s=0)
+                  eeg_publish_interval_s=0, ble=args.ble)
         lows: dict[str, int] = {}
         lasts: dict[str, int] = {}
         stop = asyncio.Event()
@@ -99,6 +102,7 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=2)
     ap.add_argument("--scene-every", type=float, default=5.0)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--ble", action="store_true", help="BLE on as well (pod.json ble): its port, rings and stack")
     raise SystemExit(asyncio.run(run(ap.parse_args())))
 
 

@@ -11,6 +11,9 @@ bridge, against a private mosquitto) and returns a row:
 * lowest link margin: 100 % minus the largest share of the link's capacity used
   in any 1 s of the window.
 
+Serial: the pods' CDC link functions as ttys (the emulator's ptys), through hostd's
+port scanner and pyserial; capacity as for USB below, every pod's bytes on one bus.
+
 USB: the pods' vendor interfaces (pod.json ``usb_link: "vendor"``) on one
 full-speed bus, read through pyusb over tests/helpers/fake_usb.py. Capacity is
 the emulator's full-speed model, 19 bulk packets per 1 ms frame (USB 2.0
@@ -23,7 +26,7 @@ notifications per connection event, the negotiated ATT MTU), so capacity = packe
 event x (MTU - 3) / interval; the pod's traffic is every notification byte (EEG, band powers,
 status, LED previews). The central bonds first (the pod's pairing window is open at boot).
 
-    .venv/bin/python bench/transport_rates.py [--transports usb,ble] [--pods 16] [--seconds 20] [--commands 60]
+    .venv/bin/python bench/transport_rates.py [--transports serial,usb,ble] [--pods 16] [--seconds 20] [--commands 60]
 """
 from __future__ import annotations
 
@@ -94,6 +97,65 @@ async def command_rtts(sessions: list, n: int) -> list[float]:
 def _pod_counter(session, name: str) -> int:
     """A counter from the pod's own STATUS, as hostd holds it (pods/<id>/state)."""
     return ((session.state.to_json().get("counters") or {}).get("pod") or {}).get(name, -1)
+
+
+# -- serial -------------------------------------------------------------------------
+async def serial_rates(pods: int, seconds: float, commands: int, workdir: Path) -> Row:
+    """The pods' CDC link functions (pod.json ``usb_link: "cdc"``, the default) as ttys,
+    found by hostd's port scanner: the serial transport (pyserial) over the emulator's ptys."""
+    from hypnolum.host.config import parse
+    from hypnolum.host.hub import Hub
+    from hypnolum.host.mqtt import MqttBridge
+    from hypnolum.host.ports import PortScanner
+
+    with PrivateBroker(workdir / "broker") as broker:
+        async with Emulator(pods, workdir / "emu", seed=11, led_count=16) as emu:
+            await emu.wait_links(60)
+            cfg = parse({
+                "host": {"id": "bench-serial"},
+                "mqtt": {"port": broker.port, "keepalive": 5, "discovery": False},
+                "serial": {"ports": [str(workdir / "emu" / "*.tty")], "scan_interval_s": 0.2},
+                "pods": {"heartbeat_timeout_s": 1.0, "ping_interval_s": 0.2, "connect_interval_s": 0.1,
+                         "command_timeout_s": 0.5, "command_retries": 3},
+            })
+            bridge = MqttBridge(cfg)
+            hub = Hub(cfg, bridge)
+            tasks = [asyncio.create_task(t) for t in (bridge.run(), hub.serve_commands(),
+                                                      PortScanner(cfg.serial, hub.serve_port).run())]
+            pod_ids = [p.pod_id for p in emu.pods]
+
+            def link_bytes() -> int:
+                return sum(p.counters.link_to_pod_bytes + p.counters.link_to_host_bytes for p in emu.pods)
+
+            try:
+                deadline = time.monotonic() + 60 + 3 * pods
+                while not all(p in hub.pods and hub.pods[p].state.link == "online" for p in pod_ids):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"serial: pods not online: {sorted(set(pod_ids) - set(hub.pods))}")
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(3.0)  # replays and the first bursts settle
+                streams = [hub.eeg.streams[p] for p in pod_ids]
+                samples0 = sum(s.stats.samples for s in streams)
+                lost0 = sum(s.stats.samples_lost for s in streams)
+                t0 = time.monotonic()
+                rtt_task = asyncio.create_task(command_rtts([hub.pods[p] for p in pod_ids], commands))
+                usage: list[float] = []
+                while time.monotonic() - t0 < seconds or not rtt_task.done():
+                    b0, w0 = link_bytes(), time.monotonic()
+                    await asyncio.sleep(1.0)
+                    usage.append((link_bytes() - b0) / (time.monotonic() - w0) / (USB_PACKETS_PER_S * 64))
+                elapsed = time.monotonic() - t0
+                rtts = await rtt_task
+                samples = sum(s.stats.samples for s in streams) - samples0
+                lost = sum(s.stats.samples_lost for s in streams) - lost0
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await bridge.close()
+    return Row("serial (CDC)", pods, samples / elapsed, pods * RATE_HZ, lost,
+               percentile(rtts, 0.5) * 1000, percentile(rtts, 0.99) * 1000, 100 * (1 - max(usage)),
+               f"{max(usage) * 100 / pods:.2f} % of one full-speed bus (19 x 64 B per ms) per pod at the busiest second")
 
 
 # -- USB ----------------------------------------------------------------------------
@@ -262,7 +324,7 @@ async def _ble_rates(work: Path, port: int, seconds: float, commands: int) -> Ro
         await pod.stop()
 
 
-TRANSPORTS = {"usb": usb_rates, "ble": ble_rates}
+TRANSPORTS = {"serial": serial_rates, "usb": usb_rates, "ble": ble_rates}
 
 
 async def main() -> None:

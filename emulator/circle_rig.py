@@ -59,6 +59,7 @@ class Rig:
     eeg_channels: tuple[int, ...] = (8,)  # pod i has eeg_channels[i % len]: 8 at 250 Hz, 16 at 125 Hz
     app: Bundle | None = None  # boards flashed with this app (emulator/flashed.py): updatable; None: the source tree
     update_key: bytes = bytes(range(32))  # the flashed boards' update key
+    ble: bool = False  # every pod's BLE on too (pod.json ble), its radio on one bumble link, no central
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
 
@@ -83,6 +84,11 @@ class Rig:
                 self.hostds.append(subprocess.Popen(
                     [sys.executable, "-m", "hypnolum", "hostd", "--config", str(cfg)],
                     stdout=subprocess.DEVNULL, stderr=log, preexec_fn=die_with_parent()))
+        ble_link = None
+        if self.ble:
+            from bumble.link import LocalLink
+
+            ble_link = LocalLink()
         for i in range(self.n_pods):
             h = i % self.n_hosts
             ppm = rng.uniform(-self.ppm_max, self.ppm_max)
@@ -97,7 +103,7 @@ class Rig:
                               led_count=self.led_count, eeg_channels=self.eeg_channels[i % len(self.eeg_channels)],
                               eeg_batch_ms=self.eeg_batch_ms,
                               participant=self.participant,
-                              tty_link=self.workdir / f"host{h}" / "pods" / f"{pod_id}.tty",
+                              tty_link=self.workdir / f"host{h}" / "pods" / f"{pod_id}.tty", ble_link=ble_link,
                               env={"HYPNOLUM_CLOCK_PPM": f"{ppm:.3f}"})
             pod.link_jitter_s = self.jitter_s
             pod.nice = self.pod_nice

@@ -183,7 +183,7 @@ class EmulatedPod:
         self.seed = seed
         self.config = config or PodConfig(
             pod_id=pod_id, led_count=led_count, eeg_channels=eeg_channels, sample_rate_hz=125 if eeg_channels > 8 else 250,
-            usb_link=usb_link,
+            usb_link=usb_link, ble=ble_link is not None,
             **({} if eeg_batch_ms is None else {"eeg_batch_ms": eeg_batch_ms}),  # None: the firmware's default
         )
         self.tty_path = Path(tty_link) if tty_link is not None else self.dir.parent / f"{pod_id}.tty"
@@ -221,6 +221,7 @@ class EmulatedPod:
         self.leds = VirtualLeds(self.dir / "leds.sock")
         # BLE: the pod's radio on a bumble LocalLink the test shares with its centrals
         # (emulator/ble_radio.py); pod.json must enable ble for the firmware to use it
+        # (the default config does when there is a radio)
         self.ble = None
         if ble_link is not None:
             from .ble_radio import PodRadio
