@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
 
 from .base import Transport, TransportClosed, TransportError
@@ -77,6 +78,11 @@ class UsbTransport(Transport):
         self.reset_on_open = reset_on_open
         self._intf = self._in = self._out = None
         self._closed = False
+        # A thread each for reads and writes, the transport's own: a read blocks up to
+        # _POLL_MS, and in asyncio's shared pool (cpu count + 4 threads) the reads of
+        # many pods held the writes of the rest behind them (tens of ms a command).
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name} read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name} write")
 
     def _open(self) -> None:
         import usb.core
@@ -138,7 +144,7 @@ class UsbTransport(Transport):
     async def read(self) -> bytes:
         if self._closed:
             return b""
-        return await asyncio.to_thread(self._read)
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read)
 
     def _write(self, data: bytes) -> None:
         import usb.core
@@ -154,7 +160,7 @@ class UsbTransport(Transport):
             view = view[n:]
 
     async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._write, data)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, data)
 
     async def close(self) -> None:
         if self._closed:
@@ -172,6 +178,8 @@ class UsbTransport(Transport):
                 log.debug("%s: close: %s", self.name, exc)
 
         await asyncio.to_thread(release)
+        for pool in (self._reader, self._writer):
+            pool.shutdown(wait=False)  # a read under way ends within _POLL_MS: it sees _closed
 
 
 class UsbScanner:
