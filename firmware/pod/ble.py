@@ -41,7 +41,7 @@ import hal
 from micropython import const
 
 from pod.bonds import Bonds
-from pod.usbbulk import _ring_copy  # one home for the link rings' copies
+from pod.linkring import Rings
 
 _IRQ_CENTRAL_CONNECT = const(1)  # extmod/modbluetooth.h:133-163
 _IRQ_CENTRAL_DISCONNECT = const(2)
@@ -55,10 +55,6 @@ _FLAG_NOTIFY = const(0x0010)  # extmod/modbluetooth.h:94-113
 _IO_NO_INPUT_OUTPUT = const(3)  # extmod/modbluetooth.h:174
 _SEC_CCCD = const(3)  # a bonded peer's subscriptions (NimBLE's BLE_STORE_OBJ_TYPE_CCCD), not keys
 
-_TX_SIZE = const(4096)  # as the CDC port's: a burst of telemetry plus link.py's reserve
-_RX_SIZE = const(1024)
-_TX_WRAP = const(8191)
-_RX_WRAP = const(2047)
 _MTU = const(247)  # asked for; one notification then fills one LE data packet (251 B with DLE)
 _CHUNK_MAX = const(244)  # _MTU - 3
 _RX_ATTR = const(512)  # the RX attribute's buffer: writes append until the irq reads them
@@ -89,7 +85,7 @@ def adv_payloads(pod_id):
     return adv, bytes((len(_SERVICE_LE) + 1, 0x07)) + _SERVICE_LE
 
 
-class Port:
+class Port(Rings):
     def __init__(self, bt, pod_id, pair_s):
         """bt: the bluetooth module (hal's); pod_id: advertised; pair_s: the pairing window."""
         self._ble = ble = bt.BLE()
@@ -109,10 +105,7 @@ class Port:
         if hal.remove(PAIR_FLAG):  # consumed: the window opens once per flag
             self._pair_until = hal.ticks_add(hal.ticks_ms(), pair_s * 1000)
             self.pairing = True
-        self._tx = bytearray(_TX_SIZE)
-        self._rx = bytearray(_RX_SIZE)
-        self._th = self._tt = 0
-        self._rh = self._rt = 0
+        Rings.__init__(self)  # the same rings as the USB functions' (pod/linkring.py)
         self._note = bytearray(_CHUNK_MAX)
         # gatts_notify sends a whole buffer: a view of _note per length it sends, made on first
         # use (a slice would allocate one per notification). Lengths 1.._SMALL, then multiples
@@ -137,30 +130,8 @@ class Port:
     def up(self):
         return self._trusted
 
-    def tx_free(self):
-        return _TX_SIZE - ((self._th - self._tt) & _TX_WRAP)
-
-    def write(self, buf, n):
-        th = self._th
-        free = _TX_SIZE - ((th - self._tt) & _TX_WRAP)
-        if n > free:
-            n = free
-        if n:
-            _ring_copy(self._tx, _TX_SIZE, th & (_TX_SIZE - 1), buf, n, 1)
-            self._th = (th + n) & _TX_WRAP
-            self._tx_flag.set()
-        return n
-
-    def readinto(self, buf):
-        rt = self._rt
-        n = (self._rh - rt) & _RX_WRAP
-        if not n:
-            return 0
-        if n > len(buf):
-            n = len(buf)
-        _ring_copy(self._rx, _RX_SIZE, rt & (_RX_SIZE - 1), buf, n, 0)
-        self._rt = (rt + n) & _RX_WRAP
-        return n
+    def _tx_added(self):
+        self._tx_flag.set()  # run() sends it
 
     def wait(self):
         return self._rx_flag.wait()
@@ -176,7 +147,7 @@ class Port:
                 if self._refused or hal.ticks_diff(hal.ticks_ms(), self._since) > _SECURE_WITHIN_MS:
                     self._refuse()
                 await sleep(100)
-            elif not self._trusted or self._th == self._tt:
+            elif not self._trusted or not self.tx_pending():
                 await flag.wait()
             elif not self._send():
                 await sleep(_RETRY_MS)
@@ -187,8 +158,7 @@ class Port:
         notify = self._notify
         note = self._note
         while True:
-            tt = self._tt
-            n = (self._th - tt) & _TX_WRAP
+            n = self.tx_pending()
             if not n:
                 return True
             if n >= self._chunk:
@@ -205,13 +175,13 @@ class Port:
                 v = self._small[n]
                 if v is None:
                     v = self._small[n] = memoryview(note)[:n]
-            _ring_copy(self._tx, _TX_SIZE, tt & (_TX_SIZE - 1), note, n, 0)
+            self.tx_peek(note, n)
             try:
                 notify(conn, self._tx_h, v)
             except OSError:  # ENOMEM: NimBLE's buffers are all queued; the bytes stay in the ring
                 self.notify_full += 1
                 return False
-            self._tt = (tt + n) & _TX_WRAP
+            self.tx_done(n)
 
     # -- the stack's events (NimBLE's task on the board) -------------------------
     def _irq(self, event, data):
@@ -246,7 +216,7 @@ class Port:
                 return
             if encrypted and bonded and not self._refused:
                 if not self._trusted:
-                    self._tt = self._th  # a new session: what waited for the last one is not sent
+                    self.tx_drop()  # a new session: what waited for the last one is not sent
                     self._trusted = True
                     self._tx_flag.set()
             else:
@@ -271,15 +241,13 @@ class Port:
         return None
 
     def _put_rx(self, value):
-        rh = self._rh
         n = len(value)
-        free = _RX_SIZE - ((rh - self._rt) & _RX_WRAP)
+        free = self.rx_room()
         if n > free:
             self.rx_dropped += n - free
             n = free
         if n:
-            _ring_copy(self._rx, _RX_SIZE, rh & (_RX_SIZE - 1), value, n, 1)
-            self._rh = (rh + n) & _RX_WRAP
+            self.rx_put(value, n)
             self._rx_flag.set()
 
     def _window(self):

@@ -3,7 +3,7 @@ transfers that every USB function of the pod's link shares (pod/usbcdc.py,
 pod/usbvendor.py add their descriptors and class requests).
 
 TinyUSB's callbacks run from the MicroPython scheduler. They only move bytes
-between the endpoint buffers and two preallocated rings and set a
+between the endpoint buffers and the two rings (pod/linkring.py) and set a
 ThreadSafeFlag. Every transfer is also submitted from scheduler context, so
 two submissions can never race. Nothing here allocates after __init__.
 """
@@ -12,10 +12,8 @@ import asyncio
 import micropython
 from micropython import const
 
-_TX_SIZE = const(4096)  # backlog: a burst of telemetry plus the 2 KB link.py keeps for answers
-_RX_SIZE = const(1024)  # host commands that arrive during a 10-20 ms render or GC stall
-_TX_WRAP = const(8191)  # indices run mod 2*size, so a full ring and an empty one differ
-_RX_WRAP = const(2047)
+from pod.linkring import Rings
+
 PKT = const(64)  # full-speed bulk wMaxPacketSize
 _IN_PKTS = const(8)  # largest IN transfer: 512 B, so a busy link costs few callbacks
 
@@ -34,7 +32,7 @@ def config_descriptor(builtin, function, interfaces):
     return cfg
 
 
-class BulkPort:
+class BulkPort(Rings):
     """A non-blocking byte pipe over bulk endpoints (the hal.open_link contract).
 
     write(buf, n) -> how many of buf[0:n] were taken (what fits; never waits).
@@ -55,10 +53,7 @@ class BulkPort:
         self._ep_in = ep_in
         self._ep_out = ep_out
         self._zlp = zlp
-        self._tx = bytearray(_TX_SIZE)
-        self._rx = bytearray(_RX_SIZE)
-        self._th = self._tt = 0  # TX head (written by write) and tail (by callbacks)
-        self._rh = self._rt = 0  # RX head (callbacks) and tail (readinto)
+        Rings.__init__(self)
         self._in = bytearray(_IN_PKTS * PKT)
         mv = memoryview(self._in)
         # an IN transfer's length is its buffer's: one view per length it can have (no slicing later)
@@ -86,34 +81,13 @@ class BulkPort:
     def up(self):
         return self._open
 
-    def tx_free(self):
-        return _TX_SIZE - ((self._th - self._tt) & _TX_WRAP)
+    def _tx_added(self):
+        if not (self._in_busy or self._kick_pending):
+            self._schedule_kick()
 
-    def write(self, buf, n):
-        th = self._th
-        free = _TX_SIZE - ((th - self._tt) & _TX_WRAP)
-        if n > free:
-            n = free
-        if n:
-            _ring_copy(self._tx, _TX_SIZE, th & (_TX_SIZE - 1), buf, n, 1)
-            self._th = (th + n) & _TX_WRAP  # publish only once the bytes are there
-            if not (self._in_busy or self._kick_pending):
-                self._schedule_kick()
-        return n
-
-    def readinto(self, buf):
-        rt = self._rt
-        n = (self._rh - rt) & _RX_WRAP
-        if not n:
-            return 0
-        size = len(buf)
-        if n > size:
-            n = size
-        _ring_copy(self._rx, _RX_SIZE, rt & (_RX_SIZE - 1), buf, n, 0)
-        self._rt = (rt + n) & _RX_WRAP
+    def _rx_taken(self):
         if not (self._out_busy or self._kick_pending):
             self._schedule_kick()  # the ring was too full to take a packet: room again
-        return n
 
     def wait(self):
         return self._flag.wait()
@@ -138,8 +112,7 @@ class BulkPort:
     def _submit_in(self):
         if not self._open:
             return
-        tt = self._tt
-        n = (self._th - tt) & _TX_WRAP
+        n = self.tx_pending()
         if not n:
             if self._in_full:  # the burst ended on a full packet: a zero-length one ends it
                 if self._usbd.submit_xfer(self._ep_in, self._in_views[0]):
@@ -154,14 +127,14 @@ class BulkPort:
             view = self._in_views[PKT - 1 + k]
         else:
             view = self._in_views[n]
-        _ring_copy(self._tx, _TX_SIZE, tt & (_TX_SIZE - 1), self._in, n, 0)
+        self.tx_peek(self._in, n)
         if self._usbd.submit_xfer(self._ep_in, view):
             self._in_busy = True
             self._in_full = self._zlp and not n & (PKT - 1)
-            self._tt = (tt + n) & _TX_WRAP
+            self.tx_done(n)
 
     def _submit_out(self):
-        if not self._open or _RX_SIZE - ((self._rh - self._rt) & _RX_WRAP) < PKT:
+        if not self._open or self.rx_room() < PKT:
             return  # no room for a packet: the host is NAKed until readinto frees some
         if self._usbd.submit_xfer(self._ep_out, self._out):
             self._out_busy = True
@@ -175,9 +148,7 @@ class BulkPort:
         elif ep == self._ep_out:
             self._out_busy = False
             if n and not result:
-                rh = self._rh
-                _ring_copy(self._rx, _RX_SIZE, rh & (_RX_SIZE - 1), self._out, n, 1)
-                self._rh = (rh + n) & _RX_WRAP
+                self.rx_put(self._out, n)
                 self._flag.set()
             self._submit_out()
         return True
@@ -198,29 +169,3 @@ class BulkPort:
 
     def _on_control(self, stage, req):
         return False  # no class requests: stall
-
-
-@micropython.viper
-def _ring_copy(ring, size: int, pos: int, buf, n: int, put: int):
-    # put: ring[pos:] = buf[0:n], else buf[0:n] = ring[pos:]; wrapping at size (n <= size).
-    # One call, no allocation
-    r = ptr8(ring)
-    b = ptr8(buf)
-    first = size - pos
-    if n < first:
-        first = n
-    i = 0
-    if put:
-        while i < first:
-            r[pos + i] = b[i]
-            i += 1
-        while i < n:
-            r[i - first] = b[i]
-            i += 1
-    else:
-        while i < first:
-            b[i] = r[pos + i]
-            i += 1
-        while i < n:
-            b[i] = r[i - first]
-            i += 1
