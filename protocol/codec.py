@@ -94,9 +94,11 @@ def _parser(msg: schema.Message) -> cs.Construct:
 _PARSERS = {m.type_id: _parser(m) for m in schema.MESSAGES}
 
 # Messages of fixed fields (and perhaps a bytes or list tail), nearly all traffic (EEG
-# batches and bands, status, pongs), decode by struct: protocol/fast.py, generated from the
-# definitions (protocol/gen_host.py); tests/test_codec_fast.py holds each to construct.
+# batches and bands, status, pongs; pings, group values, frame phases), decode and encode by
+# struct: protocol/fast.py, generated from the definitions (protocol/gen_host.py);
+# tests/test_codec_fast.py holds each to construct.
 _FAST = fast.DECODERS
+_FAST_ENCODE = fast.ENCODERS
 
 
 def _check(msg: schema.Message, fields: dict[str, Any]) -> None:
@@ -151,8 +153,16 @@ def encode_payload(name: str, fields: dict[str, Any], layouts: dict[int, int] | 
         _check(msg, fields)
     except (KeyError, TypeError) as exc:
         raise ProtocolError("value", f"{name}: {exc!r}") from None
+    payload = None
+    fast_encode = _FAST_ENCODE.get(name)
+    if fast_encode is not None:
+        try:
+            payload = fast_encode(fields)
+        except (KeyError, TypeError, ValueError, struct.error):
+            pass  # construct, the specification, refuses it too and says where
     try:
-        payload = msg.construct.build(fields)
+        if payload is None:
+            payload = msg.construct.build(fields)
     except (cs.ConstructError, KeyError, TypeError, ValueError, struct.error) as exc:
         raise ProtocolError("value", f"{name}: {exc}") from None
     if len(payload) > MAX_PAYLOAD:

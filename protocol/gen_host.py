@@ -3,11 +3,12 @@
 protocol/values.py: a frozen dataclass per record (messages.RECORDS: the
 scene), the value hostd builds, changes and sends whole.
 
-protocol/fast.py: a struct-based decoder per message whose fields are all of
-fixed size but perhaps the last (bytes, or a counted list): the host codec
-(codec.py) decodes those with it instead of construct, which stays the
-specification. tests/test_codec_fast.py holds every decoder to construct on
-the shared vectors and on random payloads. Messages with a string (HELLO,
+protocol/fast.py: a struct-based decoder and encoder per message whose fields
+are all of fixed size but perhaps the last (bytes, or a counted list): the
+host codec (codec.py) decodes and encodes those with them instead of
+construct, which stays the specification. tests/test_codec_fast.py holds
+every decoder and encoder to construct on the shared vectors and on random
+fields and payloads. Messages with a string (HELLO,
 CONNECT, LOG) go through construct.
 
 Usage:
@@ -138,23 +139,75 @@ def _decoder(msg: schema.Message, fmt: str, tail: schema.Field | None) -> list[s
     return out
 
 
+def _encoder(msg: schema.Message, fmt: str, tail: schema.Field | None) -> list[str]:
+    head = ["", "", f"def encode_{msg.name}(f: Mapping[str, Any]) -> bytes:"]
+    if not msg.fields:
+        return head + ["    return b''"]
+    args = []
+    for field in msg.fields:
+        if field.kind == INT:
+            args.append(f"f[{field.name!r}]")
+        elif field.kind == ENUM:
+            args.append(f"_enum(_VALUES_{field.enum.upper()}, f[{field.name!r}])")
+        elif field.kind == ARRAY:
+            args.append(f"*_exactly({field.count}, f[{field.name!r}])")
+    const = f"_LAYOUT_{msg.name.upper()}"
+    if tail is None:
+        return head + [f"    return {const}.pack({', '.join(args)})"]
+    if tail.kind == BYTES:
+        return head + [f"    return {const}.pack({', '.join(args)}) + _bytes(f[{tail.name!r}])"]
+    return head + [f"    items = f[{tail.name!r}]",
+                   f"    return {const}.pack({', '.join(args + ['len(items)'])}) "
+                   f"+ struct.pack(f'<{{len(items)}}{tail.fmt}', *items)"]
+
+
+_ENCODE_HELPERS = [
+    "",
+    "",
+    "def _enum(values: dict[str, int], v: Any) -> int:",
+    "    # a value's name, or its number (one this host may not know), as construct's Enum builds it",
+    "    return values[v] if isinstance(v, str) else v",
+    "",
+    "",
+    "def _exactly(n: int, seq: Any) -> Any:",
+    "    if len(seq) != n:",
+    "        raise ValueError(f'{len(seq)} items, expected {n}')",
+    "    return seq",
+    "",
+    "",
+    "def _bytes(v: Any) -> bytes:",
+    "    if not isinstance(v, (bytes, bytearray, memoryview)):",
+    "        raise TypeError(f'bytes expected, not {type(v).__name__}')",
+    "    return bytes(v)",
+]
+
+
 def render_fast() -> str:
-    lines = [*_HEAD, '"""Struct-based decoders of the messages of fixed fields (and perhaps a bytes or list tail):',
-             "payload -> the fields as construct parses them (enums by name, sequences as lists).",
-             'Each raises struct.error on a payload of the wrong length."""',
-             "from __future__ import annotations", "", "import struct", "from typing import Any"]
+    lines = [*_HEAD, '"""Struct-based codecs of the messages of fixed fields (and perhaps a bytes or list tail).',
+             "",
+             "decode_<name>(payload) -> the fields as construct parses them (enums by name, sequences",
+             "as lists); struct.error on a payload of the wrong length. encode_<name>(fields) -> the",
+             "payload construct builds; KeyError, ValueError, TypeError or struct.error where construct",
+             'refuses (a missing field, an unknown name, a value out of range, a wrong count)."""',
+             "from __future__ import annotations", "", "import struct", "from collections.abc import Mapping",
+             "from typing import Any"]
     enums = sorted({f.enum for m in schema.MESSAGES if fast_layout(m) for f in m.fields if f.kind == ENUM})
     lines.append("")
     for name in enums:
         body = ", ".join(f"{v}: {k!r}" for k, v in schema.ENUMS[name].items())
         lines.append(f"_NAMES_{name.upper()} = {{{body}}}")
-    table = []
+        values = ", ".join(f"{k!r}: {v}" for k, v in schema.ENUMS[name].items())
+        lines.append(f"_VALUES_{name.upper()} = {{{values}}}")
+    lines += _ENCODE_HELPERS
+    table, enc = [], []
     for m in schema.MESSAGES:
         layout = fast_layout(m)
         if layout is not None:
-            lines += _decoder(m, *layout)
+            lines += _decoder(m, *layout) + _encoder(m, *layout)
             table.append(f"{m.type_id:#04x}: decode_{m.name}")
-    lines += ["", "", "# type id -> decoder", "DECODERS = {" + ", ".join(table) + "}"]
+            enc.append(f"{m.name!r}: encode_{m.name}")
+    lines += ["", "", "# type id -> decoder", "DECODERS = {" + ", ".join(table) + "}",
+              "# message name -> encoder", "ENCODERS = {" + ", ".join(enc) + "}"]
     return "\n".join(lines) + "\n"
 
 

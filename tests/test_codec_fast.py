@@ -1,6 +1,6 @@
-"""The codec's generated struct decoders (protocol/fast.py) decode exactly as construct, the
-specification, does: on every shared vector, on random payloads built by construct, and on
-random bytes (both refuse, or both give the same fields)."""
+"""The codec's generated struct decoders and encoders (protocol/fast.py) work exactly as
+construct, the specification, does: on every shared vector, on random fields and payloads, on
+random bytes (both refuse, or both give the same fields), and on values a field must not take."""
 from __future__ import annotations
 
 import struct
@@ -105,3 +105,73 @@ def test_truncated_bands_is_a_payload_error():
     with pytest.raises(codec.ProtocolError) as exc:
         codec.decode_body(bytes(body))
     assert exc.value.kind == "payload" and "eeg_bands" in str(exc.value)
+
+
+ENCODABLE = [m for m in schema.MESSAGES if m.name in fast.ENCODERS]
+
+
+def _codec_fields(v) -> dict:
+    fields = dict(v["fields"])
+    for f in schema.BY_NAME[v["name"]].fields:
+        if f.kind == schema.BYTES:
+            fields[f.name] = bytes.fromhex(fields[f.name])
+    return fields
+
+
+def test_every_message_without_a_string_has_a_fast_encoder():
+    assert {m.name for m in ENCODABLE} == {m.name for m in FAST}
+
+
+@pytest.mark.parametrize("v", VECTORS, ids=lambda v: f"{v['name']}-{v['case']}")
+def test_fast_encoder_matches_construct_on_vectors(v):
+    msg = schema.BY_NAME[v["name"]]
+    fields = _codec_fields(v)
+    assert fast.ENCODERS[msg.name](fields) == msg.construct.build(fields)
+    assert codec.encode(v["name"], v["seq"], fields) == bytes.fromhex(v["frame"])
+
+
+@settings(max_examples=400)
+@given(_PAYLOADS)
+def test_fast_encoder_matches_construct_on_random_fields(case):
+    msg, fields = case
+    try:
+        want = msg.construct.build(fields)
+    except (codec.cs.ConstructError, KeyError, TypeError, ValueError, struct.error):
+        with pytest.raises((KeyError, TypeError, ValueError, struct.error)):
+            fast.ENCODERS[msg.name](fields)
+        return
+    assert fast.ENCODERS[msg.name](fields) == want
+
+
+def _wrong(f: schema.Field) -> st.SearchStrategy:
+    # what a field must not take: out of range, a name no enum has, a wrong count, a wrong type
+    lo, hi = _RANGES.get(f.fmt, (0, 0))
+    bad_int = st.sampled_from([lo - 1, hi + 1, 1.5, "7", None]) if f.fmt != "f" else st.sampled_from(["x", None])
+    if f.kind == schema.ENUM:
+        return st.sampled_from(["no_such_name", lo - 1, hi + 1, None])
+    if f.kind == schema.ARRAY:
+        return st.sampled_from([[0] * (f.count - 1), [0] * (f.count + 1), [hi + 1] * f.count, "abc", None])
+    if f.kind == schema.LIST:
+        return st.sampled_from([["x"], None, 5] + ([[hi + 1]] if f.fmt != "f" else []))
+    if f.kind == schema.BYTES:
+        return st.sampled_from(["text", [1, 2, 3], None, 5])
+    return bad_int
+
+
+_SPOILED = st.sampled_from([m for m in FAST if m.fields]).flatmap(lambda m: st.tuples(
+    st.just(m), st.fixed_dictionaries({f.name: _field(f) for f in m.fields}),
+    st.sampled_from([f for f in m.fields]).flatmap(lambda f: st.tuples(st.just(f.name), _wrong(f)))))
+
+
+@settings(max_examples=400)
+@given(_SPOILED)
+def test_fast_encoder_refuses_what_construct_refuses(case):
+    msg, fields, (name, bad) = case
+    fields = {**fields, name: bad}
+    with pytest.raises((codec.cs.ConstructError, KeyError, TypeError, ValueError, struct.error)):
+        msg.construct.build(fields)
+    with pytest.raises((KeyError, TypeError, ValueError, struct.error)):
+        fast.ENCODERS[msg.name](fields)
+    with pytest.raises(codec.ProtocolError) as err:  # said as construct says it: what and where
+        codec.encode_payload(msg.name, fields)
+    assert err.value.kind in ("value", "payload")  # payload: a rule the codec checks first (leds, eeg_batch)
