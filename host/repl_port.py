@@ -1,4 +1,5 @@
-"""Where a pod's MicroPython REPL answers, seen from the serial port hostd serves the pod on.
+"""Where a pod's MicroPython REPL answers, seen from the serial port hostd serves the pod on,
+and where its link answers, seen from the REPL's (the flash tool's verify step).
 
 * A pod on the ESP32-S3's native USB (MicroPython's TinyUSB device, 303a:4001)
   shows two CDC-ACM ports: its link is interface 2 (firmware/pod/usbcdc.py),
@@ -15,12 +16,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 SYS = Path("/sys")
 NATIVE_USB = ("303a", "4001")  # MicroPython's TinyUSB CDC on an ESP32-S3 (docs/board-port.md §2)
 REPL_INTERFACE = 0
+LINK_INTERFACE = 2  # the pod's own CDC-ACM function (firmware/pod/usbcdc.py)
 
 
 class NoRepl(Exception):
@@ -84,17 +87,40 @@ def find(repl: ReplPort, sys_root: Path = SYS) -> str | None:
     (the same serial number); None while there is none."""
     if repl.usb_device is None:
         return repl.link
-    usb = repl.usb_device
-    if _read(usb / "serial") != repl.serial:
+    return _tty_of(repl.usb_device, repl.serial, REPL_INTERFACE)
+
+
+def _tty_of(usb: Path, serial: str, interface: int) -> str | None:
+    """/dev/<tty> of interface ``interface`` of the USB device at ``usb`` while it is the one
+    with ``serial``; None while there is none."""
+    if _read(usb / "serial") != serial:
         return None  # gone, or another board in that USB port
     for iface in sorted(usb.glob(f"{usb.name}:*")):
         number = _read(iface / "bInterfaceNumber")
-        if not number or int(number, 16) != REPL_INTERFACE:
+        if not number or int(number, 16) != interface:
             continue
         ttys = sorted(p.name for p in (iface / "tty").glob("*"))
         if ttys:
             return f"/dev/{ttys[0]}"
     return None
+
+
+def link_finder(port: str, sys_root: Path = SYS) -> Callable[[], str | None]:
+    """For a board reached on ``port`` (its REPL, or its link): a function giving the pod
+    link's port now. On the S3's native USB that is the tty of interface 2 of the same USB
+    device (the same serial number), which exists only while the pod's app runs: None until
+    then. On a USB-UART bridge, a UART or a pty the link is ``port`` itself. Call this before
+    the board resets: the REPL's tty may come back under another name."""
+    iface = _interface(sys_root, _tty_name(port))
+    if iface is None:
+        return lambda: port
+    usb = iface.parent
+    number = _read(iface / "bInterfaceNumber")
+    serial = _read(usb / "serial")
+    if (_read(usb / "idVendor"), _read(usb / "idProduct")) != NATIVE_USB or not serial \
+            or (number and int(number, 16) == LINK_INTERFACE):
+        return lambda: port  # a bridge, a device that cannot be told from another, or the link itself
+    return lambda: _tty_of(usb, serial, LINK_INTERFACE)
 
 
 def link_gone(repl: ReplPort, tty: str, sys_root: Path = SYS) -> bool:

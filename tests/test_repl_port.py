@@ -86,3 +86,29 @@ def test_a_native_usb_pod_without_a_findable_repl_is_named(tmp_path, serial, tty
     with pytest.raises(repl_port.NoRepl) as exc:
         repl_port.locate(link, sys_root)
     assert str(exc.value).startswith(f"{link}: the pod's {why}"), str(exc.value)
+
+
+def test_the_flash_tool_finds_the_pod_link_beside_the_repl_and_waits_for_it(tmp_path):
+    # the S3's native USB: the REPL on interface 0; the pod's link (interface 2) appears only
+    # once the app runs after the reset, perhaps with the REPL's tty renamed
+    usb = _device(tmp_path, "303a", "4001", "F412FA6C0001", {0: "ttyACM0"})
+    find = repl_port.link_finder(_port(tmp_path, "ttyACM0", "repl"), tmp_path)
+    assert find() is None  # the app has not opened its link yet
+    iface = usb / "1-2:1.2"
+    (iface / "tty" / "ttyACM3").mkdir(parents=True)
+    (iface / "bInterfaceNumber").write_text("02\n")
+    assert find() == "/dev/ttyACM3"
+    (usb / "serial").write_text("OTHERBOARD\n")  # another board plugged into that USB port
+    assert find() is None
+
+
+def test_the_link_is_the_port_itself_on_a_bridge_a_pty_or_when_given_the_link(tmp_path):
+    _device(tmp_path, "10c4", "ea60", "0001", {0: "ttyUSB0"})  # a CP210x bridge: UART0 carries both
+    bridge = _port(tmp_path, "ttyUSB0", "bridge")
+    assert repl_port.link_finder(bridge, tmp_path)() == bridge
+    pty = str(tmp_path / "emu" / "pod-01.tty")
+    assert repl_port.link_finder(pty, tmp_path)() == pty
+    other = tmp_path / "other"
+    _device(other, "303a", "4001", "F412FA6C0002", {0: "ttyACM0", 2: "ttyACM1"})
+    link = _port(other, "ttyACM1", "link")
+    assert repl_port.link_finder(link, other)() == link  # --verify-only given the link's own port

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hypnolum.host import repl_port
+
 from . import boards, flashlog, provision, updatekey, upload, verify
 from .bundle import Bundle
 from .errors import FlashError
@@ -80,6 +82,7 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
 
     try:
         boards.check_free(board.port)
+        link = repl_port.link_finder(board.port)  # before any reset: the REPL's tty may come back renamed
         if opts.image is not None:
             step = "image"
             tell("connect", 0, 1)
@@ -100,7 +103,7 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         step = "verify"
         tell("verify", 0, 1)
         want_id = opts.settings.get("pod_id") or out.pod_id
-        fields = verify.hello(board.port, opts.boot_timeout_s)
+        fields = verify.hello(link, opts.boot_timeout_s, name=board.port)
         out.hello = fields
         if not opts.upload and "pod_id" not in opts.settings:
             want_id = fields.get("pod_id", "")  # verify-only without --pod-id: take the pod's word

@@ -1,7 +1,11 @@
 """Step 3: after the reset, the pod must introduce itself as what was uploaded.
 
-Opens the port (retrying while the board boots or a native-USB port comes
-back), sends CONNECT once a second and waits for HELLO; boot-time garbage on
+Opens the pod link's port (retrying while the board boots or a native-USB
+port comes back): on an ESP32-S3's native USB that is the pod's own CDC-ACM
+interface 2 beside the REPL's interface 0, found through sysfs by the USB
+device's serial number (host/repl_port.py, link_finder); on a USB-UART bridge
+or a pty it is the port the upload used. Sends CONNECT once a second and waits
+for HELLO; boot-time garbage on
 the UART is skipped by the frame decoder. HELLO must carry this host's
 protocol version and schema fingerprint, the build hash of the uploaded
 bundle, and the provisioned pod id and LED count (proof the pod read the
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import serial
@@ -36,25 +41,33 @@ class Expected:
     protocol_version: int = codec.PROTOCOL_VERSION
 
 
-def _open(port: str, deadline: float) -> serial.Serial:
-    last = ""
+PortFinder = Callable[[], "str | None"]  # the link's port now; None while it has none
+
+
+def _open(find: PortFinder, name: str, deadline: float) -> serial.Serial:
+    last = "the pod's link port has not appeared"
     while True:
-        try:
-            s = serial.Serial(port, LINK_BAUD, timeout=0, exclusive=True)
-            return s
-        except serial.SerialException as exc:
-            last = str(exc)
-            if "lock" in last:
-                raise PortBusy(f"{port}: port busy: another program has it open", step="verify") from None
+        port = find()
+        if port is not None:
+            try:
+                s = serial.Serial(port, LINK_BAUD, timeout=0, exclusive=True)
+                return s
+            except serial.SerialException as exc:
+                last = str(exc)
+                if "lock" in last:
+                    raise PortBusy(f"{port}: port busy: another program has it open", step="verify") from None
         if time.monotonic() > deadline:
-            raise NoAnswer(f"{port}: cannot open after the reset: {last}", step="verify")
+            raise NoAnswer(f"{name}: cannot open the pod link after the reset: {last}", step="verify")
         time.sleep(0.2)
 
 
-def hello(port: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    """HELLO's fields from the pod on ``port``."""
+def hello(port: str | PortFinder, timeout_s: float = 20.0, name: str = "") -> dict[str, Any]:
+    """HELLO's fields from the pod on ``port`` (a path, or a function giving the link's path
+    now); ``name`` says which board in messages (default: the path)."""
     deadline = time.monotonic() + timeout_s
-    s = _open(port, deadline)
+    find = port if callable(port) else (lambda: port)
+    name = name or (port if isinstance(port, str) else "the pod")
+    s = _open(find, name, deadline)
     decoder = codec.FrameDecoder()
     seq = 0
     next_connect = 0.0
@@ -73,7 +86,7 @@ def hello(port: str, timeout_s: float = 20.0) -> dict[str, Any]:
                 s.close()
                 s = None
                 time.sleep(0.2)
-                s = _open(port, deadline)
+                s = _open(find, name, deadline)
                 continue
             if not data:
                 time.sleep(0.02)
@@ -81,7 +94,7 @@ def hello(port: str, timeout_s: float = 20.0) -> dict[str, Any]:
             for frame in decoder.feed(data):
                 if frame.name == "hello":
                     return frame.fields
-        raise NoAnswer(f"{port}: no HELLO from the pod within {timeout_s:.0f} s after the reset "
+        raise NoAnswer(f"{name}: no HELLO from the pod within {timeout_s:.0f} s after the reset "
                        f"({decoder.frames} frames, {sum(decoder.errors.values())} bad); "
                        "the firmware did not start: check the board's log over the REPL in safe mode",
                        step="verify")
