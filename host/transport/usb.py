@@ -144,7 +144,10 @@ class UsbTransport(Transport):
     async def read(self) -> bytes:
         if self._closed:
             return b""
-        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, self._read)
+        except RuntimeError:  # its thread was let go: closed meanwhile
+            return b""
 
     def _write(self, data: bytes) -> None:
         import usb.core
@@ -160,7 +163,12 @@ class UsbTransport(Transport):
             view = view[n:]
 
     async def write(self, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, data)
+        if self._closed:
+            raise TransportClosed(f"{self.name}: closed")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._write, data)
+        except RuntimeError:  # its thread was let go: closed meanwhile
+            raise TransportClosed(f"{self.name}: closed") from None
 
     async def close(self) -> None:
         if self._closed:
