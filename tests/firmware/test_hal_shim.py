@@ -297,7 +297,7 @@ def test_led_output_leaves_the_interpreter_while_the_wire_is_busy():
         assert took < 2000, (kind, took)  # neither held the interpreter for the transfer
         a = struct.unpack_from("<Q", rx.recv(2000), 14)[0]
         b = struct.unpack_from("<Q", rx.recv(2000), 14)[0]
-        assert wire_us <= b - a < wire_us + 1500, (kind, b - a)
+        assert wire_us - 20 <= b - a < wire_us + 1500, (kind, b - a)  # 20 us: pod and host clocks (ppm, whole-us reads)
         t0 = hal.ticks_us()
         leds.write(frame)  # its buffer still carries the first frame: it waits for the wire
         took = hal.ticks_diff(hal.ticks_us(), t0)
