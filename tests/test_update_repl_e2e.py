@@ -89,7 +89,8 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
             assert code == 0, text + hostd.log_text()[-3000:]
             assert f"pod-old1: made its update key {keys / 'pod-old1.key'}" in text, text
             assert f"pod-old1: ok, build 0x{new.build_hash:08x} in " in text and "through its REPL" in text, text
-            result = watch.json(f"{P}/pod-old1/update/result")
+            # the command has its answer; this watcher's copy of it may still be on its way
+            result = await wait_until(lambda: watch.json(f"{P}/pod-old1/update/result"), timeout=10, what="result")
             assert (result["result"], result["path"], result["reason"]) == ("ok", "repl", None), result
             steps = [m["state"] for m in watch.all_json(f"{P}/pod-old1/update/progress")]
             assert steps[0] == "safe_mode" and "upload" in steps, steps
