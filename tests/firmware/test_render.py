@@ -481,9 +481,10 @@ async def test_run_at_60_fps_under_the_tick_model_keeps_its_grid():
     dues = leds.dues
     assert len(dues) >= 66, len(dues)
     gaps = [hal.ticks_diff(b, a) for a, b in zip(dues, dues[1:])]
+    assert all(g > 0 and g % r.period_us == 0 for g in gaps), gaps  # on its grid, whatever happens
     skipped = [g for g in gaps if g != r.period_us]
-    assert len(skipped) <= 1, skipped  # on its grid, no frame skipped (one allowed for a loaded host)
-    assert r.render_overruns <= 1, r.render_overruns
+    assert len(skipped) <= 2, skipped  # next to no frame skipped (two allowed for a loaded host)
+    assert r.render_overruns <= 2, r.render_overruns
     assert 0 < leds.early < r.period_us, (leds.early, r.period_us)
 
 
