@@ -53,6 +53,12 @@ ticks_add = time.ticks_add
 """ticks_add(t, delta) -> t + delta, wrapped."""
 
 
+def _bluetooth():
+    import bluetooth  # ESP-IDF's NimBLE, MicroPython's bindings only (ports/esp32/mpconfigport.h:109-110)
+
+    return bluetooth
+
+
 async def open_link(cfg=None):
     """Open the pod link: a non-blocking byte pipe (pod/ports.py: one Port, or a Ports in
     front of several).
@@ -71,13 +77,7 @@ async def open_link(cfg=None):
     """
     from pod import usblink
 
-    usb = usblink.open(machine.USBDevice(), cfg)
-    if cfg is None or not cfg.ble:
-        return usb  # one transport: no layer in front of it (its ~2.5 KB stay out of the heap)
-    import bluetooth  # ESP-IDF's NimBLE, MicroPython's bindings only (ports/esp32/mpconfigport.h:109-110)
-    from pod import ble, ports
-
-    return ports.Ports([usb, ble.open(bluetooth, cfg)])
+    return usblink.open_link(machine.USBDevice(), cfg, _bluetooth)
 
 
 def _uart_rx(_uart):

@@ -91,6 +91,12 @@ def _connect(name, kind):
     return s
 
 
+def _bluetooth():
+    import bluetooth  # the stand-in: bumble beyond ble.sock (emulator/mpy/bluetooth.py)
+
+    return bluetooth
+
+
 async def open_link(cfg=None):
     # the firmware's own link modules (pod/ports.py: USB as pod/usblink.py picks it, and BLE
     # when cfg enables it) over the stand-in USBDevice (emulator/mpy/machine.py: a CDC
@@ -105,13 +111,7 @@ async def open_link(cfg=None):
         from pod import usbcdc
 
         return usbcdc.open(machine.USBDevice())
-    usb = usblink.open(machine.USBDevice(), cfg)
-    if cfg is None or not cfg.ble:
-        return usb  # one transport: no layer in front of it (its ~2.5 KB stay out of the heap)
-    import bluetooth
-    from pod import ble, ports
-
-    return ports.Ports([usb, ble.open(bluetooth, cfg)])
+    return usblink.open_link(machine.USBDevice(), cfg, _bluetooth)
 
 
 async def open_headset(baud):
