@@ -1,11 +1,13 @@
 """The pods' interpreter is the board's: MicroPython v1.28.0, 32-bit words,
 and mpy-cross of the same version; no 64-bit interpreter stands in."""
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hypnolum import paths
 from hypnolum.emulator import image
 from hypnolum.emulator.pod import find_micropython
 
@@ -68,3 +70,21 @@ def test_an_interpreter_built_with_other_frozen_shims_is_refused_with_the_fix(tm
         image.check_frozen(str(exe))
     (tmp_path / "micropython.frozen").write_text(image.frozen_digest() + "\n")
     image.check_frozen(str(exe))
+
+
+def test_an_emulated_pod_imports_the_frozen_shims_not_their_sources_beside_its_launch_script(tmp_path):
+    # the unix port puts the script's directory first on sys.path, and emulator/mpy holds the
+    # shims' sources: imported from there they would be compiled into the pod's heap
+    (tmp_path / "boot.py").write_text(
+        "import sys\n"
+        "import bluetooth, emutime, machine, usbcable\n"
+        "print('FILES', *[m.__file__ for m in (bluetooth, emutime, machine, usbcable)])\n"
+        "print('PATH0', repr(sys.path[0]))\n"
+        "sys.exit(0)\n")
+    env = {"MICROPYPATH": os.pathsep.join([str(tmp_path), str(paths.FIRMWARE), ".frozen"]), "PATH": "/usr/bin:/bin",
+           "HYPNOLUM_POD_DIR": str(tmp_path)}
+    out = subprocess.run([find_micropython(), str(paths.EMULATOR_SHIMS / "launch.py")], capture_output=True,
+                         text=True, timeout=30, env=env, cwd=tmp_path)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert lines.get("FILES", "").split() == ["bluetooth.py", "emutime.py", "machine.py", "usbcable.py"], out
+    assert lines.get("PATH0") == "''"  # the board's sys.path starts at its filesystem's root

@@ -1,8 +1,19 @@
 # Emulator entry point: run boot.py then main.py, as a board does after reset.
-# MICROPYPATH puts this directory (the HAL shim) before firmware/.
-import boot  # noqa: F401
-import main  # noqa: F401
-import hal
+import os
+import sys
+
+if os.getenv("HYPNOLUM_HEAP_MAP"):
+    import heapmap  # noqa: F401  (a heap census: emulator/mpy/heapmap.py)
+
+# The unix port puts this script's directory first on sys.path (ports/unix/main.c:686-688 at
+# v1.28.0), where the stand-ins' sources lie: imported from there they would be compiled into
+# the pod's heap. The board's sys.path starts with "" (its filesystem's root, here the pod's
+# directory, the cwd); MICROPYPATH then gives the compiled HAL shim and firmware, and .frozen
+# the stand-ins for the board's C modules (emulator/manifest.py).
+sys.path[0] = ""
+import boot  # noqa: F401, E402
+import main  # noqa: F401, E402
+import hal  # noqa: E402
 
 if hal.safe_mode():
     # main.py started nothing: a board now sits in its REPL; this process waits likewise

@@ -41,6 +41,7 @@ import hal
 from micropython import const
 
 from pod.bonds import Bonds
+from pod.flagwait import Flag, FlagWait
 from pod.linkring import Rings
 
 _IRQ_CENTRAL_CONNECT = const(1)  # extmod/modbluetooth.h:133-163
@@ -85,9 +86,10 @@ def adv_payloads(pod_id):
     return adv, bytes((len(_SERVICE_LE) + 1, 0x07)) + _SERVICE_LE
 
 
-class Port(Rings):
-    def __init__(self, bt, pod_id, pair_s):
-        """bt: the bluetooth module (hal's); pod_id: advertised; pair_s: the pairing window."""
+class Port(Rings, FlagWait):
+    def __init__(self, bt, pod_id, pair_s, like=None):
+        """bt: the bluetooth module (hal's); pod_id: advertised; pair_s: the pairing window;
+        like: the Port whose rings this one shares, standing by (pod/ports.py)."""
         self._ble = ble = bt.BLE()
         ble.active(True)
         ble.config(gap_name=pod_id[:_NAME_MAX], mtu=_MTU, bond=True, le_secure=True, mitm=False,
@@ -105,15 +107,15 @@ class Port(Rings):
         if hal.remove(PAIR_FLAG):  # consumed: the window opens once per flag
             self._pair_until = hal.ticks_add(hal.ticks_ms(), pair_s * 1000)
             self.pairing = True
-        Rings.__init__(self)  # the same rings as the USB functions' (pod/linkring.py)
+        Rings.__init__(self, like)  # the same rings as the USB functions' (pod/linkring.py)
         self._note = bytearray(_CHUNK_MAX)
         # gatts_notify sends a whole buffer: a view of _note per length it sends, made on first
         # use (a slice would allocate one per notification). Lengths 1.._SMALL, then multiples
         # of 16 (a longer tail goes as its multiple of 16 and the rest): at most 80 views.
         self._small = [None] * (_SMALL + 1)
         self._big = [None] * (_CHUNK_MAX // 16 + 2)
-        self._rx_flag = asyncio.ThreadSafeFlag()
-        self._tx_flag = asyncio.ThreadSafeFlag()
+        self._init_wait(asyncio.ThreadSafeFlag())  # set when bytes arrive: wait() without a coroutine
+        self._tx_flag = Flag()
         self._conn = -1
         self._since = 0  # ticks_ms of the connection
         self._trusted = False
@@ -132,9 +134,6 @@ class Port(Rings):
 
     def _tx_added(self):
         self._tx_flag.set()  # run() sends it
-
-    def wait(self):
-        return self._rx_flag.wait()
 
     # -- notifications ---------------------------------------------------------
     async def run(self):
@@ -248,7 +247,7 @@ class Port(Rings):
             n = free
         if n:
             self.rx_put(value, n)
-            self._rx_flag.set()
+            self._flag.set()
 
     def _window(self):
         if self.pairing and hal.ticks_diff(self._pair_until, hal.ticks_ms()) <= 0:
@@ -270,7 +269,7 @@ class Port(Rings):
         self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp, connectable=True)
 
 
-def open(bt, cfg):
-    """The BLE port on bt (the bluetooth module) for pod config cfg (pod_id, ble_pair_s);
-    its run() must be started."""
-    return Port(bt, cfg.pod_id, cfg.ble_pair_s)
+def open(bt, cfg, like=None):
+    """The BLE port on bt (the bluetooth module) for pod config cfg (pod_id, ble_pair_s),
+    sharing like's rings if given; its run() must be started."""
+    return Port(bt, cfg.pod_id, cfg.ble_pair_s, like)

@@ -8,6 +8,7 @@ arms; `await obj.wait()` returns once the flag is set, and clears it. The
 object is its own awaitable, parked once on the flag's poll entry as asyncio's
 sleep_ms parks on the task queue, so no coroutine is made per wait.
 """
+import asyncio
 from asyncio import core
 
 
@@ -19,6 +20,11 @@ class FlagWait:
 
     def _rearm(self):
         self._waiting = False
+
+    def share_wait(self, flag):
+        """Set flag, not this object's own, when there is something to wait for: one waiter
+        (pod/ports.py) then waits for several objects at once."""
+        self._flag = flag
 
     def wait(self):
         return self
@@ -36,6 +42,16 @@ class FlagWait:
         f.state = 0
         self._stop.__traceback__ = None
         raise self._stop
+
+
+class Flag(FlagWait):
+    """An asyncio.ThreadSafeFlag whose `await flag.wait()` makes no coroutine."""
+
+    def __init__(self):
+        self._init_wait(asyncio.ThreadSafeFlag())
+
+    def set(self):
+        self._flag.set()
 
 
 class StreamRead:

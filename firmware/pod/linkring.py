@@ -9,6 +9,13 @@ read TX with tx_pending()/tx_peek() and let go with tx_done() once the bytes
 are out, and put what arrived with rx_room()/rx_put(). Indices run modulo twice
 the size, so a full ring and an empty one differ. Nothing allocates after
 __init__: one viper call copies, wrapping at the ring's end.
+
+Transports behind pod/ports.Ports share one pair of buffers (Rings(like=)):
+one carries the link at a time, and the others stand by (stand_by()): a
+standby one takes no bytes in (rx_put drops them: a standby host's commands
+are not applied) and has nothing to send (tx_pending 0), whatever its
+callbacks still do. Ports switches in the main context; the new active one
+starts with both rings empty, the link starting over on it.
 """
 import micropython
 from micropython import const
@@ -20,11 +27,25 @@ _RX_WRAP = const(2047)
 
 
 class Rings:
-    def __init__(self):
-        self._tx = bytearray(_TX_SIZE)
-        self._rx = bytearray(_RX_SIZE)
+    def __init__(self, like=None):
+        """like: the Rings whose buffers these share, standing by until stand_by(False)."""
+        if like is None:
+            self._tx = bytearray(_TX_SIZE)
+            self._rx = bytearray(_RX_SIZE)
+        else:
+            self._tx = like._tx
+            self._rx = like._rx
+        self._standby = like is not None
         self._th = self._tt = 0  # TX head (written by write) and tail (by the transport)
         self._rh = self._rt = 0  # RX head (the transport) and tail (readinto)
+
+    def stand_by(self, on):
+        """Stand by (on) or carry the link (not on): either way both rings start empty."""
+        self._standby = True  # first: from here the transport's callbacks neither put nor send
+        self._th = self._tt = self._rh = self._rt = 0
+        if not on:
+            self._standby = False
+            self._rx_taken()  # room for the host's bytes (a USB function arms its OUT transfer)
 
     # -- main context: the Port's byte side -----------------------------------
     def tx_free(self):
@@ -61,6 +82,8 @@ class Rings:
 
     # -- the transport's side ---------------------------------------------------
     def tx_pending(self):
+        if self._standby:
+            return 0
         return (self._th - self._tt) & _TX_WRAP
 
     def tx_peek(self, dst, n):
@@ -77,7 +100,9 @@ class Rings:
         return _RX_SIZE - ((self._rh - self._rt) & _RX_WRAP)
 
     def rx_put(self, src, n):
-        """RX += src[0:n] (n <= rx_room())."""
+        """RX += src[0:n] (n <= rx_room()); dropped while standing by."""
+        if self._standby:
+            return
         rh = self._rh
         _ring_copy(self._rx, _RX_SIZE, rh & (_RX_SIZE - 1), src, n, 1)
         self._rh = (rh + n) & _RX_WRAP

@@ -7,17 +7,20 @@ right now (USB: the host configured the device and holds the port open; BLE:
 a bonded, encrypted central is connected). Ports presents the same contract
 to pod/link.py. The first port that comes up becomes the active one and keeps
 the link while it stays up; when it goes down, the first other port that is
-up takes over, what the new one received while it stood by is dropped (a
-standby host's commands are not applied late), and the link starts over on
-it: on_switch() is called at the link's next read, between frames (the app says HELLO
+up takes over, and the link starts over on it. The transports share one pair
+of rings (pod/linkring.py): the ones not carrying the link stand by, taking
+no bytes in (a standby host's commands are not applied, late or ever), and
+the new one starts with its rings empty: on_switch() is called at the link's next read, between frames (the app says HELLO
 there; a switch is found inside tx_free() or write(), in the middle of a send whose frame is
 in the encoder's buffer). While no port is up the
 last active one keeps taking bytes into its ring, as a lone CDC port does.
 
 The choice is made on every call (a few method calls, no allocation), so a
 transport that goes away is left at the next frame the pod sends: telemetry
-goes out several times a second. wait() is one flag of Ports' own, set by a
-watcher task per port when bytes arrive on the active one, and by a switch.
+goes out several times a second. wait() is one flag that every transport
+sets when bytes arrive (FlagWait.share_wait) and a switch sets: one wait per
+arrival, whichever transport it came on (a standby one's bytes are dropped,
+and the read after such a wake finds nothing).
 """
 import asyncio
 
@@ -29,9 +32,10 @@ class Ports(FlagWait):
         """ports: the transports' Ports, in order of preference when several are up."""
         self._ports = ports
         self._active = ports[0]
-        self._init_wait(asyncio.ThreadSafeFlag())
-        self._watchers = None
-        self._scratch = bytearray(64)
+        flag = asyncio.ThreadSafeFlag()
+        self._init_wait(flag)
+        for p in ports:
+            p.share_wait(flag)  # arrivals on any transport wake the link's one waiter
         self._moved = False
         self.switches = 0
         self.on_switch = None  # called after the active port changed: the link starts over
@@ -56,11 +60,10 @@ class Ports(FlagWait):
         return a
 
     def _switch(self, p):
+        self._active.stand_by(True)
+        p.stand_by(False)
         self._active = p
         self.switches += 1
-        s = self._scratch
-        while p.readinto(s):  # a standby host's bytes: not applied now
-            pass
         self._moved = True  # said at the next readinto (rx_task, between frames): this may be inside a send
         self._flag.set()  # rx_task looks at the new port
 
@@ -80,17 +83,6 @@ class Ports(FlagWait):
             if self.on_switch is not None:
                 self.on_switch()
         return p.readinto(buf)
-
-    def wait(self):
-        if self._watchers is None:  # the first wait runs in the link's task: the loop is running
-            self._watchers = [asyncio.create_task(self._watch(p)) for p in self._ports]
-        return self
-
-    async def _watch(self, p):
-        while True:
-            await p.wait()
-            if p is self._port():
-                self._flag.set()
 
     async def run(self):
         """The transports' own tasks (the BLE port's notification pump), until one fails."""

@@ -12,6 +12,7 @@ import asyncio
 import micropython
 from micropython import const
 
+from pod.flagwait import FlagWait
 from pod.linkring import Rings
 
 PKT = const(64)  # full-speed bulk wMaxPacketSize
@@ -32,7 +33,7 @@ def config_descriptor(builtin, function, interfaces):
     return cfg
 
 
-class BulkPort(Rings):
+class BulkPort(Rings, FlagWait):
     """A non-blocking byte pipe over bulk endpoints (the hal.open_link contract).
 
     write(buf, n) -> how many of buf[0:n] were taken (what fits; never waits).
@@ -59,7 +60,7 @@ class BulkPort(Rings):
         # an IN transfer's length is its buffer's: one view per length it can have (no slicing later)
         self._in_views = [mv[:n] for n in range(PKT)] + [mv[:k * PKT] for k in range(1, _IN_PKTS + 1)]
         self._out = bytearray(PKT)
-        self._flag = asyncio.ThreadSafeFlag()
+        self._init_wait(asyncio.ThreadSafeFlag())  # wait() parks on it without a coroutine per wait
         self._open = False  # the host configured the device: endpoints exist
         self._in_busy = False
         self._in_full = False  # the last IN transfer ended on a full packet (zlp)
@@ -88,9 +89,6 @@ class BulkPort(Rings):
     def _rx_taken(self):
         if not (self._out_busy or self._kick_pending):
             self._schedule_kick()  # the ring was too full to take a packet: room again
-
-    def wait(self):
-        return self._flag.wait()
 
     def _schedule_kick(self):
         if self._kick_pending:

@@ -26,4 +26,4 @@ def open_link(usbd, cfg, bluetooth):
         return usb  # one transport: no layer in front of it (its ~2.5 KB stay out of the heap)
     from pod import ble, ports
 
-    return ports.Ports([usb, ble.open(bluetooth(), cfg)])
+    return ports.Ports([usb, ble.open(bluetooth(), cfg, usb)])  # one pair of rings: one carries the link

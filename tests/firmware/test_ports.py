@@ -1,50 +1,44 @@
 # The one pod link over several transports (pod/ports.py), under MicroPython: which transport
 # carries the link, the switch (HELLO on the new one, its standby bytes dropped), and wait().
-# Each transport here is a byte pipe with the Port contract (a host attached or not).
+# Each transport here is a byte pipe with the Port contract (a host attached or not) on the
+# real rings, the standby ones sharing the first one's.
 import asyncio
 import gc
 
 from pod import framing, link, ports, wire
+from pod.flagwait import FlagWait
+from pod.linkring import Rings
 from pod.mem import copy
 
 
-class Pipe:
-    """A transport's pod end: what the pod wrote, what the host sent, whether a host is there."""
+class Pipe(Rings, FlagWait):
+    """A transport's pod end on the rings every transport keeps (pod/linkring.py): what the
+    pod wrote reaches out[0:out_n] at once, send() is the host sending, host whether one is
+    attached. Pipe(like=other) shares other's rings, standing by, as the BLE port shares the
+    USB function's."""
 
-    def __init__(self):
+    def __init__(self, like=None):
+        Rings.__init__(self, like)
         self.host = False
         self.out = bytearray(8192)
         self.out_n = 0
-        self.inbox = bytearray(1024)
-        self.in_n = 0
-        self.in_at = 0
-        self.flag = asyncio.ThreadSafeFlag()
+        self._chunk = bytearray(4096)
+        self._init_wait(asyncio.ThreadSafeFlag())
 
     def up(self):
         return self.host
 
-    def tx_free(self):
-        return len(self.out) - self.out_n
-
-    def write(self, buf, n):
-        n = min(n, self.tx_free())
-        copy(self.out, self.out_n, buf, 0, n)
+    def _tx_added(self):  # the transport sends at once
+        n = self.tx_pending()
+        self.tx_peek(self._chunk, n)
+        copy(self.out, self.out_n, self._chunk, 0, n)
         self.out_n += n
-        return n
+        self.tx_done(n)
 
-    def readinto(self, buf):
-        n = min(len(buf), self.in_n - self.in_at)
-        copy(buf, 0, self.inbox, self.in_at, n)
-        self.in_at += n
-        return n
-
-    def wait(self):
-        return self.flag.wait()
-
-    def send(self, data):  # the host sends
-        copy(self.inbox, self.in_n, data, 0, len(data))
-        self.in_n += len(data)
-        self.flag.set()
+    def send(self, data):  # the host sends: what the RX ring has room for
+        n = min(len(data), self.rx_room())
+        self.rx_put(data, n)
+        self._flag.set()
 
 
 def _types(pipe):
@@ -62,7 +56,8 @@ def _hello_link(p):
 
 
 def test_the_first_transport_up_keeps_the_link_until_it_goes_down():
-    usb, ble = Pipe(), Pipe()
+    usb = Pipe()
+    ble = Pipe(like=usb)
     p = ports.Ports([usb, ble])
     lk = _hello_link(p)
     buf = bytearray(16)
@@ -83,15 +78,15 @@ def test_the_first_transport_up_keeps_the_link_until_it_goes_down():
     n_ble = ble.out_n
     lk.send_log(wire.LOG_LEVEL_INFO, "z")
     assert p.active is usb and p.switches == 2 and ble.out_n == n_ble
-    assert usb.in_at == usb.in_n  # what USB's host sent while it stood by was dropped, not applied
-    assert p.readinto(buf) == 0
+    assert p.readinto(buf) == 0  # what USB's host sent while it stood by was dropped, not applied
     usb.host = ble.host = False  # nobody: the last transport keeps taking bytes
     lk.send_log(wire.LOG_LEVEL_INFO, "w")
     assert p.active is usb and p.switches == 2
 
 
 async def test_wait_wakes_for_bytes_on_the_active_transport_and_for_a_switch():
-    usb, ble = Pipe(), Pipe()
+    usb = Pipe()
+    ble = Pipe(like=usb)
     usb.host = True
     p = ports.Ports([usb, ble])
     buf = bytearray(16)
@@ -123,7 +118,8 @@ async def test_wait_wakes_for_bytes_on_the_active_transport_and_for_a_switch():
 
 
 def test_forwarding_allocates_nothing():
-    usb, ble = Pipe(), Pipe()
+    usb = Pipe()
+    ble = Pipe(like=usb)
     usb.host = True
     p = ports.Ports([usb, ble])
     buf = bytearray(64)
@@ -139,3 +135,32 @@ def test_forwarding_allocates_nothing():
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
+
+
+def test_a_standby_transport_shares_the_rings_without_touching_the_link_bytes():
+    usb = Pipe()
+    usb.host = True
+    gc.collect()
+    before = gc.mem_alloc()
+    solo = Pipe()
+    alone = gc.mem_alloc() - before
+    gc.collect()
+    before = gc.mem_alloc()
+    ble = Pipe(like=usb)
+    shared = gc.mem_alloc() - before
+    assert alone - shared >= 4096 + 1024, (alone, shared)  # no rings of its own
+    assert solo._tx is not usb._tx and ble._tx is usb._tx
+    p = ports.Ports([usb, ble])
+    buf = bytearray(64)
+    usb.send(b"host command")  # waits in the shared RX ring
+    ble.host = True
+    ble.send(b"neighbour bytes that must not land in the link's ring")
+    p.write(b"telemetry", 9)
+    assert ble.tx_pending() == 0 and ble.out_n == 0  # the standby transport has nothing to send
+    n = p.readinto(buf)
+    assert bytes(buf[:n]) == b"host command"
+    assert usb.out[:usb.out_n] == b"telemetry"
+    ble.stand_by(True)  # a late completion on a standby transport changes nothing
+    ble.tx_done(7)
+    assert ble.tx_pending() == 0
+    assert p.readinto(buf) == 0
