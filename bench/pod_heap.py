@@ -9,10 +9,13 @@ every 20 ms) with a scene change every few seconds, through hostd on a real
 mosquitto. Prints each pod's lowest and last mem_free (from its STATUS
 heartbeats) against the budget and the 25 % floor.
 
-    .venv/bin/python bench/pod_heap.py [--seconds 600] [--pods 2] [--ble]
+    .venv/bin/python bench/pod_heap.py [--seconds 600] [--pods 2] [--ble] [--census S]
 
 With --ble every pod also has BLE on (its link stays on USB; no central connects):
 what a pod ready for the USB-to-BLE fallback holds.
+
+With --census S each pod also prints, S seconds in, what its heap holds after a
+collection, by object type, and its interned names' headroom (bench/heap_census.py).
 
 Exits 1 when a pod's mem_free went below the floor, or a pod restarted.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +33,8 @@ from hypnolum.broker import PrivateBroker
 from hypnolum.emulator import image
 from hypnolum.emulator.circle_rig import Rig
 from hypnolum.host.commands import SceneSpec
+
+import heap_census
 
 EFFECTS = ("aurora", "breathe", "candle", "palette_drift", "tide", "alpha_bloom", "circle", "heartbeat")
 
@@ -50,6 +56,8 @@ async def watch_heap(rig: Rig, lows: dict[str, int], lasts: dict[str, int], stop
 async def run(args) -> int:
     budget = image.heap_budget()
     floor = budget // 4
+    if args.census:
+        os.environ["HYPNOLUM_HEAP_MAP"] = str(args.census)  # the pods inherit it (emulator/mpy/heapmap.py)
     with tempfile.TemporaryDirectory(prefix="hypnolum-heap-") as tmp:
         work = Path(tmp)
         broker = PrivateBroker(work / "broker").start()
@@ -79,6 +87,9 @@ async def run(args) -> int:
         finally:
             await rig.stop()
             broker.stop()
+        for p in rig.pods if args.census else ():
+            c = heap_census.census(p.pod.dir / "micropython.log")
+            print(heap_census.summarize(p.pod.pod_id, c) if c else f"{p.pod.pod_id}: no census (run longer)")
         bad = 0
         for p in rig.pods:
             pod = p.pod
@@ -103,6 +114,7 @@ def main() -> None:
     ap.add_argument("--scene-every", type=float, default=5.0)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--ble", action="store_true", help="BLE on as well (pod.json ble): its port, rings and stack")
+    ap.add_argument("--census", type=float, default=0.0, help="seconds in: print what each pod's heap holds")
     raise SystemExit(asyncio.run(run(ap.parse_args())))
 
 

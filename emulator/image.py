@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from hypnolum import paths
+from hypnolum.flash.bundle import source_name  # as the flash tool compiles for a board
 
 MARCH = "x86"  # the unix port built 32-bit, as the board's words are
 MANIFEST = paths.ROOT / "emulator" / "manifest.py"  # frozen into the interpreter (tools/build_micropython.sh)
@@ -80,7 +81,7 @@ def _sources(tree: Path) -> list[Path]:
 
 
 def _digest(trees: list[Path]) -> str:
-    h = hashlib.sha256(MARCH.encode())
+    h = hashlib.sha256(MARCH.encode() + b"\0" + source_name("pod/x.py").encode())  # how it compiles
     h.update(Path(_mpy_cross()).read_bytes())
     h.update(frozen_digest().encode())  # what is frozen is left out of the image
     for tree in trees:
@@ -103,7 +104,7 @@ def _compile_tree(tree: Path, out: Path) -> None:
             dst.write_bytes(src.read_bytes())
             continue
         proc = subprocess.run(
-            [mpy_cross, f"-march={MARCH}", "-s", str(rel), "-o", str(dst.with_suffix(".mpy")), str(src)],
+            [mpy_cross, f"-march={MARCH}", "-s", source_name(str(rel)), "-o", str(dst.with_suffix(".mpy")), str(src)],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:

@@ -36,6 +36,7 @@ _HEADSET_UART = board.HEADSET_UART
 _HEADSET_TX = board.HEADSET_TX_PIN
 _HEADSET_RX = board.HEADSET_RX_PIN
 _HEADSET_RXBUF = const(4096)  # ~0.5 s of Cyton packets: rides out a long GC pause
+_HEADSET_CHAR_MS = const(1)  # keeps the RX FIFO threshold; reads still never wait (open_headset)
 _BOOT_PIN = board.BOOT_PIN
 
 
@@ -80,23 +81,23 @@ async def open_link(cfg=None):
     return usblink.open_link(machine.USBDevice(), cfg, _bluetooth)
 
 
-def _uart_rx(_uart):
-    pass  # the wake is the point: the port notifies the main task after scheduling this
-
-
 async def open_headset(baud):
     """Open the headset UART at baud. Returns (reader, writer) asyncio streams.
 
-    Received bytes wake the asyncio loop at once: without an irq the UART driver
-    does not notify the main task, and the loop would see them only at the next
-    10 ms RTOS tick (docs/board-port.md section 1). With IRQ_RX the port's UART
-    event task schedules the handler and wakes the main task
-    (ports/esp32/machine_uart.c:140-171)."""
+    pod/cyton.py polls the UART (reader.s) at each RTOS tick once the headset
+    streams, rather than awaiting its bytes: no irq, so the port starts no UART
+    event task (ports/esp32/machine_uart.c:362-365, :664-670) and nothing wakes
+    the main task per packet, each wake costing asyncio's I/O queue an
+    allocation. timeout_char is 1 ms, not 0: with 0 the port sets the RX FIFO
+    threshold to one byte (machine_uart.c:457-469), an RX interrupt per byte;
+    with 1 the driver's threshold stays and the FIFO is flushed after one idle
+    character. A read still never waits: after the first byte it waits
+    timeout_char for the rest (machine_uart.c:692-695), pdMS_TO_TICKS(1), which
+    is 0 ticks at the 100 Hz tick (docs/board-port.md section 1)."""
     uart = machine.UART(
         _HEADSET_UART, baudrate=baud, tx=_HEADSET_TX, rx=_HEADSET_RX,
-        rxbuf=_HEADSET_RXBUF, timeout=0,
+        rxbuf=_HEADSET_RXBUF, timeout=0, timeout_char=_HEADSET_CHAR_MS,
     )
-    uart.irq(_uart_rx, machine.UART.IRQ_RX)
     return asyncio.StreamReader(uart), asyncio.StreamWriter(uart, {})
 
 

@@ -203,17 +203,19 @@ import machine
 import hal
 asyncio.run(hal.open_headset(115200))
 u = machine.UART.MADE[0]
-print(json.dumps([u.n, u.kw["baudrate"], u.irq_args]))
+print(json.dumps([u.n, u.kw["baudrate"], u.kw.get("timeout_char", 0), u.irq_args]))
 """
 
 
-def test_board_headset_uart_wakes_the_loop_on_received_bytes(tmp_path):
-    """Without an irq the port's UART does not notify the main task, and asyncio would
-    see the headset's bytes only at the next 10 ms RTOS tick (docs/board-port.md 1)."""
-    n, baud, irq = run_with_fake_machine(tmp_path, HEADSET_SCRIPT)
+def test_board_headset_uart_is_polled_without_an_interrupt_per_byte(tmp_path):
+    """pod/cyton.py polls the headset UART at each tick: no irq (whose event task would wake
+    the loop per packet), and timeout_char >= 1 ms, since with 0 the port sets the RX FIFO
+    threshold to one byte (ports/esp32/machine_uart.c:457-469 at v1.28.0)."""
+    n, baud, timeout_char, irq = run_with_fake_machine(tmp_path, HEADSET_SCRIPT)
     uart = re.search(r"^HEADSET_UART = const\((\d+)\)", (ROOT / "firmware/pod/board.py").read_text(), re.M)
     assert (n, baud) == (int(uart.group(1)), 115200)
-    assert irq == [True, 1]  # a handler, on IRQ_RX
+    assert 1 <= timeout_char < 10  # under one 10 ms tick: pdMS_TO_TICKS gives 0, a read never waits
+    assert irq is None
 
 
 LED_TIMER_SCRIPT = '''

@@ -397,6 +397,59 @@ def _timer_left():
     return left
 
 
+class Readable:
+    """`await r.wait()` until a socket can be read (or accepted) without blocking, parked on
+    asyncio's I/O queue as the firmware's FlagWait parks on a flag: no coroutine per wait.
+    The stand-ins of the board's C drivers (machine.USBDevice, usbcable) wait so: what they
+    allocate is charged to the pod's heap, where the board's C allocates nothing."""
+
+    def __init__(self, sock):
+        self._s = sock
+        self._waiting = False
+        self._stop = StopIteration()
+
+    def wait(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._waiting:
+            self._waiting = True
+            core._io_queue.queue_read(self._s)
+            return None
+        self._waiting = False
+        self._stop.__traceback__ = None
+        raise self._stop
+
+
+class Flag(asyncio.ThreadSafeFlag):
+    """A ThreadSafeFlag whose `await flag.wait()` makes no coroutine, for the stand-ins (as
+    Readable). Their own: they must run any firmware, also one older than pod.flagwait.Flag."""
+
+    def __init__(self):
+        super().__init__()
+        self._waiting = False
+        self._stop = StopIteration()
+
+    def wait(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._waiting and not self.state:
+            self._waiting = True
+            core._io_queue.queue_read(self)
+            return None
+        self._waiting = False
+        self.state = 0
+        self._stop.__traceback__ = None
+        raise self._stop
+
+
 class TickPoller:
     """Wraps the select.poll object asyncio's IOQueue waits in (extmod/asyncio/core.py
     at v1.28.0: wait_io_event -> poller.ipoll(dt)). Timed waits end on an RTOS tick

@@ -7,10 +7,10 @@ if os.getenv("HYPNOLUM_HEAP_MAP"):
 
 # The unix port puts this script's directory first on sys.path (ports/unix/main.c:686-688 at
 # v1.28.0), where the stand-ins' sources lie: imported from there they would be compiled into
-# the pod's heap. The board's sys.path starts with "" (its filesystem's root, here the pod's
-# directory, the cwd); MICROPYPATH then gives the compiled HAL shim and firmware, and .frozen
-# the stand-ins for the board's C modules (emulator/manifest.py).
-sys.path[0] = ""
+# the pod's heap. Without it sys.path is MICROPYPATH: the compiled HAL shim first (boot.py puts
+# a flashed pod's slot before the filesystem's root, after the shim), the firmware or the pod's
+# filesystem, and .frozen, the stand-ins for the board's C modules (emulator/manifest.py).
+sys.path.pop(0)
 import boot  # noqa: F401, E402
 import main  # noqa: F401, E402
 import hal  # noqa: E402

@@ -23,6 +23,8 @@ from micropython import const
 
 from umachine import *  # noqa: F401,F403 - the unix port's machine
 
+import emutime
+
 _PKT = const(64)
 _PKTS_PER_FRAME = const(19)
 _ENUM_MS = const(100)  # activation to SET_CONFIGURATION: order of a Linux enumeration, not measured
@@ -78,8 +80,8 @@ class _USBDevice:
         self._in_buf = self._out_buf = None  # submitted, not yet completed
         self._in_off = 0  # bytes of the IN transfer already on the bus
         self._in_done = self._out_done = -1  # completed bytes awaiting their callback
-        self._in_flag = asyncio.ThreadSafeFlag()
-        self._out_flag = asyncio.ThreadSafeFlag()
+        self._in_flag = emutime.Flag()  # waits without a coroutine each: TinyUSB allocates nothing
+        self._out_flag = emutime.Flag()
         self._dispatch_cb = self._dispatch  # bound once: schedule() allocates nothing
         self._dispatch_pending = False
         self._redispatch = False  # a completion whose dispatch did not fit in the schedule queue
@@ -324,7 +326,7 @@ class _USBDevice:
     async def _out_pump(self):
         sock = self._sock
         flag = self._out_flag
-        reader = asyncio.StreamReader(sock)
+        readable = emutime.Readable(sock)
         while True:
             buf = self._out_buf
             if buf is None:
@@ -332,9 +334,8 @@ class _USBDevice:
                 continue
             n = sock.readinto(buf)
             if n is None:
-                n = await reader.readinto(buf)  # waits until link.sock is readable
-                if n is None:
-                    continue
+                await readable.wait()  # until link.sock is readable
+                continue
             if not n:
                 self._host_gone()
                 return

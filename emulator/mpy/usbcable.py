@@ -31,6 +31,7 @@ import time
 import micropython
 from micropython import const
 
+import emutime
 from pod.mem import copy  # the firmware's own: a forward byte copy, no allocation
 
 H_RESET = const(1)
@@ -115,8 +116,9 @@ class Cable:
 
     # -- the host's side -------------------------------------------------------
     async def _serve(self):
+        listening = emutime.Readable(self.listener)
         while True:
-            await _readable(self.listener)
+            await listening.wait()
             try:
                 conn, _ = self.listener.accept()
             except OSError:
@@ -135,11 +137,12 @@ class Cable:
         # messages as they arrive, several to a read: one wait per batch, nothing allocated per message
         rx = self.rx
         chunk = self.chunk
+        readable = emutime.Readable(conn)
         have = 0
         while True:
             k = conn.readinto(chunk)  # what is there
             if k is None:
-                await _readable(conn)
+                await readable.wait()
                 continue
             if not k:
                 return
@@ -365,7 +368,3 @@ def _write_all(conn, buf, off, n):
         off += k
         n -= k
 
-
-async def _readable(sock):
-    # until sock can be read (or accepted) without blocking: asyncio's poller
-    yield asyncio.core._io_queue.queue_read(sock)

@@ -24,6 +24,12 @@ at the next 0xA0 whose footer checks out. The 8-bit counter is widened into a
 ints on the board: a u32 past 2**30 would be a heap int per sample); a jump in
 it is a gap (counted, and the next batch carries EEG_FLAG_GAP_BEFORE). Samples are batched (10 = 40 ms at 250 Hz) and
 copied as the raw 24-bit big-endian bytes: no conversion, no allocation per sample.
+
+Reading. Once streaming, the UART is polled at every RTOS tick (10 ms, about
+3 packets), not awaited: an await parks on asyncio's I/O queue, which
+allocates its entry each time (extmod/asyncio/core.py:75-84 at
+v1.28.0), and the board's UART would wake the loop for every packet
+(hal.open_headset). A sample's time is its read's, up to one tick late.
 """
 import array
 import asyncio
@@ -33,7 +39,6 @@ import micropython
 from micropython import const
 
 from pod import wire
-from pod.flagwait import StreamRead
 from pod.mem import copy as _copy  # no allocation per sample
 
 PACKET_SIZE = const(33)
@@ -46,7 +51,8 @@ BATCH_SAMPLES = const(10)
 BATCH_MS = const(40)  # default batching latency (pod.json eeg_batch_ms): the wire efficiency target holds at this
 _READY_TIMEOUT_MS = const(3000)  # the banner takes ~1 s after 'v' on a real board
 _RETRY_PAUSE_MS = const(2000)
-_CHUNK = const(512)
+_CHUNK = const(512)  # a read: 15 packets, what 60 ms bring (a poll every tick takes ~3-6)
+_POLL_MS = const(1)  # the stream is read at each RTOS tick: an asyncio sleep ends at the next (board-port.md 1)
 # wire layout (values generated from protocol/messages.py by `make codec`)
 _FIXED = const(10)  # eeg_batch.samples: after first_seq u32, ticks_ms u32, channels u8, flags u8
 _HDR = const(4)  # HEADER_SIZE
@@ -383,14 +389,20 @@ class Headset:
             self.ready = True
             self.parser.restart()
             feed = self.parser.feed
-            read = StreamRead(reader, buf)  # no coroutine per read
+            uart = reader.s  # polled: a wake per packet would cost asyncio's I/O queue an allocation
+            size = len(buf)
+            sleep = asyncio.sleep_ms
             ticks_ms = hal.ticks_ms
             while True:
-                await read.wait()
-                n = read.n
+                n = uart.readinto(buf)
+                if n is None:  # nothing has arrived
+                    await sleep(_POLL_MS)
+                    continue
                 if not n:
                     return  # headset gone (emulator unplug); a board's UART never ends
                 feed(buf, n, ticks_ms())
+                if n < size:  # all that had arrived: the next poll in a tick
+                    await sleep(_POLL_MS)
         finally:
             self.ready = False
             writer.close()

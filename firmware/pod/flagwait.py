@@ -1,7 +1,6 @@
-"""Awaiting without allocating: an asyncio.ThreadSafeFlag (FlagWait: the await
-protocol hal.FrameTimer shares on the board, firmware/hal.py, and in the
-emulator's shim, emulator/mpy/emutime.py), and a stream's next bytes
-(StreamRead).
+"""Awaiting an asyncio.ThreadSafeFlag without a coroutine per wait (FlagWait:
+the await protocol hal.FrameTimer shares on the board, firmware/hal.py, and
+in the emulator's shim, emulator/mpy/emutime.py; the link's transports; Flag).
 
 A subclass sets the flag with _init_wait(flag) and calls _rearm() whenever it
 arms; `await obj.wait()` returns once the flag is set, and clears it. The
@@ -52,35 +51,3 @@ class Flag(FlagWait):
 
     def set(self):
         self._flag.set()
-
-
-class StreamRead:
-    """An asyncio stream's next bytes into buf, as `await stream.readinto(buf)`
-    without the coroutine that call makes each time (extmod/asyncio/stream.py:37-39
-    at v1.28.0: a generator object per read, ~100 B): `await r.wait()` parks on
-    the stream's poll entry until it is readable, then r.n bytes are in buf (0:
-    the stream has ended)."""
-
-    def __init__(self, stream, buf):
-        self._s = stream.s
-        self._buf = buf
-        self._waiting = False
-        self._stop = StopIteration()
-        self.n = 0
-
-    def wait(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if not self._waiting:
-            self._waiting = True
-            core._io_queue.queue_read(self._s)
-            return None
-        self._waiting = False
-        n = self._s.readinto(self._buf)
-        self.n = n if n else 0
-        self._stop.__traceback__ = None
-        raise self._stop

@@ -102,9 +102,18 @@ def find_mpy_cross() -> str:
     return found
 
 
+def source_name(board_path: str) -> str:
+    """The source name compiled into a module's .mpy, which tracebacks show: its module name
+    ("pod/ble.py" -> "pod.ble"). The pod interns the module name at import anyway, and every
+    name the pod interns takes heap (MicroPython adds a qstr pool twice the last one's size
+    when they fill it: py/qstr.c:211-240 at v1.28.0), so a file name beside it would be one
+    more per module. The emulator compiles with the same (emulator/image.py)."""
+    return board_path.removesuffix(".py").replace("/", ".")
+
+
 def _compile(src: Path, board_path: str, fmt: str, tmp: Path) -> bytes:
     out = tmp / (board_path.replace("/", "_") + ".mpy")
-    cmd = [find_mpy_cross(), f"-march={fmt}", "-s", board_path, "-o", str(out), str(src)]
+    cmd = [find_mpy_cross(), f"-march={fmt}", "-s", source_name(board_path), "-o", str(out), str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise FlashError(f"{src}: mpy-cross -march={fmt} failed: {proc.stderr.strip()}", step="compile")

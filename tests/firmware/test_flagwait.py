@@ -1,70 +1,41 @@
-# Awaiting without allocating (pod/flagwait.py): a stream's next bytes.
+# Awaiting a ThreadSafeFlag without a coroutine per wait (pod/flagwait.py).
 import gc
-import os
-import socket
-import struct
 
 import asyncio
-from pod.flagwait import StreamRead
+from pod.flagwait import Flag
 
 
-def _pair(name):
-    addr = struct.pack("H", socket.AF_UNIX) + name.encode() + b"\0"  # the unix port wants a sockaddr_un
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        os.remove(name)
-    except OSError:
-        pass
-    srv.bind(addr)
-    srv.listen(1)
-    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    cli.connect(addr)
-    peer, _ = srv.accept()
-    srv.close()
-    os.remove(name)
-    cli.setblocking(False)
-    return cli, peer
-
-
-async def _per_read(cli, peer, read_once):
-    # bytes allocated per read of 10 bytes, over 100 reads (after one to warm up)
-    msg = b"0123456789"
-    peer.send(msg)
-    assert await read_once() == 10
+async def _per_wait(flag, wait):
+    # bytes allocated per set-then-wait, over 100 (after one to warm up)
+    flag.set()
+    await wait()
     gc.collect()
     gc.disable()
     before = gc.mem_alloc()
-    got = 0
-    for i in range(100):
-        peer.send(msg)
-        got += await read_once()
+    for _ in range(100):
+        flag.set()
+        await wait()
     used = gc.mem_alloc() - before
     gc.enable()
-    assert got == 1000, got
     return used / 100
 
 
-async def test_stream_read_gives_what_arrived_without_a_coroutine_per_read():
-    cli, peer = _pair("flagwait-test.sock")
-    try:
-        buf = bytearray(64)
-        stream = asyncio.StreamReader(cli)
-        read = StreamRead(stream, buf)
+async def test_a_flag_waits_without_a_coroutine_per_wait():
+    ours = Flag()
+    theirs = asyncio.ThreadSafeFlag()
+    assert await _per_wait(ours, ours.wait) == 0  # set already: nothing is parked, nothing made
+    assert await _per_wait(theirs, theirs.wait) > 0  # a coroutine per wait (extmod/asyncio/event.py)
 
-        async def with_stream_read():
-            await read.wait()
-            return read.n
+    woke = []
 
-        async def with_readinto():
-            return await stream.readinto(buf)
+    async def waiter():
+        await ours.wait()
+        woke.append(1)
 
-        ours = await _per_read(cli, peer, with_stream_read)
-        assert buf[:10] == b"0123456789"
-        theirs = await _per_read(cli, peer, with_readinto)
-        # what is left is asyncio's own poll entry per wait (extmod/asyncio/core.py, IOQueue._enqueue)
-        assert ours < theirs, (ours, theirs)
-        peer.close()
-        await read.wait()
-        assert read.n == 0  # the peer went away: the stream has ended
-    finally:
-        cli.close()
+    task = asyncio.create_task(waiter())
+    await asyncio.sleep_ms(5)
+    assert woke == []  # parked until set
+    ours.set()
+    await asyncio.sleep_ms(5)
+    assert woke == [1]
+    await task
