@@ -81,7 +81,7 @@ from hypnolum.procs import die_with_parent
 
 from . import image
 from .esp_rom import CHIPS, FakeEspRom, FlashFile
-from .pod import EmulatedPod, PodError, find_micropython, interpreter_env
+from .pod import EmulatedPod, find_micropython, interpreter_env
 from .ptys import linked_pty
 from .usb_sysfs import Identity, Interface, UsbSysfs
 
@@ -90,7 +90,7 @@ HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/
 APP_OFFSET = 0x0  # an ESP32-S3 image starts with the 2nd-stage bootloader here (ESP32: 0x1000)
 REPL_SHIMS = paths.ROOT / "emulator" / "mpy_repl"
 _BACKLOG = 4095  # bytes unread at the port that mean "nobody is reading"
-_FOREVER_S = 1e9
+_FOLLOW_S = 0.05  # how often firmware mode looks for the app's USB function
 # what the board's USB device presents (docs/flashing.md, "USB devices recognised"); the
 # strings are the ones the emulated firmware's USB device gives (emulator/mpy/usbcable.py,
 # firmware/pod/usbvendor.py, pod/usbbulk.py)
@@ -444,15 +444,24 @@ class EmulatedBoard:
     async def _follow_app(self, pod: EmulatedPod) -> None:
         """Boot after boot: MicroPython's CDC alone until the app opens its link, then the
         device with the link's function too (the S3 re-enumerates when the app configures it)."""
+        boots = links = -1
+        shown = False
         while True:
-            boots = pod.counters.boots
-            self._drop_link_port()
-            self._show_repl()
-            with contextlib.suppress(PodError):
-                await pod.wait_link(_FOREVER_S)
-            if pod.counters.boots == boots:
+            if pod.counters.boots != boots:  # a reset: the device goes and comes back without the link
+                boots, links, shown = pod.counters.boots, pod.counters.link_connections, False
+                self._drop_link_port()
+                self._show_repl()
+            elif not shown and await self._app_link_open(pod, links):
+                shown = True
                 self._show_link(pod)
-            await pod.wait_boots(boots + 1, _FOREVER_S)
+            await asyncio.sleep(_FOLLOW_S)
+
+    async def _app_link_open(self, pod: EmulatedPod, links_at_boot: int) -> bool:
+        """The app of this boot has configured its USB function: its CDC link connected
+        link.sock, or its vendor device listens on usb.sock (emulator/mpy/usbcable.py)."""
+        if pod.config.usb_link != "vendor":
+            return pod.link_connected and pod.counters.link_connections > links_at_boot
+        return await asyncio.to_thread(_listening, pod.usb_sock)
 
     def _show_link(self, pod: EmulatedPod) -> None:
         if pod.config.usb_link == "vendor":
@@ -516,6 +525,18 @@ class EmulatedBoard:
             n = 0
         self._count(self.counters.board_bytes, n)
         self.counters.dropped_bytes += len(data) - n
+
+
+def _listening(path: Path) -> bool:
+    """Something accepts on the AF_UNIX socket at ``path`` (a listener that died refuses)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 # ---------------------------------------------------------------------- CLI
