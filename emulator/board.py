@@ -81,7 +81,7 @@ from hypnolum.procs import die_with_parent
 
 from . import image
 from .esp_rom import CHIPS, FakeEspRom, FlashFile
-from .pod import EmulatedPod, find_micropython, interpreter_env
+from .pod import EmulatedPod, find_micropython, interpreter_env, listening
 from .ptys import linked_pty
 from .usb_sysfs import Identity, Interface, UsbSysfs
 
@@ -461,7 +461,7 @@ class EmulatedBoard:
         link.sock, or its vendor device listens on usb.sock (emulator/mpy/usbcable.py)."""
         if pod.config.usb_link != "vendor":
             return pod.link_connected and pod.counters.link_connections > links_at_boot
-        return await asyncio.to_thread(_listening, pod.usb_sock)
+        return await asyncio.to_thread(listening, pod.usb_sock)
 
     def _show_link(self, pod: EmulatedPod) -> None:
         if pod.config.usb_link == "vendor":
@@ -525,18 +525,6 @@ class EmulatedBoard:
             n = 0
         self._count(self.counters.board_bytes, n)
         self.counters.dropped_bytes += len(data) - n
-
-
-def _listening(path: Path) -> bool:
-    """Something accepts on the AF_UNIX socket at ``path`` (a listener that died refuses)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 # ---------------------------------------------------------------------- CLI

@@ -21,7 +21,7 @@ from hypnolum.emulator import esp_rom
 from hypnolum.emulator.board import EmulatedBoard
 from hypnolum.flash import bundle, flashlog
 from hypnolum.flash.boards import Board
-from hypnolum.flash.image import load_image
+from hypnolum.flash.image import flash_image, load_image
 from hypnolum.flash.job import Options, run_board
 from hypnolum.host import repl_port
 from hypnolum.host.transport.usb import UsbTransport, find_devices
@@ -45,11 +45,17 @@ async def test_a_vendor_link_pod_is_verified_on_its_usb_interface_and_one_held_b
     await board.start(download=True)
     bus = UsbBus(board.dir)  # the board's firmware presents its device on fs/usb.sock
     log = tmp_path / "flash-log.jsonl"
-    opts = Options(bundle=app, settings={"pod_id": "pod-v1", "usb_link": "vendor", "led_count": 9},
-                   image=load_image(image), before="no-reset", after="soft-reset", stub=False, boot_timeout_s=30,
-                   log_path=log, update_keys_dir=tmp_path / "update-keys", usb_backend=bus.backend())
+    opts = Options(bundle=app, settings={"pod_id": "pod-v1", "usb_link": "vendor", "led_count": 9}, image=None,
+                   boot_timeout_s=30, log_path=log, update_keys_dir=tmp_path / "update-keys",
+                   usb_backend=bus.backend())
     target = Board(str(board.port), "given")
     try:
+        # MicroPython first, and the REPL up before the job opens it: the board's REPL is a child
+        # of this process, and one forked while esptool's thread still held the port would hold
+        # its lock until exec (the tool itself runs apart from the board, tests/test_flash_e2e.py)
+        await asyncio.to_thread(flash_image, str(board.port), load_image(image), before="no-reset",
+                                after="soft-reset", stub=False)
+        await board.wait_mode("repl")
         out = await asyncio.to_thread(run_board, target, opts)
         assert out.ok, (out.step, out.error)
         assert (out.hello["pod_id"], out.hello["build_hash"], out.hello["led_count"]) == ("pod-v1", app.build_hash, 9)
