@@ -13,13 +13,9 @@ from typing import Any
 
 from hypnolum.host.repl_port import UsbLink
 
-from .errors import FlashError, PortBusy
+from .errors import NoUsb, PortBusy
 
 _READ_MS = 50  # a bulk read's timeout: how long one poll waits for the pod
-
-
-class NoUsb(FlashError):
-    kind = "no-usb"
 
 
 class LinkGone(Exception):
