@@ -30,6 +30,7 @@ from pathlib import Path
 
 SYS = Path("/sys")
 SYSFS_ROOT_ENV = "HYPNOLUM_SYSFS_ROOT"  # where sysfs is read from (default SYS)
+ESPRESSIF = "303a"  # the S3's USB vendor id: its ROM loader, MicroPython, the pod firmware
 NATIVE_USB = ("303a", "4001")  # MicroPython's TinyUSB CDC on an ESP32-S3 (docs/board-port.md §2)
 VENDOR_USB = ("303a", "4021")  # the same with the pod's vendor interface (firmware/pod/usbvendor.py)
 REPL_INTERFACE = 0
@@ -49,6 +50,9 @@ class UsbLink:
     pid: int
     serial: str  # the pod id (firmware/pod/usbvendor.py)
     device: str  # its sysfs name (bus-port), for messages
+
+
+LinkFinder = Callable[[], "str | UsbLink | None"]  # the pod link now; None while there is none
 
 
 class NoRepl(Exception):
@@ -141,10 +145,6 @@ def _devname(tty: Path) -> str:
 
 def _ids(usb: Path) -> tuple[str, str]:
     return _read(usb / "idVendor"), _read(usb / "idProduct")
-
-
-LinkFinder = Callable[[], "str | UsbLink | None"]
-ESPRESSIF = "303a"
 
 
 def link_finder(port: str, sys_root: Path | None = None) -> LinkFinder:
