@@ -1,23 +1,37 @@
-"""An emulated pod board as the flash tool meets it: one USB serial port, three faces.
+"""An emulated pod board as the flash tool and hostd meet it: the S3's native USB, two ports.
 
 A real pod board (ESP32-S3-WROOM-1-N16R8) has one USB-C port wired to the
-S3's native USB, and what answers on it depends on what the chip is doing:
+S3's native USB, and what enumerates on it depends on what the chip is doing:
 
 * **download mode** (BOOT held while plugging in or pressing RESET, or
   ``machine.bootloader()``): the ROM serial bootloader over the S3's
-  USB-Serial/JTAG (303a:1001), which esptool talks to;
+  USB-Serial/JTAG (303a:1001, serial number the MAC), which esptool talks to;
 * **MicroPython, no firmware** (no ``main.py`` yet, or SAFE held at reset
-  for safe mode): the REPL on MicroPython's USB CDC (303a:4001), which
-  mpremote talks to (raw REPL, raw-paste);
-* **the pod firmware** (``main.py`` started it after a hard reset): the pod
-  link on the same USB CDC, which the flash tool's verify step and hostd
-  talk to.
+  for safe mode): the REPL on MicroPython's USB CDC (303a:4001, interface 0),
+  which mpremote talks to (raw REPL, raw-paste);
+* **the pod firmware** (``main.py`` started it after a hard reset): the REPL's
+  CDC still (the app's prints), and once the app opens it the pod link as its
+  own USB function (pod.json's ``usb_link``): a second CDC-ACM tty on
+  interface 2 (``"cdc"``, 303a:4001) or a vendor interface 2 with no tty
+  (``"vendor"``, 303a:4021, serial number the pod id), which hostd's pyusb
+  transport and the flash tool's verify open.
 
-:class:`EmulatedBoard` gives one stable port path (a symlink to a pty) that
-lives as long as the board, and routes its bytes to the face of the moment
-(a real S3 re-enumerates between the ROM's USB-Serial/JTAG and MicroPython's
-CDC; a /dev/ttyACM path usually comes back, a /dev/serial/by-id name does
-not, since the two carry different product strings):
+:class:`EmulatedBoard` presents them as the host sees them:
+
+* ``port`` (``workdir/<name>.tty``, a symlink to one pty that lives as long as
+  the board) is the REPL's tty and, in download mode, the ROM loader's (a real
+  S3 re-enumerates between the two; a /dev/ttyACM path usually comes back);
+* ``link_port`` (``workdir/hypnolum/pod-<serial>``, as udev names interface 2:
+  host/deploy/60-hypnolum.rules) is the pod link's tty, the firmware's own pty,
+  present only while the app has its CDC link open; with ``usb_link: "vendor"``
+  there is none and the link is on the firmware's ``fs/usb.sock``
+  (emulator/mpy/usbcable.py), as for an EmulatedPod;
+* ``sysfs_root`` (default ``workdir/sys``) describes the USB device as Linux's
+  sysfs would (emulator/usb_sysfs.py): its VID:PID, serial number and
+  interfaces with their ttys, changing as the board re-enumerates. Host tools
+  read it when ``HYPNOLUM_SYSFS_ROOT`` names it (host/repl_port.py).
+
+The faces:
 
 * download mode: :class:`~hypnolum.emulator.esp_rom.FakeEspRom` (an
   ESP32-S3 ROM unless ``chip`` says otherwise) over the file-backed 16 MB
@@ -33,7 +47,9 @@ not, since the two carry different product strings):
   REPL comes back without running ``main.py``, in raw mode if it was;
 * firmware: an :class:`~hypnolum.emulator.pod.EmulatedPod` that runs the
   files **from** ``<dir>/fs`` (MICROPYPATH = HAL shim, fs, frozen), with the
-  provisioned ``fs/pod.json``; its private pty is relayed to the board's port.
+  provisioned ``fs/pod.json``; what it prints goes to ``port``, and bytes sent
+  to ``port`` meanwhile are dropped and counted (on the board a Ctrl-C there
+  would stop the app, whose armed watchdog then resets it: not emulated).
   A boot into safe mode (the SAFE_MODE command: ``hal.safe_mode()`` prints
   ``hypnolum: safe mode, firmware not started`` after boot.py, and main.py
   starts nothing) leaves the REPL on the port, as on the board.
@@ -49,6 +65,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -64,14 +81,23 @@ from hypnolum.procs import die_with_parent
 
 from . import image
 from .esp_rom import CHIPS, FakeEspRom, FlashFile
-from .pod import EmulatedPod, find_micropython, interpreter_env
+from .pod import EmulatedPod, find_micropython, interpreter_env, listening
 from .ptys import linked_pty
+from .usb_sysfs import Identity, Interface, UsbSysfs
 
 SAFE_MODE_LINE = "hypnolum: safe mode, firmware not started"  # hal.safe_mode() prints it (firmware/hal.py)
 HARD_RESET_STATUS = 42  # machine.reset() in the REPL exits with this (mpy_repl/machine.py)
 APP_OFFSET = 0x0  # an ESP32-S3 image starts with the 2nd-stage bootloader here (ESP32: 0x1000)
 REPL_SHIMS = paths.ROOT / "emulator" / "mpy_repl"
 _BACKLOG = 4095  # bytes unread at the port that mean "nobody is reading"
+_FOLLOW_S = 0.05  # how often firmware mode looks for the app's USB function
+# what the board's USB device presents (docs/flashing.md, "USB devices recognised"); the
+# strings are the ones the emulated firmware's USB device gives (emulator/mpy/usbcable.py,
+# firmware/pod/usbvendor.py, pod/usbbulk.py)
+ROM_USB = (0x303A, 0x1001, "USB JTAG/serial debug unit")
+REPL_USB = (0x303A, 0x4001, "Espressif Device")
+VENDOR_USB = (0x303A, 0x4021, "hypnolum pod")
+LINK_NAME = "hypnolum link"
 
 
 @dataclass
@@ -96,11 +122,16 @@ class EmulatedBoard:
     """
 
     def __init__(self, name: str, workdir: str | os.PathLike, *, mac: bytes | None = None,
-                 chip: str = "esp32s3", seed: int = 0, heapsize: str | None = None):
+                 chip: str = "esp32s3", seed: int = 0, heapsize: str | None = None,
+                 sysfs_root: str | os.PathLike | None = None):
         self.name = name
-        self.dir = Path(workdir).resolve() / name
+        self.workdir = Path(workdir).resolve()
+        self.dir = self.workdir / name
         self.fs_dir = self.dir / "fs"
-        self.port = Path(workdir).resolve() / f"{name}.tty"
+        self.port = self.workdir / f"{name}.tty"
+        self.sysfs_root = Path(sysfs_root).resolve() if sysfs_root is not None else self.workdir / "sys"
+        self.usb = UsbSysfs(self.sysfs_root)
+        self.link_port: Path | None = None  # the pod link's tty while the app has its CDC link open
         self.mac = mac if mac is not None else bytes([0x7C, 0xDF, 0xA1, 0x10, seed & 0xFF, sum(name.encode()) & 0xFF])
         if chip not in CHIPS:
             raise ValueError(f"chip must be one of {', '.join(CHIPS)}, not {chip!r}")
@@ -122,7 +153,8 @@ class EmulatedBoard:
         self._repl_sys: socket.socket | None = None
         self._repl_pending = bytearray()  # host bytes held until then, as a UART FIFO holds them
         self._repl_task: asyncio.Task | None = None
-        self._pod_fd: int | None = None
+        self._port_pty = ""  # /dev/pts/N of ``port``
+        self._app_usb: asyncio.Task | None = None  # follows the app's USB function (firmware mode)
         self._switch: asyncio.Task | None = None
         self._mode_changed = asyncio.Event()
 
@@ -140,7 +172,7 @@ class EmulatedBoard:
         self._loop = asyncio.get_running_loop()
         self.fs_dir.mkdir(parents=True, exist_ok=True)
         self.flash = FlashFile(self.dir / "flash.bin")
-        self._master, self._slave, _ = linked_pty(self.port)
+        self._master, self._slave, self._port_pty = linked_pty(self.port)
         self._loop.add_reader(self._master, self._on_host)
         await self._enter("download" if download else self._boot_mode(False))
 
@@ -157,6 +189,7 @@ class EmulatedBoard:
             self._master = self._slave = None
         with contextlib.suppress(FileNotFoundError):
             self.port.unlink()
+        self.usb.unplug()
         if self._repl_sys is not None:
             self._loop.remove_reader(self._repl_sys.fileno())
             self._repl_sys.close()
@@ -208,17 +241,20 @@ class EmulatedBoard:
         elif mode == "firmware":
             await self._start_firmware()
         self.mode = mode
+        self._present(mode)
         self._mode_changed.set()
 
     async def _leave(self) -> None:
         if self.rom is not None:
             self.rom = None
         await self._stop_repl()
+        if self._app_usb is not None:
+            self._app_usb.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._app_usb
+            self._app_usb = None
+        self._drop_link_port()
         if self.pod is not None:
-            if self._pod_fd is not None:
-                self._loop.remove_reader(self._pod_fd)
-                os.close(self._pod_fd)
-                self._pod_fd = None
             await self.pod.stop()
             self.pod = None
 
@@ -362,33 +398,95 @@ class EmulatedBoard:
             self.counters.dropped_bytes += len(data)
 
     # ------------------------------------------------------------- firmware
+    def _pod_json(self) -> dict:
+        try:
+            cfg = json.loads((self.fs_dir / "pod.json").read_text())
+        except (OSError, ValueError):
+            return {}  # the firmware refuses it and starts with its defaults
+        return cfg if isinstance(cfg, dict) else {}
+
     async def _start_firmware(self) -> None:
+        usb_link = "vendor" if self._pod_json().get("usb_link") == "vendor" else "cdc"
         self.pod = EmulatedPod(
-            self.name, self.fs_dir, seed=self.seed, uid=self.uid, tty_link=self.dir / "firmware.tty",
+            self.name, self.fs_dir, seed=self.seed, uid=self.uid, tty_link=self.dir / "link.tty",
             micropypath=[image.build([paths.EMULATOR_SHIMS])[0], self.fs_dir, ".frozen"], heapsize=self.heapsize,
-            write_config=False,
+            write_config=False, usb_link=usb_link,
         )
         self.pod.on_output = self._on_pod_output
         await self.pod.start()
-        fd = os.open(self.pod.pts_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        tty.setraw(fd)
-        self._pod_fd = fd
-        self._loop.add_reader(fd, self._on_pod)
 
     def _on_pod_output(self, line: str) -> None:
+        if self.mode == "firmware":  # what the app prints goes to the REPL's CDC
+            self._to_host(line.encode() + b"\r\n")
         # the firmware booted into safe mode: main.py started nothing, the REPL takes the port
         if line.strip() == SAFE_MODE_LINE and self.mode == "firmware" and (self._switch is None or self._switch.done()):
             self._switch = self._loop.create_task(self._enter("repl"))
 
-    def _on_pod(self) -> None:
-        try:
-            data = os.read(self._pod_fd, 65536)
-        except (BlockingIOError, InterruptedError):
+    # ------------------------------------------------------------------ USB
+    def _present(self, mode: str) -> None:
+        """The USB device as the host enumerates it in ``mode``."""
+        if mode in ("download", "no-image"):
+            vid, pid, product = ROM_USB
+            self.usb.show(Identity(vid, pid, self.mac_text.upper(), product, (
+                Interface(0, 0x02, self._port_pty), Interface(1, 0x0A), Interface(2, 0xFF))))
+        elif mode in ("repl", "firmware"):
+            self._show_repl()
+        if mode == "firmware":
+            self._app_usb = self._loop.create_task(self._follow_app(self.pod))
+
+    def _repl_interfaces(self) -> tuple[Interface, ...]:
+        return Interface(0, 0x02, self._port_pty, "Board CDC"), Interface(1, 0x0A)
+
+    def _show_repl(self) -> None:
+        vid, pid, product = REPL_USB
+        self.usb.show(Identity(vid, pid, self.uid, product, self._repl_interfaces()))
+
+    async def _follow_app(self, pod: EmulatedPod) -> None:
+        """Boot after boot: MicroPython's CDC alone until the app opens its link, then the
+        device with the link's function too (the S3 re-enumerates when the app configures it)."""
+        boots = links = -1
+        shown = False
+        while True:
+            if pod.counters.boots != boots:  # a reset: the device goes and comes back without the link
+                boots, links, shown = pod.counters.boots, pod.counters.link_connections, False
+                self._drop_link_port()
+                self._show_repl()
+            elif not shown and await self._app_link_open(pod, links):
+                shown = True
+                self._show_link(pod)
+            await asyncio.sleep(_FOLLOW_S)
+
+    async def _app_link_open(self, pod: EmulatedPod, links_at_boot: int) -> bool:
+        """The app of this boot has configured its USB function: its CDC link connected
+        link.sock, or its vendor device listens on usb.sock (emulator/mpy/usbcable.py)."""
+        if pod.config.usb_link != "vendor":
+            return pod.link_connected and pod.counters.link_connections > links_at_boot
+        return await asyncio.to_thread(listening, pod.usb_sock)
+
+    def _show_link(self, pod: EmulatedPod) -> None:
+        if pod.config.usb_link == "vendor":
+            vid, pid, product = VENDOR_USB
+            serial = self._pod_json().get("pod_id") or f"pod-{self.uid}"  # the firmware's own default
+            self.usb.show(Identity(vid, pid, serial, product, (
+                *self._repl_interfaces(), Interface(2, 0xFF, None, LINK_NAME))))
             return
-        except OSError:
-            return
-        if data:
-            self._to_host(data)
+        vid, pid, product = REPL_USB
+        self.usb.show(Identity(vid, pid, self.uid, product, (
+            *self._repl_interfaces(), Interface(2, 0x02, pod.pts_path, LINK_NAME), Interface(3, 0x0A))))
+        link = self.workdir / "hypnolum" / f"pod-{self.uid}"  # udev's name for interface 2
+        link.parent.mkdir(exist_ok=True)
+        tmp = link.with_name(link.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(pod.pts_path, tmp)
+        os.replace(tmp, link)
+        self.link_port = link
+
+    def _drop_link_port(self) -> None:
+        if self.link_port is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.link_port.unlink()
+            self.link_port = None
 
     # ----------------------------------------------------------------- port
     def _count(self, table: dict[str, int], n: int) -> None:
@@ -411,12 +509,7 @@ class EmulatedBoard:
                 self._to_host(out)
         elif self.mode == "repl":
             self._to_repl(data)
-        elif self.mode == "firmware" and self._pod_fd is not None:
-            try:
-                os.write(self._pod_fd, data)
-            except OSError:
-                self.counters.dropped_bytes += len(data)
-        else:
+        else:  # the ROM printing, or the app running (nothing reads the REPL's stdin)
             self.counters.dropped_bytes += len(data)
 
     def _to_host(self, data: bytes) -> None:
@@ -438,7 +531,8 @@ class EmulatedBoard:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hypnolum.emulator.board",
-        description="Emulated pod boards in download mode, for trying tools/flash.py without hardware.",
+        description="Emulated pod boards in download mode, for trying tools/flash.py without hardware "
+                    "(run it with HYPNOLUM_SYSFS_ROOT=DIR/sys, as printed).",
     )
     p.add_argument("--boards", type=int, default=1, help="number of boards (default 1)")
     p.add_argument("--dir", type=Path, required=True, help="working directory (ports are DIR/board-NN.tty)")
@@ -458,6 +552,7 @@ async def _run(args: argparse.Namespace) -> int:
         for b in boards:
             await b.start(download=True)
             print(b.name, b.port, b.mac_text, flush=True)
+        print(f"sysfs: HYPNOLUM_SYSFS_ROOT={boards[0].sysfs_root}", flush=True)
         await stop.wait()
     finally:
         for b in boards:

@@ -93,6 +93,18 @@ def interpreter_env(env: dict[str, str]) -> dict[str, str]:
     return dict(env, GLIBC_TUNABLES=_BOARD_LIKE_HEAP if not tunables else f"{tunables}:{_BOARD_LIKE_HEAP}")
 
 
+def listening(path: Path) -> bool:
+    """Something accepts on the AF_UNIX stream socket at ``path`` (one whose listener died refuses)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 # In the child: SIGKILL if the emulator dies without cleaning up.
 _die_with_parent = die_with_parent(signal.SIGKILL)
 _RELAY_SOCK = "link-relay.sock"  # where the firmware connects when the link has latency
@@ -420,14 +432,7 @@ class EmulatedPod:
             ) from None
 
     def _usb_listening(self) -> bool:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(self.usb_sock))
-        except OSError:
-            return False
-        finally:
-            probe.close()
-        return True
+        return listening(self.usb_sock)
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(list(self.log_tail)[-lines:])

@@ -22,6 +22,7 @@ from hypnolum import paths
 from hypnolum.emulator import esp_rom
 from hypnolum.emulator.board import EmulatedBoard
 from hypnolum.flash import bundle, flashlog, updatekey, verify
+from hypnolum.host import repl_port
 from hypnolum.protocol import codec
 
 TOOL = [sys.executable, str(paths.ROOT / "tools" / "flash.py")]
@@ -31,6 +32,8 @@ TOOL = [sys.executable, str(paths.ROOT / "tools" / "flash.py")]
 def _bench(tmp_path, monkeypatch):
     # the technician's working directory: the flash log and update-keys/ land here
     monkeypatch.chdir(tmp_path)
+    # the emulated boards' USB devices, as the tool reads sysfs (emulator/usb_sysfs.py)
+    monkeypatch.setenv("HYPNOLUM_SYSFS_ROOT", str(tmp_path / "sys"))
 
 
 async def flash(*args: str, timeout: float = 90) -> tuple[int, str]:
@@ -94,8 +97,11 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86
     assert rec["app_hash"] == f"{app_x86.build_hash:#010x}" and rec["app_format"] == "x86"
     assert rec["fingerprint"] == f"{codec.FINGERPRINT:#010x}"
     assert len(rec["image_sha256"]) == 64 and rec["time"].endswith("+00:00")
-    # the pod on the port is what was uploaded, and its LEDs run with the provisioned count
-    hello = await asyncio.to_thread(verify.hello, str(board.port), 10)
+    # the pod link is its own tty beside the REPL's, found as the tool found it; the pod there
+    # is what was uploaded, and its LEDs run with the provisioned count
+    assert board.link_port is not None
+    assert repl_port.link_finder(str(board.port))() == os.path.realpath(board.link_port)
+    hello = await asyncio.to_thread(verify.hello, str(board.link_port), 10)
     assert (hello["pod_id"], hello["build_hash"], hello["led_count"]) == ("pod-07", app_x86.build_hash, 12)
     frame = await board.pod.leds.wait_frames(1)
     assert board.pod.leds.last_rgb() is not None and len(board.pod.leds.last_rgb()) == 12 * 3, frame

@@ -43,19 +43,24 @@ def test_config_file_errors(tmp_path):
 
 
 def test_discovery_keeps_known_usb_uarts_only():
-    def port(device, vid, pid):
+    def port(device, vid, pid, interface=None):
         info = ListPortInfo(device, skip_link_detection=True)
         info.vid, info.pid, info.serial_number = vid, pid, "SN" + device[-1]
+        info.interface = interface  # the USB interface's iInterface string, as pyserial reads it
         return info
 
-    # an ESP32-S3 pod is 303a:1001 in the ROM loader and 303a:4001 while MicroPython runs
+    # an ESP32-S3 pod is 303a:1001 in the ROM loader and 303a:4001 while MicroPython runs, with
+    # the pod link's own tty beside the REPL's once the app runs (usb_link "cdc"), or 303a:4021
+    # with the REPL's tty alone (usb_link "vendor")
     infos = [port("/dev/ttyUSB1", 0x1A86, 0x7523), port("/dev/ttyACM0", 0x303A, 0x1001),
              port("/dev/ttyUSB0", 0x10C4, 0xEA60), port("/dev/ttyACM1", 0x2341, 0x0043),  # an Arduino
-             port("/dev/ttyACM2", 0x303A, 0x4001), port("/dev/ttyS0", None, None)]
+             port("/dev/ttyACM2", 0x303A, 0x4001, "Board CDC"), port("/dev/ttyACM3", 0x303A, 0x4001, "hypnolum link"),
+             port("/dev/ttyACM4", 0x303A, 0x4021, "Board CDC"), port("/dev/ttyS0", None, None)]
     found = boards.from_port_infos(infos)
     assert [(b.port, b.bridge) for b in found] == [
         ("/dev/ttyACM0", "ESP32-S3 USB-Serial/JTAG (ROM loader)"),
         ("/dev/ttyACM2", "ESP32-S3 USB CDC (MicroPython)"),
+        ("/dev/ttyACM4", 'ESP32-S3 USB CDC + vendor link (pod firmware, usb_link "vendor")'),
         ("/dev/ttyUSB0", "Silicon Labs CP210x"),
         ("/dev/ttyUSB1", "WCH CH340"),
     ]

@@ -112,3 +112,34 @@ def test_the_link_is_the_port_itself_on_a_bridge_a_pty_or_when_given_the_link(tm
     _device(other, "303a", "4001", "F412FA6C0002", {0: "ttyACM0", 2: "ttyACM1"})
     link = _port(other, "ttyACM1", "link")
     assert repl_port.link_finder(link, other)() == link  # --verify-only given the link's own port
+
+
+def test_after_the_rom_loader_the_link_is_the_cdc_tty_or_the_vendor_interface_in_that_usb_port(tmp_path, monkeypatch):
+    # the flash tool meets a blank board in the ROM loader (303a:1001, its MAC as serial number);
+    # MicroPython comes back in the same USB port with another identity
+    monkeypatch.setenv(repl_port.SYSFS_ROOT_ENV, str(tmp_path))  # the one setting: no argument given below
+    usb = _device(tmp_path, "303a", "1001", "7C:DF:A1:10:01:66", {0: "ttyACM0"})
+    find = repl_port.link_finder(_port(tmp_path, "ttyACM0", "board"))
+    assert find() is None  # still the ROM loader
+    # the app's vendor link (usb_link "vendor"): 303a:4021 named by the pod id, no link tty
+    (usb / "idProduct").write_text("4021\n")
+    (usb / "serial").write_text("pod-v1\n")
+    assert find() == repl_port.UsbLink(0x303A, 0x4021, "pod-v1", "1-2")
+    # or its CDC link: interface 2's tty, at the path under /dev its uevent names (a pty here)
+    (usb / "idProduct").write_text("4001\n")
+    (usb / "serial").write_text("7cdfa1100166\n")
+    assert find() is None  # the app has not opened its link yet
+    tty = usb / "1-2:1.2" / "tty" / "9"
+    tty.mkdir(parents=True)
+    (usb / "1-2:1.2" / "bInterfaceNumber").write_text("02\n")
+    (tty / "uevent").write_text("MAJOR=136\nMINOR=9\nDEVNAME=pts/9\n")
+    assert find() == "/dev/pts/9"
+
+
+def test_sysfs_is_read_from_the_setting_at_each_call(tmp_path, monkeypatch):
+    _device(tmp_path / "sys", "303a", "4001", "F412FA6B", {0: "ttyACM0", 2: "ttyACM1"})
+    link = _port(tmp_path, "ttyACM1")
+    monkeypatch.delenv(repl_port.SYSFS_ROOT_ENV, raising=False)
+    assert repl_port.sysfs_root() == Path("/sys")
+    monkeypatch.setenv(repl_port.SYSFS_ROOT_ENV, str(tmp_path / "sys"))
+    assert repl_port.find(repl_port.locate(link)) == "/dev/ttyACM0"

@@ -1,10 +1,12 @@
 """Updating a pod whose firmware predates updates over the link, end to end on real parts:
 `hypnolum update` -> a private mosquitto -> hostd (a subprocess) -> an emulated board.
 
-The board (emulator/board.py: one USB port, its face the firmware, the REPL or
-the ROM loader) holds the firmware released before HELLO carried a message
-table (other_firmware.BEFORE_TABLE): no slots, no update key, its app at the
-filesystem root, compiled for the emulator's 32-bit MicroPython. hostd asks it
+The board (emulator/board.py: the S3's native USB, the REPL's tty and the pod
+link's own, and a sysfs tree describing them) holds the firmware released
+before HELLO carried a message table (other_firmware.BEFORE_TABLE): no slots,
+no update key, its app at the filesystem root, compiled for the emulator's
+32-bit MicroPython. hostd serves the link's tty only (as udev names it) and
+finds the REPL's beside it through sysfs (HYPNOLUM_SYSFS_ROOT); it asks the pod
 into safe mode (SAFE_MODE), writes this checkout's firmware through its REPL
 with the flash tool's upload, gives it its update key, and confirms the new
 build once it is back: online, the update messages supported, pod.json kept.
@@ -70,7 +72,8 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
     keys = tmp_path / "update-keys"  # the flash tool's and hostd's: the old pod has no key in it yet
     # and a pod without a board around it: in safe mode its port stays silent, no REPL answers there
     silent = EmulatedPod("pod-old3", emu / "pod-old3", seed=5, micropypath=other_firmware.micropypath(old / "firmware"))
-    hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu,
+    hostd = Hostd(tmp_path, mosquitto.port, pods_dir=emu, ports=[str(silent.tty_path), f"{emu}/hypnolum/pod-*"],
+                  env={"HYPNOLUM_SYSFS_ROOT": str(board.sysfs_root)},
                   extra=f'[updates]\nkeys_dir = "{keys}"\nrepl_timeout_s = 5\n')
     state = f"{P}/pod-old1/state"
     try:
@@ -109,7 +112,8 @@ async def test_an_old_pod_is_updated_through_its_repl_and_confirmed(tmp_path, mo
             assert (slots["active"], slots["trial"]) == ("a", 0), slots
             assert {f.path: (fs / "a" / f.path).read_bytes() for f in new.slot} == {f.path: f.data for f in new.slot}
             assert not (fs / "hal.mpy").exists() and not (fs / "pod").exists()  # the old app is gone
-            assert "update of pod pod-old1 through its REPL" in hostd.log_text()
+            assert "update of pod pod-old1 through its REPL (USB device 1-1)" in hostd.log_text()  # sysfs's
+            assert board.link_port is not None and str(board.port) not in hostd.log_text()  # never served the REPL
             # the new build runs: EEG flows
             n = (s["eeg"] or {}).get("samples", 0)
             await wait_until(lambda: (watch.json(state)["eeg"] or {}).get("samples", 0) > n + 250, timeout=15,

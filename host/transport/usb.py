@@ -71,6 +71,67 @@ def _link_interface(dev, cfg):
     return None
 
 
+class LinkClaimed(TransportError):
+    """Another program has claimed the pod's link interface."""
+
+
+def find_devices(vid: int, pid: int, serial: str | None = None, backend=None) -> list:
+    """The USB devices with this VID:PID (and serial number, if given) on ``backend``'s bus
+    (None: libusb-1.0); TransportError if pyusb has no backend."""
+    import usb.core
+
+    def serial_ok(dev) -> bool:
+        if serial is None:
+            return True
+        try:
+            return dev.serial_number == serial
+        except (usb.core.USBError, ValueError):
+            return False
+
+    try:
+        return list(usb.core.find(find_all=True, idVendor=vid, idProduct=pid, custom_match=serial_ok,
+                                  backend=backend))
+    except usb.core.NoBackendError:
+        raise TransportError("USB: no backend (install libusb-1.0: `make setup`)") from None
+
+
+def claim_link(dev, name: str) -> tuple:
+    """Configure ``dev`` and claim the pod link's interface: (interface, IN endpoint, OUT
+    endpoint). TransportError (``name`` first) if it has none, or another program has it."""
+    import usb.core
+    import usb.util
+
+    try:
+        try:
+            cfg = dev.get_active_configuration()
+        except usb.core.USBError:
+            dev.set_configuration()
+            cfg = dev.get_active_configuration()
+        found = _link_interface(dev, cfg)
+        if found is None:
+            raise TransportError(f"{name}: no vendor interface {INTERFACE_NAME!r} with bulk IN and OUT "
+                                 "(is the pod's usb_link \"vendor\"? docs/transports.md)")
+        n = found[0].bInterfaceNumber
+        try:
+            if dev.is_kernel_driver_active(n):
+                dev.detach_kernel_driver(n)
+        except (NotImplementedError, usb.core.USBError):
+            pass  # not supported by this backend or OS
+        try:
+            usb.util.claim_interface(dev, n)
+        except usb.core.USBError as exc:
+            if exc.errno == errno.EBUSY:
+                raise LinkClaimed(f"{name}: the pod's link interface {n} is claimed by another "
+                                  "program (another hostd?)") from None
+            raise
+        return found
+    except usb.core.USBError as exc:
+        if exc.errno == errno.EACCES:
+            raise TransportError(f"{name}: cannot open: permission denied: install the udev rule "
+                                 "host/deploy/60-hypnolum.rules and be in group plugdev (docs/transports.md)") from None
+        raise TransportError(f"{name}: cannot open: {exc}") from None
+
+
 class UsbTransport(Transport):
     def __init__(self, device, reset_on_open: bool = True):
         self.dev = device
@@ -86,37 +147,13 @@ class UsbTransport(Transport):
 
     def _open(self) -> None:
         import usb.core
-        import usb.util
 
-        dev = self.dev
-        try:
+        self._intf, self._in, self._out = claim_link(self.dev, self.name)
+        if self.reset_on_open:  # only once the interface is ours: never under another program's session
             try:
-                cfg = dev.get_active_configuration()
-            except usb.core.USBError:
-                dev.set_configuration()
-                cfg = dev.get_active_configuration()
-            found = _link_interface(dev, cfg)
-            if found is None:
-                raise TransportError(f"{self.name}: no vendor interface {INTERFACE_NAME!r} with bulk IN and OUT "
-                                     "(is the pod's usb_link \"vendor\"? docs/transports.md)")
-            self._intf, self._in, self._out = found
-            n = self._intf.bInterfaceNumber
-            try:
-                if dev.is_kernel_driver_active(n):
-                    dev.detach_kernel_driver(n)
-            except (NotImplementedError, usb.core.USBError):
-                pass  # not supported by this backend or OS
-            try:
-                usb.util.claim_interface(dev, n)
+                self.dev.reset()  # libusb restores the configuration and this claim
             except usb.core.USBError as exc:
-                if exc.errno == errno.EBUSY:
-                    raise TransportError(f"{self.name}: the pod's link interface {n} is claimed by another "
-                                         "program (another hostd?)") from None
-                raise
-            if self.reset_on_open:  # only once the interface is ours: never under another program's session
-                dev.reset()  # libusb restores the configuration and this claim
-        except usb.core.USBError as exc:
-            raise TransportError(f"{self.name}: cannot open: {exc}") from None
+                raise TransportError(f"{self.name}: cannot open: {exc}") from None
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open)
@@ -200,23 +237,9 @@ class UsbScanner:
         self.active: dict[str, asyncio.Task] = {}
 
     def find(self) -> list:
-        import usb.core
-
         found = []
         for match in self.cfg.devices:
-            def serial_ok(dev, want=match.serial):
-                if want is None:
-                    return True
-                try:
-                    return dev.serial_number == want
-                except (usb.core.USBError, ValueError):
-                    return False
-
-            try:
-                found += list(usb.core.find(find_all=True, idVendor=match.vid, idProduct=match.pid,
-                                            custom_match=serial_ok, backend=self.backend))
-            except usb.core.NoBackendError:
-                raise TransportError("USB: no backend (install libusb-1.0: `make setup`)") from None
+            found += find_devices(match.vid, match.pid, match.serial, self.backend)
         return found
 
     async def run(self) -> None:

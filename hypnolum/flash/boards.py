@@ -1,8 +1,10 @@
 """Finding pod boards: USB serial ports whose VID:PID is an ESP32-S3's native USB or a known USB-UART.
 
-A pod board (ESP32-S3) shows up as one of two Espressif devices: the ROM's
-USB-Serial/JTAG in download mode, or MicroPython's TinyUSB CDC while it
-runs (v1.28.0 ports/esp32/mpconfigport.h: VID 0x303A, PID 0x4000 | CDC).
+A pod board (ESP32-S3) shows up as one of three Espressif devices: the ROM's
+USB-Serial/JTAG in download mode, MicroPython's TinyUSB CDC while it runs
+(v1.28.0 ports/esp32/mpconfigport.h: VID 0x303A, PID 0x4000 | CDC), or, with
+the pod firmware's vendor link (pod.json usb_link "vendor"), that CDC beside a
+vendor interface (PID 0x4021, firmware/pod/usbvendor.py). The tty is the REPL's.
 The USB-UART bridges are for development boards that reach UART0 through one.
 The table is data: add a bridge here and discovery picks it up.
 """
@@ -15,6 +17,8 @@ import serial
 from serial.tools import list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
+from hypnolum.host.transport.usb import INTERFACE_NAME as LINK_INTERFACE_NAME
+
 from .errors import NoBoard, PortBusy
 
 # (vid, pid) -> what sits on the board
@@ -26,6 +30,7 @@ USB_BRIDGES: dict[tuple[int, int], str] = {
     (0x0403, 0x6015): "FTDI FT231X",
     (0x303A, 0x1001): "ESP32-S3 USB-Serial/JTAG (ROM loader)",
     (0x303A, 0x4001): "ESP32-S3 USB CDC (MicroPython)",
+    (0x303A, 0x4021): "ESP32-S3 USB CDC + vendor link (pod firmware, usb_link \"vendor\")",
 }
 
 
@@ -38,7 +43,9 @@ class Board:
 
 
 def is_pod_port(info: ListPortInfo) -> bool:
-    return (info.vid, info.pid) in USB_BRIDGES
+    """A known VID:PID, and not the pod link's own tty (a native-USB pod's interface 2, which
+    sits beside its REPL's in the same device): the board is reached on its REPL."""
+    return (info.vid, info.pid) in USB_BRIDGES and info.interface != LINK_INTERFACE_NAME
 
 
 def from_port_infos(infos: list[ListPortInfo]) -> list[Board]:

@@ -42,3 +42,9 @@ class VerifyMismatch(FlashError):
 
 class NoAnswer(FlashError):
     kind = "no-answer"
+
+
+class NoUsb(FlashError):
+    """The pod's link is its USB vendor interface, and pyusb or libusb-1.0 is missing."""
+
+    kind = "no-usb"

@@ -38,6 +38,7 @@ class Options:
     update_key: bytes | None = None  # the fleet key; None: each pod's own, from update_keys_dir
     update_keys_dir: Path = Path("update-keys")
     ble_pair: bool = False  # write the BLE pairing-window flag (firmware/pod/ble.py PAIR_FLAG)
+    usb_backend: Any = None  # pyusb's backend for a pod link on the vendor interface (None: libusb-1.0)
 
 
 BLE_PAIR_FLAG = "ble_pair.flag"  # at the root: the pod consumes it at boot and opens its pairing window
@@ -103,7 +104,7 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         step = "verify"
         tell("verify", 0, 1)
         want_id = opts.settings.get("pod_id") or out.pod_id
-        fields = verify.hello(link, opts.boot_timeout_s, name=board.port)
+        fields = verify.hello(link, opts.boot_timeout_s, name=board.port, usb_backend=opts.usb_backend)
         out.hello = fields
         if not opts.upload and "pod_id" not in opts.settings:
             want_id = fields.get("pod_id", "")  # verify-only without --pod-id: take the pod's word

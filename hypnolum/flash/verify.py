@@ -1,12 +1,14 @@
 """Step 3: after the reset, the pod must introduce itself as what was uploaded.
 
-Opens the pod link's port (retrying while the board boots or a native-USB
-port comes back): on an ESP32-S3's native USB that is the pod's own CDC-ACM
-interface 2 beside the REPL's interface 0, found through sysfs by the USB
-device's serial number (host/repl_port.py, link_finder); on a USB-UART bridge
-or a pty it is the port the upload used. Sends CONNECT once a second and waits
-for HELLO; boot-time garbage on
-the UART is skipped by the frame decoder. HELLO must carry this host's
+Opens the pod link (retrying while the board boots or a native-USB device
+comes back): on an ESP32-S3's native USB that is the pod's own CDC-ACM
+interface 2 beside the REPL's interface 0, a tty found through sysfs in the
+same USB port (host/repl_port.py, link_finder), or with pod.json's
+``usb_link: "vendor"`` its vendor interface, opened with pyusb by the serial
+number sysfs shows (hypnolum/flash/usblink.py); on a USB-UART bridge or a
+pty without a sysfs entry it is the port the upload used. Sends CONNECT once
+a second and waits for HELLO; boot-time garbage on the UART is skipped by the
+frame decoder. HELLO must carry this host's
 protocol version and schema fingerprint, the build hash of the uploaded
 bundle, and the provisioned pod id and LED count (proof the pod read the
 pod.json just written).
@@ -21,8 +23,10 @@ from typing import Any
 import serial
 
 from hypnolum.host.config import SerialConfig
+from hypnolum.host.repl_port import UsbLink
 from hypnolum.protocol import codec
 
+from . import usblink
 from .errors import NoAnswer, PortBusy, VerifyMismatch
 
 HOST_ID = "flash-tool"
@@ -41,55 +45,89 @@ class Expected:
     protocol_version: int = codec.PROTOCOL_VERSION
 
 
-PortFinder = Callable[[], "str | None"]  # the link's port now; None while it has none
+PortFinder = Callable[[], "str | UsbLink | None"]  # the link now; None while there is none
 
 
-def _open(find: PortFinder, name: str, deadline: float) -> serial.Serial:
-    last = "the pod's link port has not appeared"
+class _SerialLink:
+    """The link on a tty, with VendorLink's read/write/close."""
+
+    def __init__(self, port: str):
+        self.s = serial.Serial(port, LINK_BAUD, timeout=0, exclusive=True)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.s.write(data)
+        except serial.SerialException as exc:
+            raise usblink.LinkGone(str(exc)) from None
+
+    def read(self) -> bytes:
+        try:
+            data = self.s.read(4096)
+        except serial.SerialException as exc:  # a native-USB port re-enumerating after the reset
+            raise usblink.LinkGone(str(exc)) from None
+        if not data:
+            time.sleep(0.02)
+        return data
+
+    def close(self) -> None:
+        self.s.close()
+
+
+Link = _SerialLink | usblink.VendorLink
+
+
+def _open(find: PortFinder, name: str, deadline: float, backend: Any) -> Link:
+    last = "the pod's link has not appeared"
     while True:
-        port = find()
-        if port is not None:
+        where = find()
+        if isinstance(where, UsbLink):
             try:
-                s = serial.Serial(port, LINK_BAUD, timeout=0, exclusive=True)
-                return s
+                link = usblink.open_link(where, backend)
+                if link is not None:
+                    return link
+                last = f"no USB device with serial number {where.serial} on the bus"
+            except usblink.LinkGone as exc:
+                last = str(exc)
+        elif where is not None:
+            try:
+                return _SerialLink(where)
             except serial.SerialException as exc:
                 last = str(exc)
                 if "lock" in last:
-                    raise PortBusy(f"{port}: port busy: another program has it open", step="verify") from None
+                    raise PortBusy(f"{where}: port busy: another program has it open", step="verify") from None
         if time.monotonic() > deadline:
             raise NoAnswer(f"{name}: cannot open the pod link after the reset: {last}", step="verify")
         time.sleep(0.2)
 
 
-def hello(port: str | PortFinder, timeout_s: float = 20.0, name: str = "") -> dict[str, Any]:
-    """HELLO's fields from the pod on ``port`` (a path, or a function giving the link's path
-    now); ``name`` says which board in messages (default: the path)."""
+def hello(port: str | PortFinder, timeout_s: float = 20.0, name: str = "", usb_backend: Any = None) -> dict[str, Any]:
+    """HELLO's fields from the pod on ``port`` (a path, or a function giving the link now: a
+    path or a USB vendor interface); ``name`` says which board in messages (default: the path).
+    ``usb_backend``: pyusb's backend for a vendor interface (None: libusb-1.0)."""
     deadline = time.monotonic() + timeout_s
     find = port if callable(port) else (lambda: port)
     name = name or (port if isinstance(port, str) else "the pod")
-    s = _open(find, name, deadline)
+    link: Link | None = _open(find, name, deadline, usb_backend)
     decoder = codec.FrameDecoder()
     seq = 0
     next_connect = 0.0
     try:
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if now >= next_connect:
-                s.write(codec.encode("connect", seq, {
-                    "protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT, "host_id": HOST_ID,
-                }))
-                seq += 1
-                next_connect = now + 1.0
             try:
-                data = s.read(4096)
-            except serial.SerialException:  # a native-USB port re-enumerating after the reset
-                s.close()
-                s = None
+                if now >= next_connect:
+                    link.write(codec.encode("connect", seq, {
+                        "protocol_version": codec.PROTOCOL_VERSION, "fingerprint": codec.FINGERPRINT,
+                        "host_id": HOST_ID,
+                    }))
+                    seq += 1
+                    next_connect = now + 1.0
+                data = link.read()
+            except usblink.LinkGone:  # the device re-enumerating after the reset
+                link.close()
+                link = None
                 time.sleep(0.2)
-                s = _open(find, name, deadline)
-                continue
-            if not data:
-                time.sleep(0.02)
+                link = _open(find, name, deadline, usb_backend)
                 continue
             for frame in decoder.feed(data):
                 if frame.name == "hello":
@@ -99,8 +137,8 @@ def hello(port: str | PortFinder, timeout_s: float = 20.0, name: str = "") -> di
                        "the firmware did not start: check the board's log over the REPL in safe mode",
                        step="verify")
     finally:
-        if s is not None:
-            s.close()
+        if link is not None:
+            link.close()
 
 
 def check(fields: dict[str, Any], want: Expected) -> None:

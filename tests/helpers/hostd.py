@@ -8,18 +8,19 @@ from pathlib import Path
 
 
 class Hostd:
-    """One hostd process watching ``pods_dir/*.tty``, fast timeouts for tests."""
+    """One hostd process watching ``pods_dir/*.tty`` (or ``ports``: paths and globs), fast timeouts for tests."""
 
     def __init__(self, tmp_path: Path, port: int, pods_dir: Path | None = None, host_id: str = "test-host",
-                 extra: str = "", mqtt_extra: str = "", env: dict | None = None):
+                 extra: str = "", mqtt_extra: str = "", env: dict | None = None, ports: list[str] | None = None):
         self.dir = Path(tmp_path)
         self.pods_dir = Path(pods_dir) if pods_dir else self.dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / f"{host_id}.toml"
+        globs = ", ".join(f'"{p}"' for p in (ports or [f"{self.pods_dir}/*.tty"]))
         self.config.write_text(
             f'[host]\nid = "{host_id}"\n'
             f"[mqtt]\nport = {port}\nkeepalive = 5\nbackoff_max_s = 1.0\n{mqtt_extra}\n"
-            f'[serial]\nports = ["{self.pods_dir}/*.tty"]\nscan_interval_s = 0.1\n'
+            f"[serial]\nports = [{globs}]\nscan_interval_s = 0.1\n"
             "[pods]\nheartbeat_timeout_s = 1.0\nping_interval_s = 0.2\nconnect_interval_s = 0.1\n"
             "command_timeout_s = 0.3\ncommand_retries = 2\n" + extra
         )
