@@ -398,13 +398,16 @@ def _timer_left():
 
 
 class Readable:
-    """`await r.wait()` until a socket can be read (or accepted) without blocking, parked on
-    asyncio's I/O queue as the firmware's FlagWait parks on a flag: no coroutine per wait.
-    The stand-ins of the board's C drivers (machine.USBDevice, usbcable) wait so: what they
-    allocate is charged to the pod's heap, where the board's C allocates nothing."""
+    """`await r.wait()` until a socket can be read (or accepted) without blocking, or, with
+    flag, until an asyncio.ThreadSafeFlag is set (then cleared): parked on asyncio's I/O
+    queue as the firmware's FlagWait parks, no coroutine per wait. The stand-ins of the
+    board's C drivers (machine.USBDevice, usbcable) wait so: what they allocate is charged
+    to the pod's heap, where the board's C allocates nothing. Their own, not pod.flagwait's:
+    they must run any firmware, also one that predates it."""
 
-    def __init__(self, sock):
-        self._s = sock
+    def __init__(self, obj, flag=False):
+        self._s = obj
+        self._flag = flag
         self._waiting = False
         self._stop = StopIteration()
 
@@ -415,39 +418,27 @@ class Readable:
         return self
 
     def __next__(self):
-        if not self._waiting:
+        s = self._s
+        if not self._waiting and not (self._flag and s.state):
             self._waiting = True
-            core._io_queue.queue_read(self._s)
+            core._io_queue.queue_read(s)
             return None
         self._waiting = False
+        if self._flag:
+            s.state = 0
         self._stop.__traceback__ = None
         raise self._stop
 
 
 class Flag(asyncio.ThreadSafeFlag):
-    """A ThreadSafeFlag whose `await flag.wait()` makes no coroutine, for the stand-ins (as
-    Readable). Their own: they must run any firmware, also one older than pod.flagwait.Flag."""
+    """A ThreadSafeFlag whose `await flag.wait()` makes no coroutine (Readable)."""
 
     def __init__(self):
         super().__init__()
-        self._waiting = False
-        self._stop = StopIteration()
+        self._park = Readable(self, True)
 
     def wait(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if not self._waiting and not self.state:
-            self._waiting = True
-            core._io_queue.queue_read(self)
-            return None
-        self._waiting = False
-        self.state = 0
-        self._stop.__traceback__ = None
-        raise self._stop
+        return self._park
 
 
 class TickPoller:

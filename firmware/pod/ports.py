@@ -7,13 +7,14 @@ right now (USB: the host configured the device and holds the port open; BLE:
 a bonded, encrypted central is connected). Ports presents the same contract
 to pod/link.py. The first port that comes up becomes the active one and keeps
 the link while it stays up; when it goes down, the first other port that is
-up takes over, and the link starts over on it. The transports share one pair
-of rings (pod/linkring.py): the ones not carrying the link stand by, taking
-no bytes in (a standby host's commands are not applied, late or ever), and
-the new one starts with its rings empty: on_switch() is called at the link's next read, between frames (the app says HELLO
-there; a switch is found inside tx_free() or write(), in the middle of a send whose frame is
-in the encoder's buffer). While no port is up the
-last active one keeps taking bytes into its ring, as a lone CDC port does.
+up takes over, and the link starts over on it: on_switch() is called at the
+link's next read, between frames (the app says HELLO there; a switch is found
+inside tx_free() or write(), in the middle of a send whose frame is in the
+encoder's buffer). The transports share one pair of rings (pod/linkring.py):
+the ones not carrying the link stand by, taking no bytes in (a standby host's
+commands are not applied, late or ever), and the new one starts with its
+rings empty. While no port is up the last active one keeps taking bytes into
+its ring, as a lone CDC port does.
 
 The choice is made on every call (a few method calls, no allocation), so a
 transport that goes away is left at the next frame the pod sends: telemetry
