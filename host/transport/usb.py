@@ -5,7 +5,12 @@ vendor-class interface (class 0xFF) named "hypnolum link" (its iInterface
 string) beside the REPL's CDC (firmware/pod/usbvendor.py, docs/transports.md).
 ``UsbScanner`` discovers devices by VID:PID (and serial number, the pod id, if
 configured) every ``scan_interval_s`` and starts a session on each new one, so
-plugging a pod in is enough; a device that vanishes ends its session. On open
+plugging a pod in is enough; a device that vanishes ends its session. Its idle
+cost is bounded: one enumeration of the bus per scan, whatever the number of
+config entries (libusb answers it and the device descriptors from its cache,
+no transfer to any device); a device is asked for anything only if its VID:PID
+is configured, and then only for its serial number, once while it stays
+plugged in. On open
 the device is configured, the link interface claimed, then the device reset
 (``reset_on_open``) so a pod left mid-frame by a previous host starts clean. A
 device with no such interface, or whose interface another program (another
@@ -198,26 +203,41 @@ class UsbScanner:
         self.serve = serve
         self.backend = backend
         self.active: dict[str, asyncio.Task] = {}
+        self._serials: dict[str, str | None] = {}  # device key -> its serial number, while plugged in
 
     def find(self) -> list:
+        """The devices the config names, from one enumeration of the bus."""
         import usb.core
 
-        found = []
-        for match in self.cfg.devices:
-            def serial_ok(dev, want=match.serial):
-                if want is None:
-                    return True
-                try:
-                    return dev.serial_number == want
-                except (usb.core.USBError, ValueError):
-                    return False
+        try:
+            devices = list(usb.core.find(find_all=True, backend=self.backend))
+        except usb.core.NoBackendError:
+            raise TransportError("USB: no backend (install libusb-1.0: `make setup`)") from None
+        present = {device_key(dev) for dev in devices}
+        for key in self._serials.keys() - present:  # unplugged: a device there later is another
+            del self._serials[key]
+        return [dev for dev in devices if self._wanted(dev)]
 
+    def _wanted(self, dev) -> bool:
+        for match in self.cfg.devices:
+            if dev.idVendor != match.vid or dev.idProduct != match.pid:
+                continue
+            if match.serial is None or self._serial(dev, device_key(dev)) == match.serial:
+                return True
+        return False
+
+    def _serial(self, dev, key: str) -> str | None:
+        """The device's serial number (string descriptor), read once while it is plugged in;
+        a read that fails is tried again at the next scan."""
+        import usb.core
+
+        if key not in self._serials:
             try:
-                found += list(usb.core.find(find_all=True, idVendor=match.vid, idProduct=match.pid,
-                                            custom_match=serial_ok, backend=self.backend))
-            except usb.core.NoBackendError:
-                raise TransportError("USB: no backend (install libusb-1.0: `make setup`)") from None
-        return found
+                self._serials[key] = dev.serial_number
+            except (usb.core.USBError, ValueError) as exc:
+                log.debug("usb %s: serial number unreadable (%s); asked again at the next scan", key, exc)
+                return None
+        return self._serials[key]
 
     async def run(self) -> None:
         try:

@@ -277,12 +277,14 @@ class EmulatedDevice:
 
 
 class UsbBus:
-    """The host's USB bus with every emulated pod under ``root`` that presents a USB device."""
+    """The host's USB bus with every emulated pod under ``root`` that presents a USB device,
+    and the devices that are not pods plugged in with :meth:`plug` (tests/helpers/usb_devices.py)."""
 
     def __init__(self, root: str | Path, bus: int = 1):
         self.root = Path(root)
         self.bus = bus
         self.devices: dict[str, EmulatedDevice] = {}  # pod id -> plugged-in device
+        self.others: list = []  # plugged-in devices that are not emulated pods
         self.unplugged: set[str] = set()
         self._next_address = 5
         self._lock = threading.Lock()
@@ -312,7 +314,16 @@ class UsbBus:
                     dev.unplug()
                     continue
                 self.devices[pod_id] = dev
-            return [d for d in self.devices.values() if not d.gone]
+            return [d for d in [*self.devices.values(), *self.others] if not d.gone]
+
+    def new_address(self) -> int:
+        with self._lock:
+            self._next_address += 1
+            return self._next_address - 1
+
+    def plug(self, device) -> None:
+        """Plug in a device that is not a pod (already enumerated: it answers from its descriptors)."""
+        self.others.append(device)
 
     def unplug(self, pod_id: str) -> None:
         """Pull the cable: the device is gone until replug()."""
@@ -330,9 +341,10 @@ class UsbBus:
         return EmulatedBackend(self)
 
     def close(self) -> None:
-        for dev in list(self.devices.values()):
+        for dev in [*self.devices.values(), *self.others]:
             dev.unplug()
         self.devices.clear()
+        self.others.clear()
 
 
 class EmulatedBackend(usb.backend.IBackend):
@@ -340,8 +352,10 @@ class EmulatedBackend(usb.backend.IBackend):
 
     def __init__(self, bus: UsbBus):
         self.bus = bus
+        self.enumerations = 0  # libusb_get_device_list calls
 
     def enumerate_devices(self):
+        self.enumerations += 1
         return self.bus.scan()
 
     def get_device_descriptor(self, dev):
