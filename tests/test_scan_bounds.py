@@ -4,16 +4,21 @@ BLE: each configured address has one supervisor; its attempts are spaced by the 
 backoff whether they run to their timeout (nobody on the air: bumble's link with no such
 peripheral) or fail at once (the GATT client's own error), and neither ends the supervisor.
 USB: the scanner enumerates the bus once per scan, asks nothing of a device whose VID:PID
-is not configured, and reads a pod-like device's serial number once while it is plugged in,
-never while it is served (tests/helpers/fake_usb.py, usb_devices.py: the libusb boundary).
+is not configured, and reads a pod-like device's serial number once while it is plugged in
+(tests/helpers/fake_usb.py, usb_devices.py: the libusb boundary). A whole hostd scanning all
+three ways with no pod anywhere wakes a bounded number of times a second, counted at its
+event loop's selector (epoll).
 """
 from __future__ import annotations
 
 import asyncio
+import selectors
 
 from bumble.link import LocalLink
 
 from hypnolum.host.config import parse
+from hypnolum.host.daemon import EXIT_STOPPED, run
+from hypnolum.host.links import Boundaries
 from hypnolum.host.transport import TransportError
 from hypnolum.host.transport.ble import GattLink, supervise
 from hypnolum.host.transport.usb import UsbScanner
@@ -124,3 +129,52 @@ async def test_usb_scanning_asks_nothing_of_other_devices_and_a_serial_number_on
         assert again.string_reads == 2 and other_pod.string_reads == 2
     finally:
         bus.close()
+
+
+class CountingSelector(selectors.DefaultSelector):
+    """The event loop's epoll, counting its waits: one per wake-up of the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selects = 0
+
+    def select(self, timeout=None):
+        self.selects += 1
+        return super().select(timeout)
+
+
+IDLE_WAKEUPS_PER_S = 30  # the port scanner (2), the USB scanner and its thread (2), MQTT, logs, ...
+
+
+def test_an_idle_hostd_scanning_three_ways_for_absent_pods_wakes_a_bounded_number_of_times(tmp_path, mosquitto):
+    config = parse({
+        "host": {"id": "scan"}, "mqtt": {"port": mosquitto.port},
+        "serial": {"ports": [str(tmp_path / "*.tty")]},
+        "usb": {"devices": [{"vid": VID, "pid": PID, "serial": "pod-01"}]},
+        "ble": {"devices": ["C4:5B:BE:00:00:01", "C4:5B:BE:00:00:02"]},
+    })
+    air = LocalLink()  # no pod on the air
+    bus = UsbBus(tmp_path / "usb")
+    for i in range(5):
+        OtherDevice(bus, 0x046D, 0xC520 + i)
+    boundaries = Boundaries(gatt_link=lambda a: BumbleGattLink(air, a + "/P"), usb_backend=bus.backend())
+    selector = CountingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+
+    async def wakeups_per_s() -> tuple[float, int]:
+        stop = asyncio.Event()
+        hostd = asyncio.create_task(run(config, stop, boundaries=boundaries))
+        await asyncio.sleep(2.0)  # started: connected, first scans and BLE attempts under way
+        n0, t0 = selector.selects, loop.time()
+        await asyncio.sleep(3.0)
+        rate = (selector.selects - n0) / (loop.time() - t0)
+        stop.set()
+        return rate, await hostd
+
+    try:
+        rate, status = loop.run_until_complete(wakeups_per_s())
+    finally:
+        loop.close()
+        bus.close()
+    assert status == EXIT_STOPPED
+    assert rate < IDLE_WAKEUPS_PER_S, f"{rate:.0f} wake-ups a second with nothing to serve"
