@@ -137,6 +137,7 @@ class CircleCoordinator:
         self._inflight: set[tuple[int, int]] = set()
         self._value_next: dict[int, tuple[object, dict]] = {}  # id(session) -> (session, newest fields to write)
         self._tasks: set[asyncio.Task] = set()
+        self._defined = asyncio.Event()  # set while some circle has a definition: the drive loop ticks
 
     # -- MQTT ------------------------------------------------------------------
     async def run(self) -> None:
@@ -193,6 +194,7 @@ class CircleCoordinator:
                 else:
                     circle.timeline = None if value is None else Timeline.model_validate(value)
                 self.circles.setdefault(parts[3], circle)
+                self._note_defined()
             elif len(parts) == 5 and parts[2] == "pods" and parts[4] == "eeg":
                 batch = None
                 for circle in self.circles.values():
@@ -219,8 +221,17 @@ class CircleCoordinator:
             if session is not None and session.state.link == st.ONLINE and session.clock.synced:
                 yield session
 
+    def _note_defined(self) -> None:
+        if any(c.definition is not None for c in self.circles.values()):
+            self._defined.set()
+        else:
+            self._defined.clear()
+
     async def _drive(self) -> None:
         while True:
+            if not self._defined.is_set():  # no circle: nothing to tick for, no wake-up every _TICK_S
+                self.scheduled.clear()
+                await self._defined.wait()
             now = time.time_ns()
             for circle in list(self.circles.values()):
                 if circle.definition is None:

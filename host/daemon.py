@@ -39,6 +39,7 @@ from .broker import client_id_problem, tls_context
 from .circles import CircleCoordinator
 from .config import Config, ConfigError, load
 from .hub import Hub
+from .links import Boundaries
 from .mqtt import MqttBridge
 from .notify import Notifier
 from .ports import PortScanner
@@ -108,9 +109,10 @@ def problems(config: Config) -> list[str]:
 class Daemon:
     """One run of hostd: its parts and its task tree."""
 
-    def __init__(self, config: Config, notifier: Notifier) -> None:
+    def __init__(self, config: Config, notifier: Notifier, boundaries: Boundaries | None = None) -> None:
         self.config = config
         self.notifier = notifier
+        self.boundaries = boundaries  # host/links.py Boundaries; None: BlueZ and libusb
         self.bridge = MqttBridge(config)
         self.hub = Hub(config, self.bridge)
         self.supervisor = Supervisor(RESTART, RESTART_BUDGET, RESTART_WINDOW_S, restarts=self.hub.restarts,
@@ -125,7 +127,7 @@ class Daemon:
             "updates": hub.updates.serve,
             "circles": CircleCoordinator(self.config, hub).run,
             "ports": PortScanner(self.config.serial, hub.serve_port).run,
-            **hub.transports(),
+            **hub.transports(self.boundaries),
         }
         if self.notifier.enabled:
             runs["status"] = lambda: _report_status(self.notifier, hub, bridge)
@@ -175,10 +177,12 @@ class Daemon:
             mqtt.cancel()
 
 
-async def run(config: Config, stop: asyncio.Event | None = None, notifier: Notifier | None = None) -> int:
+async def run(config: Config, stop: asyncio.Event | None = None, notifier: Notifier | None = None,
+              boundaries: Boundaries | None = None) -> int:
     """Serve pods until ``stop`` is set (or SIGTERM/SIGINT), then shut down cleanly:
     pods faded to off, ports closed, every pod and the host published offline,
-    broker disconnected. Returns the exit status (0: stopped as asked)."""
+    broker disconnected. Returns the exit status (0: stopped as asked). ``boundaries``:
+    where BLE and USB meet the OS (host/links.py; None: BlueZ and libusb)."""
     stop = stop or asyncio.Event()
     notifier = notifier or Notifier()
     loop = asyncio.get_running_loop()
@@ -190,7 +194,7 @@ async def run(config: Config, stop: asyncio.Event | None = None, notifier: Notif
     log.info("hostd %s starting: broker %s:%d%s, ports %s", config.host.id, config.mqtt.host, config.mqtt.port,
              " (TLS)" if config.mqtt.tls else "", ", ".join(config.serial.ports) or "(none)")
     try:
-        status = await Daemon(config, notifier).serve(stop)
+        status = await Daemon(config, notifier, boundaries).serve(stop)
     except Exception as exc:  # the tree itself failed: say so, exit non-zero
         log.critical("hostd %s failed: %r", config.host.id, exc, exc_info=exc)
         status = EXIT_FAILED

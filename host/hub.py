@@ -25,6 +25,7 @@ from .config import Config
 from .events import Bands, EegBatch, Ended, Event
 from .inbound import Inbound, InboundError, Limits, pod_input_problem
 from .leds import LedPreview, LedsPublisher
+from .links import Boundaries
 from .mqtt import Incoming, MqttBridge, PodInput
 from .session import PodSession
 from .setcommands import SetCommands, result_topic
@@ -91,12 +92,13 @@ class Hub:
     def let_go(self, paths: set[str]) -> None:
         self.held -= paths
 
-    def transports(self) -> dict[str, Callable[[], Awaitable[None]]]:
+    def transports(self, boundaries: Boundaries | None = None) -> dict[str, Callable[[], Awaitable[None]]]:
         """The subsystems serving the BLE and USB pods named in the config, by name (serial
-        has the port scanner): each a function that runs one until it ends."""
+        has the port scanner): each a function that runs one until it ends. ``boundaries``:
+        host/links.py ``Boundaries`` (None: BlueZ and libusb)."""
         from .links import ble_and_usb  # imports bleak / pyusb only when configured
 
-        return ble_and_usb(self.config, self.serve)
+        return ble_and_usb(self.config, self.serve, boundaries or Boundaries())
 
     async def serve(self, transport) -> None:
         """Run one pod session on an unopened transport until the link ends."""

@@ -15,7 +15,11 @@ and frame boundaries need not agree.
 production ``BleakGattLink`` (bleak, BlueZ over D-Bus); any other GATT client
 (a test's in-process controller) fits the same interface. ``supervise()`` keeps
 one pod connected: it reconnects with exponential backoff whenever the link drops
-or cannot be made.
+or cannot be made. Only a link that was up for ``_STABLE_S`` starts the backoff
+again from ``reconnect_min_s``: an attempt that runs to its timeout (a pod out of
+range) or fails at once (no adapter, no BlueZ) is followed by the next longer
+delay, so an absent pod costs at most one attempt per ``reconnect_max_s`` once
+the series has grown.
 """
 from __future__ import annotations
 
@@ -134,6 +138,7 @@ class BleTransport(Transport):
         self.notifications_dropped = 0
         self._rx: asyncio.Queue[bytes] = asyncio.Queue(_QUEUE)
         self._closed = False
+        self._opened_at: float | None = None  # monotonic time the link came up
 
     def _on_data(self, data: bytes) -> None:
         if self._closed or not data:
@@ -170,10 +175,21 @@ class BleTransport(Transport):
             raise TransportError(f"{self.name}: no connection within {self.connect_timeout_s} s")
         try:
             attempt.result()
+        except TransportError:
+            await self._disconnect()
+            raise
+        except Exception as exc:  # the GATT client's own failure (its stack, the adapter): still a failed connect
+            await self._disconnect()
+            raise TransportError(f"{self.name}: cannot connect: {exc!r}") from exc
         except BaseException:
             await self._disconnect()
             raise
+        self._opened_at = time.monotonic()
         log.info("%s: connected, ATT MTU %d", self.name, self.link.mtu)
+
+    def up_s(self) -> float:
+        """Seconds the link has been up since it opened (0 if it never did)."""
+        return 0.0 if self._opened_at is None else time.monotonic() - self._opened_at
 
     async def _connect(self) -> None:
         await self.link.connect(self.connect_timeout_s)
@@ -225,13 +241,14 @@ async def _settle(task: asyncio.Future, timeout_s: float, what: str) -> None:
 
 
 async def supervise(address: str, cfg, serve: Callable[[Transport], Awaitable[None]],
-                    link_factory: Callable[[str], GattLink] = BleakGattLink) -> None:
-    """Keep a session on the BLE pod at ``address``, reconnecting with backoff (``cfg``: BleConfig)."""
-    retry = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, _STABLE_S).retry()
+                    link_factory: Callable[[str], GattLink] = BleakGattLink, stable_s: float = _STABLE_S) -> None:
+    """Keep a session on the BLE pod at ``address``, reconnecting with backoff (``cfg``: BleConfig);
+    a link up for ``stable_s`` starts the series again."""
+    retry = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, stable_s).retry()
     while True:
-        started = time.monotonic()
-        await serve(BleTransport(address, link_factory(address), cfg.connect_timeout_s))
-        retry.ran(time.monotonic() - started)
+        transport = BleTransport(address, link_factory(address), cfg.connect_timeout_s)
+        await serve(transport)
+        retry.ran(transport.up_s())  # how long the link was up; an attempt's own time does not count
         delay = retry.delay()
         log.debug("ble:%s: reconnecting in %.1f s", address, delay)
         await asyncio.sleep(delay)

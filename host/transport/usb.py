@@ -5,7 +5,12 @@ vendor-class interface (class 0xFF) named "hypnolum link" (its iInterface
 string) beside the REPL's CDC (firmware/pod/usbvendor.py, docs/transports.md).
 ``UsbScanner`` discovers devices by VID:PID (and serial number, the pod id, if
 configured) every ``scan_interval_s`` and starts a session on each new one, so
-plugging a pod in is enough; a device that vanishes ends its session. On open
+plugging a pod in is enough; a device that vanishes ends its session. Its idle
+cost is bounded: one enumeration of the bus per scan, whatever the number of
+config entries (libusb answers it and the device descriptors from its cache,
+no transfer to any device); a device is asked for anything only if its VID:PID
+is configured, and then only for its serial number, once while it stays
+plugged in. On open
 the device is configured, the link interface claimed, then the device reset
 (``reset_on_open``) so a pod left mid-frame by a previous host starts clean. A
 device with no such interface, or whose interface another program (another
@@ -88,9 +93,16 @@ def find_devices(vid: int, pid: int, serial: str | None = None, backend=None) ->
         except (usb.core.USBError, ValueError):
             return False
 
+    return enumerate_bus(backend, idVendor=vid, idProduct=pid, custom_match=serial_ok)
+
+
+def enumerate_bus(backend=None, **match) -> list:
+    """The devices on ``backend``'s bus (None: libusb-1.0) that pyusb's ``match`` keywords
+    select; TransportError if pyusb has no backend."""
+    import usb.core
+
     try:
-        return list(usb.core.find(find_all=True, idVendor=vid, idProduct=pid, custom_match=serial_ok,
-                                  backend=backend))
+        return list(usb.core.find(find_all=True, backend=backend, **match))
     except usb.core.NoBackendError:
         raise TransportError("USB: no backend (install libusb-1.0: `make setup`)") from None
 
@@ -235,12 +247,36 @@ class UsbScanner:
         self.serve = serve
         self.backend = backend
         self.active: dict[str, asyncio.Task] = {}
+        self._serials: dict[str, str | None] = {}  # device key -> its serial number, while plugged in
 
     def find(self) -> list:
-        found = []
+        """The devices the config names, from one enumeration of the bus."""
+        devices = enumerate_bus(self.backend)
+        present = {device_key(dev) for dev in devices}
+        for key in self._serials.keys() - present:  # unplugged: a device there later is another
+            del self._serials[key]
+        return [dev for dev in devices if self._wanted(dev)]
+
+    def _wanted(self, dev) -> bool:
         for match in self.cfg.devices:
-            found += find_devices(match.vid, match.pid, match.serial, self.backend)
-        return found
+            if dev.idVendor != match.vid or dev.idProduct != match.pid:
+                continue
+            if match.serial is None or self._serial(dev, device_key(dev)) == match.serial:
+                return True
+        return False
+
+    def _serial(self, dev, key: str) -> str | None:
+        """The device's serial number (string descriptor), read once while it is plugged in;
+        a read that fails is tried again at the next scan."""
+        import usb.core
+
+        if key not in self._serials:
+            try:
+                self._serials[key] = dev.serial_number
+            except (usb.core.USBError, ValueError) as exc:
+                log.debug("usb %s: serial number unreadable (%s); asked again at the next scan", key, exc)
+                return None
+        return self._serials[key]
 
     async def run(self) -> None:
         try:

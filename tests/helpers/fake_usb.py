@@ -13,8 +13,18 @@ descriptors, string descriptors read from the device, configuration, claiming
 transfers packet by packet with the device's flow control (NAK) and libusb's
 timeouts. A bulk read completes at its length or at a short packet; one that
 times out is cancelled and what it had received is lost, as pyusb's libusb-1.0
-backend drops it (counted in ``lost_bytes``). Unplugging closes the connection:
-I/O then fails with ENODEV, as with libusb.
+backend drops it (counted in ``lost_bytes``). Unplugging shuts the connection
+down, so the device sees it at once whatever is in flight: I/O then fails with
+ENODEV, as with libusb.
+
+Timeouts are the ones the real layers use: the kernel's enumeration and the
+requests libusb hands to it (SET_CONFIGURATION, SET_INTERFACE, reset) give each
+control transfer 5 s (``USB_CTRL_GET_TIMEOUT`` / ``USB_CTRL_SET_TIMEOUT`` in
+Linux's include/linux/usb.h); a program's own control transfer has the timeout
+it passes (pyusb's default is 1000 ms; 0 is no limit, as in libusb). A control
+transfer that timed out is over: its late answer is never taken for the next
+one's. A device that does not take the connection within ``_CONNECT_S`` is not
+on the bus at this scan.
 """
 from __future__ import annotations
 
@@ -38,6 +48,8 @@ _HDR = struct.Struct("<BBH")
 _PKT = 64
 _KERNEL_CLASSES = (0x02, 0x0A)  # cdc-acm binds the REPL's communication and data interfaces
 _NAK_RETRY_S = 0.001  # a NAKed OUT packet is sent again in the next frame
+_KERNEL_CTRL_S = 5.0  # USB_CTRL_GET_TIMEOUT / USB_CTRL_SET_TIMEOUT (include/linux/usb.h): 5000 ms
+_CONNECT_S = 1.0  # a device that has not taken the connection by then is not plugged in at this scan
 
 
 def _no_device() -> usb.core.USBError:
@@ -91,6 +103,7 @@ class EmulatedDevice:
         self._ctrl_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._ctrl: queue.Queue[bytes | None] = queue.Queue()
+        self._ctrl_late = 0  # answers still to come to control transfers that timed out
         self._out: queue.Queue[int | None] = queue.Queue()
         self._in = threading.Condition()
         self._in_pending = False
@@ -157,6 +170,10 @@ class EmulatedDevice:
         if self.gone:
             return
         self.gone = True
+        try:  # close() alone leaves the connection up while the reader thread sits in recv()
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the device closed it first
         self.sock.close()
         self._ctrl.put(None)
         self._out.put(None)
@@ -167,16 +184,25 @@ class EmulatedDevice:
         self._lost()
 
     # -- transfers ---------------------------------------------------------------
-    def control(self, req_type: int, req: int, value: int, index: int, data: bytes | int, timeout_s: float) -> bytes:
-        """One control transfer: OUT data (bytes) or the IN length (int); the IN data stage."""
+    def control(self, req_type: int, req: int, value: int, index: int, data: bytes | int,
+                timeout_s: float | None = _KERNEL_CTRL_S) -> bytes:
+        """One control transfer: OUT data (bytes) or the IN length (int); the IN data stage.
+        ``timeout_s`` None: no limit."""
         out = data if isinstance(data, (bytes, bytearray)) else b""
         length = data if isinstance(data, int) else len(out)
         with self._ctrl_lock:
             self._send(H_SETUP, 0, struct.pack("<BBHHH", req_type, req, value, index, length) + bytes(out))
-            try:
-                reply = self._ctrl.get(timeout=timeout_s)
-            except queue.Empty:
-                raise _timed_out() from None
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while True:  # the device answers every SETUP, in order: late answers come first
+                try:
+                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    reply = self._ctrl.get(timeout=wait)
+                except queue.Empty:
+                    self._ctrl_late += 1
+                    raise _timed_out() from None
+                if reply is None or not self._ctrl_late:
+                    break
+                self._ctrl_late -= 1
         if reply is None:
             raise _no_device()
         if reply[0]:
@@ -186,15 +212,15 @@ class EmulatedDevice:
     def enumerate(self) -> None:
         """What the kernel does when a device appears (and after a port reset)."""
         self._send(H_RESET)
-        self.control(0x00, 5, self.address, 0, b"", 1.0)  # SET_ADDRESS
-        self.desc_dev = self.control(0x80, 6, 0x0100, 0, 18, 1.0)
-        head = self.control(0x80, 6, 0x0200, 0, 9, 1.0)
-        self.desc_cfg = self.control(0x80, 6, 0x0200, 0, head[2] | head[3] << 8, 1.0)
+        self.control(0x00, 5, self.address, 0, b"")  # SET_ADDRESS
+        self.desc_dev = self.control(0x80, 6, 0x0100, 0, 18)
+        head = self.control(0x80, 6, 0x0200, 0, 9)
+        self.desc_cfg = self.control(0x80, 6, 0x0200, 0, head[2] | head[3] << 8)
         self.interfaces = _parse_config(self.desc_cfg)
         self.set_configuration(1)  # usb_choose_configuration: the first
 
     def set_configuration(self, value: int) -> None:
-        self.control(0x00, 9, value, 0, b"", 1.0)
+        self.control(0x00, 9, value, 0, b"")
         self.configuration = value
 
     def reset(self) -> None:
@@ -204,7 +230,7 @@ class EmulatedDevice:
         self._send(H_RESET)
         with self._in:
             self._in_pending = False
-        self.control(0x00, 5, self.address, 0, b"", 1.0)
+        self.control(0x00, 5, self.address, 0, b"")
         if config:
             self.set_configuration(config)
 
@@ -251,12 +277,14 @@ class EmulatedDevice:
 
 
 class UsbBus:
-    """The host's USB bus with every emulated pod under ``root`` that presents a USB device."""
+    """The host's USB bus with every emulated pod under ``root`` that presents a USB device,
+    and the devices that are not pods plugged in with :meth:`plug` (tests/helpers/usb_devices.py)."""
 
     def __init__(self, root: str | Path, bus: int = 1):
         self.root = Path(root)
         self.bus = bus
         self.devices: dict[str, EmulatedDevice] = {}  # pod id -> plugged-in device
+        self.others: list = []  # plugged-in devices that are not emulated pods
         self.unplugged: set[str] = set()
         self._next_address = 5
         self._lock = threading.Lock()
@@ -271,11 +299,13 @@ class UsbBus:
                     continue
                 self.devices.pop(pod_id, None)
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(_CONNECT_S)  # a full backlog would block connect() for good
                 try:
                     sock.connect(str(path))
-                except OSError:  # a pod that is not running: nothing on the bus
+                except OSError:  # a pod that is not running (or not taking it): nothing on the bus
                     sock.close()
                     continue
+                sock.settimeout(None)
                 dev = EmulatedDevice(pod_id, sock, self.bus, self._next_address)
                 self._next_address += 1
                 try:
@@ -284,7 +314,16 @@ class UsbBus:
                     dev.unplug()
                     continue
                 self.devices[pod_id] = dev
-            return [d for d in self.devices.values() if not d.gone]
+            return [d for d in [*self.devices.values(), *self.others] if not d.gone]
+
+    def new_address(self) -> int:
+        with self._lock:
+            self._next_address += 1
+            return self._next_address - 1
+
+    def plug(self, device) -> None:
+        """Plug in a device that is not a pod (already enumerated: it answers from its descriptors)."""
+        self.others.append(device)
 
     def unplug(self, pod_id: str) -> None:
         """Pull the cable: the device is gone until replug()."""
@@ -302,9 +341,10 @@ class UsbBus:
         return EmulatedBackend(self)
 
     def close(self) -> None:
-        for dev in list(self.devices.values()):
+        for dev in [*self.devices.values(), *self.others]:
             dev.unplug()
         self.devices.clear()
+        self.others.clear()
 
 
 class EmulatedBackend(usb.backend.IBackend):
@@ -312,8 +352,10 @@ class EmulatedBackend(usb.backend.IBackend):
 
     def __init__(self, bus: UsbBus):
         self.bus = bus
+        self.enumerations = 0  # libusb_get_device_list calls
 
     def enumerate_devices(self):
+        self.enumerations += 1
         return self.bus.scan()
 
     def get_device_descriptor(self, dev):
@@ -358,10 +400,10 @@ class EmulatedBackend(usb.backend.IBackend):
         handle.set_configuration(value)
 
     def get_configuration(self, handle):
-        return handle.control(0x80, 8, 0, 0, 1, 1.0)[0]
+        return handle.control(0x80, 8, 0, 0, 1)[0]
 
     def set_interface_altsetting(self, handle, intf, altsetting):
-        handle.control(0x01, 11, altsetting, intf, b"", 1.0)
+        handle.control(0x01, 11, altsetting, intf, b"")
 
     def claim_interface(self, handle, intf):
         if handle.gone:
@@ -406,9 +448,10 @@ class EmulatedBackend(usb.backend.IBackend):
         return len(data)
 
     def ctrl_transfer(self, handle, bmRequestType, bRequest, wValue, wIndex, data, timeout):
+        timeout_s = timeout / 1000 or None  # the caller's; 0: no limit (libusb)
         if bmRequestType & 0x80:
-            got = handle.control(bmRequestType, bRequest, wValue, wIndex, len(data), timeout / 1000 or 5.0)
+            got = handle.control(bmRequestType, bRequest, wValue, wIndex, len(data), timeout_s)
             data[:len(got)] = array.array("B", got)
             return len(got)
-        handle.control(bmRequestType, bRequest, wValue, wIndex, bytes(data or b""), timeout / 1000 or 5.0)
+        handle.control(bmRequestType, bRequest, wValue, wIndex, bytes(data or b""), timeout_s)
         return len(data or b"")
