@@ -11,8 +11,10 @@ heartbeats) against the budget and the 25 % floor.
 
     .venv/bin/python bench/pod_heap.py [--seconds 600] [--pods 2] [--ble] [--census S]
 
-With --ble every pod also has BLE on (its link stays on USB; no central connects):
-what a pod ready for the USB-to-BLE fallback holds.
+With --ble every pod also has BLE on, and a central (a bumble one, as the tests'
+hostd uses) bonds with it, subscribes and stands by while USB carries the link:
+what a pod ready for the USB-to-BLE fallback holds (docs/transports.md, "One
+link, several transports"). --ble-alone leaves out the central.
 
 With --census S each pod also prints, S seconds in, what its heap holds after a
 collection, by object type, and its interned names' headroom (bench/heap_census.py).
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +56,26 @@ async def watch_heap(rig: Rig, lows: dict[str, int], lasts: dict[str, int], stop
                 return
 
 
+async def stand_by_centrals(rig: Rig) -> list:
+    """A bonded central per pod, connected and subscribed to the pod's notifications, standing by."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from helpers.ble_peer import BumbleGattLink, CentralKeyStore
+
+    from hypnolum.host.transport.ble import NUS_TX
+
+    centrals = []
+    for i, p in enumerate(rig.pods):
+        g = BumbleGattLink(rig.ble_link, p.pod.ble.address, want_mtu=247, keystore=CentralKeyStore(),
+                           address=f"F0:F0:F0:F0:{i >> 8:02X}:{i & 0xFF:02X}")
+        await g.connect(20)
+        await g.subscribe(NUS_TX, lambda _data: None)
+        centrals.append(g)
+        if not (p.pod.dir / "ble_bonds.bin").exists():
+            raise SystemExit(f"{p.pod.pod_id}: the central did not bond")
+    print(f"{len(centrals)} bonded central(s) standing by", flush=True)
+    return centrals
+
+
 async def run(args) -> int:
     budget = image.heap_budget()
     floor = budget // 4
@@ -66,9 +89,11 @@ async def run(args) -> int:
         lows: dict[str, int] = {}
         lasts: dict[str, int] = {}
         stop = asyncio.Event()
+        centrals: list = []
         try:
             await rig.start()
             await rig.wait_synced(60)
+            centrals = await stand_by_centrals(rig) if args.ble and not args.ble_alone else []
             await rig.define("heap", drive="alpha")
             watcher = asyncio.create_task(watch_heap(rig, lows, lasts, stop))
             t0 = time.monotonic()
@@ -85,6 +110,8 @@ async def run(args) -> int:
             stop.set()
             watcher.cancel()
         finally:
+            for g in centrals:
+                await g.disconnect()
             await rig.stop()
             broker.stop()
         for p in rig.pods if args.census else ():
@@ -113,7 +140,8 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=2)
     ap.add_argument("--scene-every", type=float, default=5.0)
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--ble", action="store_true", help="BLE on as well (pod.json ble): its port, rings and stack")
+    ap.add_argument("--ble", action="store_true", help="BLE on as well (pod.json ble), a bonded central standing by")
+    ap.add_argument("--ble-alone", action="store_true", help="with --ble: no central")
     ap.add_argument("--census", type=float, default=0.0, help="seconds in: print what each pod's heap holds")
     raise SystemExit(asyncio.run(run(ap.parse_args())))
 

@@ -59,9 +59,10 @@ class Rig:
     eeg_channels: tuple[int, ...] = (8,)  # pod i has eeg_channels[i % len]: 8 at 250 Hz, 16 at 125 Hz
     app: Bundle | None = None  # boards flashed with this app (emulator/flashed.py): updatable; None: the source tree
     update_key: bytes = bytes(range(32))  # the flashed boards' update key
-    ble: bool = False  # every pod's BLE on too (pod.json ble), its radio on one bumble link, no central
+    ble: bool = False  # every pod's BLE on too (pod.json ble), its radio on ble_link, its pairing window open
     pods: list[RigPod] = field(default_factory=list)
     hostds: list[subprocess.Popen] = field(default_factory=list)
+    ble_link: object | None = None  # with ble: the bumble LocalLink of every pod's radio
 
     def host_port(self, i: int) -> int:
         return self.broker_ports[i % len(self.broker_ports)]
@@ -88,13 +89,16 @@ class Rig:
         if self.ble:
             from bumble.link import LocalLink
 
-            ble_link = LocalLink()
+            ble_link = self.ble_link = LocalLink()  # a central may join it (bench/pod_heap.py)
         for i in range(self.n_pods):
             h = i % self.n_hosts
             ppm = rng.uniform(-self.ppm_max, self.ppm_max)
             pod_id = f"pod{i}"
             pod_dir = self.workdir / f"host{h}" / "state" / pod_id
             flashed_kw = {}
+            if self.ble:  # the pairing window opens at boot: a central may bond (pod/ble.py)
+                pod_dir.mkdir(parents=True, exist_ok=True)
+                (pod_dir / "ble_pair.flag").write_bytes(b"1")
             if self.app is not None:
                 pod_dir.mkdir(parents=True, exist_ok=True)
                 flashed.lay_out(pod_dir, self.app, self.update_key)
