@@ -170,6 +170,8 @@ class EmulatedBoard:
         self._app_usb: asyncio.Task | None = None  # follows the app's USB function (firmware mode)
         self._held: bytearray | None = None  # host bytes after a Ctrl-C, for the REPL that comes
         self._halted = False  # the app ended by Ctrl-C: the REPL serves the port, the pod (watchdog) stays
+        self._booting = False  # entering firmware mode: the pod is starting
+        self._safe_boot = False  # the firmware said it booted in safe mode: the REPL is to take the port
         self._switch: asyncio.Task | None = None
         self._mode_changed = asyncio.Event()
 
@@ -254,13 +256,18 @@ class EmulatedBoard:
         elif mode == "repl":
             await self._spawn_repl(raw=False)
         elif mode == "firmware":
-            await self._start_firmware()
+            self._booting = True  # the app's output belongs to this mode already
+            try:
+                await self._start_firmware()
+            finally:
+                self._booting = False
         self.mode = mode
         self._present(mode)
         self._mode_changed.set()
+        self._to_safe_repl()
 
     async def _leave(self) -> None:
-        self._held, self._halted = None, False
+        self._held, self._halted, self._safe_boot = None, False, False
         if self.rom is not None:
             self.rom = None
         await self._stop_repl()
@@ -434,10 +441,19 @@ class EmulatedBoard:
         await self.pod.start()
 
     def _on_pod_output(self, line: str) -> None:
-        if self.mode == "firmware":  # what the app prints goes to the REPL's CDC
+        firmware = self.mode == "firmware" or self._booting
+        if firmware:  # what the app prints goes to the REPL's CDC
             self._to_host(line.encode() + b"\r\n")
         # the firmware booted into safe mode: main.py started nothing, the REPL takes the port
-        if line.strip() == SAFE_MODE_LINE and self.mode == "firmware" and (self._switch is None or self._switch.done()):
+        if line.strip() == SAFE_MODE_LINE and firmware:
+            self._safe_boot = True
+            self._to_safe_repl()
+
+    def _to_safe_repl(self) -> None:
+        """After a safe-mode boot, once firmware mode is entered (the line may come before)."""
+        if self._safe_boot and self.mode == "firmware" and not self._booting and (
+                self._switch is None or self._switch.done() or self._switch is asyncio.current_task()):
+            self._safe_boot = False
             self._switch = self._loop.create_task(self._enter("repl"))
 
     def _to_app(self, data: bytes) -> None:
