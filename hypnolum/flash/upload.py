@@ -14,8 +14,10 @@ Paths are relative: the filesystem root is the working directory on the
 board and in the emulator. On an ESP32-S3 pod the REPL is MicroPython's USB
 CDC, which ignores the baud rate.
 
-A board that holds the pod firmware (``boot.py``) may have a watchdog armed
-although its REPL answers: the Ctrl-C that got the REPL stopped a running app
+A board that holds the pod firmware (``main.py`` beside ``slots.json``, or
+beside ``hal.*`` at the root as before slots; a fresh MicroPython has only
+the ``boot.py`` its first boot writes: ports/esp32/modules/inisetup.py:47-55)
+may have a watchdog armed although its REPL answers: the Ctrl-C that got the REPL stopped a running app
 (MicroPython's CDC raises KeyboardInterrupt in main.py:
 shared/tinyusb/mp_usbd_cdc.c:79-83, v1.28.0), or the app had ended on its own;
 ``machine.WDT`` cannot be stopped and nothing feeds it in the REPL, so it would
@@ -35,7 +37,7 @@ from .updatekey import KEY_SIZE
 from .updatekey import POD_FILE as KEY_FILE
 from .errors import NoAnswer, PortBusy, UploadFailed
 
-BOOT_FILE = "boot.py"  # the pod firmware's: it arms the watchdog unless the boot is in safe mode
+MAIN_FILE = "main.py"  # the pod firmware's starts the app; its boot.py arms the watchdog first
 SAFE_FLAG = "safe_mode.flag"  # firmware/hal.py SAFE_MODE_FLAG: the next boot is a safe-mode boot
 INTERRUPTED = b"KeyboardInterrupt"  # in the traceback a running app prints when Ctrl-C stops it
 
@@ -202,7 +204,7 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
     heard = bytearray()
     t = _transport(port, timeout_s, heard=heard)
     try:
-        if _size(t, BOOT_FILE) >= 0:
+        if _has_pod_firmware(t):
             t = _restart_in_safe_mode(t, port, timeout_s, INTERRUPTED in heard, note)
         uid = _exec(t, "import machine,binascii\nprint(binascii.hexlify(machine.unique_id()).decode())",
                     "read unique_id").decode().strip()
@@ -232,6 +234,12 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
             t.close()
         except OSError:
             pass
+
+
+def _has_pod_firmware(t) -> bool:
+    """The pod firmware is on the board (either layout): its boot honours safe_mode.flag."""
+    files, _ = _listing(t, "") or ([], [])
+    return MAIN_FILE in files and (STATE_FILE in files or any(n in files for n in _OLD_ROOT_APP))
 
 
 def _size(t, path: str) -> int:
