@@ -148,8 +148,9 @@ def _exec(t, code: str, what: str) -> bytes:
 def _restart_in_safe_mode(t, port: str, timeout_s: float, was_running: bool, note: Note | None):
     """Write the safe-mode request, reset, and return a raw REPL of the safe-mode boot.
 
-    No Ctrl-C on the way back: it could stop that boot's boot.py before it took the request.
-    A board whose boot takes no request (the flag is still there) is not written to."""
+    No Ctrl-C on the way back: only a board where nothing runs answers (a safe-mode boot's
+    main.py starts nothing). A board whose boot took no request (the flag is still there) is
+    not written to."""
     from mpremote.transport import TransportError
 
     _exec(t, f"f=open({SAFE_FLAG!r},'wb')\nf.write(b'1')\nf.close()", f"{SAFE_FLAG}: write")
