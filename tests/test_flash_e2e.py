@@ -241,6 +241,14 @@ async def test_a_running_pod_is_restarted_in_safe_mode_and_reflashed(boards, ima
     rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--update-key", str(fleet))
     assert rc == 2 and "fleet.key: not an update key" in out, out
 
+    # SAFE held at reset: nothing runs, the REPL answers; the tool cannot tell, and restarts it all the same
+    await board.reset(safe_mode=True)
+    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--pod-id", "pod-99", "--log", str(log))
+    assert rc == 0, out
+    assert flashlog.read(log)[-1]["notes"] == ["the pod firmware is on the board: restarted it in safe mode "
+                                               "(no watchdog there)"]
+    assert board.counters.interrupts == 1
+
     # a board whose REPL never answers (its image erased: the ROM prints "invalid header", no MicroPython)
     board.flash.erase(0, 1)
     await board.reset()
