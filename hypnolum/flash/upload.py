@@ -17,11 +17,11 @@ CDC, which ignores the baud rate.
 A board that holds the pod firmware (``main.py`` beside ``slots.json``, or
 beside ``hal.*`` at the root as before slots; a fresh MicroPython has only
 the ``boot.py`` its first boot writes: ports/esp32/modules/inisetup.py:47-55)
-may have a watchdog armed although its REPL answers: the Ctrl-C that got the REPL stopped a running app
-(MicroPython's CDC raises KeyboardInterrupt in main.py:
-shared/tinyusb/mp_usbd_cdc.c:79-83, v1.28.0), or the app had ended on its own;
-``machine.WDT`` cannot be stopped and nothing feeds it in the REPL, so it would
-reset the board mid-upload. Before writing anything such a board is restarted
+may have a watchdog armed although its REPL answers: the Ctrl-C that got the
+REPL stopped a running app (MicroPython's CDC raises KeyboardInterrupt in
+main.py: shared/tinyusb/mp_usbd_cdc.c:79-83, v1.28.0), or the app had ended
+on its own; ``machine.WDT`` cannot be stopped and nothing feeds it in the
+REPL, so it would reset the board mid-upload. Before writing anything such a board is restarted
 in safe mode the firmware's own way (``safe_mode.flag``, which
 ``hal.safe_mode()`` takes at boot: boot.py then arms no watchdog and main.py
 starts nothing), and the REPL of that boot is the one written to.
