@@ -48,8 +48,19 @@ The faces:
 * firmware: an :class:`~hypnolum.emulator.pod.EmulatedPod` that runs the
   files **from** ``<dir>/fs`` (MICROPYPATH = HAL shim, fs, frozen), with the
   provisioned ``fs/pod.json``; what it prints goes to ``port``, and bytes sent
-  to ``port`` meanwhile are dropped and counted (on the board a Ctrl-C there
-  would stop the app, whose armed watchdog then resets it: not emulated).
+  to ``port`` meanwhile are dropped and counted, all but a Ctrl-C (0x03) once
+  main.py runs: as MicroPython's CDC does (shared/tinyusb/mp_usbd_cdc.c:79-83,
+  with pyexec's interrupt character: shared/runtime/pyexec.c:127-129) it stops
+  the app (``EmulatedPod.interrupt``: SIGINT, a KeyboardInterrupt in main.py,
+  whose traceback the port shows) and the REPL takes the port
+  (ports/esp32/main.c:161-179), with the bytes that followed the Ctrl-C. The
+  app's USB function stays enumerated, silent, as a runtime USB device stays
+  until a soft or hard reset (shared/tinyusb/mp_usbd_runtime.c:444-458, called
+  at soft reset: ports/esp32/main.c:208-210); ``link_port`` stays. The watchdog
+  the app armed (or boot.py's) is fed no more: it resets the board after its
+  timeout (machine.WDT is the task watchdog with a user of its own, fed only by
+  ``feed()``, panicking on expiry: ports/esp32/machine_wdt.c:51-76), and the
+  firmware boots again.
   A boot into safe mode (the SAFE_MODE command: ``hal.safe_mode()`` prints
   ``hypnolum: safe mode, firmware not started`` after boot.py, and main.py
   starts nothing) leaves the REPL on the port, as on the board.
@@ -91,6 +102,7 @@ APP_OFFSET = 0x0  # an ESP32-S3 image starts with the 2nd-stage bootloader here 
 REPL_SHIMS = paths.ROOT / "emulator" / "mpy_repl"
 _BACKLOG = 4095  # bytes unread at the port that mean "nobody is reading"
 _FOLLOW_S = 0.05  # how often firmware mode looks for the app's USB function
+_CTRL_C = 0x03
 # what the board's USB device presents (docs/flashing.md, "USB devices recognised"); the
 # strings are the ones the emulated firmware's USB device gives (emulator/mpy/usbcable.py,
 # firmware/pod/usbvendor.py, pod/usbbulk.py)
@@ -105,6 +117,7 @@ class BoardCounters:
     host_bytes: dict[str, int] = field(default_factory=dict)  # host -> board bytes, per mode
     board_bytes: dict[str, int] = field(default_factory=dict)  # board -> host bytes, per mode
     dropped_bytes: int = 0
+    interrupts: int = 0  # Ctrl-Cs on the port that stopped the running app
     resets: list[str] = field(default_factory=list)  # mode entered at each reset
     soft_reboots: int = 0
 
@@ -155,6 +168,10 @@ class EmulatedBoard:
         self._repl_task: asyncio.Task | None = None
         self._port_pty = ""  # /dev/pts/N of ``port``
         self._app_usb: asyncio.Task | None = None  # follows the app's USB function (firmware mode)
+        self._held: bytearray | None = None  # host bytes after a Ctrl-C, for the REPL that comes
+        self._halted = False  # the app ended by Ctrl-C: the REPL serves the port, the pod (watchdog) stays
+        self._booting = False  # entering firmware mode: the pod is starting
+        self._safe_boot = False  # the firmware said it booted in safe mode: the REPL is to take the port
         self._switch: asyncio.Task | None = None
         self._mode_changed = asyncio.Event()
 
@@ -239,12 +256,18 @@ class EmulatedBoard:
         elif mode == "repl":
             await self._spawn_repl(raw=False)
         elif mode == "firmware":
-            await self._start_firmware()
+            self._booting = True  # the app's output belongs to this mode already
+            try:
+                await self._start_firmware()
+            finally:
+                self._booting = False
         self.mode = mode
         self._present(mode)
         self._mode_changed.set()
+        self._to_safe_repl()
 
     async def _leave(self) -> None:
+        self._held, self._halted, self._safe_boot = None, False, False
         if self.rom is not None:
             self.rom = None
         await self._stop_repl()
@@ -413,14 +436,70 @@ class EmulatedBoard:
             write_config=False, usb_link=usb_link,
         )
         self.pod.on_output = self._on_pod_output
+        self.pod.on_repl = self._on_app_stopped
+        self.pod.on_boot = self._on_app_boot
         await self.pod.start()
 
     def _on_pod_output(self, line: str) -> None:
-        if self.mode == "firmware":  # what the app prints goes to the REPL's CDC
+        firmware = self.mode == "firmware" or self._booting
+        if firmware:  # what the app prints goes to the REPL's CDC
             self._to_host(line.encode() + b"\r\n")
         # the firmware booted into safe mode: main.py started nothing, the REPL takes the port
-        if line.strip() == SAFE_MODE_LINE and self.mode == "firmware" and (self._switch is None or self._switch.done()):
+        if line.strip() == SAFE_MODE_LINE and firmware:
+            self._safe_boot = True
+            self._to_safe_repl()
+
+    def _to_safe_repl(self) -> None:
+        """After a safe-mode boot, once firmware mode is entered (the line may come before)."""
+        if self._safe_boot and self.mode == "firmware" and not self._booting and (
+                self._switch is None or self._switch.done() or self._switch is asyncio.current_task()):
+            self._safe_boot = False
             self._switch = self._loop.create_task(self._enter("repl"))
+
+    def _to_app(self, data: bytes) -> None:
+        """Host bytes on the REPL's CDC while the firmware runs: nobody reads them, but a
+        Ctrl-C interrupts main.py. The CDC empties its buffer at the Ctrl-C and keeps what
+        follows for the REPL (shared/tinyusb/mp_usbd_cdc.c:79-87), as the board holds it here."""
+        if self._held is not None:  # the app is stopping: the REPL reads these
+            room = _BACKLOG - len(self._held)
+            self._held += data[:max(0, room)]
+            self.counters.dropped_bytes += max(0, len(data) - max(0, room))
+            return
+        at = data.find(_CTRL_C)
+        if at < 0 or self.pod is None or not self.pod.interrupt():
+            self.counters.dropped_bytes += len(data)
+            return
+        self.counters.interrupts += 1
+        self.counters.dropped_bytes += at
+        self._held = bytearray(data[at + 1:])
+
+    def _on_app_stopped(self) -> None:
+        """main.py ended by Ctrl-C (its traceback is on the port): the REPL takes the port."""
+        if self.mode == "firmware" and self._held is not None and (self._switch is None or self._switch.done()):
+            self._switch = self._loop.create_task(self._app_repl())
+
+    async def _app_repl(self) -> None:
+        boots = self.pod.counters.boots
+        await self._spawn_repl(raw=False)
+        if self._held is None or self.pod is None or self.pod.counters.boots != boots:
+            await self._stop_repl()  # reset meanwhile (_on_app_boot): the firmware again
+            return
+        self._repl_pending += self._held
+        self._held, self._halted = None, True
+        self.mode = "repl"
+        self._mode_changed.set()
+
+    def _on_app_boot(self) -> None:
+        """The pod's interpreter starts again: a reset (its watchdog, most often) ends the REPL."""
+        self._held = None
+        if not self._halted:
+            return
+        self._halted = False
+        self.mode = "firmware"
+        self.counters.resets.append("firmware")
+        self._mode_changed.set()
+        if self._switch is None or self._switch.done():
+            self._switch = self._loop.create_task(self._stop_repl())
 
     # ------------------------------------------------------------------ USB
     def _present(self, mode: str) -> None:
@@ -509,7 +588,9 @@ class EmulatedBoard:
                 self._to_host(out)
         elif self.mode == "repl":
             self._to_repl(data)
-        else:  # the ROM printing, or the app running (nothing reads the REPL's stdin)
+        elif self.mode == "firmware":
+            self._to_app(data)
+        else:  # the ROM printing
             self.counters.dropped_bytes += len(data)
 
     def _to_host(self, data: bytes) -> None:

@@ -17,6 +17,12 @@ watchdog, a ``RST!`` or :meth:`reboot` kills it and starts it again; an
 interpreter that exits on its own (an uncaught exception) is restarted too,
 after a short back-off, and counted in ``crashes``.
 
+Ctrl-C: :meth:`interrupt` sends the interpreter SIGINT once main.py runs (the
+launcher prints ``MAIN_LINE`` after boot.py). main.py ends with a
+KeyboardInterrupt, the launcher prints its traceback, then ``REPL_LINE``, and
+stays, as a board stays in its REPL: nothing feeds the watchdog any more, so an
+armed one resets the pod after its timeout and the firmware boots again.
+
 The pty: the emulator keeps a slave fd open itself, so the master never sees
 EIO while no host has the port open. Once about 4 KiB wait unread at the
 slave (the tty line discipline's buffer) link.sock is no longer read, as a
@@ -60,6 +66,10 @@ TICKS_PERIOD = 1 << 30  # ticks_ms / ticks_us wrap here on the ESP32
 _SLAVE_BACKLOG = 4095  # bytes unread at the slave that mean "nobody is reading": stop taking more
 _POLL_S = 0.02
 _CRASH_BACKOFF_S = (0.2, 5.0)
+# what emulator/mpy/launch.py prints: boot.py has run and main.py starts; main.py ended by
+# Ctrl-C and the board sits in its REPL
+MAIN_LINE = "[emulator] main.py"
+REPL_LINE = "[emulator] repl"
 
 
 class PodError(RuntimeError):
@@ -150,6 +160,7 @@ class PodCounters:
     watchdog_resets: int = 0
     reset_requests: int = 0  # RST! from the firmware
     crashes: int = 0  # the interpreter exited on its own
+    keyboard_interrupts: int = 0  # Ctrl-Cs that stopped main.py (interrupt())
     manual_reboots: int = 0
     link_to_pod_bytes: int = 0
     link_to_host_bytes: int = 0
@@ -217,6 +228,11 @@ class EmulatedPod:
         self.log_path = self.dir / "micropython.log"
         self.log_tail: deque[str] = deque(maxlen=200)
         self.on_output: Callable[[str], None] | None = None  # called with each line the interpreter prints
+        self.on_repl: Callable[[], None] | None = None  # called when main.py has ended by Ctrl-C
+        self.on_boot: Callable[[], None] | None = None  # called at each interpreter start
+        self.main_running = False  # this boot's main.py has started (and not ended by Ctrl-C)
+        self.in_repl = False  # this boot's main.py ended by Ctrl-C: the board sits in its REPL
+        self._interrupted = False  # SIGINT sent this boot: a second one would kill the interpreter
         # one participant per pod, drawn from (seed, pod_id): the headset's signal seed
         self.signal_seed = self._rng.getrandbits(32)
         self.participant = participant or Participant.from_seed(self.signal_seed)
@@ -465,6 +481,17 @@ class EmulatedPod:
         self._master, self._slave, self.pts_path = linked_pty(self.tty_path)
         self._loop.add_reader(self._master, self._on_master)
 
+    def interrupt(self) -> bool:
+        """Ctrl-C on the REPL's CDC: SIGINT to the interpreter, which raises KeyboardInterrupt in
+        main.py. Only once main.py runs, and once per boot (the unix port exits at a second SIGINT
+        while the first is pending: ports/unix/unix_mphal.c:65-68). True if it was sent."""
+        if not (self.running and self.main_running) or self._interrupted:
+            return False
+        self._interrupted = True
+        self.counters.keyboard_interrupts += 1
+        os.kill(self._proc.pid, signal.SIGINT)
+        return True
+
     def pause(self) -> None:
         """Freeze the interpreter (SIGSTOP): the watchdog will fire if armed."""
         if self.running:
@@ -654,6 +681,7 @@ class EmulatedPod:
         self.ticks_ms0 = TICKS_PERIOD - self._rng.randint(3000, 8000)
         self.ticks_us0 = TICKS_PERIOD - self._rng.randint(3000, 8000) * 1000
         self.wdt_timeout_ms = None
+        self.main_running = self.in_repl = self._interrupted = False
         self._reset.clear()
         self._log_line(
             f"[emulator] boot {self.counters.boots + 1} ticks_ms0={self.ticks_ms0} ticks_us0={self.ticks_us0}"
@@ -674,13 +702,24 @@ class EmulatedPod:
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
         self._booted.set()
+        if self.on_boot is not None:
+            self.on_boot()
 
     async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
         while True:
             line = await proc.stdout.readline()
             if not line:
                 return
-            self._log_line(line.decode("utf-8", "replace").rstrip("\n"))
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            self._log_line(text)
+            if proc is not self._proc:
+                continue
+            if text == MAIN_LINE:
+                self.main_running = True
+            elif text == REPL_LINE:
+                self.main_running, self.in_repl = False, True
+                if self.on_repl is not None:
+                    self.on_repl()
 
     def _log_line(self, text: str) -> None:
         self.log_tail.append(text)

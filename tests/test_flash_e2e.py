@@ -75,9 +75,14 @@ async def boards(tmp_path):
 async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86, tmp_path):
     (board,) = await boards(1)
     log = tmp_path / "flash-log.jsonl"
+    # what MicroPython's first boot leaves in a new filesystem (ports/esp32/modules/inisetup.py:47-55):
+    # not the pod firmware, nothing to restart in safe mode
+    (board.fs_dir / "boot.py").write_text("# This file is executed on every boot (including wake-boot from deepsleep)\n"
+                                          "#import esp\n#esp.osdebug(None)\n#import webrepl\n#webrepl.start()\n")
     rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--pod-id", "pod-07",
                           "--led-count", "12", "--psu-ma", "3000", "--ble-pair", "--log", str(log))
     assert rc == 0, out
+    assert "safe mode" not in out and board.counters.resets == ["download", "repl", "firmware"], out
     assert re.search(r"1 ok, 0 failed", out)
     assert (board.fs_dir / "ble_pair.flag").read_bytes() == b"1"  # a pod with ble on opens its pairing window at boot
     assert board.flash.read(0x0, image.stat().st_size) == image.read_bytes()  # the S3 offset
@@ -93,6 +98,7 @@ async def test_one_board_flashed_provisioned_and_verified(boards, image, app_x86
     assert (board.fs_dir / "update.key").read_bytes() == updatekey.read(tmp_path / "update-keys" / "pod-07.key")
     (rec,) = flashlog.read(log)
     assert rec["result"] == "ok" and rec["pod_id"] == "pod-07" and rec["port"] == str(board.port)
+    assert "notes" not in rec
     assert rec["mac"] == board.mac_text and rec["chip"] == "ESP32-S3"
     assert rec["app_hash"] == f"{app_x86.build_hash:#010x}" and rec["app_format"] == "x86"
     assert rec["fingerprint"] == f"{codec.FINGERPRINT:#010x}"
@@ -196,19 +202,15 @@ async def test_no_board_found():
     assert rc == 2 and "no board found" in out, out
 
 
-async def test_running_firmware_holds_the_repl(boards, image, tmp_path):
-    """Re-provisioning a board whose firmware owns the port asks for safe mode instead of hanging."""
+async def test_a_running_pod_is_restarted_in_safe_mode_and_reflashed(boards, image, tmp_path):
+    """Re-provisioning a board whose firmware runs: the tool's Ctrl-C stops the app, and it restarts
+    the board in safe mode (no watchdog to reset it mid-upload) before writing; a board whose REPL
+    never answers still gets the safe-mode advice."""
     (board,) = await boards(1)
-    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image),
+    rc, out = await flash("--emulator", "--port", str(board.port), "--image", str(image), "--watchdog-ms", "3000",
                           "--log", str(tmp_path / "a.jsonl"))
     assert rc == 0, out
-    log = tmp_path / "b.jsonl"
-    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--boot-timeout", "3",
-                          "--log", str(log))
-    assert rc == 1
-    rec = flashlog.read(log)[-1]
-    assert rec["step"] == "upload" and "safe mode" in rec["error"], rec
-    await board.reset(safe_mode=True)  # SAFE held at reset: the REPL stays
+    assert board.mode == "firmware"
     # an app from an update in slot b, and the layout before slots: the re-flash leaves neither
     (board.fs_dir / "b" / "pod").mkdir(parents=True)
     (board.fs_dir / "b" / "pod" / "app.mpy").write_bytes(b"M")
@@ -217,16 +219,45 @@ async def test_running_firmware_holds_the_repl(boards, image, tmp_path):
     (board.fs_dir / "hal.mpy").write_bytes(b"M")
     fleet = tmp_path / "fleet.key"
     fleet.write_text("ab" * 32 + "\n")
+    pod, log = board.pod, tmp_path / "b.jsonl"
     rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--pod-id", "pod-99",
                           "--update-key", str(fleet), "--log", str(log))
     assert rc == 0, out
-    assert flashlog.read(log)[-1]["pod_id"] == "pod-99"
+    assert f"{board.port}: the firmware was running: restarted it in safe mode" in out, out
+    assert board.counters.interrupts == 1 and pod.counters.keyboard_interrupts == 1
+    # then the safe-mode boot's REPL (no watchdog armed: pod.json's 3 s did not reset it
+    # mid-upload), and the new build after the tool's reset
+    assert board.counters.resets[-3:] == ["firmware", "repl", "firmware"], board.counters.resets
+    assert pod.counters.watchdog_resets == 0
+    rec = flashlog.read(log)[-1]
+    assert rec["result"] == "ok" and rec["pod_id"] == "pod-99", rec
+    assert rec["notes"] == ["the firmware was running: restarted it in safe mode"], rec
+    assert not (board.fs_dir / "safe_mode.flag").exists()
+    assert json.loads((board.fs_dir / "pod.json").read_text())["pod_id"] == "pod-99"
     assert (board.fs_dir / "update.key").read_bytes() == bytes.fromhex("ab" * 32)
     assert not (board.fs_dir / "b").exists() and not (board.fs_dir / "pod").exists()
     assert not (board.fs_dir / "hal.mpy").exists()
     fleet.write_text("not a key\n")
     rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--update-key", str(fleet))
     assert rc == 2 and "fleet.key: not an update key" in out, out
+
+    # SAFE held at reset: nothing runs, the REPL answers; the tool cannot tell, and restarts it all the same
+    await board.reset(safe_mode=True)
+    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--pod-id", "pod-99", "--log", str(log))
+    assert rc == 0, out
+    assert flashlog.read(log)[-1]["notes"] == ["the pod firmware is on the board: restarted it in safe mode "
+                                               "(no watchdog there)"]
+    assert board.counters.interrupts == 1
+
+    # a board whose REPL never answers (its image erased: the ROM prints "invalid header", no MicroPython)
+    board.flash.erase(0, 1)
+    await board.reset()
+    assert board.mode == "no-image"
+    rc, out = await flash("--emulator", "--no-image", "--port", str(board.port), "--boot-timeout", "2",
+                          "--log", str(log))
+    assert rc == 1, out
+    rec = flashlog.read(log)[-1]
+    assert rec["step"] == "upload" and "no MicroPython REPL" in rec["error"] and "safe mode" in rec["error"], rec
 
 
 async def test_interrupted_upload_leaves_only_whole_files(boards, image, app_x86, tmp_path):

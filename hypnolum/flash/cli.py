@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         def tell(stage: str, done: int, total: int) -> None:
             progress.update(task, description=stage, completed=done, total=max(total, 1))
 
-        outcome = run_board(board, opts, tell)
+        def say(text: str) -> None:
+            progress.console.print(f"{board.port}: {text}", highlight=False)
+
+        outcome = run_board(board, opts, tell, say)
         progress.update(task, description="ok" if outcome.ok else f"FAILED:{outcome.step}")
         return outcome
 

@@ -20,6 +20,7 @@ from .errors import FlashError
 from .image import FlashResult, Image, flash_image
 
 Progress = Callable[[str, int, int], None]
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,12 @@ class Outcome:
     seconds: float = 0.0
     uploaded_bytes: int = 0
     hello: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the tool did that the technician should know
 
 
-def run_board(board: boards.Board, opts: Options, progress: Progress | None = None) -> Outcome:
+def run_board(board: boards.Board, opts: Options, progress: Progress | None = None,
+              say: Say | None = None) -> Outcome:
+    """Flash, provision and verify one board; ``say`` is told what the technician should know."""
     out = Outcome(board.port)
     t0 = time.monotonic()
     step = "open"
@@ -74,6 +78,11 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
         cfg = provision.make(settings, where=board.port)
         out.pod_id = cfg.pod_id
         return cfg.pod_json()
+
+    def note(text: str) -> None:
+        out.notes.append(text)
+        if say is not None:
+            say(text)
 
     def key_for(_mac: str) -> bytes:
         # after pod_json_for: the pod id is known
@@ -98,7 +107,8 @@ def run_board(board: boards.Board, opts: Options, progress: Progress | None = No
             tell("upload", 0, opts.bundle.size)
             files = [(BLE_PAIR_FLAG, b"1")] if opts.ble_pair else []
             _, out.uploaded_bytes = upload.upload(board.port, opts.bundle, pod_json_for, key_for=key_for,
-                                                  progress=tell, timeout_s=opts.boot_timeout_s, files=files)
+                                                  progress=tell, timeout_s=opts.boot_timeout_s, files=files,
+                                                  note=note)
         else:
             pod_json_for(out.mac or "00:00:00:00:00:00")
         step = "verify"
@@ -138,6 +148,8 @@ def record(out: Outcome, opts: Options) -> dict[str, Any]:
         "result": "ok" if out.ok else "failed",
         "seconds": out.seconds,
     }
+    if out.notes:
+        rec["notes"] = list(out.notes)
     if not out.ok:
         rec.update(step=out.step, error=out.error, kind=out.kind)
     return rec

@@ -13,6 +13,18 @@ layout before slots (``hal.*`` and ``pod/`` at the root).
 Paths are relative: the filesystem root is the working directory on the
 board and in the emulator. On an ESP32-S3 pod the REPL is MicroPython's USB
 CDC, which ignores the baud rate.
+
+A board that holds the pod firmware (``main.py`` beside ``slots.json``, or
+beside ``hal.*`` at the root as before slots; a fresh MicroPython has only
+the ``boot.py`` its first boot writes: ports/esp32/modules/inisetup.py:47-55)
+may have a watchdog armed although its REPL answers: the Ctrl-C that got the
+REPL stopped a running app (MicroPython's CDC raises KeyboardInterrupt in
+main.py: shared/tinyusb/mp_usbd_cdc.c:79-83, v1.28.0), or the app had ended
+on its own; ``machine.WDT`` cannot be stopped and nothing feeds it in the
+REPL, so it would reset the board mid-upload. Before writing anything such a board is restarted
+in safe mode the firmware's own way (``safe_mode.flag``, which
+``hal.safe_mode()`` takes at boot: boot.py then arms no watchdog and main.py
+starts nothing), and the REPL of that boot is the one written to.
 """
 from __future__ import annotations
 
@@ -25,6 +37,10 @@ from .updatekey import KEY_SIZE
 from .updatekey import POD_FILE as KEY_FILE
 from .errors import NoAnswer, PortBusy, UploadFailed
 
+MAIN_FILE = "main.py"  # the pod firmware's starts the app; its boot.py arms the watchdog first
+SAFE_FLAG = "safe_mode.flag"  # firmware/hal.py SAFE_MODE_FLAG: the next boot is a safe-mode boot
+INTERRUPTED = b"KeyboardInterrupt"  # in the traceback a running app prints when Ctrl-C stops it
+
 CHUNK = 2048  # raw bytes per exec: base64 grows it to 2732, well within an ESP32's heap
 _OLD_ROOT_APP = ("hal.py", "hal.mpy")  # the app's root files before slots
 STATE_FILE = "slots.json"
@@ -33,10 +49,12 @@ PENDING_FILE = "update.man"  # an update under way (firmware/pod/update.py)
 FIRST_STATE = b'{"active": "%s", "trial": 0, "tried": 0, "fails": 0, "safe": 0, "back": 0}' % FIRST_SLOT.encode()
 
 Progress = Callable[[str, int, int], None]
+Note = Callable[[str], None]
 
 
-def _transport(port: str, timeout_s: float):
-    """Open the port and get a raw REPL, retrying while the board boots."""
+def _transport(port: str, timeout_s: float, *, interrupt: bool = True, heard: bytearray | None = None):
+    """Open the port and get a raw REPL, retrying while the board boots; ``heard`` collects what
+    the board said first (a stopped app's traceback). ``interrupt``: send Ctrl-C first."""
     from mpremote.transport import TransportError
     from mpremote.transport_serial import SerialTransport
 
@@ -46,7 +64,7 @@ def _transport(port: str, timeout_s: float):
         t = None
         try:
             t = SerialTransport(port, baudrate=115200)
-            _enter_raw_repl(t, timeout_s=1.0)
+            _enter_raw_repl(t, timeout_s=1.0, interrupt=interrupt, heard=heard)
             return t
         except TransportError as exc:
             last = str(exc)
@@ -75,23 +93,44 @@ def _transport(port: str, timeout_s: float):
         time.sleep(0.3)
 
 
-def _enter_raw_repl(t, timeout_s: float) -> None:
+def _enter_raw_repl(t, timeout_s: float, interrupt: bool = True, heard: bytearray | None = None) -> None:
     """mpremote's enter_raw_repl without its soft reset and without printing on failure.
 
-    Ctrl-C stops whatever runs, Ctrl-A asks for the raw REPL; on a board that
-    is still booting the bytes are lost and the caller tries again.
+    Ctrl-C stops whatever runs (unless not ``interrupt``), Ctrl-A asks for the raw REPL;
+    on a board that is still booting the bytes are lost and the caller tries again.
+    What the board says before the raw REPL's banner is added to ``heard``.
     """
     from mpremote.transport import TransportError
 
     banner = b"raw REPL; CTRL-B to exit\r\n"
-    t.serial.write(b"\r\x03")
-    while t.serial.in_waiting:
-        t.serial.read(t.serial.in_waiting)
+    said = bytearray()
+    if interrupt:
+        t.serial.write(b"\r\x03")
+        while t.serial.in_waiting:
+            said += t.serial.read(t.serial.in_waiting)
     t.serial.write(b"\r\x01")
-    data = t.read_until(1, banner, timeout_overall=timeout_s)
+    data = _read_until(t.serial, banner, timeout_s)
+    if heard is not None:
+        heard += said + data
     if not data.endswith(banner):
         raise TransportError("could not enter raw repl")
     t.in_raw_repl = True
+
+
+def _read_until(ser, ending: bytes, timeout_s: float) -> bytes:
+    """Bytes from the port up to and including ``ending``, or what came within ``timeout_s``.
+
+    Only bytes already waiting are read, one at a time: nothing after ``ending`` (the raw
+    REPL's prompt is mpremote's to read), and a silent board cannot hold the caller past
+    ``timeout_s`` (mpremote reads a /dev/pts path blocking)."""
+    data = bytearray()
+    deadline = time.monotonic() + timeout_s
+    while not data.endswith(ending) and time.monotonic() < deadline:
+        if ser.in_waiting:
+            data += ser.read(1)
+        else:
+            time.sleep(0.01)
+    return bytes(data)
 
 
 def _exec(t, code: str, what: str) -> bytes:
@@ -104,6 +143,33 @@ def _exec(t, code: str, what: str) -> bytes:
                            step="upload") from None
     except TransportError as exc:
         raise UploadFailed(f"{what}: {exc}", step="upload") from None
+
+
+def _restart_in_safe_mode(t, port: str, timeout_s: float, was_running: bool, note: Note | None):
+    """Write the safe-mode request, reset, and return a raw REPL of the safe-mode boot.
+
+    No Ctrl-C on the way back: only a board where nothing runs answers (a safe-mode boot's
+    main.py starts nothing). A board whose boot took no request (the flag is still there) is
+    not written to."""
+    from mpremote.transport import TransportError
+
+    _exec(t, f"f=open({SAFE_FLAG!r},'wb')\nf.write(b'1')\nf.close()", f"{SAFE_FLAG}: write")
+    try:
+        t.exec_raw_no_follow("import machine\nmachine.reset()")
+    except TransportError as exc:
+        raise UploadFailed(f"reset into safe mode: {exc}", step="upload") from None
+    t.close()
+    t = _transport(port, timeout_s, interrupt=False)
+    if _size(t, SAFE_FLAG) >= 0:
+        _exec(t, f"import os\nos.remove({SAFE_FLAG!r})", f"{SAFE_FLAG}: remove")
+        t.close()
+        raise UploadFailed(f"{port}: restarted for safe mode, but its boot did not take {SAFE_FLAG} (its watchdog "
+                           "may be armed); nothing was written: hold SAFE while pressing RESET (safe mode) and retry",
+                           step="upload")
+    if note is not None:
+        note("the firmware was running: restarted it in safe mode" if was_running
+             else "the pod firmware is on the board: restarted it in safe mode (no watchdog there)")
+    return t
 
 
 def _write(t, path: str, data: bytes, progress: Progress | None, done: int, total: int) -> int:
@@ -122,8 +188,11 @@ def _write(t, path: str, data: bytes, progress: Progress | None, done: int, tota
 def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None], *,
            key_for: Callable[[str], bytes] | None = None, keep_key: bool = False,
            progress: Progress | None = None, timeout_s: float = 20.0, reset: bool = True,
-           files: list[tuple[str, bytes]] | None = None) -> tuple[str, int]:
+           files: list[tuple[str, bytes]] | None = None, note: Note | None = None) -> tuple[str, int]:
     """Write the app, pod.json and the update key, make slot a active, remove stale files, then hard-reset.
+
+    A board with the pod firmware on it is first restarted in safe mode (see the module's
+    docstring); ``note`` is told so, in words for the person at the bench.
 
     ``files``: more (path, bytes) to write at the root (the BLE pairing-window flag).
 
@@ -133,8 +202,11 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
     board keeps the key it has). With ``keep_key`` a board that holds a key
     (32 bytes) keeps it and ``key_for`` is not asked. Returns (MAC, bytes of files uploaded).
     """
-    t = _transport(port, timeout_s)
+    heard = bytearray()
+    t = _transport(port, timeout_s, heard=heard)
     try:
+        if _has_pod_firmware(t):
+            t = _restart_in_safe_mode(t, port, timeout_s, INTERRUPTED in heard, note)
         uid = _exec(t, "import machine,binascii\nprint(binascii.hexlify(machine.unique_id()).decode())",
                     "read unique_id").decode().strip()
         mac = ":".join(uid[i:i + 2] for i in range(0, len(uid), 2))
@@ -163,6 +235,12 @@ def upload(port: str, bundle: Bundle, pod_json_for: Callable[[str], bytes | None
             t.close()
         except OSError:
             pass
+
+
+def _has_pod_firmware(t) -> bool:
+    """The pod firmware is on the board (either layout): its boot honours safe_mode.flag."""
+    files, _ = _listing(t, "") or ([], [])
+    return MAIN_FILE in files and (STATE_FILE in files or any(n in files for n in _OLD_ROOT_APP))
 
 
 def _size(t, path: str) -> int:
