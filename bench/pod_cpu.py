@@ -48,8 +48,8 @@ Caveats:
   table, longer on a multi-MB PSRAM heap.
 - asyncio's per-wakeup cost is timed without the emulator's tick-model
   poller, with a count of wakeups per second that is an estimate (render 1 a
-  frame, a UART read per 2 Cyton packets, one per received USB packet, bands
-  slices, the 100 Hz idle tick).
+  frame, one per received USB packet, bands slices, and the 100 Hz tick, at
+  each of which the headset task reads the UART: pod/cyton.py polls it).
 - Not counted: the LED writer thread's few bytecodes a frame and its GIL
   hand-over; ISRs and the other FreeRTOS tasks (TinyUSB, UART driver).
 """
@@ -95,8 +95,7 @@ BAND_UPDATES = 4.0  # every 250 ms (bands.UPDATE_MS)
 STATUSES = 1.0
 DERATES = 4.0  # derate._PASS_MS = 250
 GC_EVERY_RE = re.compile(r"^_GC_EVERY_MS = const\((\d+)\)", re.M)  # the render loop's collections
-PACKETS_PER_READ = 2  # Cyton packets per UART read (one loop wakeup)
-IDLE_TICKS = 100.0  # an idle asyncio wait ends at every 10 ms tick (board-port.md section 1)
+TICKS = 100.0  # every 10 ms tick ends asyncio's wait (board-port.md section 1) and the headset task reads the UART
 
 ASYNCIO_SCRIPT = r"""
 import asyncio, time, gc
@@ -255,8 +254,8 @@ def main() -> int:
             h, _ = row("LED timer callback (scheduled)", ra["led_timer_callback"][0], 0, FPS,
                        f"the wire ({wire_us:.0f} us a frame) runs on DMA from the LED thread")
             here += h
-            wakeups = FPS + 250 / PACKETS_PER_READ + PINGS + GROUP_VALUES + FRAME_PHASES + SCENE_ATS \
-                + BAND_UPDATES * (1 + (8 if rate == 250 else 16)) + STATUSES + DERATES + IDLE_TICKS
+            wakeups = FPS + TICKS + PINGS + GROUP_VALUES + FRAME_PHASES + SCENE_ATS \
+                + BAND_UPDATES * (1 + (8 if rate == 250 else 16)) + STATUSES + DERATES
             h, _ = row("asyncio wakeup (8 tasks, no HAL tick model)", ra["asyncio_wakeup"][0], 0, wakeups, "estimated count")
             here += h
             # the render loop collects every _GC_EVERY_MS whatever was allocated (the heap's own

@@ -140,7 +140,7 @@ def cyton_stream():
 
 def eeg():
     stream = cyton_stream()
-    per_read = 2  # packets per UART read (the board's UART wakes the loop in small chunks)
+    per_read = 2  # packets per UART read: a read at each 10 ms tick finds 2-3 (pod/cyton.py)
     size = per_read * cyton.PACKET_SIZE
     chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
     nch = len(chunks)
