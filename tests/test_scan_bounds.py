@@ -20,10 +20,10 @@ from hypnolum.host.config import parse
 from hypnolum.host.daemon import EXIT_STOPPED, run
 from hypnolum.host.links import Boundaries
 from hypnolum.host.transport import TransportError
-from hypnolum.host.transport.ble import GattLink, supervise
+from hypnolum.host.transport.ble import supervise
 from hypnolum.host.transport.usb import UsbScanner
 
-from helpers.ble_peer import BumbleGattLink
+from helpers.ble_peer import BumbleGattLink, UnconnectedLink
 from helpers.fake_usb import UsbBus
 from helpers.usb_devices import OtherDevice
 from helpers.usb_hostd import PID, VID
@@ -74,7 +74,7 @@ async def test_ble_attempts_that_run_to_their_timeout_back_off_although_each_las
     assert sum(waits(spans)) >= sum(SERIES)  # yet the delays grew: the link was never up
 
 
-class FailingLink(GattLink):
+class FailingLink(UnconnectedLink):
     """A GATT client whose stack fails at once, with its own error (not a TransportError)."""
 
     def __init__(self, address: str):
@@ -82,22 +82,6 @@ class FailingLink(GattLink):
 
     async def connect(self, timeout_s):
         raise RuntimeError("org.bluez.Error.NotReady: Resource Not Ready")
-
-    @property
-    def mtu(self):
-        return 23
-
-    async def subscribe(self, uuid, on_data):
-        raise AssertionError("never connected")
-
-    async def write(self, uuid, data):
-        raise AssertionError("never connected")
-
-    def on_disconnect(self, callback):
-        pass
-
-    async def disconnect(self):
-        pass
 
 
 async def test_ble_attempts_that_fail_at_once_with_the_stacks_own_error_are_spaced_by_the_backoff():

@@ -13,10 +13,12 @@ import pytest
 
 from hypnolum.host.config import parse
 from hypnolum.host.transport import TransportError
-from hypnolum.host.transport.ble import BleTransport, GattLink, supervise
+from hypnolum.host.transport.ble import BleTransport, supervise
+
+from helpers.ble_peer import UnconnectedLink
 
 
-class StubbornLink(GattLink):
+class StubbornLink(UnconnectedLink):
     """A GATT client whose connect ignores cancellation; it ends only when the link is dropped
     (``ends_on_disconnect``), or never."""
 
@@ -41,19 +43,6 @@ class StubbornLink(GattLink):
                     self.cancels_ignored += 1
         finally:
             self.connect_running = False
-
-    @property
-    def mtu(self):
-        return 23
-
-    async def subscribe(self, uuid, on_data):
-        raise AssertionError("never connected")
-
-    async def write(self, uuid, data):
-        raise AssertionError("never connected")
-
-    def on_disconnect(self, callback):
-        pass
 
     async def disconnect(self):
         self.disconnects += 1

@@ -134,3 +134,24 @@ class BumbleGattLink(GattLink):
             except Exception:  # noqa: BLE001
                 pass
             self._link.remove_controller(self._controller)
+
+
+class UnconnectedLink(GattLink):
+    """A GATT client that never gets a link: only its connect() differs (a subclass's), the rest
+    says so. For tests of what hostd does while a pod does not answer."""
+
+    @property
+    def mtu(self):
+        return 23
+
+    async def subscribe(self, uuid, on_data):
+        raise AssertionError("never connected")
+
+    async def write(self, uuid, data):
+        raise AssertionError("never connected")
+
+    def on_disconnect(self, callback):
+        pass
+
+    async def disconnect(self):
+        pass
