@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any
 
 import serial
 
 from hypnolum.host.config import SerialConfig
-from hypnolum.host.repl_port import UsbLink
+from hypnolum.host.repl_port import LinkFinder, UsbLink
 from hypnolum.protocol import codec
 
 from . import usblink
@@ -43,9 +42,6 @@ class Expected:
     led_count: int
     fingerprint: int = codec.FINGERPRINT
     protocol_version: int = codec.PROTOCOL_VERSION
-
-
-PortFinder = Callable[[], "str | UsbLink | None"]  # the link now; None while there is none
 
 
 class _SerialLink:
@@ -76,7 +72,7 @@ class _SerialLink:
 Link = _SerialLink | usblink.VendorLink
 
 
-def _open(find: PortFinder, name: str, deadline: float, backend: Any) -> Link:
+def _open(find: LinkFinder, name: str, deadline: float, backend: Any) -> Link:
     last = "the pod's link has not appeared"
     while True:
         where = find()
@@ -100,7 +96,7 @@ def _open(find: PortFinder, name: str, deadline: float, backend: Any) -> Link:
         time.sleep(0.2)
 
 
-def hello(port: str | PortFinder, timeout_s: float = 20.0, name: str = "", usb_backend: Any = None) -> dict[str, Any]:
+def hello(port: str | LinkFinder, timeout_s: float = 20.0, name: str = "", usb_backend: Any = None) -> dict[str, Any]:
     """HELLO's fields from the pod on ``port`` (a path, or a function giving the link now: a
     path or a USB vendor interface); ``name`` says which board in messages (default: the path).
     ``usb_backend``: pyusb's backend for a vendor interface (None: libusb-1.0)."""
