@@ -524,8 +524,10 @@ async def test_run_collects_garbage_every_400_ms_just_after_a_frames_instant():
     finally:
         render.gc = real
     assert 5 <= len(at) <= 6, at
-    for (a, _), (b, _) in zip(at, at[1:]):
-        assert 399_000 <= hal.ticks_diff(b, a) < 400_000 + 2 * r.period_us, at  # the first frame 400 ms on
+    # the grid: each collection follows the first frame instant 400 ms after the last one's (the
+    # collection's own instant carries the host's scheduling delay, checked below on its own)
+    for (_, a), (_, b) in zip(at, at[1:]):
+        assert 399_000 <= hal.ticks_diff(b, a) < 400_000 + 2 * r.period_us, at
     assert r.collections == len(at)
     for now, due in at:
         after = hal.ticks_diff(now, due)
