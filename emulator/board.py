@@ -527,7 +527,9 @@ class EmulatedBoard:
         shown = False
         while True:
             if pod.counters.boots != boots:  # a reset: the device goes and comes back without the link
-                boots, links, shown = pod.counters.boots, pod.counters.link_connections, False
+                # the count as the interpreter started, not as seen here: the app may have
+                # connected its link already
+                boots, links, shown = pod.counters.boots, pod.links_at_boot, False
                 self._drop_link_port()
                 self._show_repl()
             elif not shown and await self._app_link_open(pod, links):

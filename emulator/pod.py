@@ -233,6 +233,7 @@ class EmulatedPod:
         self.main_running = False  # this boot's main.py has started (and not ended by Ctrl-C)
         self.in_repl = False  # this boot's main.py ended by Ctrl-C: the board sits in its REPL
         self._interrupted = False  # SIGINT sent this boot: a second one would kill the interpreter
+        self.links_at_boot = 0  # counters.link_connections when this boot's interpreter started
         # one participant per pod, drawn from (seed, pod_id): the headset's signal seed
         self.signal_seed = self._rng.getrandbits(32)
         self.participant = participant or Participant.from_seed(self.signal_seed)
@@ -701,6 +702,7 @@ class EmulatedPod:
         )
         self._out_task = asyncio.create_task(self._pump_output(self._proc), name=f"{self.pod_id}-output")
         self.counters.boots += 1
+        self.links_at_boot = self.counters.link_connections  # this boot's link connects count past it
         self._booted.set()
         if self.on_boot is not None:
             self.on_boot()
